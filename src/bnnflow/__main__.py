@@ -1,0 +1,3 @@
+from bnnflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The ``bnnflow`` command: one subcommand per stage of the flow.
+
+Each stage module exposes ``register(subparsers)``, which adds its
+subcommands with ``set_defaults(func=handler)``; a handler takes the parsed
+arguments and returns an exit code. A ``BnnflowError`` becomes one line on
+stderr and its exit code; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bnnflow import __version__
+from bnnflow.errors import BnnflowError
+
+# Stage modules in flow order; each defines register(subparsers).
+STAGES = (
+    "bnnflow.training.commands",
+    "bnnflow.demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like argparse but shorter
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bnnflow",
+        description="Binarized neural networks from Bop training to FINN dataflow designs on PYNQ boards.",
+    )
+    parser.add_argument("--version", action="version", version=f"bnnflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in STAGES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BnnflowError as exc:
+        print(f"bnnflow: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bnnflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Run folders, atomic writes and checkpoints.
+
+A run folder (``runs/<name>/`` by default) holds a model's whole history::
+
+    runs/<name>/
+      run.json             what was trained: model, dataset, optimizer, hyperparameters
+      checkpoint.pt        the latest epoch (resume from here)
+      best.pt              the epoch with the best test accuracy
+      metrics.csv          one row per epoch
+      training.png         accuracy and log flip ratio per epoch
+      export/              QONNX model and its verification (bnnflow export)
+      compile/<board>/     FINN hardware graph, folding, estimates, HLS (bnnflow compile)
+
+Every file is written to a temporary name in the same folder and renamed into
+place, so a kill at any moment leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bnnflow.errors import BnnflowError
+
+CHECKPOINT_FORMAT = "bnnflow-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
+    """Build a folder under a temporary name; it appears at ``path`` only on success.
+
+    On any exception the temporary folder is removed and ``path`` is left as
+    it was, so no half-written output folder is ever visible.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BnnflowError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically. ``payload`` must hold ``model`` (a model name)
+    and ``model_state``; the trainer adds optimizer, scheduler and RNG state."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a bnnflow checkpoint, or raise a one-line BnnflowError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
+    if not path.is_file():
+        raise BnnflowError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise BnnflowError(f"corrupted checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise BnnflowError(f"{path} is not a bnnflow checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise BnnflowError(f"{path}: unsupported checkpoint version {payload.get('version')!r}")
+    for key in ("model", "model_state"):
+        if key not in payload:
+            raise BnnflowError(f"corrupted checkpoint {path}: missing {key!r}")
+    return payload
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained network of a checkpoint (or run folder), in eval mode, and the checkpoint."""
+    from bnnflow.models import build_model
+
+    payload = load_checkpoint(path)
+    model = build_model(payload["model"])  # raises on an unknown architecture
+    try:
+        model.load_state_dict(payload["model_state"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BnnflowError(f"checkpoint {path} does not match model {payload['model']!r}: {first}") from None
+    model.eval()
+    return model, payload
