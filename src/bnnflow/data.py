@@ -1,0 +1,573 @@
+"""Datasets for training, export and compilation: digits, MNIST and CIFAR-10.
+
+Every stage (train, export verification, compile-time accuracy checks) goes
+through :func:`load_arrays`, so they all see the same pixels and the same test
+split. Images come back as raw ``uint8`` pixels in ``(N, C, H, W)`` order and
+are scaled to ``[0, 1]`` only in :class:`ImageDataset`: the FPGA receives the
+raw integers, so the exporter needs them unscaled and with ``pixel_max``.
+
+* ``digits`` is scikit-learn's bundled 8x8 set: nothing to download, the
+  default for demos and tests.
+* ``mnist`` reads the official IDX files (gzipped or not).
+* ``cifar10`` reads the official binary batches or the official python
+  pickle batches (the latter through an unpickler that only builds numpy
+  arrays, so a tampered file cannot run code).
+
+Nothing here downloads unless asked: with ``download=True`` missing files are
+fetched from the official sources, checked against the published checksums
+and written atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bnnflow.errors import BnnflowError
+from bnnflow.runs import atomic_write_bytes
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "DatasetInfo",
+    "ImageDataset",
+    "dataset_names",
+    "get_dataset_info",
+    "load_arrays",
+]
+
+SPLITS = ("train", "test")
+
+#: Where ``mnist`` and ``cifar10`` are looked for when no ``data_dir`` is given
+#: (relative to the current directory, like ``runs/``).
+DEFAULT_DATA_DIR = Path("data")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the hardware need to know about a dataset before loading it."""
+
+    name: str
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    pixel_max: int  # largest raw pixel value: the input scale of the first layer
+    needs_data_dir: bool
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        name="digits",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        pixel_max=16,
+        needs_data_dir=False,
+        description="scikit-learn's 8x8 handwritten digits (1,797 images, bundled, 80/20 stratified split)",
+    ),
+    "mnist": DatasetInfo(
+        name="mnist",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        pixel_max=255,
+        needs_data_dir=True,
+        description="MNIST 28x28 handwritten digits (60,000 train / 10,000 test, official IDX files)",
+    ),
+    "cifar10": DatasetInfo(
+        name="cifar10",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        pixel_max=255,
+        needs_data_dir=True,
+        description="CIFAR-10 32x32 colour images (50,000 train / 10,000 test, official batches)",
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    """The dataset names the CLI accepts, in display order."""
+    return list(DATASETS)
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` for ``name``; a one-line error lists the valid names."""
+    info = DATASETS.get(str(name).strip().lower())
+    if info is None:
+        raise BnnflowError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return info
+
+
+# --------------------------------------------------------------------------- sources
+# MNIST: the mirrors and MD5s of the .gz files as torchvision's MNIST dataset lists
+# them (torchvision/datasets/mnist.py, ``MNIST.mirrors`` and ``MNIST.resources``).
+MNIST_MIRRORS: list[str] = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+MNIST_FILES: dict[str, tuple[str, str]] = {
+    # split: (images stem, labels stem)
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+# CIFAR-10: the python version's URL and MD5 as published on
+# https://www.cs.toronto.edu/~kriz/cifar.html ("CIFAR-10 python version").
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_BATCHES = ("test_batch",)
+CIFAR10_RECORD = 1 + 3 * 32 * 32  # label byte + R, G, B planes of 32x32
+
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+# --------------------------------------------------------------------------- public loader
+def load_arrays(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``uint8 (N, C, H, W)`` with raw pixel values and labels ``int64 (N,)``.
+
+    ``limit`` keeps the first ``limit`` images (quick runs). The parsed arrays
+    are cached per process (keyed on the files' paths, sizes and mtimes), and
+    the caller always gets its own copy, so modifying it cannot leak into
+    another stage that loads the same split.
+    """
+    info = get_dataset_info(name)
+    if split not in SPLITS:
+        raise BnnflowError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise BnnflowError(f"limit must be a positive integer, got {limit!r}")
+
+    if info.name == "digits":
+        images, labels = _digits(split)
+    else:
+        root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+        root = root.expanduser().resolve()
+        if info.name == "mnist":
+            images, labels = _load_mnist(root, split, download)
+        else:
+            images, labels = _load_cifar10(root, split, download)
+
+    stop = len(labels) if limit is None else min(limit, len(labels))
+    return images[:stop].copy(), labels[:stop].copy()
+
+
+def _file_key(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Cache key that changes when a file is replaced (e.g. by a download)."""
+    key = []
+    for p in paths:
+        st = p.stat()
+        key.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(key)
+
+
+def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+# --------------------------------------------------------------------------- digits
+@functools.cache
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed 80/20 stratified split: every run and every stage gets the same test set."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[:, None, :, :]  # values 0..16, exact in uint8
+    labels = bunch.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0
+    )
+    idx = train_idx if split == "train" else test_idx
+    return _readonly(np.ascontiguousarray(images[idx]), labels[idx])  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- MNIST
+def _mnist_dirs(root: Path) -> list[Path]:
+    return [root, root / "mnist", root / "MNIST" / "raw"]
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _locate_mnist(root: Path, split: str) -> tuple[Path, Path] | None:
+    """The first folder holding both files of ``split``; both must come from one folder."""
+    img_stem, lbl_stem = MNIST_FILES[split]
+    for folder in _mnist_dirs(root):
+        img, lbl = _find_idx(folder, img_stem), _find_idx(folder, lbl_stem)
+        if img is not None and lbl is not None:
+            return img, lbl
+    return None
+
+
+def _load_mnist(root: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    found = _locate_mnist(root, split)
+    if found is None:
+        img_stem, lbl_stem = MNIST_FILES[split]
+        target = root / "mnist"
+        missing = f"MNIST {split} files {img_stem}[.gz] and {lbl_stem}[.gz] not found in {root}"
+        hint = (
+            f"put the official IDX files (gzipped or not) in {target}/ "
+            "(also searched: the folder itself and MNIST/raw/)"
+        )
+        if not download:
+            raise BnnflowError(f"{missing}; {hint}, or pass --download to fetch them when online")
+        try:
+            _download_mnist(target)
+        except BnnflowError as exc:
+            raise BnnflowError(
+                f"{missing} and the download failed ({exc}); {hint}, or retry --download when online"
+            ) from None
+        found = _locate_mnist(root, split)
+        if found is None:  # pragma: no cover - the download writes exactly these names
+            raise BnnflowError(f"{missing} even after downloading; {hint}")
+    return _read_mnist_cached(_file_key(found))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_mnist_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    img_path, lbl_path = (Path(k[0]) for k in key)
+    images = _read_idx(img_path, ndim=3)
+    labels = _read_idx(lbl_path, ndim=1)
+    if images.shape[1:] != (28, 28):
+        raise BnnflowError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, MNIST is 28x28")
+    if len(images) != len(labels):
+        raise BnnflowError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
+    if labels.size and labels.max() > 9:
+        raise BnnflowError(f"{lbl_path}: label {int(labels.max())} outside 0..9")
+    return _readonly(images[:, None, :, :], labels.astype(np.int64))  # type: ignore[return-value]
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when it ends in .gz; any damage is a one-line error."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            return gzip.decompress(raw)
+        return raw
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise BnnflowError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes with ``ndim`` dimensions.
+
+    The header is four bytes ``0 0 0x08 ndim`` then ``ndim`` big-endian uint32
+    sizes; the payload must be exactly their product, so a truncated or padded
+    file is caught here instead of as a strange reshape error later.
+    """
+    data = _read_bytes(path)
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise BnnflowError(f"{path} is not an IDX file: only {len(data)} bytes")
+    magic = int.from_bytes(data[:4], "big")
+    expected_magic = 0x0800 | ndim
+    if magic != expected_magic:
+        raise BnnflowError(
+            f"{path} is not an IDX file of {ndim}-D unsigned bytes: "
+            f"magic number 0x{magic:08x}, expected 0x{expected_magic:08x}"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(data) - header != expected:
+        raise BnnflowError(
+            f"{path} is truncated or corrupted: header says {'x'.join(map(str, dims))} "
+            f"({expected} bytes), file holds {len(data) - header}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def _cifar_batches(split: str) -> tuple[str, ...]:
+    return CIFAR10_TRAIN_BATCHES if split == "train" else CIFAR10_TEST_BATCHES
+
+
+def _cifar_dirs(root: Path) -> list[tuple[Path, str]]:
+    """Candidate (folder, format) pairs, binary first: it needs no unpickling."""
+    out: list[tuple[Path, str]] = []
+    for base in (root, root / "cifar10"):
+        out += [(base / "cifar-10-batches-bin", "bin"), (base / "cifar-10-batches-py", "py")]
+    # data_dir may also point straight at a batches folder.
+    out += [(root, "bin"), (root, "py")]
+    return out
+
+
+def _locate_cifar10(root: Path, split: str) -> tuple[str, list[Path]] | None:
+    for folder, fmt in _cifar_dirs(root):
+        suffix = ".bin" if fmt == "bin" else ""
+        files = [folder / f"{b}{suffix}" for b in _cifar_batches(split)]
+        if all(f.is_file() for f in files):
+            return fmt, files
+    return None
+
+
+def _load_cifar10(root: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    found = _locate_cifar10(root, split)
+    if found is None:
+        names = ", ".join(_cifar_batches(split))
+        missing = f"CIFAR-10 {split} batches ({names}) not found in {root}"
+        hint = (
+            f"put the official cifar-10-batches-bin/ (*.bin) or cifar-10-batches-py/ folder "
+            f"in {root}/ or {root / 'cifar10'}/"
+        )
+        if not download:
+            raise BnnflowError(f"{missing}; {hint}, or pass --download to fetch them when online")
+        try:
+            _download_cifar10(root / "cifar10")
+        except BnnflowError as exc:
+            raise BnnflowError(
+                f"{missing} and the download failed ({exc}); {hint}, or retry --download when online"
+            ) from None
+        found = _locate_cifar10(root, split)
+        if found is None:  # pragma: no cover
+            raise BnnflowError(f"{missing} even after downloading; {hint}")
+    fmt, files = found
+    return _read_cifar_cached(fmt, _file_key(files))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_cifar_cached(fmt: str, key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    reader = _read_cifar_bin if fmt == "bin" else _read_cifar_py
+    parts = [reader(Path(k[0])) for k in key]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return _readonly(images, labels)  # type: ignore[return-value]
+
+
+def _check_cifar_labels(path: Path, labels: np.ndarray) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise BnnflowError(f"{path} is corrupted: labels outside 0..9")
+
+
+def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A binary batch: records of one label byte then 3,072 pixel bytes (R, G, B planes).
+
+    Any positive whole number of records is accepted (official batches hold
+    10,000); a size that is not a multiple of the record is a damaged file.
+    """
+    data = _read_bytes(path)
+    if len(data) == 0 or len(data) % CIFAR10_RECORD:
+        raise BnnflowError(
+            f"{path} is truncated or not a CIFAR-10 binary batch: {len(data)} bytes "
+            f"is not a whole number of {CIFAR10_RECORD}-byte records"
+        )
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    _check_cifar_labels(path, labels)
+    images = np.ascontiguousarray(records[:, 1:]).reshape(-1, 3, 32, 32)
+    return images, labels
+
+
+def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
+    # Take the functions numpy's own pickles name from numpy's reductions, so
+    # no private module path is imported here.
+    reconstruct = np.zeros(1).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    table: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    # The official batches (numpy 1 under Python 2) name numpy.core; numpy 2 names numpy._core.
+    for package in ("numpy.core", "numpy._core"):
+        table[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        table[(f"{package}.numeric", "_frombuffer")] = frombuffer
+    return table
+
+
+_NUMPY_GLOBALS = _numpy_pickle_globals()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings and numpy arrays, nothing else.
+
+    A downloaded or copied pickle could otherwise execute arbitrary code; the
+    CIFAR-10 batches need only these types.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 spells bytes
+            import codecs
+
+            return codecs.encode
+        obj = _NUMPY_GLOBALS.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return obj
+
+
+def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A python batch: a pickled dict with ``data`` (N x 3072 uint8) and ``labels`` (N ints)."""
+    raw = _read_bytes(path)
+    try:
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # pickle raises many types on damaged input
+        raise BnnflowError(f"{path} is not a CIFAR-10 python batch: {type(exc).__name__}: {exc}") from None
+    if not isinstance(batch, dict):
+        raise BnnflowError(f"{path} is not a CIFAR-10 python batch: holds a {type(batch).__name__}")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise BnnflowError(f"{path} is not a CIFAR-10 python batch: no 'data'/'labels' entries")
+    try:
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise BnnflowError(f"{path} is corrupted: {exc}") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) == 0:
+        raise BnnflowError(
+            f"{path} is corrupted: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
+        )
+    if labels.shape != (len(data),):
+        raise BnnflowError(f"{path} is corrupted: {len(data)} images but {labels.size} labels")
+    _check_cifar_labels(path, labels)
+    return np.ascontiguousarray(data).reshape(-1, 3, 32, 32), labels
+
+
+# --------------------------------------------------------------------------- download
+def _fetch(url: str, md5: str) -> bytes:
+    """Download ``url`` into memory and check its MD5; nothing touches the disk here."""
+    digest = hashlib.md5(usedforsecurity=False)
+    chunks = []
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                chunks.append(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BnnflowError(f"cannot download {url}: {reason}") from None
+    if digest.hexdigest() != md5:
+        raise BnnflowError(f"checksum mismatch for {url}: MD5 {digest.hexdigest()}, expected {md5}")
+    return b"".join(chunks)
+
+
+def _download_mnist(target: Path) -> None:
+    """Fetch the four .gz files into ``target``, trying each mirror in turn.
+
+    Each file is verified before it is written (atomically), so a failed or
+    corrupted download never leaves a file that a later run would trust.
+    """
+    for name, md5 in MNIST_MD5.items():
+        if (target / name).is_file() or (target / name.removesuffix(".gz")).is_file():
+            continue
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                payload = _fetch(mirror + name, md5)
+            except BnnflowError as exc:
+                errors.append(str(exc))
+                continue
+            atomic_write_bytes(target / name, payload)
+            break
+        else:
+            raise BnnflowError("; ".join(errors) or f"no mirror configured for {name}")
+
+
+def _download_cifar10(target: Path) -> None:
+    """Fetch the python tar.gz, verify it, and write its batches into ``target/cifar-10-batches-py``.
+
+    Only the expected member names are extracted (no paths from the archive
+    are trusted), each written atomically; the archive itself is not kept.
+    """
+    payload = _fetch(CIFAR10_URL, CIFAR10_MD5)
+    wanted = {f"cifar-10-batches-py/{b}" for b in CIFAR10_TRAIN_BATCHES + CIFAR10_TEST_BATCHES}
+    wanted.add("cifar-10-batches-py/batches.meta")
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                name = member.name.removeprefix("./")
+                if name in wanted and member.isfile():
+                    f = tar.extractfile(member)
+                    if f is not None:
+                        found[name] = f.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BnnflowError(f"{CIFAR10_URL} is not a readable tar.gz: {exc}") from None
+    missing = sorted(wanted - found.keys() - {"cifar-10-batches-py/batches.meta"})
+    if missing:
+        raise BnnflowError(f"{CIFAR10_URL} lacks {', '.join(missing)}")
+    for name, content in found.items():
+        atomic_write_bytes(target / name, content)
+
+
+# --------------------------------------------------------------------------- torch dataset
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images as float tensors in ``[0, 1]`` with optional CIFAR-style augmentation.
+
+    Images stay uint8 in memory (4x smaller than float) and are scaled per
+    item. ``augment=True`` is the CIFAR-10 recipe of the Bop paper: zero-pad 4
+    pixels, take a random crop of the original size, flip horizontally with
+    probability 1/2. It draws from torch's global RNG, so ``torch.manual_seed``
+    (and DataLoader worker seeding, which derives from it) makes it repeatable.
+    Flipping suits natural images, not digits: the caller decides when to augment.
+    """
+
+    PAD = 4
+
+    def __init__(
+        self,
+        images_uint8: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor | Sequence[int],
+        pixel_max: int,
+        augment: bool = False,
+    ) -> None:
+        images = torch.as_tensor(np.array(images_uint8, copy=True))
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise BnnflowError(
+                f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        label_t = torch.as_tensor(np.array(labels, dtype=np.int64, copy=True))
+        if label_t.shape != (images.shape[0],):
+            raise BnnflowError(f"{images.shape[0]} images but labels of shape {tuple(label_t.shape)}")
+        if pixel_max <= 0:
+            raise BnnflowError(f"pixel_max must be positive, got {pixel_max}")
+        self.images = images
+        self.labels = label_t
+        self.pixel_max = int(pixel_max)
+        self.augment = bool(augment)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index].to(torch.float32) / self.pixel_max
+        if self.augment:
+            image = self._augment(image)
+        return image, self.labels[index]
+
+    def _augment(self, image: torch.Tensor) -> torch.Tensor:
+        _, h, w = image.shape
+        pad = self.PAD
+        padded = F.pad(image, (pad, pad, pad, pad))  # zeros
+        top = int(torch.randint(0, 2 * pad + 1, (1,)))
+        left = int(torch.randint(0, 2 * pad + 1, (1,)))
+        out = padded[:, top : top + h, left : left + w]
+        if bool(torch.rand(1) < 0.5):
+            out = out.flip(-1)
+        return out.contiguous()
