@@ -19,6 +19,7 @@ from bnnflow.errors import BnnflowError
 # Stage modules in flow order; each defines register(subparsers).
 STAGES = (
     "bnnflow.training.commands",
+    "bnnflow.export.commands",
     "bnnflow.demo",
 )
 
