@@ -20,6 +20,7 @@ from bnnflow.errors import BnnflowError
 STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
+    "bnnflow.hls.commands",
     "bnnflow.demo",
 )
 

@@ -1,0 +1,15 @@
+"""The compile stage: a QONNX model to a folded FINN dataflow design.
+
+``compile_model`` runs FINN's own build steps (QONNX to FINN, tidy-up,
+streamlining, conversion to hardware layers, dataflow partition,
+specialisation, folding, estimates, HLS/RTL code generation) into a folder
+that FINN's builder can resume from; ``build_bitstream`` does that resume
+with Vivado. See docs/compile.md.
+"""
+
+from __future__ import annotations
+
+from bnnflow.hls.boards import BOARDS, Board, get_board
+from bnnflow.hls.flow import CompileResult, compile_model
+
+__all__ = ["BOARDS", "Board", "CompileResult", "compile_model", "get_board"]

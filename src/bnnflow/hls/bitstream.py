@@ -1,0 +1,170 @@
+"""``build_bitstream``: finish a compiled design with FINN's own builder and Vivado.
+
+The compile folder is FINN builder output up to code generation; this copies
+it to ``bitstreams/<model>-<board>/`` and runs ``build_dataflow_cfg`` from
+``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
+Zynq shell, synthesis, bitfile, PYNQ driver, deployment package). Without
+Vivado it stops before touching anything and says how to run the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bnnflow.errors import BnnflowError
+from bnnflow.hls.finn_env import prepare_finn
+
+# finn.xsi reads the Vivado version from the XILINX_VIVADO path with this
+# pattern (YYYY.1 or YYYY.2), and FINN's docs give 2022.2 as the oldest
+# supported release; finn-plus 1.6.1 carries fixes up to 2025.2.
+VIVADO_VERSION_RE = re.compile(r"\b(20\d{2})\.(1|2)\b")
+MIN_VIVADO = (2022, 2)
+
+# Vivado board_part names FINN's Zynq shell sets (finn/transformation/fpgadataflow/templates.py)
+# and the board-file folders that provide them (finn deps: pynq-z2.zip, Avnet/bdf).
+BOARD_FILES = {"Pynq-Z2": "pynq-z2", "Ultra96": "ultra96v1", "Ultra96-V2": "ultra96v2"}
+
+NO_VIVADO_HELP = """\
+bnnflow: code generation done; the rest needs Vivado and Vitis HLS, which are not installed here.
+  compiled design: {compile_dir}
+  on a Vivado {min_v}+ host:  source <Xilinx>/Vivado/<ver>/settings64.sh && finn deps update
+      then:  bnnflow bitstream {compile_dir} --out {out_dir}
+  or in Docker (see docs/compile.md):  docker run --rm -v /tools/Xilinx:/tools/Xilinx:ro -v $PWD:/work \\
+      -e XILINX_VIVADO=/tools/Xilinx/Vivado/<ver> -e XILINX_HLS=/tools/Xilinx/Vitis_HLS/<ver> bnnflow \\
+      make bitstream MODEL=<model> BOARD=<board>"""
+
+
+@dataclass(frozen=True)
+class VivadoInfo:
+    root: Path
+    version: tuple[int, int]
+    hls: Path | None
+
+
+def check_vivado(board: str, env: Mapping[str, str] | None = None) -> VivadoInfo:
+    """Vivado root, version and board files as FINN will need them, or a one-line error."""
+    env = os.environ if env is None else env
+    root_s = env.get("XILINX_VIVADO")
+    if not root_s:
+        raise BnnflowError("XILINX_VIVADO is not set: source Vivado's settings64.sh", exit_code=2)
+    root = Path(root_s)
+    if not (root / "bin" / "vivado").is_file():
+        raise BnnflowError(f"XILINX_VIVADO={root} has no bin/vivado: not a Vivado installation")
+    match = VIVADO_VERSION_RE.search(str(root))
+    if not match:
+        raise BnnflowError(
+            f"cannot tell the Vivado version from XILINX_VIVADO={root} "
+            "(finn-plus expects .../Vivado/<YYYY.1|YYYY.2>)"
+        )
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < MIN_VIVADO:
+        raise BnnflowError(
+            f"Vivado {version[0]}.{version[1]} is too old for finn-plus; "
+            f"need {MIN_VIVADO[0]}.{MIN_VIVADO[1]} or newer"
+        )
+    hls_s = env.get("XILINX_HLS")
+    if not hls_s:
+        raise BnnflowError(
+            "XILINX_HLS is not set: FINN's HLS layers need Vitis HLS (source its settings64.sh)"
+        )
+    return VivadoInfo(root, version, Path(hls_s))
+
+
+def check_board_files(board: str) -> Path:
+    """FINN's Zynq shell needs the board's Vivado board files under finn_deps/board_files."""
+    from finn.util.settings import get_settings
+
+    folder = get_settings().finn_deps / "board_files"
+    want = BOARD_FILES[board]
+    found = folder.is_dir() and any(p.name.lower() == want for p in folder.rglob(want) if p.is_dir())
+    if not found:
+        raise BnnflowError(
+            f"board files for {board} ({want}) not found under {folder}: run `finn deps update`"
+        )
+    return folder
+
+
+def default_out_dir(compile_dir: Path) -> Path:
+    """bitstreams/<model>-<board>/ for runs/<model>/compile/<board>/."""
+    board = compile_dir.name
+    run = compile_dir.parent.parent.name if compile_dir.parent.name == "compile" else compile_dir.parent.name
+    return Path("bitstreams") / f"{run}-{board}"
+
+
+def build_bitstream(
+    compile_dir: str | Path, out_dir: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Path:
+    """Run FINN's builder from the compiled design to a bitfile and PYNQ driver."""
+    compile_dir = Path(compile_dir).absolute()
+    cfg_path = compile_dir / "dataflow_build_config.json"
+    if not cfg_path.is_file():
+        raise BnnflowError(f"{compile_dir} is not a compiled design (no dataflow_build_config.json)")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(compile_dir)
+    out = out.absolute()
+    env = os.environ if env is None else env
+    board = compile_dir.name
+    if not env.get("XILINX_VIVADO"):
+        print(
+            NO_VIVADO_HELP.format(compile_dir=compile_dir, out_dir=out, min_v="{}.{}".format(*MIN_VIVADO)),
+            file=sys.stderr,
+        )
+        raise BnnflowError(
+            "Vivado not found (XILINX_VIVADO unset): stopped after code generation", exit_code=2
+        )
+    check_vivado(board, env)
+    prepare_finn()
+    check_board_files(board)
+
+    from finn.builder.build_dataflow import build_dataflow_cfg
+
+    from bnnflow.hls.flow import load_build_config
+
+    # Vivado projects bake absolute paths in, so the build cannot happen under
+    # a temporary name and be renamed afterwards; instead it runs in place and a
+    # failed build is moved aside to <out>.failed (kept for its logs), so <out>
+    # only ever holds a finished build.
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    try:
+        for item in ("intermediate_models", "report", "hw_codegen", "folding.json", "model_hw.onnx"):
+            src = compile_dir / item
+            if src.is_dir():
+                shutil.copytree(src, out / item)
+            elif src.is_file():
+                shutil.copy2(src, out / item)
+        _rebase_codegen(out / "intermediate_models" / "step_hw_codegen.onnx", compile_dir, out)
+        cfg = load_build_config(cfg_path)
+        cfg.output_dir = str(out)
+        code = build_dataflow_cfg(str(out / "model_hw.onnx"), cfg)
+        if code != 0:
+            raise BnnflowError(f"FINN's builder failed (exit {code}); see {out}.failed/build_dataflow.log")
+    except BaseException:
+        failed = out.with_name(out.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(out, failed)
+        raise
+    return out
+
+
+def _rebase_codegen(model_path: Path, old_root: Path, new_root: Path) -> None:
+    """Point each layer's code_gen_dir_ipgen at the copy of its sources in new_root."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(model_path))
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        try:
+            path = str(inst.get_nodeattr("code_gen_dir_ipgen"))
+        except (AttributeError, Exception):
+            continue
+        if path.startswith(str(old_root)):
+            inst.set_nodeattr("code_gen_dir_ipgen", str(new_root) + path[len(str(old_root)) :])
+    model.save(str(model_path))

@@ -1,0 +1,64 @@
+"""``bnnflow compile`` and ``bnnflow bitstream``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bnnflow.hls.boards import board_names
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compile",
+        help="FINN flow: QONNX to folded hardware layers, estimates and HLS/RTL code",
+        description="Compile a QONNX model (or a run folder's export/model.onnx) with FINN for a PYNQ board.",
+    )
+    p.add_argument("model", help="run folder (runs/<name>) or QONNX .onnx file")
+    p.add_argument("--board", default="Pynq-Z2", help=f"one of: {', '.join(board_names())} (default Pynq-Z2)")
+    p.add_argument("--clock-ns", type=float, default=10.0, help="clock period in ns (default 10 = 100 MHz)")
+    p.add_argument(
+        "--folding",
+        default="fit",
+        help="fit (fit-to-board, default), published (finn-examples TFC/CNV), fps:<N> (FINN SetFolding), "
+        "or a folding .json",
+    )
+    p.add_argument("--budget", type=float, default=0.85, help="fit: fraction of LUT/BRAM/DSP to use (0.85)")
+    p.add_argument("--verify", type=int, default=1000, metavar="N", help="test images to verify (0 skips)")
+    p.add_argument("--data-dir", default=None, help="dataset folder for the verification images")
+    p.add_argument("--out", default=None, help="output folder (default <run>/compile/<board>)")
+    p.set_defaults(func=_compile)
+
+    b = sub.add_parser(
+        "bitstream",
+        help="finish a compiled design with FINN's builder and Vivado (bitfile + PYNQ driver)",
+        description="Run FINN's builder from a compile folder: IP generation, FIFO sizing, stitched IP, "
+        "synthesis, bitfile and PYNQ driver. Exits 2 with instructions when Vivado is not installed.",
+    )
+    b.add_argument("compiled", help="compile folder (runs/<name>/compile/<board>)")
+    b.add_argument("--out", default=None, help="output folder (default bitstreams/<model>-<board>)")
+    b.set_defaults(func=_bitstream)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from bnnflow.hls.flow import compile_model
+
+    compile_model(
+        args.model,
+        board=args.board,
+        out_dir=args.out,
+        folding=args.folding,
+        clock_ns=args.clock_ns,
+        budget=args.budget,
+        n_verify=args.verify,
+        data_dir=args.data_dir,
+    )
+    return 0
+
+
+def _bitstream(args: argparse.Namespace) -> int:
+    from bnnflow.hls.bitstream import build_bitstream
+
+    out = build_bitstream(args.compiled, args.out)
+    print(f"bitfile and PYNQ driver in {out}")
+    return 0

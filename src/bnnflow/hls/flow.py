@@ -1,0 +1,393 @@
+"""``compile_model``: QONNX to a folded FINN dataflow design with generated HLS/RTL.
+
+The output folder mirrors FINN's builder output (``intermediate_models/``,
+``report/``) so that ``build_dataflow_cfg`` resumes from it; see finn_env.py
+for why the steps are called here rather than through the builder.
+
+    compile/<board>/
+      model_hw.onnx               folded, specialised hardware-layer graph (after codegen)
+      folding.json                FINN folding config (folding_config_file)
+      dataflow_build_config.json  DataflowBuildConfig for the remaining steps
+      estimates.json / .png       per-layer PE, SIMD, cycles, LUT, BRAM, DSP vs the board
+      verification.json           QONNX vs streamlined vs hardware graph on test images
+      compile.json                what was compiled, how, and the headline numbers
+      report/                     FINN's own estimate reports
+      intermediate_models/        every step's model, named as FINN's builder names them
+      hw_codegen/<layer>/         generated HLS C++ and filled RTL templates
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow.errors import BnnflowError
+from bnnflow.hls.boards import Board, get_board
+from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
+from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
+from bnnflow.hls.verify import VerifyResult, verify_chain
+from bnnflow.runs import atomic_directory, atomic_write_json
+
+# FINN's default step order (finn.builder.build_dataflow_config.default_build_dataflow_steps)
+# up to code generation; step_hw_codegen is FINN's registered codegen step, which the
+# default list runs inside step_generate_hardware.
+FRONTEND_STEPS = [
+    "step_qonnx_to_finn",
+    "step_tidy_up",
+    "step_streamline",
+    "step_convert_to_hw",
+    "step_minimize_bit_width_initial",
+    "step_create_dataflow_partition",
+    "step_specialize_layers",
+]
+BACKEND_STEPS = [
+    "step_target_fps_parallelization",
+    "step_apply_folding_config",
+    "step_minimize_bit_width",
+    "step_transpose_decomposition",
+    "step_generate_estimate_reports",
+    "step_assign_ddr_weight_offsets",
+    "step_hw_codegen",
+]
+RESUME_STEP = "step_generate_hardware"  # where bnnflow bitstream hands over to FINN's builder
+
+# Ops that may stay outside the dataflow partition: FINN's own layout glue
+# at the graph's edges (NCHW->NHWC for CNV).
+HOST_OPS = {"Transpose", "Reshape", "StreamingDataflowPartition"}
+
+DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10", (1, 8, 8): "digits"}
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class CompileResult:
+    out_dir: Path
+    model_path: Path  # hardware-layer graph
+    folding_path: Path
+    build_config_path: Path
+    estimate: DesignEstimate
+    verification: VerifyResult | None
+    folding: str
+
+
+def resolve_input(onnx_or_run: str | Path) -> tuple[Path, Path]:
+    """(QONNX model, run folder or model folder) from a run folder or a model path."""
+    path = Path(onnx_or_run)
+    if path.is_dir():
+        model = path / "export" / "model.onnx"
+        if not model.is_file():
+            raise BnnflowError(f"{path} has no export/model.onnx; run `bnnflow export {path}` first")
+        return model, path
+    if not path.is_file():
+        raise BnnflowError(f"model not found: {path}")
+    run = path.parent.parent if path.parent.name == "export" else path.parent
+    return path, run
+
+
+def parse_folding(folding: str) -> tuple[str, Any]:
+    """'fit' | 'published' | 'fps:<N>' | a folding JSON path."""
+    if folding in ("fit", "published"):
+        return folding, None
+    if folding.startswith("fps:"):
+        try:
+            fps = float(folding[4:])
+        except ValueError:
+            fps = -1.0
+        if fps <= 0:
+            raise BnnflowError(f"bad --folding {folding!r}: fps:<N> needs a positive number")
+        return "fps", fps
+    if folding.endswith(".json"):
+        if not Path(folding).is_file():
+            raise BnnflowError(f"folding JSON not found: {folding}")
+        return "json", Path(folding)
+    raise BnnflowError(f"bad --folding {folding!r}; use fit, published, fps:<N> or a folding .json file")
+
+
+def load_test_images(
+    input_shape: tuple[int, ...], n: int, data_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Real test images for the model's input shape via bnnflow.data."""
+    dataset = DATASET_BY_SHAPE.get(tuple(input_shape))
+    if dataset is None:
+        raise BnnflowError(f"no test set known for input shape {input_shape}; pass --verify 0")
+    try:
+        from bnnflow.data import load_arrays
+    except ImportError:
+        raise BnnflowError("bnnflow.data is not available to load test images; pass --verify 0") from None
+    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n)
+    return np.asarray(images), np.asarray(labels), dataset
+
+
+def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
+    from finn.util.exception import FINNError
+
+    t0 = time.perf_counter()
+    try:
+        # FINN prints progress and warnings as it goes; they go to the build log
+        # in the output folder, the console gets one line per step.
+        with open(inter.parent / "build_dataflow.log", "a") as sink, quiet_finn(sink):
+            print(f"== {name}", file=sink)
+            model = step_functions()[name](model, cfg)
+    except BnnflowError:
+        raise
+    except (FINNError, AssertionError, KeyError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BnnflowError(f"FINN {name} failed: {type(exc).__name__}: {first}") from exc
+    model.save(str(inter / f"{name}.onnx"))
+    log(f"  {name:<36} {time.perf_counter() - t0:6.1f} s")
+    return model
+
+
+def _check_mapped(out: Path) -> None:
+    """Every compute layer must be inside the dataflow partition."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    parent = ModelWrapper(str(out / "intermediate_models" / "dataflow_parent.onnx"))
+    left = [f"{n.name} ({n.op_type})" for n in parent.graph.node if n.op_type not in HOST_OPS]
+    if left:
+        raise BnnflowError(f"FINN cannot map these layers to hardware: {', '.join(left)}")
+
+
+def _collect_codegen(model: Any, tmp: Path, final: Path) -> Any:
+    """Copy each layer's generated sources into the output folder and point the graph there.
+
+    PrepareIP keeps code it finds at ``code_gen_dir_ipgen``, so the builder
+    reuses these sources rather than regenerating them in FINN_BUILD_DIR.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        try:
+            src = inst.get_nodeattr("code_gen_dir_ipgen")
+        except (AttributeError, Exception):
+            continue
+        if not src or not Path(src).is_dir():
+            continue
+        shutil.copytree(src, tmp / "hw_codegen" / node.name, dirs_exist_ok=True)
+        inst.set_nodeattr("code_gen_dir_ipgen", str(final / "hw_codegen" / node.name))
+    return model
+
+
+def _rebase_partition(tmp: Path, final: Path) -> None:
+    """dataflow_parent.onnx names its partition by absolute path; make it the final one."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    path = tmp / "intermediate_models" / "dataflow_parent.onnx"
+    parent = ModelWrapper(str(path))
+    for node in parent.get_nodes_by_op_type("StreamingDataflowPartition"):
+        inst = getCustomOp(node)
+        inst.set_nodeattr("model", str(inst.get_nodeattr("model")).replace(str(tmp), str(final)))
+    parent.save(str(path))
+
+
+def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
+    """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps
+
+    steps = list(default_build_dataflow_steps)
+    steps.insert(steps.index(RESUME_STEP), "step_hw_codegen")
+    return {
+        "output_dir": str(out_dir),
+        "board": board.name,
+        "fpga_part": board.part,
+        "shell_flow_type": "vivado_zynq",
+        "synth_clk_period_ns": clock_ns,
+        "folding_config_file": "folding.json",
+        "steps": steps,
+        "start_step": RESUME_STEP,
+        "generate_outputs": [
+            "estimate_reports",
+            "stitched_ip",
+            "bitfile",
+            "pynq_driver",
+            "deployment_package",
+        ],
+        "save_intermediate_models": True,
+    }
+
+
+def load_build_config(path: str | Path) -> Any:
+    """Load a compile folder's DataflowBuildConfig the way FINN does (paths fixed up)."""
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+
+    return DataflowBuildConfig.construct_from(Path(path).absolute())
+
+
+def compile_model(
+    onnx_or_run: str | Path,
+    board: str = "Pynq-Z2",
+    out_dir: str | Path | None = None,
+    folding: str = "fit",
+    clock_ns: float = 10.0,
+    budget: float = 0.85,
+    n_verify: int = 1000,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    data_dir: str | Path | None = None,
+    log: Log | None = _stderr,
+) -> CompileResult:
+    """Compile a QONNX model (or a run folder's export) for ``board``.
+
+    ``folding``: ``fit`` (fit-to-board within ``budget``), ``published``
+    (finn-examples folding for TFC/CNV), ``fps:<N>`` (FINN's SetFolding) or a
+    folding JSON. ``n_verify`` test images are run through the QONNX,
+    streamlined and hardware-layer graphs (0 skips); ``images``/``labels``
+    override the test set (uint8 N,C,H,W).
+    """
+    log = log or (lambda _msg: None)
+    brd = get_board(board)
+    if clock_ns <= 0:
+        raise BnnflowError(f"--clock-ns must be positive, got {clock_ns}")
+    if not 0.0 < budget <= 1.0:
+        raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
+    mode, arg = parse_folding(folding)
+    model_path, run_dir = resolve_input(onnx_or_run)
+    final = Path(out_dir) if out_dir is not None else run_dir / "compile" / brd.name
+    final = final.absolute()
+    prepare_finn()
+
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.hls import folding as fold
+
+    try:
+        model = ModelWrapper(str(model_path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise BnnflowError(f"cannot read ONNX model {model_path}: {exc}") from None
+    in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
+
+    if n_verify and images is None:
+        images, labels, _ = load_test_images(in_shape, n_verify, data_dir)
+    if images is not None:
+        images = np.asarray(images)[: n_verify or 0]
+        labels = None if labels is None else np.asarray(labels)[: len(images)]
+
+    log(f"compiling {model_path} for {brd.name} ({brd.part}) at {clock_ns} ns, folding {folding}")
+    with atomic_directory(final) as tmp:
+        cfg = DataflowBuildConfig(
+            output_dir=str(tmp),
+            board=brd.name,
+            fpga_part=brd.part,
+            synth_clk_period_ns=clock_ns,
+            folding_config_file=tmp / "folding.json",
+            generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+        )
+        inter = cfg.get_intermediate_models_directory()
+        shutil.copyfile(model_path, inter / "input_qonnx.onnx")
+        for name in FRONTEND_STEPS:
+            model = _run_step(name, model, cfg, inter, log)
+        _check_mapped(tmp)
+
+        # Folding, decided on the specialised graph, handed to FINN as its JSON.
+        info: dict[str, Any] = {"mode": mode}
+        if mode == "published":
+            preset, folded = fold.published_folding(model)
+            info["preset"] = preset
+        elif mode == "fps":
+            with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
+                folded = fold.target_fps_folding(model, arg, clock_ns)
+            info["target_fps"] = arg
+        elif mode == "json":
+            folded = fold.apply_folding(model, fold.load_folding_json(arg))
+            info["source"] = str(arg)
+        else:
+            t0 = time.perf_counter()
+            with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
+                fit = fold.fit_to_board(model, brd, clock_ns, budget)
+            folded = fit.model
+            info.update(
+                budget=budget,
+                bisection_fps=fit.bisection_fps,
+                evaluations=fit.evaluations,
+                search_seconds=round(time.perf_counter() - t0, 2),
+            )
+            log(
+                f"  fit-to-board: {fit.evaluations} estimates, {fit.bisection_fps:,.0f} frames/s "
+                f"after bisection, {fit.estimate.fps:,.0f} after bottleneck refinement"
+            )
+        fold.write_folding_json(folded, tmp / "folding.json")
+
+        for name in BACKEND_STEPS:
+            model = _run_step(name, model, cfg, inter, log)
+
+        est = estimate_design(model, brd, clock_ns)
+        if mode == "fit" and not est.fits(budget):  # the search guarantees it; keep it honest
+            raise BnnflowError(f"internal: fitted design exceeds {budget:.0%} of {brd.name}")
+        est.extra["binary_xnor_mvaus"] = sum(
+            1
+            for n in model.graph.node
+            if n.op_type.startswith("MVAU") and fold._inst(n).get_nodeattr("binaryXnorMode")
+        )
+
+        verification = None
+        if images is not None and len(images):
+            log(f"  verifying on {len(images)} test images ...")
+            from qonnx.util.cleanup import cleanup_model
+
+            verification = verify_chain(
+                cleanup_model(ModelWrapper(str(model_path))),
+                ModelWrapper(str(inter / "step_streamline.onnx")),
+                ModelWrapper(str(inter / "step_convert_to_hw.onnx")),
+                images,
+                labels,
+            )
+            atomic_write_json(tmp / "verification.json", verification.to_json())
+            if not verification.ok:
+                raise BnnflowError(f"verification failed: {verification.first_mismatch}")
+            log(
+                f"  verified {verification.n_images} images: labels, accumulators and activations "
+                f"identical ({verification.images_per_s:.1f} images/s)"
+            )
+
+        model = _collect_codegen(model, tmp, final)
+        model.save(str(inter / "step_hw_codegen.onnx"))
+        model.save(str(tmp / "model_hw.onnx"))
+        _rebase_partition(tmp, final)
+
+        atomic_write_json(tmp / "estimates.json", est.to_json())
+        plot_estimate(est, tmp / "estimates.png")
+        cfg_json = build_config_dict(brd, clock_ns, final)
+        atomic_write_json(tmp / "dataflow_build_config.json", cfg_json)
+        load_build_config(tmp / "dataflow_build_config.json")  # refuse to hand over a config FINN rejects
+        atomic_write_json(
+            tmp / "compile.json",
+            {
+                "input": str(model_path),
+                "board": brd.name,
+                "part": brd.part,
+                "clock_ns": clock_ns,
+                "folding": info,
+                "estimated_fps": est.fps,
+                "bottleneck": est.bottleneck,
+                "totals": est.totals,
+                "utilisation": est.utilisation(),
+                "verification": verification.to_json() if verification else None,
+                "resume_step": RESUME_STEP,
+            },
+        )
+    log(format_table(est))
+    log(f"compiled design in {final}")
+    return CompileResult(
+        out_dir=final,
+        model_path=final / "model_hw.onnx",
+        folding_path=final / "folding.json",
+        build_config_path=final / "dataflow_build_config.json",
+        estimate=est,
+        verification=verification,
+        folding=mode,
+    )
