@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -67,6 +68,14 @@ class PixelScale(nn.Module):
     """Multiplies raw pixel values by ``1/pixel_max`` before the network.
 
     The network's own forward then maps [0, 1] to [-1, 1] (``2x - 1``).
+
+    Why a torch wrapper and not a node inserted into the graph afterwards (as
+    FINN's ``add_preproc_divide_by_255`` step or its notebooks' merged
+    ``ToTensor`` model do): the scaling is then part of the PyTorch reference
+    that the verification compares against, one export produces the whole
+    graph, and no graph surgery is needed. The exported graph starts with a
+    ``Mul`` by ``1/pixel_max`` that FINN's streamlining absorbs into the first
+    thresholds.
     """
 
     def __init__(self, network: nn.Module, pixel_max: int) -> None:
@@ -164,7 +173,7 @@ def _quiet_export() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
-def _qonnx_graphs(wrapped: PixelScale, input_shape: tuple[int, ...], workdir: Path) -> tuple[Any, Any]:
+def _qonnx_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
     """The cleaned logits graph and the deployed (TopK) graph, both with a UINT8 input."""
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -174,22 +183,23 @@ def _qonnx_graphs(wrapped: PixelScale, input_shape: tuple[int, ...], workdir: Pa
     from qonnx.transformation.insert_topk import InsertTopK
     from qonnx.util.cleanup import cleanup_model
 
-    raw_path = workdir / ".raw.onnx"
-    try:
-        # Batch 1: FINN's dataflow graphs are built for one frame at a time; the
-        # verification changes the batch size of a copy (ChangeBatchSize).
-        with _quiet_export():
-            from brevitas.export import export_qonnx  # its import warns about optional kernels
+    # The dynamo exporter may write weights next to the file (``<name>.data``),
+    # so the raw export gets its own scratch folder.
+    with tempfile.TemporaryDirectory(prefix="bnnflow-export-") as scratch:
+        raw_path = Path(scratch) / "raw.onnx"
+        try:
+            # Batch 1: FINN's dataflow graphs process one frame at a time; the
+            # verification changes the batch size of a copy (ChangeBatchSize).
+            with _quiet_export():
+                from brevitas.export import export_qonnx  # its import warns about optional kernels
 
-            export_qonnx(wrapped, torch.zeros(1, *input_shape), export_path=str(raw_path))
-        logits = cleanup_model(ModelWrapper(str(raw_path)))
-    except BnnflowError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise BnnflowError(f"Brevitas/QONNX export failed: {type(exc).__name__}: {first}") from None
-    finally:
-        raw_path.unlink(missing_ok=True)
+                export_qonnx(wrapped, torch.zeros(1, *input_shape), export_path=str(raw_path))
+            logits = cleanup_model(ModelWrapper(str(raw_path)))  # loads any external data
+        except BnnflowError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise BnnflowError(f"Brevitas/QONNX export failed: {type(exc).__name__}: {first}") from None
     logits = logits.transform(InferDataTypes())
 
     # The class index is added with QONNX's InsertTopK (what FINN's own
@@ -362,7 +372,7 @@ def export_network(
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
-        logits, deployed = _qonnx_graphs(wrapped, tuple(info.input_shape), tmp)
+        logits, deployed = _qonnx_graphs(wrapped, tuple(info.input_shape))
         logits.save(str(tmp / LOGITS_FILE))
         deployed.save(str(tmp / MODEL_FILE))
         report = verify_export(
