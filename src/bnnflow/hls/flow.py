@@ -312,13 +312,13 @@ def compile_model(
             folded = fit.model
             info.update(
                 budget=budget,
-                bisection_fps=fit.bisection_fps,
+                setfolding_fps=fit.setfolding_fps,
                 evaluations=fit.evaluations,
                 search_seconds=round(time.perf_counter() - t0, 2),
             )
             log(
-                f"  fit-to-board: {fit.evaluations} estimates, {fit.bisection_fps:,.0f} frames/s "
-                f"after bisection, {fit.estimate.fps:,.0f} after bottleneck refinement"
+                f"  fit-to-board: {fit.evaluations} designs estimated; SetFolding alone "
+                f"{fit.setfolding_fps:,.0f} frames/s, with per-layer refinement {fit.estimate.fps:,.0f}"
             )
         fold.write_folding_json(folded, tmp / "folding.json")
 

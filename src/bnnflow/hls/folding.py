@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,127 +208,194 @@ def _set_folding(model: Any, cycles: int) -> Any:
     )
 
 
-def _raise_options(model: Any, node: Any) -> Iterator[dict[str, dict[str, int]]]:
-    """Next-larger legal parallelism settings for one layer (node name -> attrs)."""
-    inst = _inst(node)
-    base = _base(node.op_type)
-
-    def nxt(value: int, limit: int) -> int | None:
-        bigger = [d for d in _divisors(limit) if d > value]
-        return bigger[0] if bigger else None
-
-    if base == "MVAU":
-        simd, pe = int(inst.get_nodeattr("SIMD")), int(inst.get_nodeattr("PE"))
-        wbits = inst.get_input_datatype(1).bitwidth()
-        s = nxt(simd, int(inst.get_nodeattr("MW")))
-        if s is not None and s * wbits <= MVAU_WWIDTH_MAX:
-            yield {node.name: {"SIMD": s}}
-        p = nxt(pe, int(inst.get_nodeattr("MH")))
-        if p is not None:
-            yield {node.name: {"PE": p}}
-    elif base == "ConvolutionInputGenerator" and not inst.get_nodeattr("depthwise"):
-        s = nxt(int(inst.get_nodeattr("SIMD")), int(inst.get_nodeattr("IFMChannels")))
-        if s is not None:
-            yield {node.name: {"SIMD": s}}
-        elif node.op_type.endswith("_rtl") and not inst.get_nodeattr("parallel_window"):
-            yield {node.name: {"parallel_window": 1}}
-    elif base in ("Pool", "ConvolutionInputGenerator"):
-        # a depthwise window generator and its Pool share one parallelism (FINN requires it)
-        pool = node if base == "Pool" else model.find_consumer(node.output[0])
-        swg = model.find_producer(pool.input[0])
-        p = nxt(int(_inst(pool).get_nodeattr("PE")), int(_inst(pool).get_nodeattr("Channels")))
-        if p is not None:
-            yield {pool.name: {"PE": p}, swg.name: {"SIMD": p}}
-    elif base == "LabelSelect":
-        p = nxt(int(inst.get_nodeattr("PE")), int(inst.get_nodeattr("Labels")))
-        if p is not None:
-            yield {node.name: {"PE": p}}
-    else:
-        # SetFolding's rule for PE-folded layers: up to NumChannels, or the
-        # innermost output dimension for layers without that attribute.
-        try:
-            channels = int(inst.get_nodeattr("NumChannels"))
-        except (AttributeError, Exception):
-            channels = int(inst.get_normal_output_shape()[-1])
-        try:
-            p = nxt(int(inst.get_nodeattr("PE")), channels)
-        except (AttributeError, Exception):
-            return
-        if p is not None:
-            yield {node.name: {"PE": p}}
-
-
 @dataclass
 class FitResult:
     model: Any
     estimate: DesignEstimate
-    bisection_cycles: int
-    bisection_fps: float
+    setfolding_fps: float  # best design from bisection over SetFolding's target alone
     evaluations: int
+
+
+# One legal setting of one layer, or of a depthwise window generator and its
+# Pool together (FINN requires their parallelism to match): node -> attrs.
+Setting = dict[str, dict[str, Any]]
+
+
+def _layer_settings(model: Any, node: Any) -> list[Setting] | None:
+    """Every legal PE/SIMD (and memory style) setting of a layer; None if it has none."""
+    inst = _inst(node)
+    base = _base(node.op_type)
+    types = inst.get_nodeattr_types()
+    if base == "MVAU":
+        wbits = inst.get_input_datatype(1).bitwidth()
+        styles = [v for v in ("block", "distributed") if v in (types.get("ram_style", [None] * 4)[3] or ())]
+        # DSP MACs only pay off for integer (non-XNOR) layers, e.g. CNV's 8-bit first conv;
+        # in XNOR mode a product is one LUT input, and the DSP estimate would be meaningless.
+        res_types = ["lut"] if inst.get_nodeattr("binaryXnorMode") else ["lut", "dsp"]
+        out = []
+        for pe in _divisors(int(inst.get_nodeattr("MH"))):
+            for simd in _divisors(int(inst.get_nodeattr("MW"))):
+                if simd * wbits > MVAU_WWIDTH_MAX:
+                    continue
+                for style in styles or [None]:
+                    for res_type in res_types:
+                        attrs: dict[str, Any] = {"PE": pe, "SIMD": simd, "resType": res_type}
+                        if style is not None:
+                            attrs["ram_style"] = style
+                        out.append({node.name: attrs})
+        return out
+    if base == "ConvolutionInputGenerator":
+        if inst.get_nodeattr("depthwise"):
+            return None  # set together with its Pool
+        simds = [{node.name: {"SIMD": s, "parallel_window": 0}} for s in _divisors(int(inst.get_nodeattr("IFMChannels")))]
+        if node.op_type.endswith("_rtl"):
+            full = int(inst.get_nodeattr("IFMChannels"))
+            simds.append({node.name: {"SIMD": full, "parallel_window": 1}})
+        else:
+            for s in simds:
+                s[node.name].pop("parallel_window")
+        return simds
+    if base == "Pool":
+        swg = model.find_producer(node.input[0])
+        return [{node.name: {"PE": p}, swg.name: {"SIMD": p}} for p in _divisors(int(inst.get_nodeattr("Channels")))]
+    if base == "LabelSelect":
+        return [{node.name: {"PE": p}} for p in _divisors(int(inst.get_nodeattr("Labels")))]
+    if "PE" not in types:
+        return None
+    try:
+        channels = int(inst.get_nodeattr("NumChannels"))
+    except (AttributeError, Exception):
+        channels = int(inst.get_normal_output_shape()[-1])
+    return [{node.name: {"PE": p}} for p in _divisors(channels)]
+
+
+def _cost_table(model: Any, board: Board) -> list[list[tuple[int, tuple[float, float, float], Setting]]]:
+    """Per layer group: (cycles, (LUT, BRAM, DSP) as fractions of the board, setting).
+
+    Cycles and resources are FINN's per-node estimates with the setting applied.
+    """
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    scratch = ModelWrapper(copy.deepcopy(model.model))
+    by_name = {n.name: n for n in scratch.graph.node}
+    cap = board.capacity()
+    table = []
+    for node in list(scratch.graph.node):
+        settings = _layer_settings(scratch, node)
+        if not settings:
+            continue
+        rows = []
+        for setting in settings:
+            cycles, lut, bram, dsp = 0, 0.0, 0.0, 0.0
+            for name, attrs in setting.items():
+                inst = _inst(by_name[name])
+                for k, v in attrs.items():
+                    inst.set_nodeattr(k, v)
+            for name in setting:
+                inst = _inst(by_name[name])
+                res = inst.node_res_estimation(board.part)
+                cycles = max(cycles, int(inst.get_exp_cycles()))
+                lut += res["LUT"] / cap["LUT"]
+                bram += res["BRAM_18K"] / cap["BRAM_18K"]
+                dsp += res["DSP"] / cap["DSP"]
+            rows.append((cycles, (lut, bram, dsp), setting))
+        table.append(rows)
+    return table
+
+
+def _cheapest_for(
+    table: list[list[tuple[int, tuple[float, float, float], Setting]]],
+    target: int,
+    weights: tuple[float, float, float],
+) -> dict[str, Any]:
+    """For each layer, the cheapest setting that meets ``target`` cycles (else the fastest)."""
+    cfg: dict[str, Any] = {"Defaults": {}}
+    for rows in table:
+
+        def cost(row: tuple[int, tuple[float, float, float], Setting]) -> float:
+            return sum(w * r for w, r in zip(weights, row[1], strict=True))
+
+        meeting = [r for r in rows if r[0] <= target]
+        best = min(meeting, key=lambda r: (cost(r), r[0])) if meeting else min(rows, key=lambda r: (r[0], cost(r)))
+        for name, attrs in best[2].items():
+            cfg[name] = attrs
+    return cfg
+
+
+# Relative prices of (LUT, BRAM, DSP) per fraction of the board tried by the
+# refinement: which memory style a layer should get depends on which resource
+# the rest of the design leaves free, so a few exchange rates are tried.
+PRICE_SETS = ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0), (1.0, 0.2, 1.0), (1.0, 0.05, 1.0), (0.5, 1.0, 1.0), (0.2, 1.0, 1.0))
 
 
 def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> FitResult:
     """The highest estimated throughput whose LUT, BRAM and DSP stay within ``budget``.
 
-    Bisection on log(target cycles) with FINN's SetFolding (its resources grow,
-    roughly, as the target shrinks), then a greedy pass: raise the bottleneck
-    layer to its next legal PE/SIMD while the design still fits. Every decision
-    uses FINN's own estimates for the board's part.
+    Two searches over FINN's estimates for the board's part, the faster design wins:
+
+    1. bisection on log(target cycles) with FINN's own SetFolding;
+    2. bisection over the bottleneck cycles every layer can reach, giving each
+       layer the setting FINN estimates cheapest (LUT, BRAM, DSP weighed by the
+       board's capacity) that meets the target. SetFolding raises SIMD before
+       PE and never trades LUTRAM for BRAM, so at the same bottleneck it often
+       spends more than needed; this is the refinement of the bottleneck layers'
+       PE/SIMD that turns that slack into throughput. The cost of a layer
+       only grows as its target shrinks, so the search is exact over that set.
     """
     if not 0.0 < budget <= 1.0:
         raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
     evaluations = 0
 
-    def evaluate(cycles: int) -> tuple[Any, DesignEstimate]:
+    def check(folded: Any) -> DesignEstimate:
         nonlocal evaluations
         evaluations += 1
-        folded = _set_folding(model, cycles)
-        return folded, estimate_design(folded, board, clock_ns)
+        return estimate_design(folded, board, clock_ns)
 
     # The most folded design SetFolding can make: each layer at PE = SIMD = 1.
-    from qonnx.custom_op.registry import getCustomOp
-
-    slowest = max(int(getCustomOp(n).get_exp_cycles()) for n in _set_folding(model, 1 << 40).graph.node)
-    hi_model, hi_est = evaluate(slowest)
-    if not hi_est.fits(budget):
-        worst = max(hi_est.utilisation().items(), key=lambda kv: kv[1])
+    base = _set_folding(model, 1 << 40)
+    slowest = max(int(_inst(n).get_exp_cycles()) for n in base.graph.node)
+    best_model, best_est = base, check(base)
+    if not best_est.fits(budget):
+        worst = max(best_est.utilisation().items(), key=lambda kv: kv[1])
         raise BnnflowError(
             f"no folding fits {budget:.0%} of {board.name}: even the most folded design needs "
             f"{worst[1]:.0%} of its {worst[0]}"
         )
     lo, hi = 0.0, math.log(slowest)  # log cycles: lo is assumed not to fit, hi fits
-    best_model, best_est = hi_model, hi_est
     while hi - lo > 0.01:
         mid = (lo + hi) / 2
-        folded, est = evaluate(int(round(math.exp(mid))))
+        folded = _set_folding(model, int(round(math.exp(mid))))
+        est = check(folded)
         if est.fits(budget):
             hi = mid
             if est.fps > best_est.fps:
                 best_model, best_est = folded, est
         else:
             lo = mid
-    bisection_cycles, bisection_fps = best_est.max_cycles, best_est.fps
+    setfolding_fps = best_est.fps
 
-    # Greedy refinement of the bottleneck: SetFolding raises every layer to the
-    # same target, so the layer that sets the pace can often go one step further
-    # within what the others left unused.
-    while True:
-        bottleneck = next(n for n in best_model.graph.node if n.name == best_est.bottleneck)
-        improved = False
-        candidates = []
-        for option in _raise_options(best_model, bottleneck):
-            evaluations += 1
-            trial = apply_folding(best_model, {"Defaults": {}, **option})
-            est = estimate_design(trial, board, clock_ns)
-            if est.fits(budget) and est.max_cycles <= best_est.max_cycles:
-                candidates.append((est.totals["LUT"], trial, est))
-        if candidates:
-            _, best_model, new_est = min(candidates, key=lambda c: c[0])
-            improved = new_est.max_cycles < best_est.max_cycles or new_est.bottleneck != best_est.bottleneck
-            best_est = new_est
-        if not improved:
-            break
-    return FitResult(best_model, best_est, bisection_cycles, bisection_fps, evaluations)
+    table = _cost_table(base, board)
+    targets = sorted({r[0] for rows in table for r in rows if r[0] <= slowest})
+    for weights in PRICE_SETS:
+        lo_i, hi_i = -1, len(targets) - 1  # targets[hi_i] fits (the most folded design does)
+        while hi_i - lo_i > 1:
+            mid_i = (lo_i + hi_i) // 2
+            if 1e9 / clock_ns / targets[mid_i] < best_est.fps:
+                hi_i = mid_i  # no faster than what is already found: look only at faster targets
+                continue
+            folded = apply_folding(base, _cheapest_for(table, targets[mid_i], weights))
+            est = check(folded)
+            if est.fits(budget):
+                hi_i = mid_i
+                if est.fps > best_est.fps or (
+                    est.fps == best_est.fps and est.totals["LUT"] < best_est.totals["LUT"]
+                ):
+                    best_model, best_est = folded, est
+            else:
+                lo_i = mid_i
+    return FitResult(best_model, best_est, setfolding_fps, evaluations)
 
 
 def load_folding_json(path: str | Path) -> dict[str, Any]:

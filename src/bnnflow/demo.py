@@ -1,0 +1,75 @@
+"""``bnnflow demo``: the whole flow on scikit-learn's bundled 8x8 digits."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bnnflow.runs import atomic_write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="train the digits MLP with Bop and with latent Adam, side by side",
+        description=(
+            "Train the digits MLP (scikit-learn's bundled 8x8 digits, nothing to download) with Bop "
+            "and with the latent-weight Adam baseline, print a comparison table, and keep everything "
+            "under one run folder."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--run", dest="run_dir", default="runs/demo", help="run folder for all demo artifacts")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per method")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=_demo)
+
+
+def run_demo(run_dir: str | Path, epochs: int = 30, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    from bnnflow.training.trainer import TrainConfig, train
+
+    run_dir = Path(run_dir)
+    results: dict[str, Any] = {}
+    for method in ("bop", "latent-adam"):
+        sub = run_dir / method
+        if sub.exists():
+            shutil.rmtree(sub)
+        print(f"\n== training digits-mlp with {method} ==", flush=True)
+        results[method] = train(
+            TrainConfig(
+                model="digits-mlp",
+                method=method,
+                epochs=epochs,
+                seed=seed,
+                run_dir=str(sub),
+                progress=progress,
+                # 15 steps per epoch on 1,437 images: a larger tau than larq's 1e-8
+                # keeps Bop from flipping ~1% of the weights every step
+                # (measured: 93% with tau=1e-6 vs 90% with 1e-8 at 30 epochs).
+                tau=1e-6 if method == "bop" else None,
+                batch_size=50,
+            )
+        )
+    print()
+    print(format_comparison(results))
+    atomic_write_json(run_dir / "demo.json", results)
+    return results
+
+
+def format_comparison(results: dict[str, dict[str, Any]]) -> str:
+    header = f"{'method':<12} {'test acc':>9} {'best':>7} {'flips':>9} {'bytes/weight':>13} {'train s':>8}"
+    lines = [header, "-" * len(header)]
+    for method, s in results.items():
+        lines.append(
+            f"{method:<12} {100 * s['final_test_acc']:8.2f}% {100 * s['best_test_acc']:6.2f}% "
+            f"{s['total_flips']:9d} {s['bytes_per_binary_weight']:13.1f} {s['train_seconds']:8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    run_demo(args.run_dir, args.epochs, args.seed, args.progress)
+    return 0

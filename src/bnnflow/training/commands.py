@@ -1,0 +1,177 @@
+"""``bnnflow train`` and ``bnnflow evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from bnnflow.errors import BnnflowError
+from bnnflow.models import model_names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="folder holding the MNIST IDX files or the CIFAR-10 batches (not needed for digits)",
+    )
+    p.add_argument(
+        "--download", action="store_true", help="download missing MNIST/CIFAR-10 files (needs network)"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from bnnflow.training.optimizers import METHODS
+
+    p = sub.add_parser(
+        "train",
+        help="train a binary network with Bop or the latent-Adam baseline",
+        description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
+    p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the model's own)")
+    p.add_argument("--run", dest="run_dir", help="run folder (default: runs/<model>)")
+    p.add_argument(
+        "--method",
+        default="bop",
+        choices=list(METHODS),
+        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()),
+    )
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs to train in total")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="batch size per process")
+    p.add_argument("--gamma", type=_nonnegative_float, default=1e-4, help="Bop adaptivity rate")
+    p.add_argument(
+        "--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)"
+    )
+    p.add_argument("--sigma", type=_nonnegative_float, default=1e-2, help="bop2 second-moment rate")
+    p.add_argument(
+        "--lr", type=_nonnegative_float, default=1e-2, help="Adam learning rate (real-valued parameters)"
+    )
+    p.add_argument(
+        "--compact", action="store_true", help="keep Bop's averages in bfloat16 (stochastic rounding)"
+    )
+    p.add_argument(
+        "--schedule",
+        default="constant",
+        choices=["constant", "step", "cosine"],
+        help="per-epoch decay of gamma (Bop) and lr (Adam)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for init, data order, dropout, augmentation")
+    add_data_arguments(p)
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pad-4 random crop + horizontal flip (default: on for cifar10)",
+    )
+    p.add_argument("--limit-train", type=_positive_int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=_positive_int, help="use only the first N test images")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start over in a run folder that has a checkpoint")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch only)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="accuracy of a checkpoint or run folder on a dataset split",
+        description="Evaluate a trained checkpoint (or a run folder's best.pt) in PyTorch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    e.add_argument("checkpoint", help="checkpoint file or run folder")
+    e.add_argument("--dataset", help="dataset (default: the one it was trained on)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
+    add_data_arguments(e)
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bnnflow.training.trainer import TrainConfig, train
+
+    fields: dict[str, Any] = {
+        k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)
+    }
+    summary = train(TrainConfig(**fields))
+    print(
+        f"{summary['model']} / {summary['method']}: test accuracy {100 * summary['final_test_acc']:.2f}% "
+        f"(best {100 * summary['best_test_acc']:.2f}%), {summary['total_flips']} flips, "
+        f"{summary['bytes_per_binary_weight']:.1f} bytes per binary weight, "
+        f"{summary['train_seconds']:.1f} s -> {summary['run_dir']}"
+    )
+    return 0
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    dataset: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from bnnflow import data as bdata
+    from bnnflow.models import get_spec
+    from bnnflow.runs import load_model
+    from bnnflow.training.trainer import evaluate
+
+    model, payload = load_model(checkpoint)
+    dataset = dataset or payload.get("dataset") or get_spec(payload["model"]).dataset
+    info = bdata.get_dataset_info(dataset)
+    if tuple(info.input_shape) != tuple(get_spec(payload["model"]).input_shape):
+        raise BnnflowError(f"model {payload['model']!r} cannot read {dataset!r} images")
+    x, y = bdata.load_arrays(dataset, split, data_dir, download, limit)
+    loader = DataLoader(bdata.ImageDataset(x, y, info.pixel_max), batch_size=1000)
+    loss, acc = evaluate(model, loader, torch.device("cpu"))
+    return {
+        "checkpoint": str(checkpoint),
+        "model": payload["model"],
+        "method": payload.get("method"),
+        "epoch": payload.get("epoch"),
+        "dataset": dataset,
+        "split": split,
+        "images": int(len(y)),
+        "loss": loss,
+        "accuracy": acc,
+    }
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.limit, args.data_dir, args.download)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['model']} ({result['method']}, epoch {result['epoch']}) on {result['dataset']} "
+            f"{result['split']}: accuracy {100 * result['accuracy']:.2f}% over {result['images']} images, "
+            f"loss {result['loss']:.4f}"
+        )
+    return 0

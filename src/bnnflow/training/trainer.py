@@ -1,0 +1,525 @@
+"""The training loop: one run folder per model, resumable to the step.
+
+``train(TrainConfig(...))`` trains a model from ``bnnflow.models`` on a
+dataset from ``bnnflow.data`` with Bop (or the latent-Adam baseline), and
+writes into the run folder (see ``bnnflow.runs``): ``run.json``,
+``checkpoint.pt`` and ``best.pt``, ``metrics.csv``, ``training.png`` and,
+where TensorBoard is installed, ``tensorboard/``.
+
+Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel:
+gradients are all-reduced before the optimizer step, so every rank's Bop sees
+the same averaged gradient and flips the same weights; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+import bnnflow
+from bnnflow import data as bdata
+from bnnflow.errors import BnnflowError
+from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
+from bnnflow.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from bnnflow.training.optimizers import (
+    METHODS,
+    CaseOptimizer,
+    HyperparameterScheduler,
+    build_optimizer,
+    schedule_factor,
+    state_bytes_per_binary_weight,
+)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "digits-mlp"
+    dataset: str | None = None  # None: the model's own dataset
+    run_dir: str | None = None  # None: runs/<model>
+    method: str = "bop"
+    epochs: int = 10
+    batch_size: int = 100
+    gamma: float = 1e-4
+    tau: float | None = None  # None: 1e-8 for bop, 1e-6 for bop2
+    sigma: float = 1e-2
+    lr: float = 1e-2
+    compact: bool = False
+    schedule: str = "constant"  # for gamma (Bop) and lr (Adam), stepped per epoch
+    seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    augment: bool | None = None  # None: on for cifar10
+    limit_train: int | None = None
+    limit_test: int | None = None
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
+    progress: bool = True
+    # Testing hook: behave as if SIGINT arrived after this many steps in total.
+    interrupt_after_steps: int | None = field(default=None, repr=False)
+
+    def resolved(self) -> TrainConfig:
+        spec = get_spec(self.model)
+        cfg = TrainConfig(**asdict(self))
+        cfg.dataset = cfg.dataset or spec.dataset
+        cfg.run_dir = cfg.run_dir or str(Path("runs") / self.model)
+        if cfg.augment is None:
+            cfg.augment = cfg.dataset == "cifar10"
+        if cfg.method not in METHODS:
+            raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+        info = bdata.get_dataset_info(cfg.dataset)
+        if tuple(info.input_shape) != tuple(spec.input_shape):
+            raise BnnflowError(
+                f"model {cfg.model!r} takes {spec.input_shape} images, dataset {cfg.dataset!r} has "
+                f"{tuple(info.input_shape)}"
+            )
+        for name in ("epochs", "batch_size"):
+            if getattr(cfg, name) < 1:
+                raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
+        return cfg
+
+
+# Keys that must match between a checkpoint and the command resuming it.
+_RESUME_KEYS = ("model", "dataset", "method", "batch_size", "seed", "compact")
+
+
+class _EpochSampler(Sampler[int]):
+    """This rank's share of a seeded per-epoch permutation, from a given batch on.
+
+    torch's samplers cannot start mid-epoch; resuming after a kill must skip
+    exactly the batches already consumed, so the order is a pure function of
+    (seed, epoch) and the consumed prefix is cut off. The permutation is padded
+    to a multiple of the world size as DistributedSampler does.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int, rank: int, world: int, skip: int) -> None:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        per_rank = math.ceil(n / world)
+        perm += perm[: per_rank * world - n]
+        self.indices = perm[rank::world][skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag checked between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("BNNFLOW_BACKEND") != "gloo" else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BnnflowError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode over ``loader``."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    return total_loss / max(count, 1), correct / max(count, 1)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fields = list(rows[0])
+    for row in rows[1:]:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_history(rows: list[dict[str, Any]], layers: list[str], path: Path, title: str) -> None:
+    """Accuracy and log10 flip ratio per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, [100 * r["train_acc"] for r in rows], marker="o", label="train")
+    ax1.plot(epochs, [100 * r["test_acc"] for r in rows], marker="o", label="test")
+    ax1.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    for layer in layers:
+        ys = [r.get(f"log_flip_ratio/{layer}", float("nan")) for r in rows]
+        ax2.plot(epochs, ys, marker=".", label=layer)
+    ax2.set(xlabel="epoch", ylabel="log10 flip ratio", title="flips per weight per step")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional: not installed is fine
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train, checkpointing every epoch; returns the summary also written to ``summary.json``."""
+    cfg = config.resolved()
+    rank, world, local_rank = _distributed()
+    device = _device(cfg.device, local_rank)
+    run_dir = Path(cfg.run_dir)
+    ckpt_path, best_path = run_dir / "checkpoint.pt", run_dir / "best.pt"
+    is_main = rank == 0
+
+    resume_payload = None
+    if cfg.resume:
+        if not ckpt_path.exists():
+            raise BnnflowError(f"nothing to resume: {ckpt_path} does not exist")
+        resume_payload = load_checkpoint(ckpt_path)
+        saved = resume_payload.get("config", {})
+        for key in _RESUME_KEYS:
+            if saved.get(key) != getattr(cfg, key):
+                raise BnnflowError(
+                    f"cannot resume {ckpt_path}: it was trained with {key}={saved.get(key)!r}, "
+                    f"this command has {key}={getattr(cfg, key)!r}"
+                )
+    elif ckpt_path.exists() and not cfg.overwrite:
+        raise BnnflowError(f"{run_dir} already holds a checkpoint: pass --resume to continue or --overwrite")
+
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+
+    info = bdata.get_dataset_info(cfg.dataset)
+    x_train, y_train = bdata.load_arrays(cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.limit_train)
+    x_test, y_test = bdata.load_arrays(cfg.dataset, "test", cfg.data_dir, cfg.download, cfg.limit_test)
+    train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
+    test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
+
+    model = build_model(cfg.model)
+    if cfg.method != "latent-adam":
+        binarize_weights_(model)
+    model.to(device)
+    optimizer = build_optimizer(
+        model, cfg.method, gamma=cfg.gamma, tau=cfg.tau, sigma=cfg.sigma, lr=cfg.lr, compact=cfg.compact
+    )
+    factor = schedule_factor(cfg.schedule, cfg.epochs)
+    schedulers: list[Any] = []
+    for opt in optimizer:
+        name = "gamma" if "gamma" in opt.param_groups[0] else "lr"
+        schedulers.append(HyperparameterScheduler(opt, name, factor))
+
+    layers = [name for name, _ in binary_weight_modules(model)]
+    binary_params = [m.weight for _, m in binary_weight_modules(model)]
+    history: list[dict[str, Any]] = []
+    start_epoch, skip_batches, global_step, best_acc = 0, 0, 0, -1.0
+    epoch_accum: dict[str, Any] | None = None
+    if resume_payload is not None:
+        model.load_state_dict(resume_payload["model_state"])
+        optimizer.load_state_dict(resume_payload["optimizer_state"])
+        for sched, sd in zip(schedulers, resume_payload["scheduler_states"], strict=True):
+            sched.load_state_dict(sd)
+        start_epoch = resume_payload["epoch"]
+        skip_batches = resume_payload.get("batches_done", 0)
+        global_step = resume_payload["global_step"]
+        best_acc = resume_payload["best_acc"]
+        history = list(resume_payload["history"])
+        epoch_accum = resume_payload.get("epoch_accum")
+        if world == 1:  # with several ranks each has its own stream; rank 0's is saved
+            _set_rng_state(resume_payload["rng"])
+        if is_main:
+            print(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {skip_batches}")
+
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            run_dir / "run.json",
+            {
+                "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
+                "method_description": METHODS[cfg.method],
+                "model_description": get_spec(cfg.model).description,
+                "world_size": world,
+                "versions": {"bnnflow": bnnflow.__version__, "torch": torch.__version__},
+            },
+        )
+    writer = _tensorboard(run_dir) if is_main else None
+
+    def checkpoint(epoch_done: int, batches_done: int, accum: dict[str, Any] | None, path: Path) -> None:
+        if not is_main:
+            return
+        save_checkpoint(
+            path,
+            {
+                "model": cfg.model,
+                "dataset": cfg.dataset,
+                "method": cfg.method,
+                "config": asdict(cfg),
+                "epoch": epoch_done,
+                "batches_done": batches_done,
+                "epoch_accum": accum,
+                "global_step": global_step,
+                "best_acc": best_acc,
+                "history": history,
+                "model_state": model.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_states": [s.state_dict() for s in schedulers],
+                "rng": _rng_state(),
+            },
+        )
+
+    n_per_layer = [p.numel() for p in binary_params]
+    started = time.perf_counter()
+    with _Interrupt() as interrupt:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler = _EpochSampler(len(train_set), cfg.seed, epoch, rank, world, skip_batches * cfg.batch_size)
+            # A private generator: creating the loader's iterator must not draw from
+            # the global RNG, or a resumed epoch would see a shifted dropout stream.
+            loader = DataLoader(
+                train_set, batch_size=cfg.batch_size, sampler=sampler, generator=torch.Generator()
+            )
+            accum = epoch_accum or {
+                "loss": 0.0,
+                "correct": 0,
+                "count": 0,
+                "steps": 0,
+                "seconds": 0.0,
+                "flips": [0] * len(layers),
+            }
+            epoch_accum = None
+            flips = torch.tensor(accum["flips"], dtype=torch.int64)
+            t0 = time.perf_counter()
+            train_model.train()
+            batches = loader
+            if cfg.progress and is_main:
+                from tqdm import tqdm
+
+                batches = tqdm(
+                    loader,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    initial=skip_batches,
+                    total=skip_batches + len(loader),
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+            batch_index = skip_batches
+            for x, y in batches:
+                x, y = x.to(device), y.to(device)
+                logits = train_model(x)
+                loss = F.cross_entropy(logits, y)
+                finite = torch.isfinite(loss.detach()).to(torch.int32)
+                if world > 1:
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if not bool(finite):
+                    raise BnnflowError(
+                        f"loss is not finite at epoch {epoch + 1}, batch {batch_index + 1}; stopped. "
+                        f"The last good checkpoint is {ckpt_path}"
+                        + (" (none written yet)" if not ckpt_path.exists() else "")
+                    )
+                optimizer.zero_grad()
+                loss.backward()
+                before = [p.detach() >= 0 for p in binary_params]
+                optimizer.step()
+                with torch.no_grad():
+                    # A flip is a change of the binarised weight (sign, 0 -> +1).
+                    flips += torch.stack(
+                        [(b != (p.detach() >= 0)).sum().cpu() for b, p in zip(before, binary_params, strict=True)]
+                    )
+                accum["loss"] += loss.item() * y.numel()
+                accum["correct"] += (logits.detach().argmax(1) == y).sum().item()
+                accum["count"] += y.numel()
+                accum["steps"] += 1
+                batch_index += 1
+                global_step += 1
+                if cfg.progress and is_main:
+                    batches.set_postfix(loss=f"{loss.item():.3f}")
+                if cfg.interrupt_after_steps is not None and global_step >= cfg.interrupt_after_steps:
+                    interrupt.requested = True
+                stop = interrupt.requested
+                if world > 1:
+                    flag = torch.tensor([int(stop)])
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop = bool(flag.item())
+                periodic = cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0
+                if stop or periodic:
+                    accum["flips"] = flips.tolist()
+                    accum["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    checkpoint(epoch, batch_index, dict(accum), ckpt_path)
+                if stop:
+                    raise BnnflowError(
+                        f"interrupted at epoch {epoch + 1}, batch {batch_index}; checkpoint saved, "
+                        f"continue with --resume",
+                        exit_code=130,
+                    )
+            skip_batches = 0
+            accum["seconds"] += time.perf_counter() - t0
+            accum["flips"] = flips.tolist()
+
+            test_loss, test_acc = evaluate(model, test_loader, device)
+            steps = max(accum["steps"], 1)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": accum["loss"] / max(accum["count"], 1),
+                "train_acc": accum["correct"] / max(accum["count"], 1),
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "seconds": accum["seconds"],
+                "steps": accum["steps"],
+            }
+            for opt in optimizer:
+                for key in ("gamma", "tau", "lr"):
+                    if key in opt.param_groups[0]:
+                        row[key] = opt.param_groups[0][key]
+            for layer, count, n in zip(layers, accum["flips"], n_per_layer, strict=True):
+                ratio = count / (n * steps)
+                row[f"flips_per_step/{layer}"] = count / steps
+                row[f"log_flip_ratio/{layer}"] = math.log10(ratio) if ratio > 0 else float("nan")
+            row["flips"] = int(sum(accum["flips"]))
+            history.append(row)
+            for sched in schedulers:
+                sched.step()
+            if is_main:
+                if test_acc > best_acc:
+                    best_acc = test_acc
+                    checkpoint(epoch + 1, 0, None, best_path)
+                checkpoint(epoch + 1, 0, None, ckpt_path)
+                _write_csv(run_dir / "metrics.csv", history)
+                plot_history(history, layers, run_dir / "training.png", f"{cfg.model} / {cfg.method}")
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                            writer.add_scalar(key, value, epoch + 1)
+                    writer.flush()
+                print(
+                    f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                    f"train {100 * row['train_acc']:6.2f}%  test {100 * test_acc:6.2f}%  "
+                    f"flips/step {row['flips'] / steps:9.1f}  {accum['seconds']:6.1f}s",
+                    flush=True,
+                )
+
+    summary = {
+        "run_dir": str(run_dir),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "epochs": cfg.epochs,
+        "final_test_acc": history[-1]["test_acc"] if history else None,
+        "best_test_acc": best_acc,
+        "train_seconds": sum(r["seconds"] for r in history),
+        "wall_seconds": time.perf_counter() - started,
+        "total_flips": int(sum(r["flips"] for r in history)),
+        "bytes_per_binary_weight": state_bytes_per_binary_weight(model, optimizer),
+        "binary_weights": int(sum(n_per_layer)),
+        "world_size": world,
+    }
+    if is_main:
+        atomic_write_json(run_dir / "summary.json", summary)
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def flip_layers(model: nn.Module) -> list[str]:
+    return [name for name, _ in binary_weight_modules(model)]
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise BnnflowError(f"{run_dir} is not a run folder (no run.json)")
+    return json.loads(path.read_text())
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "CaseOptimizer", "plot_history", "read_run"]
