@@ -152,12 +152,15 @@ class _FlipOptimizer(Optimizer):
         state_dict = dict(state_dict)
         self._steps = int(state_dict.pop("flip_optimizer_steps", 0))
         super().load_state_dict(state_dict)
-        # Optimizer.load_state_dict casts floating state to the parameter's
-        # dtype; the compact averages must stay bfloat16.
+        # Optimizer.load_state_dict casts all state to the parameter's dtype;
+        # the flip counters are integers and compact averages stay bfloat16.
         for group in self.param_groups:
-            if group["compact"]:
-                for p in group["params"]:
-                    state = self.state.get(p, {})
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for key in ("flips", "flips_total"):
+                    if key in state:
+                        state[key] = state[key].to(torch.int64)
+                if group["compact"]:
                     for key in ("exp_avg", "exp_avg_sq"):
                         if key in state:
                             state[key] = state[key].to(torch.bfloat16)

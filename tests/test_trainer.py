@@ -1,0 +1,127 @@
+"""The training loop: run folder contents, resume to the bit, NaN handling."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnnflow.errors import BnnflowError
+from bnnflow.runs import load_checkpoint, load_model
+from bnnflow.training import trainer
+from bnnflow.training.trainer import TrainConfig, train
+
+
+def _cfg(run_dir: Path, **kw: object) -> TrainConfig:
+    base = dict(
+        model="digits-mlp",
+        run_dir=str(run_dir),
+        epochs=2,
+        batch_size=50,
+        limit_train=300,
+        limit_test=100,
+        tau=1e-6,
+        progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _states_equal(a: Path, b: Path) -> None:
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    for key, value in ca["model_state"].items():
+        assert torch.equal(value, cb["model_state"][key]), key
+    opt_a, opt_b = ca["optimizer_state"]["optimizers"], cb["optimizer_state"]["optimizers"]
+    for sa, sb in zip(opt_a, opt_b, strict=True):
+        for pid, state in sa["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, sb["state"][pid][key]), key
+
+
+def test_run_folder_contents(tmp_path: Path) -> None:
+    summary = train(_cfg(tmp_path / "run"))
+    run = tmp_path / "run"
+    for name in ("run.json", "checkpoint.pt", "best.pt", "metrics.csv", "training.png", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    flip_cols = [c for c in rows[0] if c.startswith("log_flip_ratio/")]
+    assert len(flip_cols) == 3  # one per binary layer
+    assert summary["total_flips"] > 0
+    assert summary["bytes_per_binary_weight"] == 8.0
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, payload = load_model(run)
+    assert payload["model"] == "digits-mlp" and not model.training
+    weights = payload["model_state"]["features.2.weight"]
+    assert set(weights.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_resume_after_epoch_is_bit_identical(tmp_path: Path) -> None:
+    train(_cfg(tmp_path / "straight", epochs=3))
+    train(_cfg(tmp_path / "split", epochs=1))
+    train(_cfg(tmp_path / "split", epochs=3, resume=True))
+    _states_equal(tmp_path / "straight" / "checkpoint.pt", tmp_path / "split" / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("method", ["bop", "latent-adam"])
+def test_resume_after_kill_mid_epoch_is_bit_identical(tmp_path: Path, method: str) -> None:
+    train(_cfg(tmp_path / "straight", method=method))
+    with pytest.raises(BnnflowError) as info:
+        train(_cfg(tmp_path / "killed", method=method, interrupt_after_steps=4))  # 6 steps per epoch
+    assert info.value.exit_code == 130 and "--resume" in str(info.value)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["batches_done"] == 4
+    train(_cfg(tmp_path / "killed", method=method, resume=True))
+    _states_equal(tmp_path / "straight" / "checkpoint.pt", tmp_path / "killed" / "checkpoint.pt")
+    a = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
+    b = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
+    # Same losses, accuracies and flips; only the seconds column differs.
+    strip = lambda rows: [[v for i, v in enumerate(r.split(",")) if i != 5] for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, epochs=1))
+    good = (run / "checkpoint.pt").read_bytes()
+    real = trainer.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits: torch.Tensor, y: torch.Tensor, **kw: object) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real(logits, y, **kw)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    with pytest.raises(BnnflowError, match="not finite at epoch 2, batch 3"):
+        train(_cfg(run, epochs=2, resume=True))
+    assert (run / "checkpoint.pt").read_bytes() == good
+
+
+def test_refuses_to_clobber_or_resume_mismatch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, epochs=1))
+    with pytest.raises(BnnflowError, match="already holds a checkpoint"):
+        train(_cfg(run, epochs=1))
+    with pytest.raises(BnnflowError, match="method"):
+        train(_cfg(run, epochs=2, resume=True, method="latent-adam"))
+    with pytest.raises(BnnflowError, match="nothing to resume"):
+        train(_cfg(tmp_path / "empty", resume=True))
+
+
+def test_bad_names_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(BnnflowError, match="unknown model"):
+        train(_cfg(tmp_path / "r", model="resnet"))
+    with pytest.raises(BnnflowError, match="unknown dataset"):
+        train(_cfg(tmp_path / "r", dataset="imagenet"))
+    with pytest.raises(BnnflowError, match="takes"):
+        train(_cfg(tmp_path / "r", dataset="mnist"))  # 28x28 images into the 8x8 MLP
+
+
+def test_bop2_and_compact_train(tmp_path: Path) -> None:
+    s2 = train(_cfg(tmp_path / "b2", method="bop2", epochs=1))
+    sc = train(_cfg(tmp_path / "c", compact=True, epochs=1))
+    assert s2["bytes_per_binary_weight"] == 12.0
+    assert sc["bytes_per_binary_weight"] == 6.0
