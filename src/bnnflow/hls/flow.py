@@ -150,11 +150,28 @@ def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
     return model
 
 
+def _check_converted(model: Any) -> None:
+    """After conversion only FINN hardware layers and layout glue may remain."""
+    left = [
+        f"{n.name} ({n.op_type})"
+        for n in model.graph.node
+        if not n.domain.startswith("finn.custom_op.fpgadataflow") and n.op_type not in HOST_OPS
+    ]
+    if left or not any(n.op_type == "MVAU" for n in model.graph.node):
+        raise BnnflowError(
+            "FINN cannot map these layers to hardware: "
+            + (", ".join(left) or "no weight layer became an MVAU")
+        )
+
+
 def _check_mapped(out: Path) -> None:
     """Every compute layer must be inside the dataflow partition."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    parent = ModelWrapper(str(out / "intermediate_models" / "dataflow_parent.onnx"))
+    path = out / "intermediate_models" / "dataflow_parent.onnx"
+    if not path.is_file():
+        raise BnnflowError("FINN found no layer it can map to hardware in this model")
+    parent = ModelWrapper(str(path))
     left = [f"{n.name} ({n.op_type})" for n in parent.graph.node if n.op_type not in HOST_OPS]
     if left:
         raise BnnflowError(f"FINN cannot map these layers to hardware: {', '.join(left)}")
@@ -291,6 +308,8 @@ def compile_model(
         shutil.copyfile(model_path, inter / "input_qonnx.onnx")
         for name in FRONTEND_STEPS:
             model = _run_step(name, model, cfg, inter, log)
+            if name == "step_convert_to_hw":
+                _check_converted(model)
         _check_mapped(tmp)
 
         # Folding, decided on the specialised graph, handed to FINN as its JSON.

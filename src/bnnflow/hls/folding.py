@@ -247,7 +247,10 @@ def _layer_settings(model: Any, node: Any) -> list[Setting] | None:
     if base == "ConvolutionInputGenerator":
         if inst.get_nodeattr("depthwise"):
             return None  # set together with its Pool
-        simds = [{node.name: {"SIMD": s, "parallel_window": 0}} for s in _divisors(int(inst.get_nodeattr("IFMChannels")))]
+        simds = [
+            {node.name: {"SIMD": s, "parallel_window": 0}}
+            for s in _divisors(int(inst.get_nodeattr("IFMChannels")))
+        ]
         if node.op_type.endswith("_rtl"):
             full = int(inst.get_nodeattr("IFMChannels"))
             simds.append({node.name: {"SIMD": full, "parallel_window": 1}})
@@ -257,7 +260,10 @@ def _layer_settings(model: Any, node: Any) -> list[Setting] | None:
         return simds
     if base == "Pool":
         swg = model.find_producer(node.input[0])
-        return [{node.name: {"PE": p}, swg.name: {"SIMD": p}} for p in _divisors(int(inst.get_nodeattr("Channels")))]
+        return [
+            {node.name: {"PE": p}, swg.name: {"SIMD": p}}
+            for p in _divisors(int(inst.get_nodeattr("Channels")))
+        ]
     if base == "LabelSelect":
         return [{node.name: {"PE": p}} for p in _divisors(int(inst.get_nodeattr("Labels")))]
     if "PE" not in types:
@@ -318,7 +324,11 @@ def _cheapest_for(
             return sum(w * r for w, r in zip(weights, row[1], strict=True))
 
         meeting = [r for r in rows if r[0] <= target]
-        best = min(meeting, key=lambda r: (cost(r), r[0])) if meeting else min(rows, key=lambda r: (r[0], cost(r)))
+        best = (
+            min(meeting, key=lambda r: (cost(r), r[0]))
+            if meeting
+            else min(rows, key=lambda r: (r[0], cost(r)))
+        )
         for name, attrs in best[2].items():
             cfg[name] = attrs
     return cfg
@@ -327,7 +337,14 @@ def _cheapest_for(
 # Relative prices of (LUT, BRAM, DSP) per fraction of the board tried by the
 # refinement: which memory style a layer should get depends on which resource
 # the rest of the design leaves free, so a few exchange rates are tried.
-PRICE_SETS = ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0), (1.0, 0.2, 1.0), (1.0, 0.05, 1.0), (0.5, 1.0, 1.0), (0.2, 1.0, 1.0))
+PRICE_SETS = (
+    (1.0, 1.0, 1.0),
+    (1.0, 0.5, 1.0),
+    (1.0, 0.2, 1.0),
+    (1.0, 0.05, 1.0),
+    (0.5, 1.0, 1.0),
+    (0.2, 1.0, 1.0),
+)
 
 
 def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> FitResult:

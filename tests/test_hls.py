@@ -1,0 +1,274 @@
+"""Tests for bnnflow.hls: FINN compile flow, folding, verification chain, bitstream hand-off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
+from bnnflow.errors import BnnflowError
+from bnnflow.export import export_model
+from bnnflow.hls import BOARDS, compile_model, get_board
+from bnnflow.hls.bitstream import build_bitstream, check_vivado
+from bnnflow.hls.finn_env import prepare_finn
+from bnnflow.hls.flow import load_build_config
+from bnnflow.models import build_model
+from bnnflow.runs import save_checkpoint
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _train_run(run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None) -> Path:
+    """A few Adam steps on real images so BatchNorm statistics and thresholds are realistic."""
+    from bnnflow.data import load_arrays
+
+    torch.manual_seed(0)
+    model = build_model(name)
+    images, labels = load_arrays(dataset, "train", data_dir=data_dir, limit=1024)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(steps):
+        idx = rng.choice(len(labels), 64, replace=False)
+        x = torch.from_numpy(images[idx].astype(np.float32) / pixel_max)
+        loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[idx]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_checkpoint(run / "best.pt", {"model": name, "dataset": dataset, "model_state": model.state_dict()})
+    export_model(run, n_verify=50, data_dir=data_dir)
+    return run
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_run(tmp_path_factory.mktemp("runs") / "digits", "digits-mlp", "digits", 40, 16, None)
+
+
+@pytest.fixture(scope="module")
+def tfc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (DATA_DIR / "mnist").is_dir():
+        pytest.skip("MNIST files not found in ../shared/data/mnist")
+    return _train_run(tmp_path_factory.mktemp("runs") / "tfc", "tfc", "mnist", 25, 255, DATA_DIR)
+
+
+@pytest.fixture(scope="module")
+def tfc_compiled(tfc_run: Path):
+    return compile_model(tfc_run, "Pynq-Z2", folding="published", n_verify=40, data_dir=DATA_DIR, log=None)
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bnnflow", *args], cwd=cwd, env=full_env, capture_output=True, text=True
+    )
+
+
+def test_boards_use_finn_parts() -> None:
+    from finn.util.basic import pynq_part_map
+
+    for name, board in BOARDS.items():
+        assert pynq_part_map[name] == board.part
+    assert get_board("pynq-z2").name == "Pynq-Z2"
+    with pytest.raises(BnnflowError, match="Pynq-Z2, Ultra96, Ultra96-V2"):
+        get_board("ZedBoard")
+
+
+def test_tfc_published_folding_compiles_and_verifies(tfc_compiled) -> None:
+    out = tfc_compiled.out_dir
+    assert out == tfc_compiled.out_dir.parent / "Pynq-Z2" and out.parent.name == "compile"
+    est = tfc_compiled.estimate
+    mvaus = [la for la in est.layers if la.op_type.startswith("MVAU")]
+    # finn-examples tfc-w1a1 folding: (PE, SIMD) = (16, 49), (8, 8), (8, 8), (10, 8)
+    assert [(la.pe, la.simd) for la in mvaus] == [(16, 49), (8, 8), (8, 8), (10, 8)]
+    assert est.extra["binary_xnor_mvaus"] == 4  # every TFC layer is XNOR-popcount
+    assert est.fps == pytest.approx(1e8 / est.max_cycles)
+    ver = tfc_compiled.verification
+    assert ver.ok and ver.n_images == 40
+    assert ver.labels_match == ver.accumulators_match == ver.activations_match == 40
+    for name in ("model_hw.onnx", "folding.json", "estimates.json", "estimates.png", "verification.json"):
+        assert (out / name).is_file(), name
+    inter = out / "intermediate_models"
+    for step in ("step_streamline", "step_convert_to_hw", "step_specialize_layers", "step_hw_codegen"):
+        assert (inter / f"{step}.onnx").is_file()
+    cpp = list((out / "hw_codegen").glob("MVAU_hls_0/*.cpp"))
+    assert cpp and "Matrix_Vector_Activate" in cpp[0].read_text()
+    assert "XnorMul" in "".join(p.read_text() for p in (out / "hw_codegen").glob("MVAU_hls_1/*.cpp"))
+    assert not list(out.parent.glob(".*.tmp"))  # nothing half-written left next to it
+
+
+def test_build_config_hands_over_to_finn(tfc_compiled) -> None:
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+
+    path = tfc_compiled.build_config_path
+    cfg = load_build_config(path)
+    assert cfg.folding_config_file == tfc_compiled.folding_path
+    assert cfg.board == "Pynq-Z2" and cfg.synth_clk_period_ns == 10.0
+    assert cfg.start_step == "step_generate_hardware"
+    assert cfg.steps[cfg.steps.index(cfg.start_step) - 1] == "step_hw_codegen"
+    assert DataflowBuildConfig.from_json(path.read_text()).fpga_part == "xc7z020clg400-1"
+    # The builder resumes from the model of the step before start_step.
+    prepare_finn()
+    from finn.builder.build_dataflow import resolve_step_filename  # noqa: F401  (needs the xsi stub)
+
+    assert resolve_step_filename(cfg.start_step, cfg, -1).name == "step_hw_codegen.onnx"
+
+
+def test_folding_json_is_accepted_by_finn_builder_step(tfc_compiled, tmp_path: Path) -> None:
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+    from finn.builder.build_dataflow_steps import step_apply_folding_config
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    out = tfc_compiled.out_dir
+    model = ModelWrapper(str(out / "intermediate_models" / "step_specialize_layers.onnx"))
+    cfg = DataflowBuildConfig(
+        output_dir=str(tmp_path), board="Pynq-Z2", folding_config_file=out / "folding.json"
+    )
+    model = step_apply_folding_config(model, cfg)
+    folded = {n.name: getCustomOp(n) for n in ModelWrapper(str(out / "model_hw.onnx")).graph.node}
+    for node in model.graph.node:
+        if node.op_type.startswith("MVAU"):
+            for attr in ("PE", "SIMD"):
+                assert getCustomOp(node).get_nodeattr(attr) == folded[node.name].get_nodeattr(attr)
+
+
+def test_verification_names_first_differing_layer(tfc_compiled) -> None:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    from bnnflow.data import load_arrays
+    from bnnflow.hls.verify import verify_chain
+
+    inter = tfc_compiled.out_dir / "intermediate_models"
+    hw = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
+    mvau = [n for n in hw.graph.node if n.op_type == "MVAU"][1]
+    thresholds = hw.get_initializer(mvau.input[2])
+    hw.set_initializer(mvau.input[2], thresholds + 3)  # a wrong BatchNorm fold in layer 1
+    images, labels = load_arrays("mnist", "test", data_dir=DATA_DIR, limit=5)
+    result = verify_chain(
+        cleanup_model(ModelWrapper(str(inter / "input_qonnx.onnx"))),
+        ModelWrapper(str(inter / "step_streamline.onnx")),
+        hw,
+        images,
+        labels,
+    )
+    assert not result.ok
+    assert "layer 1 (MVAU_1)" in result.first_mismatch and "activations" in result.first_mismatch
+
+
+def test_fit_to_board_beats_fps_target_and_fits(digits_run: Path, tmp_path: Path) -> None:
+    fps = compile_model(digits_run, "Ultra96", tmp_path / "fps", folding="fps:20000", n_verify=20, log=None)
+    fit = compile_model(
+        digits_run, "Ultra96", tmp_path / "fit", folding="fit", budget=0.85, n_verify=20, log=None
+    )
+    assert fps.estimate.fps >= 20000
+    assert fit.estimate.fits(0.85)
+    assert fit.estimate.fps >= fps.estimate.fps
+    assert fit.verification.ok and fit.verification.n_images == 20
+    summary = json.loads((tmp_path / "fit" / "compile.json").read_text())
+    assert summary["part"] == "xczu3eg-sbva484-1-e" and summary["folding"]["mode"] == "fit"
+
+
+def test_folding_that_cannot_fit_fails_cleanly(digits_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny"
+    with pytest.raises(BnnflowError, match="no folding fits 1% of Pynq-Z2"):
+        compile_model(digits_run, "Pynq-Z2", out, folding="fit", budget=0.01, n_verify=0, log=None)
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_published_folding_refuses_other_networks(digits_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(BnnflowError, match="no published FINN folding"):
+        compile_model(digits_run, "Pynq-Z2", tmp_path / "p", folding="published", n_verify=0, log=None)
+    assert not (tmp_path / "p").exists()
+
+
+def test_unmappable_model_is_one_line_error(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    # A float (unquantized) MatMul: FINN has no hardware layer for it.
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])
+    outp = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [10, 4], np.linspace(-1, 1, 40).tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [inp], [outp], [w])
+    path = tmp_path / "float_matmul.onnx"
+    ModelWrapper(qonnx_make_model(graph)).save(str(path))
+    with pytest.raises(BnnflowError, match="FINN cannot map these layers to hardware: .*MatMul"):
+        compile_model(path, "Pynq-Z2", tmp_path / "out", n_verify=0, log=None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_errors_are_one_line(digits_run: Path, tmp_path: Path) -> None:
+    r = _cli("compile", str(digits_run), "--board", "Zybo", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "bnnflow: error: unknown board 'Zybo'; choose one of: Pynq-Z2, Ultra96, Ultra96-V2"
+    ]
+    r = _cli("compile", str(digits_run), "--budget", "0.01", "--verify", "0", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "bnnflow: error: no folding fits"
+    )
+    assert not (digits_run / "compile" / "Pynq-Z2").exists()
+
+
+def test_cli_compile_digits_prints_table(digits_run: Path, tmp_path: Path) -> None:
+    r = _cli("compile", str(digits_run), "--board", "Pynq-Z2", "--verify", "25", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "estimated throughput" in r.stderr and "MVAU_hls_0" in r.stderr and "bottleneck" in r.stderr
+    assert (
+        json.loads((digits_run / "compile" / "Pynq-Z2" / "verification.json").read_text())["n_images"] == 25
+    )
+
+
+def test_bitstream_without_vivado_exits_2_with_instructions(tfc_compiled, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XILINX_VIVADO"}
+    out = tmp_path / "bits"
+    r = subprocess.run(
+        [sys.executable, "-m", "bnnflow", "bitstream", str(tfc_compiled.out_dir), "--out", str(out)],
+        env={**env, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert "XILINX_VIVADO" in r.stderr and "docker run" in r.stderr and "bnnflow bitstream" in r.stderr
+    assert not out.exists()
+
+
+def test_bitstream_rejects_wrong_vivado(tfc_compiled, tmp_path: Path) -> None:
+    fake = tmp_path / "Xilinx" / "Vivado" / "2020.1"
+    (fake / "bin").mkdir(parents=True)
+    with pytest.raises(BnnflowError, match="no bin/vivado"):
+        build_bitstream(tfc_compiled.out_dir, tmp_path / "b", env={"XILINX_VIVADO": str(fake)})
+    (fake / "bin" / "vivado").write_text("#!/bin/sh\n")
+    with pytest.raises(BnnflowError, match=r"Vivado 2020\.1 is too old"):
+        build_bitstream(tfc_compiled.out_dir, tmp_path / "b", env={"XILINX_VIVADO": str(fake)})
+    odd = tmp_path / "tools" / "vivado"
+    (odd / "bin").mkdir(parents=True)
+    (odd / "bin" / "vivado").write_text("#!/bin/sh\n")
+    with pytest.raises(BnnflowError, match="cannot tell the Vivado version"):
+        check_vivado("Pynq-Z2", {"XILINX_VIVADO": str(odd)})
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_cnv_published_and_fit_on_cifar10(tmp_path: Path) -> None:
+    """CNV on real CIFAR-10 test images (run manually: pytest -m slow; several minutes)."""
+    cifar = Path(os.environ.get("BNNFLOW_CIFAR10", "/tmp/cifar10"))
+    if not cifar.exists():
+        pytest.skip("CIFAR-10 batches not found (python ../shared/data/make_cifar10_bin.py /tmp/cifar10)")
+    run = _train_run(tmp_path / "cnv", "cnv", "cifar10", 5, 255, cifar)
+    pub = compile_model(run, "Pynq-Z2", tmp_path / "pub", folding="published", n_verify=3, data_dir=cifar)
+    assert pub.verification.ok and 2900 < pub.estimate.fps < 3200
+    fit = compile_model(run, "Pynq-Z2", tmp_path / "fit", folding="fit", n_verify=0, data_dir=cifar)
+    assert fit.estimate.fits(0.85) and fit.estimate.fps >= 2 * pub.estimate.fps
