@@ -51,9 +51,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODEL_SPECS[name]
     except KeyError:
-        raise BnnflowError(
-            f"unknown model {name!r}; choose one of: {', '.join(model_names())}"
-        ) from None
+        raise BnnflowError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}") from None
 
 
 def build_model(name: str) -> nn.Module:

@@ -61,9 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs to train in total")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="batch size per process")
     p.add_argument("--gamma", type=_nonnegative_float, default=1e-4, help="Bop adaptivity rate")
-    p.add_argument(
-        "--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)"
-    )
+    p.add_argument("--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)")
     p.add_argument("--sigma", type=_nonnegative_float, default=1e-2, help="bop2 second-moment rate")
     p.add_argument(
         "--lr", type=_nonnegative_float, default=1e-2, help="Adam learning rate (real-valued parameters)"
@@ -89,7 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-test", type=_positive_int, help="use only the first N test images")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
-    p.add_argument("--overwrite", action="store_true", help="start over in a run folder that has a checkpoint")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in a run folder that has a checkpoint"
+    )
     p.add_argument(
         "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch only)"
     )
@@ -165,7 +165,9 @@ def evaluate_checkpoint(
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.limit, args.data_dir, args.download)
+    result = evaluate_checkpoint(
+        args.checkpoint, args.dataset, args.split, args.limit, args.data_dir, args.download
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

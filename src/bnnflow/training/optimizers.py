@@ -123,7 +123,9 @@ def build_optimizer(
         flip = Bop(binary, gamma=gamma, tau=1e-8 if tau is None else tau, compact=compact)
         return CaseOptimizer(flip, Adam(others, lr=lr), method=method)
     if method == "bop2":
-        flip = Bop2ndOrder(binary, gamma=gamma, tau=1e-6 if tau is None else tau, sigma=sigma, compact=compact)
+        flip = Bop2ndOrder(
+            binary, gamma=gamma, tau=1e-6 if tau is None else tau, sigma=sigma, compact=compact
+        )
         return CaseOptimizer(flip, Adam(others, lr=lr), method=method)
     if method == "latent-adam":
         adam = Adam([{"params": binary}, {"params": others}], lr=lr)

@@ -14,6 +14,7 @@ the same averaged gradient and flips the same weights; rank 0 alone writes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -37,7 +38,13 @@ import bnnflow
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
 from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
-from bnnflow.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from bnnflow.runs import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bnnflow.training.optimizers import (
     METHODS,
     CaseOptimizer,
@@ -155,7 +162,9 @@ def _distributed() -> tuple[int, int, int]:
     if world <= 1:
         return 0, 1, 0
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("BNNFLOW_BACKEND") != "gloo" else "gloo"
+        backend = (
+            "nccl" if torch.cuda.is_available() and os.environ.get("BNNFLOW_BACKEND") != "gloo" else "gloo"
+        )
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -363,7 +372,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     with _Interrupt() as interrupt:
         for epoch in range(start_epoch, cfg.epochs):
-            sampler = _EpochSampler(len(train_set), cfg.seed, epoch, rank, world, skip_batches * cfg.batch_size)
+            sampler = _EpochSampler(
+                len(train_set), cfg.seed, epoch, rank, world, skip_batches * cfg.batch_size
+            )
             # A private generator: creating the loader's iterator must not draw from
             # the global RNG, or a resumed epoch would see a shifted dropout stream.
             loader = DataLoader(
@@ -414,7 +425,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 with torch.no_grad():
                     # A flip is a change of the binarised weight (sign, 0 -> +1).
                     flips += torch.stack(
-                        [(b != (p.detach() >= 0)).sum().cpu() for b, p in zip(before, binary_params, strict=True)]
+                        [
+                            (b != (p.detach() >= 0)).sum().cpu()
+                            for b, p in zip(before, binary_params, strict=True)
+                        ]
                     )
                 accum["loss"] += loss.item() * y.numel()
                 accum["correct"] += (logits.detach().argmax(1) == y).sum().item()
@@ -503,6 +517,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "bytes_per_binary_weight": state_bytes_per_binary_weight(model, optimizer),
         "binary_weights": int(sum(n_per_layer)),
         "world_size": world,
+        "binary_weights_sha256": _binary_weights_digest(binary_params),
     }
     if is_main:
         atomic_write_json(run_dir / "summary.json", summary)
@@ -511,8 +526,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return summary
 
 
-def flip_layers(model: nn.Module) -> list[str]:
-    return [name for name, _ in binary_weight_modules(model)]
+def _binary_weights_digest(params: list[torch.Tensor]) -> str:
+    """A fingerprint of the binary weights, to check that DDP ranks agree bit for bit."""
+    h = hashlib.sha256()
+    for p in params:
+        h.update((p.detach().cpu() >= 0).numpy().tobytes())
+    return h.hexdigest()
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
