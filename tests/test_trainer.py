@@ -82,7 +82,9 @@ def test_resume_after_kill_mid_epoch_is_bit_identical(tmp_path: Path, method: st
     assert strip(a) == strip(b)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     train(_cfg(run, epochs=1))
     good = (run / "checkpoint.pt").read_bytes()
