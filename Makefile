@@ -33,5 +33,13 @@ lint: install
 bench: install
 	$(PY) benchmarks/train_mnist.py --models sfc --epochs $(EPOCHS)
 
+# train (if no checkpoint) -> export -> compile -> FINN builder with Vivado; exits 2
+# after code generation, with instructions, where Vivado is not installed.
+bitstream: install
+	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN)
+	$(VENV)/bin/bnnflow export $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(VENV)/bin/bnnflow compile $(RUN) --board $(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(COMPILE_ARGS)
+	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD)
+
 clean:
 	rm -rf $(VENV) FINN_TMP .pytest_cache

@@ -253,12 +253,34 @@ def test_bitstream_rejects_wrong_vivado(tfc_compiled, tmp_path: Path) -> None:
     (fake / "bin" / "vivado").write_text("#!/bin/sh\n")
     with pytest.raises(BnnflowError, match=r"Vivado 2020\.1 is too old"):
         build_bitstream(tfc_compiled.out_dir, tmp_path / "b", env={"XILINX_VIVADO": str(fake)})
+    good = tmp_path / "Xilinx" / "Vivado" / "2024.2"
+    (good / "bin").mkdir(parents=True)
+    (good / "bin" / "vivado").write_text("#!/bin/sh\n")
+    with pytest.raises(BnnflowError, match="XILINX_HLS is not set"):
+        build_bitstream(tfc_compiled.out_dir, tmp_path / "b", env={"XILINX_VIVADO": str(good)})
+    env = {"XILINX_VIVADO": str(good), "XILINX_HLS": str(tmp_path / "Xilinx" / "Vitis_HLS" / "2024.2")}
+    assert check_vivado("Pynq-Z2", env).version == (2024, 2)
+    if not check_board_files_present("Pynq-Z2"):
+        with pytest.raises(
+            BnnflowError, match=r"board files for Pynq-Z2 \(pynq-z2\) not found.*finn deps update"
+        ):
+            build_bitstream(tfc_compiled.out_dir, tmp_path / "b", env=env)
     odd = tmp_path / "tools" / "vivado"
     (odd / "bin").mkdir(parents=True)
     (odd / "bin" / "vivado").write_text("#!/bin/sh\n")
     with pytest.raises(BnnflowError, match="cannot tell the Vivado version"):
         check_vivado("Pynq-Z2", {"XILINX_VIVADO": str(odd)})
     assert not (tmp_path / "b").exists()
+
+
+def check_board_files_present(board: str) -> bool:
+    from bnnflow.hls.bitstream import check_board_files
+
+    try:
+        check_board_files(board)
+    except BnnflowError:
+        return False
+    return True
 
 
 @pytest.mark.slow

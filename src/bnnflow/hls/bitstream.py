@@ -1,17 +1,19 @@
 """``build_bitstream``: finish a compiled design with FINN's own builder and Vivado.
 
 The compile folder is FINN builder output up to code generation; this copies
-it to ``bitstreams/<model>-<board>/`` and runs ``build_dataflow_cfg`` from
-``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
+it to ``bitstreams/<model>-<board>/`` and runs FINN's builder (``finn build``,
+i.e. ``build_dataflow_cfg``) from ``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
 Zynq shell, synthesis, bitfile, PYNQ driver, deployment package). Without
 Vivado it stops before touching anything and says how to run the rest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hls.finn_env import prepare_finn
+from bnnflow.runs import atomic_write_json
 
 # finn.xsi reads the Vivado version from the XILINX_VIVADO path with this
 # pattern (YYYY.1 or YYYY.2), and FINN's docs give 2022.2 as the oldest
@@ -81,7 +84,7 @@ def check_board_files(board: str) -> Path:
     from finn.util.settings import get_settings
 
     folder = get_settings().finn_deps / "board_files"
-    want = BOARD_FILES[board]
+    want = BOARD_FILES.get(board, board.lower())
     found = folder.is_dir() and any(p.name.lower() == want for p in folder.rglob(want) if p.is_dir())
     if not found:
         raise BnnflowError(
@@ -108,7 +111,10 @@ def build_bitstream(
     out = Path(out_dir) if out_dir is not None else default_out_dir(compile_dir)
     out = out.absolute()
     env = os.environ if env is None else env
-    board = compile_dir.name
+    try:
+        board = str(json.loads(cfg_path.read_text())["board"])
+    except (OSError, ValueError, KeyError):
+        raise BnnflowError(f"{cfg_path} is not a bnnflow/FINN build config") from None
     if not env.get("XILINX_VIVADO"):
         print(
             NO_VIVADO_HELP.format(compile_dir=compile_dir, out_dir=out, min_v="{}.{}".format(*MIN_VIVADO)),
@@ -121,9 +127,18 @@ def build_bitstream(
     prepare_finn()
     check_board_files(board)
 
-    from finn.builder.build_dataflow import build_dataflow_cfg
-
+    # FINN's builder is run through FINN's own CLI (`finn build`, which calls
+    # build_dataflow_cfg) rather than imported here: before building, the CLI
+    # boots what a Vivado build needs (dependency check, the finn_xsi simulator
+    # build for this Vivado version, and a re-exec with Xilinx libraries on
+    # LD_LIBRARY_PATH, which cannot be changed for a running process).
     from bnnflow.hls.flow import load_build_config
+
+    finn = Path(sys.executable).with_name("finn")
+    if not finn.is_file():
+        raise BnnflowError(
+            f"FINN's command line tool is missing next to {sys.executable}; reinstall finn-plus"
+        )
 
     # Vivado projects bake absolute paths in, so the build cannot happen under
     # a temporary name and be renamed afterwards; instead it runs in place and a
@@ -140,15 +155,21 @@ def build_bitstream(
             elif src.is_file():
                 shutil.copy2(src, out / item)
         _rebase_codegen(out / "intermediate_models" / "step_hw_codegen.onnx", compile_dir, out)
-        cfg = load_build_config(cfg_path)
-        cfg.output_dir = str(out)
-        code = build_dataflow_cfg(str(out / "model_hw.onnx"), cfg)
-        if code != 0:
+        cfg = json.loads(cfg_path.read_text())
+        cfg["output_dir"] = str(out)
+        atomic_write_json(out / "dataflow_build_config.json", cfg)
+        load_build_config(out / "dataflow_build_config.json")
+        cmd = [str(finn), "build", "--accept-defaults", "-o", str(out)]
+        cmd += [str(out / "dataflow_build_config.json"), str(out / "model_hw.onnx")]
+        print("running:", " ".join(cmd), file=sys.stderr, flush=True)
+        code = subprocess.call(cmd, cwd=out)
+        if code != 0 or not list((out / "bitfile").glob("*.bit")):
             raise BnnflowError(f"FINN's builder failed (exit {code}); see {out}.failed/build_dataflow.log")
     except BaseException:
         failed = out.with_name(out.name + ".failed")
         shutil.rmtree(failed, ignore_errors=True)
-        os.replace(out, failed)
+        if out.exists():
+            os.replace(out, failed)
         raise
     return out
 

@@ -315,14 +315,16 @@ def compile_model(
         # Folding, decided on the specialised graph, handed to FINN as its JSON.
         info: dict[str, Any] = {"mode": mode}
         if mode == "published":
-            preset, folded = fold.published_folding(model)
+            with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
+                preset, folded = fold.published_folding(model)
             info["preset"] = preset
         elif mode == "fps":
             with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
                 folded = fold.target_fps_folding(model, arg, clock_ns)
             info["target_fps"] = arg
         elif mode == "json":
-            folded = fold.apply_folding(model, fold.load_folding_json(arg))
+            with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
+                folded = fold.apply_folding(model, fold.load_folding_json(arg))
             info["source"] = str(arg)
         else:
             t0 = time.perf_counter()
