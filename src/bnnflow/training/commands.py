@@ -86,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-train", type=_positive_int, help="use only the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use only the first N test images")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: half the cores)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
     p.add_argument(
         "--overwrite", action="store_true", help="start over in a run folder that has a checkpoint"
