@@ -39,11 +39,14 @@ def _arrays(dataset: str, split: str, limit: int | None = None) -> tuple[np.ndar
     return load_arrays(dataset, split, data_dir=data_dir, limit=limit)
 
 
-def _train_checkpoint(path: Path, name: str, dataset: str, steps: int, pixel_max: int) -> Path:
+def _train_checkpoint(
+    path: Path, name: str, dataset: str, steps: int, pixel_max: int, split: str = "train", skip: int = 0
+) -> Path:
     """A few Adam steps on real images: BatchNorm statistics set, predictions spread over classes."""
     torch.manual_seed(0)
     model = build_model(name)
-    images, labels = _arrays(dataset, "train", limit=1024)
+    images, labels = _arrays(dataset, split, limit=skip + 1024)
+    images, labels = images[skip:], labels[skip:]
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
     rng = np.random.default_rng(0)
     model.train()
@@ -75,7 +78,9 @@ def tfc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (MNIST_DIR / "mnist").is_dir():
         pytest.skip("MNIST files not found in ../shared/data/mnist")
     path = tmp_path_factory.mktemp("tfc") / "best.pt"
-    return _train_checkpoint(path, "tfc", "mnist", steps=25, pixel_max=255)
+    # Trained on test images 200.. so only the small test file is parsed; verification
+    # uses test images 0..199, which training never saw.
+    return _train_checkpoint(path, "tfc", "mnist", steps=25, pixel_max=255, split="test", skip=200)
 
 
 # --------------------------------------------------------------------------- exports that pass
@@ -201,15 +206,15 @@ def test_tampered_graph_fails_and_leaves_no_folder(
 def test_failed_export_keeps_previous_export(digits_run: Path, digits_export, monkeypatch) -> None:
     import bnnflow.export.qonnx_export as qe
 
+    def fail(*args, **kwargs):
+        raise BnnflowError("verification failed: simulated")
+
     before = digits_export.model_path.read_bytes()
-    monkeypatch.setattr(qe, "verify_export", _raise_mismatch)
-    with pytest.raises(BnnflowError):
+    monkeypatch.setattr(qe, "_qonnx_graphs", fail)
+    with pytest.raises(BnnflowError, match="simulated"):
         export_model(digits_run, n_verify=10)
     assert digits_export.model_path.read_bytes() == before
-
-
-def _raise_mismatch(*args, **kwargs):
-    raise BnnflowError("verification failed: simulated")
+    assert not [p for p in digits_run.iterdir() if p.name.startswith(".")]
 
 
 def test_float_layer_is_named(tmp_path: Path) -> None:
@@ -264,29 +269,38 @@ def test_bad_n_verify(digits_run: Path) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def test_cli_export(digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bnnflow.cli import main
+
+    code = main(["export", str(digits_run / "best.pt"), "-o", str(tmp_path / "cli_out"), "-n", "40"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "verified on 40 test images" in out
+    assert "[torch.onnx]" not in out  # the exporter's progress lines are held back
+    assert (tmp_path / "cli_out" / MODEL_FILE).is_file()
+
+    assert main(["export", str(tmp_path / "missing.pt")]) == 1
+    assert capsys.readouterr().err.startswith("bnnflow: error: checkpoint not found")
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(digits_run), "-n", "many"])
+    assert exc.value.code == 2
+
+
+def test_cli_module_exit_code(tmp_path: Path) -> None:
+    """``python -m bnnflow export`` in a fresh interpreter: one line on stderr, exit 1."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.run(
-        [sys.executable, "-m", "bnnflow", "export", *args],
-        cwd=cwd,
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "best.pt").write_bytes(b"garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnnflow", "export", str(bad)],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-
-
-def test_cli_export_exit_codes(digits_run: Path, tmp_path: Path) -> None:
-    ok = _cli(str(digits_run / "best.pt"), "-o", str(tmp_path / "cli_out"), "-n", "40", cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert "verified on 40 test images" in ok.stdout
-    assert "[torch.onnx]" not in ok.stdout  # exporter progress is held back
-    assert (tmp_path / "cli_out" / MODEL_FILE).is_file()
-
-    missing = _cli(str(tmp_path / "missing.pt"), cwd=tmp_path)
-    assert missing.returncode == 1
-    assert missing.stderr.strip().startswith("bnnflow: error: checkpoint not found")
-    assert len(missing.stderr.strip().splitlines()) == 1
-
-    usage = _cli(str(digits_run), "-n", "many", cwd=tmp_path)
-    assert usage.returncode == 2
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("bnnflow:")]
+    assert lines and lines[0].startswith("bnnflow: error: corrupted checkpoint")
+    assert not (bad / "export").exists()
