@@ -114,11 +114,13 @@ class _FlipOptimizer(Optimizer):
 
     @staticmethod
     def _flip_(p: torch.Tensor, signal: torch.Tensor, tau: float, state: dict[str, Any]) -> None:
-        # Flip where |signal| > tau and sign(signal) == sign(p). A zero signal
-        # has sign 0 and never agrees with a +-1 weight, so it never flips,
-        # whatever tau is; |signal| == tau does not flip either (strict >).
-        flips = (signal.abs() > tau) & (torch.sign(signal) == torch.sign(p))
-        p.copy_(torch.where(flips, -p, p))
+        # Flip where |signal| > tau and sign(signal) == sign(p). For p in
+        # {-1, +1} and tau >= 0 that is exactly signal * p > tau: the product
+        # is |signal| where the signs agree and -|signal| where they do not.
+        # A zero signal never flips (0 > tau is false), and |signal| == tau
+        # does not flip either (strict >).
+        flips = (signal * p) > tau
+        p.mul_(flips.to(p.dtype).mul_(-2.0).add_(1.0))
         count = flips.sum()
         state["flips"] = count  # this step
         state["flips_total"].add_(count)  # since the last reset_flip_counts()

@@ -435,16 +435,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     )
                 optimizer.zero_grad()
                 loss.backward()
-                before = [p.detach() >= 0 for p in binary_params]
+                flip_opt = optimizer.flip_optimizer
+                if flip_opt is None:  # latent weights: a flip is a change of sign (0 counts as +)
+                    before = [p.detach() >= 0 for p in binary_params]
                 optimizer.step()
                 with torch.no_grad():
-                    # A flip is a change of the binarised weight (sign, 0 -> +1).
-                    flips += torch.stack(
-                        [
-                            (b != (p.detach() >= 0)).sum().cpu()
-                            for b, p in zip(before, binary_params, strict=True)
-                        ]
-                    )
+                    if flip_opt is None:
+                        counts = [(b != (p >= 0)).sum() for b, p in zip(before, binary_params, strict=True)]
+                    else:
+                        counts = [flip_opt.state[p]["flips"] for p in binary_params]
+                    flips += torch.stack(counts).cpu()
                 accum["loss"] += loss.item() * y.numel()
                 accum["correct"] += (logits.detach().argmax(1) == y).sum().item()
                 accum["count"] += y.numel()
