@@ -100,6 +100,7 @@ def test_digits_export_writes_verified_files(digits_run: Path, digits_export) ->
     assert meta["model"] == "digits-mlp" and meta["dataset"] == "digits"
     assert meta["input_shape"] == [1, 1, 8, 8] and meta["pixel_max"] == 16
     assert meta["pixel_scale"] == pytest.approx(1 / 16)
+    assert meta["checkpoint"] == str((digits_run / "best.pt").resolve())
     assert meta["versions"]["brevitas"] == "0.13.0" and meta["versions"]["qonnx"] == "1.0.0"
     assert not [p for p in digits_run.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 

@@ -447,6 +447,9 @@ def export_model(
         )
     images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
     checkpoint = Path(checkpoint_or_run)
+    source = checkpoint
+    if checkpoint.is_dir():  # the file load_checkpoint read
+        source = checkpoint / "best.pt" if (checkpoint / "best.pt").exists() else checkpoint / "checkpoint.pt"
     return export_network(
         model,
         default_out_dir(checkpoint) if out_dir is None else out_dir,
@@ -455,7 +458,7 @@ def export_model(
         images=images,
         labels=labels,
         batch_size=batch_size,
-        extra={"checkpoint": str(checkpoint.resolve()), "epoch": payload.get("epoch")},
+        extra={"checkpoint": str(source.resolve()), "epoch": payload.get("epoch")},
     )
 
 
