@@ -33,15 +33,21 @@ def run_demo(run_dir: str | Path, epochs: int = 30, seed: int = 0, progress: boo
 
     run_dir = Path(run_dir)
     results: dict[str, Any] = {}
-    for method in ("bop", "latent-adam"):
-        sub = run_dir / method
+    # (label, method, compact)
+    for label, method, compact in (
+        ("bop", "bop", False),
+        ("bop-compact", "bop", True),
+        ("latent-adam", "latent-adam", False),
+    ):
+        sub = run_dir / label
         if sub.exists():
             shutil.rmtree(sub)
-        print(f"\n== training digits-mlp with {method} ==", flush=True)
-        results[method] = train(
+        print(f"\n== training digits-mlp with {label} ==", flush=True)
+        results[label] = train(
             TrainConfig(
                 model="digits-mlp",
                 method=method,
+                compact=compact,
                 epochs=epochs,
                 seed=seed,
                 run_dir=str(sub),
