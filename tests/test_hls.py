@@ -91,6 +91,9 @@ def test_tfc_published_folding_compiles_and_verifies(tfc_compiled) -> None:
     assert [(la.pe, la.simd) for la in mvaus] == [(16, 49), (8, 8), (8, 8), (10, 8)]
     assert est.extra["binary_xnor_mvaus"] == 4  # every TFC layer is XNOR-popcount
     assert est.fps == pytest.approx(1e8 / est.max_cycles)
+    # bottleneck of the published TFC folding: MVAU 0, (64 / 16) * (784 / 49) = 64 cycles;
+    # the Reshape layer the published JSON predates must not become the bottleneck
+    assert (est.bottleneck, est.max_cycles) == ("MVAU_hls_0", 64)
     ver = tfc_compiled.verification
     assert ver.ok and ver.n_images == 40
     assert ver.labels_match == ver.accumulators_match == ver.activations_match == 40

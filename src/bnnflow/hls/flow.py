@@ -185,6 +185,7 @@ def _collect_codegen(model: Any, tmp: Path, final: Path) -> Any:
     """
     from qonnx.custom_op.registry import getCustomOp
 
+    build_dir = prepare_finn()
     for node in model.graph.node:
         inst = getCustomOp(node)
         try:
@@ -195,6 +196,8 @@ def _collect_codegen(model: Any, tmp: Path, final: Path) -> Any:
             continue
         shutil.copytree(src, tmp / "hw_codegen" / node.name, dirs_exist_ok=True)
         inst.set_nodeattr("code_gen_dir_ipgen", str(final / "hw_codegen" / node.name))
+        if Path(src).is_relative_to(build_dir):  # FINN's scratch copy is no longer referenced
+            shutil.rmtree(src, ignore_errors=True)
     return model
 
 

@@ -142,9 +142,10 @@ def published_folding(model: Any, target_cycles: int | None = None) -> tuple[str
     """Map the published folding that matches this network onto its node names.
 
     finn-plus lowers max-pooling to a depthwise sliding-window generator plus a
-    ``Pool`` layer, where the published FINN designs had one StreamingMaxPool;
-    those two layers, which the published JSON has no entry for, get the least
-    parallelism that keeps them off the critical path of the published layers.
+    ``Pool`` layer, where the published FINN designs had one StreamingMaxPool,
+    and streams TFC's flatten through a Reshape layer; these layers, which the
+    published JSON has no entry for, get the least parallelism that keeps them
+    off the critical path of the published layers.
     """
     mvaus = _nodes(model, "MVAU")
     mh = tuple(int(_inst(n).get_nodeattr("MH")) for n in mvaus)
@@ -179,6 +180,20 @@ def published_folding(model: Any, target_cycles: int | None = None) -> tuple[str
     model = apply_folding(model, cfg)
     if target_cycles is None:
         target_cycles = max(int(_inst(n).get_exp_cycles()) for n in model.graph.node if n.name in cfg)
+    # Other layers the published JSONs predate (finn-plus' streaming Reshape for
+    # TFC's flatten): the least parallelism that keeps them off the critical path.
+    for node in model.graph.node:
+        if node.name in cfg or _base(node.op_type) in ("Pool", "ConvolutionInputGenerator"):
+            continue
+        for setting in _layer_settings(model, node) or []:
+            attrs = setting[node.name]
+            for k, v in attrs.items():
+                _inst(node).set_nodeattr(k, v)
+            if _inst(node).get_exp_cycles() <= target_cycles:
+                break
+        else:
+            continue
+        cfg[node.name] = attrs
     for pool in _nodes(model, "Pool"):
         swg = model.find_producer(pool.input[0])
         pool_inst, swg_inst = _inst(pool), _inst(swg)
