@@ -2,8 +2,8 @@
 
     python benchmarks/train_mnist.py --models sfc --epochs 10 --data-dir ../shared/data
 
-Trains each model with each method in turn, in one process, on the same data
-order (same seed), and prints two tables: test accuracy per epoch, and a
+Trains each model with each method in one process, on the same data order
+(same seed), one epoch of each run in turn, and prints two tables: test accuracy per epoch, and a
 summary with seconds per epoch, its ratio to the baseline run beside it, and
 the bytes held per binary weight (stored weight plus optimizer state).
 Markdown tables are also written to --out. Runs land in runs/bench/.
@@ -35,23 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    runs = [(model, method) for model in args.models.split(",") for method in args.methods.split(",")]
     results: dict[tuple[str, str], dict] = {}
     histories: dict[tuple[str, str], list[dict]] = {}
-    for model in args.models.split(","):
-        for method in args.methods.split(","):
+    # Epochs are interleaved (epoch 1 of every run, then epoch 2, ...), each
+    # run resuming from its checkpoint, so that a load change on a shared
+    # machine hits every method alike and the per-epoch ratios stay fair.
+    for epoch in range(1, args.epochs + 1):
+        for model, method in runs:
             run = Path(args.runs) / f"{model}-{method}"
-            print(f"== {model} / {method} -> {run}", flush=True)
+            print(f"== {model} / {method}, epoch {epoch} -> {run}", flush=True)
             try:
-                summary = train(
+                results[(model, method)] = train(
                     TrainConfig(
                         model=model,
                         dataset="mnist",
                         method=method,
-                        epochs=args.epochs,
+                        epochs=epoch,
                         batch_size=args.batch_size,
                         data_dir=args.data_dir,
                         run_dir=str(run),
-                        overwrite=True,
+                        resume=epoch > 1,
+                        overwrite=epoch == 1,
                         seed=args.seed,
                         progress=False,
                     )
@@ -59,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
             except BnnflowError as exc:
                 print(f"bnnflow: error: {exc}", file=sys.stderr)
                 return exc.exit_code
-            results[(model, method)] = summary
             histories[(model, method)] = _read_metrics(run / "metrics.csv")
 
     tables = format_tables(results, histories, args)
