@@ -24,12 +24,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", dest="run_dir", default="runs/demo", help="run folder for all demo artifacts")
     p.add_argument("--epochs", type=int, default=30, help="epochs per method")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--board", default="Pynq-Z2", help="board to compile the Bop-trained MLP for")
+    p.add_argument(
+        "--verify", type=int, default=100, help="test images for the compile stage's verification chain"
+    )
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="stop after training")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=_demo)
 
 
-def run_demo(run_dir: str | Path, epochs: int = 30, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    run_dir: str | Path,
+    epochs: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+    board: str | None = "Pynq-Z2",
+    n_verify: int = 100,
+) -> dict[str, Any]:
+    """Train three ways, then export and compile the Bop-trained MLP for ``board`` (None: skip)."""
+    from bnnflow.hls.boards import get_board
     from bnnflow.training.trainer import TrainConfig, train
+
+    if board is not None:
+        get_board(board)  # an unknown board fails before any training
 
     run_dir = Path(run_dir)
     results: dict[str, Any] = {}
@@ -61,8 +78,42 @@ def run_demo(run_dir: str | Path, epochs: int = 30, seed: int = 0, progress: boo
         )
     print()
     print(format_comparison(results))
-    atomic_write_json(run_dir / "demo.json", results)
-    return results
+    summary: dict[str, Any] = {"training": results}
+    if board is not None:
+        summary["hardware"] = _export_and_compile(run_dir / "bop", board, n_verify)
+    atomic_write_json(run_dir / "demo.json", summary)
+    return summary
+
+
+def _export_and_compile(run: Path, board: str, n_verify: int) -> dict[str, Any]:
+    from bnnflow.export import export_model
+    from bnnflow.hls import compile_model
+
+    print(f"\n== exporting {run} to QONNX ==", flush=True)
+    exported = export_model(run, n_verify=360)
+    v = exported.verification
+    print(
+        f"QONNX matches PyTorch on {v['n_images']} test images: "
+        f"max |logit diff| {v['max_abs_logit_diff']:.1e}, accuracy {100 * v['accuracy_qonnx']:.2f}%"
+    )
+    print(f"\n== compiling for {board} with FINN ==", flush=True)
+    result = compile_model(run, board=board, n_verify=n_verify)
+    est = result.estimate
+    util = est.utilisation()
+    print(
+        f"\n{board}: estimated {est.fps:,.0f} frames/s at {1000 / est.clock_ns:.0f} MHz, "
+        f"LUT {100 * util['LUT']:.0f}%, BRAM18 {100 * util['BRAM_18K']:.0f}%; "
+        f"HLS and build config in {result.out_dir}"
+    )
+    print("The bitstream needs Vivado: see `make bitstream` in the README.")
+    return {
+        "export": v,
+        "board": board,
+        "fps": est.fps,
+        "utilisation": util,
+        "compile_dir": str(result.out_dir),
+        "verification": None if result.verification is None else result.verification.to_json(),
+    }
 
 
 def format_comparison(results: dict[str, dict[str, Any]]) -> str:
@@ -77,5 +128,6 @@ def format_comparison(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_demo(args.run_dir, args.epochs, args.seed, args.progress)
+    board = args.board if args.compile else None
+    run_demo(args.run_dir, args.epochs, args.seed, args.progress, board, args.verify)
     return 0
