@@ -253,6 +253,10 @@ def plot_history(rows: list[dict[str, Any]], layers: list[str], path: Path, titl
     ax2.set(xlabel="epoch", ylabel="log10 flip ratio", title="flips per weight per step")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
