@@ -422,6 +422,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     total=skip_batches + len(loader),
                     leave=False,
                     dynamic_ncols=True,
+                    disable=None,  # no bar when stderr is not a terminal (logs, CI)
                 )
             batch_index = skip_batches
             for x, y in batches:
