@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bnnflow.cliutil import HelpFormatter
 from bnnflow.runs import atomic_write_json
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and with the latent-weight Adam baseline, print a comparison table, and keep everything "
             "under one run folder."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--run", dest="run_dir", default="runs/demo", help="run folder for all demo artifacts")
     p.add_argument("--epochs", type=int, default=30, help="epochs per method")

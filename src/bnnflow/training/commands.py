@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from bnnflow.cliutil import HelpFormatter
 from bnnflow.errors import BnnflowError
 from bnnflow.models import model_names
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a binary network with Bop or the latent-Adam baseline",
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
     p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the model's own)")
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="accuracy of a checkpoint or run folder on a dataset split",
         description="Evaluate a trained checkpoint (or a run folder's best.pt) in PyTorch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     e.add_argument("checkpoint", help="checkpoint file or run folder")
     e.add_argument("--dataset", help="dataset (default: the one it was trained on)")
