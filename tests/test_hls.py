@@ -168,6 +168,101 @@ def test_verification_names_first_differing_layer(tfc_compiled) -> None:
     assert "layer 1 (MVAU_1)" in result.first_mismatch and "activations" in result.first_mismatch
 
 
+def _tfc_graphs(compiled) -> tuple:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    inter = compiled.out_dir / "intermediate_models"
+    return (
+        cleanup_model(ModelWrapper(str(inter / "input_qonnx.onnx"))),
+        ModelWrapper(str(inter / "step_streamline.onnx")),
+        ModelWrapper(str(inter / "step_convert_to_hw.onnx")),
+    )
+
+
+def _outcome(result) -> dict:
+    out = result.to_json()
+    for key in ("seconds", "images_per_s", "workers", "batched_graphs"):
+        out.pop(key)
+    return out
+
+
+def test_pool_and_batching_match_sequential(tfc_compiled) -> None:
+    from bnnflow.data import load_arrays
+    from bnnflow.hls.verify import verify_chain
+
+    images, labels = load_arrays("mnist", "test", data_dir=DATA_DIR, limit=24)
+    plain = verify_chain(*_tfc_graphs(tfc_compiled), images, labels, workers=1, batch=False)
+    batched = verify_chain(*_tfc_graphs(tfc_compiled), images, labels, workers=1, chunk=10)
+    pooled = verify_chain(*_tfc_graphs(tfc_compiled), images, labels, workers=2, chunk=5)
+    assert plain.ok and plain.labels_match == 24 and plain.batched == []
+    assert batched.batched == ["qonnx", "streamlined"]  # TFC's graphs take a batch
+    assert pooled.workers == 2 and pooled.batched == ["qonnx", "streamlined"]
+    assert _outcome(plain) == _outcome(batched) == _outcome(pooled)
+
+    # A broken layer is found at the same image and layer on every path.
+    q, s, hw = _tfc_graphs(tfc_compiled)
+    mvau = [n for n in hw.graph.node if n.op_type == "MVAU"][2]
+    hw.set_initializer(mvau.input[2], hw.get_initializer(mvau.input[2]) + 2)
+    bad_plain = verify_chain(q, s, hw, images, labels, workers=1, batch=False)
+    bad_batched = verify_chain(q, s, hw, images, labels, workers=1, chunk=7)
+    assert not bad_plain.ok and "layer 2 (MVAU_2)" in bad_plain.first_mismatch
+    assert _outcome(bad_plain) == _outcome(bad_batched)
+
+
+def test_unsanitized_execution_equals_library_default(tfc_compiled) -> None:
+    from finn.core.onnx_exec import execute_onnx
+
+    from bnnflow.data import load_arrays
+    from bnnflow.hls.verify import _execute, _integer_tensors, fast_execution
+
+    images, _ = load_arrays("mnist", "test", data_dir=DATA_DIR, limit=3)
+    for model in _tfc_graphs(tfc_compiled):
+        name = model.graph.input[0].name
+        for x in (images[:1].astype(np.float32), images[2:3].astype(np.float32), images[:1] + 0.005):
+            x = x.astype(np.float32)
+            ref = execute_onnx(model, {name: x}, return_full_exec_context=True)  # sanitising on
+            with fast_execution():
+                ctx, reruns = _execute(model, x, _integer_tensors(model))
+            # Integer inputs: nothing to sanitise. Off-grid inputs (UINT8 + 0.005, within
+            # qonnx's rounding tolerance): the check notices, the image runs the default way.
+            assert reruns == int(not float(x[0, 0, 0, 0]).is_integer())
+            assert ctx.keys() == ref.keys()
+            for key, value in ref.items():
+                assert np.array_equal(ctx[key], value), key
+
+
+def test_im2col_graphs_run_image_by_image() -> None:
+    """qonnx's Im2Col is wrong for batch > 1, the reason with_batch refuses it."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.basic import qonnx_make_model
+
+    from bnnflow.hls.verify import with_batch
+
+    node = helper.make_node(
+        "Im2Col", ["x"], ["y"], domain="qonnx.custom_op.general", stride=[1, 1], kernel_size=[2, 2],
+        input_shape="(1, 4, 4, 2)", pad_amount=[0, 0, 0, 0],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 4, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 3, 8])],
+    )
+    model = ModelWrapper(qonnx_make_model(graph))
+    model.set_tensor_datatype("x", DataType["UINT8"])
+    x = np.arange(64, dtype=np.float32).reshape(2, 4, 4, 2)
+    both = execute_onnx(model, {"x": x})["y"]
+    assert with_batch(model, 2) is None
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    singles = np.concatenate([execute_onnx(model, {"x": x[i : i + 1]})["y"] for i in range(2)])
+    assert not np.array_equal(both, singles)  # if this fails, qonnx fixed Im2Col: drop BATCH_1_OPS
+
+
 def test_fit_to_board_beats_fps_target_and_fits(digits_run: Path, tmp_path: Path) -> None:
     fps = compile_model(digits_run, "Ultra96", tmp_path / "fps", folding="fps:20000", n_verify=20, log=None)
     fit = compile_model(
@@ -177,6 +272,18 @@ def test_fit_to_board_beats_fps_target_and_fits(digits_run: Path, tmp_path: Path
     assert fit.estimate.fits(0.85)
     assert fit.estimate.fps >= fps.estimate.fps
     assert fit.verification.ok and fit.verification.n_images == 20
+    # The verification runs before folding: the second compile of the same export
+    # and images reuses the first one's, from the run's cache; opting out runs it again.
+    cache = digits_run / "compile" / "verification-cache"
+    assert fps.verification.cached_from is None
+    assert fit.verification.cached_from is not None
+    assert Path(fit.verification.cached_from).parent == cache and len(list(cache.glob("*.json"))) == 1
+    on_disk = json.loads((tmp_path / "fit" / "verification.json").read_text())
+    assert on_disk["cached_from"] == fit.verification.cached_from and on_disk["labels_identical"] == 20
+    again = compile_model(
+        digits_run, "Ultra96", tmp_path / "again", "fps:20000", n_verify=20, verify_cache=False, log=None
+    )
+    assert again.verification.cached_from is None and again.verification.labels_match == 20
     summary = json.loads((tmp_path / "fit" / "compile.json").read_text())
     assert summary["part"] == "xczu3eg-sbva484-1-e" and summary["folding"]["mode"] == "fit"
 

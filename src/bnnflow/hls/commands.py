@@ -26,6 +26,18 @@ def register(sub: Any) -> None:
     p.add_argument("--budget", type=float, default=0.85, help="fit: fraction of LUT/BRAM/DSP to use (0.85)")
     p.add_argument("--verify", type=int, default=1000, metavar="N", help="test images to verify (0 skips)")
     p.add_argument("--data-dir", default=None, help="dataset folder for the verification images")
+    p.add_argument(
+        "--verify-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes for the verification (default: usable cores, at most 4)",
+    )
+    p.add_argument(
+        "--no-verify-cache",
+        action="store_true",
+        help="verify again even if the same graphs and images passed for another board",
+    )
     p.add_argument("--out", default=None, help="output folder (default <run>/compile/<board>)")
     p.set_defaults(func=_compile)
 
@@ -52,6 +64,8 @@ def _compile(args: argparse.Namespace) -> int:
         budget=args.budget,
         n_verify=args.verify,
         data_dir=args.data_dir,
+        verify_workers=args.verify_workers,
+        verify_cache=not args.no_verify_cache,
     )
     return 0
 

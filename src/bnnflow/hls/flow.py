@@ -10,6 +10,9 @@ for why the steps are called here rather than through the builder.
       dataflow_build_config.json  DataflowBuildConfig for the remaining steps
       estimates.json / .png       per-layer PE, SIMD, cycles, LUT, BRAM, DSP vs the board
       verification.json           QONNX vs streamlined vs hardware graph on test images
+
+    <run>/compile/verification-cache/<sha256>.json
+                                  passed verifications, shared by the boards (see _cached_verify)
       compile.json                what was compiled, how, and the headline numbers
       report/                     FINN's own estimate reports
       intermediate_models/        every step's model, named as FINN's builder names them
@@ -18,6 +21,7 @@ for why the steps are called here rather than through the builder.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -32,7 +36,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.hls.boards import Board, get_board
 from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
-from bnnflow.hls.verify import VerifyResult, verify_chain
+from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 # FINN's default step order (finn.builder.build_dataflow_config.default_build_dataflow_steps)
@@ -214,6 +218,52 @@ def _rebase_partition(tmp: Path, final: Path) -> None:
     parent.save(str(path))
 
 
+def _cached_verify(
+    model_path: Path,
+    inter: Path,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    workers: int | None,
+    cache_dir: Path | None,
+) -> VerifyResult:
+    """The verification chain, or a passed one of the same graphs and images from ``cache_dir``.
+
+    The chain runs on the QONNX model and the graphs after step_streamline and
+    step_convert_to_hw, which come before board-specific specialisation and
+    folding: FINN writes them byte-identically for every board. The cache key
+    is the sha256 of those three files, the images, the labels and the
+    executing packages' versions, so compiling the same export for a second
+    board reuses the first board's result, while any change to the model, the
+    images or FINN runs it again. Only passed verifications are stored.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    streamlined, hw = inter / "step_streamline.onnx", inter / "step_convert_to_hw.onnx"
+    entry = None
+    if cache_dir is not None:
+        entry = cache_dir / f"{cache_key([model_path, streamlined, hw], images, labels)}.json"
+        if entry.is_file():
+            try:
+                data = json.loads(entry.read_text())
+                if data.get("first_mismatch") is None and data.get("n_images") == len(images):
+                    return VerifyResult.from_json(data, cached_from=str(entry))
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable or foreign entry: verify again and overwrite it
+    result = verify_chain(
+        cleanup_model(ModelWrapper(str(model_path))),
+        ModelWrapper(str(streamlined)),
+        ModelWrapper(str(hw)),
+        images,
+        labels,
+        workers=workers,
+    )
+    if entry is not None and result.ok:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(entry, result.to_json())
+    return result
+
+
 def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
     """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
@@ -259,6 +309,8 @@ def compile_model(
     labels: np.ndarray | None = None,
     data_dir: str | Path | None = None,
     log: Log | None = _stderr,
+    verify_workers: int | None = None,
+    verify_cache: bool = True,
 ) -> CompileResult:
     """Compile a QONNX model (or a run folder's export) for ``board``.
 
@@ -266,7 +318,9 @@ def compile_model(
     (finn-examples folding for TFC/CNV), ``fps:<N>`` (FINN's SetFolding) or a
     folding JSON. ``n_verify`` test images are run through the QONNX,
     streamlined and hardware-layer graphs (0 skips); ``images``/``labels``
-    override the test set (uint8 N,C,H,W).
+    override the test set (uint8 N,C,H,W). ``verify_workers``: processes for
+    the verification (None: the usable cores, at most 4). ``verify_cache``:
+    reuse a passed verification of the same graphs and images (another board's).
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
@@ -361,21 +415,19 @@ def compile_model(
         verification = None
         if images is not None and len(images):
             log(f"  verifying on {len(images)} test images ...")
-            from qonnx.util.cleanup import cleanup_model
-
-            verification = verify_chain(
-                cleanup_model(ModelWrapper(str(model_path))),
-                ModelWrapper(str(inter / "step_streamline.onnx")),
-                ModelWrapper(str(inter / "step_convert_to_hw.onnx")),
-                images,
-                labels,
-            )
+            cache_dir = run_dir / "compile" / "verification-cache" if verify_cache else None
+            verification = _cached_verify(model_path, inter, images, labels, verify_workers, cache_dir)
             atomic_write_json(tmp / "verification.json", verification.to_json())
             if not verification.ok:
                 raise BnnflowError(f"verification failed: {verification.first_mismatch}")
+            how = (
+                f"reused from {verification.cached_from}"
+                if verification.cached_from
+                else f"{verification.images_per_s:.1f} images/s, {verification.workers} worker(s)"
+            )
             log(
                 f"  verified {verification.n_images} images: labels, accumulators and activations "
-                f"identical ({verification.images_per_s:.1f} images/s)"
+                f"identical ({how})"
             )
 
         model = _collect_codegen(model, tmp, final)

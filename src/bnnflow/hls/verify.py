@@ -14,18 +14,62 @@ intermediate tensors can be compared at matching points:
   ``2 * popcount - K``);
 * the predicted label.
 
-The first layer where two graphs disagree is named. FINN's hardware layers
-take one image at a time (their shapes fix the batch at 1), so images are
-looped; the rate is measured and reported.
+The first layer where two graphs disagree is named (lowest image index first).
+
+Speed (profiled on CNV, 2 busy cores; numbers in docs/compile.md). Three
+things made the original image-by-image loop run at about 0.3 images/s, none
+of them the arithmetic:
+
+1. qonnx's ``sanitize_quant_values`` runs before and after every node when
+   ``SANITIZE_QUANT_TENSORS`` is on (the default) and takes the maximum rounding
+   error with Python's builtin ``max`` over every element of every
+   integer-annotated tensor: about 60% of the per-image time. It only changes
+   a tensor whose values its DataType does not allow. So the graphs run with
+   ``SANITIZE_QUANT_TENSORS=0`` (qonnx's own switch) and afterwards every
+   integer-annotated tensor of the full execution context is checked with the
+   same ``DataType.allowed``; if all are allowed, sanitising would have
+   changed nothing and the results are the library default's, bit for bit. If
+   one is not, that image is run again with sanitising on (counted in
+   ``sanitized_reruns``).
+2. OpenBLAS' worker threads spin-wait for a core; with both cores busy a
+   (1, 28, 28, 576) x (576, 64) XNOR matmul took 70-650 ms instead of 4 ms. The
+   chain runs with BLAS limited to one thread (threadpoolctl) and gets its
+   parallelism from processes instead.
+3. Per-node overhead (qonnx builds an onnxruntime session per standard node per
+   call): the graphs whose ops accept a batch (the QONNX reference always; the
+   streamlined graph unless it contains an op that only handles batch 1) run
+   on chunks of images at once. FINN's hardware layers fix the batch at 1, so
+   that graph runs image by image.
+
+Images are split into chunks that a pool of worker processes (``workers``;
+each loads the three graphs once) checks independently; results are merged in
+image order, so the outcome does not depend on the number of workers (tested).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
+import math
+import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+# qonnx 1.0.0's Im2Col.execute_node reshapes im2col's result as if the batch
+# were 1, so the streamlined CNV graph gives wrong values for batch > 1 (seen
+# here: the first conv's im2col off by up to 237). Graphs containing these ops
+# run image by image; test_hls checks the batched path against the sequential one.
+BATCH_1_OPS = frozenset({"Im2Col"})
+
+CHUNK = 32  # images per batched execution / per pool task
+MIN_POOL_IMAGES = 64  # below this, starting workers (a few s each) costs more than it saves
+CACHE_VERSION = 1  # bump when what is compared or how changes; old cache entries then miss
 
 
 @dataclass
@@ -39,6 +83,10 @@ class VerifyResult:
     images_per_s: float
     layers: list[str] = field(default_factory=list)
     accuracy_vs_labels: float | None = None
+    workers: int = 1
+    batched: list[str] = field(default_factory=list)
+    sanitized_reruns: int = 0
+    cached_from: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,16 +103,149 @@ class VerifyResult:
             "images_per_s": round(self.images_per_s, 3),
             "layers": self.layers,
             "accuracy_vs_dataset_labels": self.accuracy_vs_labels,
+            "workers": self.workers,
+            "batched_graphs": self.batched,
+            "sanitized_reruns": self.sanitized_reruns,
+            "cached_from": self.cached_from,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any], cached_from: str | None = None) -> VerifyResult:
+        return cls(
+            n_images=data["n_images"],
+            labels_match=data["labels_identical"],
+            accumulators_match=data["accumulators_identical"],
+            activations_match=data["activations_identical"],
+            first_mismatch=data["first_mismatch"],
+            seconds=data["seconds"],
+            images_per_s=data["images_per_s"],
+            layers=list(data.get("layers", [])),
+            accuracy_vs_labels=data.get("accuracy_vs_dataset_labels"),
+            workers=data.get("workers", 1),
+            batched=list(data.get("batched_graphs", [])),
+            sanitized_reruns=data.get("sanitized_reruns", 0),
+            cached_from=cached_from,
+        )
 
-def _producer_type(model: Any, tensor: str) -> str | None:
-    node = model.find_producer(tensor)
-    return node.op_type if node is not None else None
+
+@dataclass
+class _ImageCheck:
+    """One image's outcome; merged in image order by ``verify_chain``."""
+
+    labels: tuple[int, int, int]  # QONNX, streamlined, hardware
+    acc_ok: bool
+    act_ok: bool
+    problem: str | None  # first problem on this image, with image and layer named
+    sanitized_reruns: int = 0
 
 
 def _to_nhwc(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+@contextlib.contextmanager
+def fast_execution() -> Iterator[None]:
+    """qonnx sanitising off (checked afterwards, see ``_run``) and BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    saved = os.environ.get("SANITIZE_QUANT_TENSORS")
+    os.environ["SANITIZE_QUANT_TENSORS"] = "0"
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("SANITIZE_QUANT_TENSORS", None)
+        else:
+            os.environ["SANITIZE_QUANT_TENSORS"] = saved
+
+
+def _integer_tensors(model: Any) -> list[tuple[str, Any]]:
+    """(tensor, DataType) for every integer-annotated tensor: what qonnx would sanitise."""
+    out = []
+    for ann in model.graph.quantization_annotation:
+        dt = model.get_tensor_datatype(ann.tensor_name)
+        if dt.is_integer():
+            out.append((ann.tensor_name, dt))
+    return out
+
+
+def _execute(model: Any, x: np.ndarray, int_tensors: list[tuple[str, Any]]) -> tuple[dict[str, Any], int]:
+    """``execute_onnx`` with qonnx's sanitising off, re-run with it on if it would have mattered.
+
+    qonnx's ``sanitize_quant_values`` leaves a tensor untouched when
+    ``DataType.allowed`` holds for all of it (the rounding error is then 0); it
+    is applied to each node's inputs and outputs, which are all in the full
+    execution context. So if every integer-annotated tensor there is allowed,
+    the sanitised run is identical; otherwise run it the library's default way.
+    Returns (context, 1 if it was re-run with sanitising else 0).
+    """
+    from finn.core.onnx_exec import execute_onnx
+
+    inp = {model.graph.input[0].name: x}
+    ctx = execute_onnx(model, inp, return_full_exec_context=True)
+    for name, dt in int_tensors:
+        value = ctx.get(name)
+        if value is not None and not np.all(dt.allowed(value)):
+            with _sanitizing():
+                return execute_onnx(model, inp, return_full_exec_context=True), 1
+    return ctx, 0
+
+
+@contextlib.contextmanager
+def _sanitizing() -> Iterator[None]:
+    saved = os.environ.get("SANITIZE_QUANT_TENSORS")
+    os.environ["SANITIZE_QUANT_TENSORS"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SANITIZE_QUANT_TENSORS", None)
+        else:
+            os.environ["SANITIZE_QUANT_TENSORS"] = saved
+
+
+def _batch_tensors(model: Any) -> set[str]:
+    """Tensors computed from the graph input (the ones with a batch dimension)."""
+    live = {model.graph.input[0].name}
+    for node in model.graph.node:
+        if any(i in live for i in node.input):
+            live.update(node.output)
+    return live
+
+
+def with_batch(model: Any, batch: int) -> Any | None:
+    """A copy of ``model`` whose input-dependent tensors have batch ``batch``; None if not possible.
+
+    qonnx's ``ChangeBatchSize`` drops all intermediate shapes and relies on
+    shape inference to restore them, which fails on FINN's MaxPoolNHWC (its
+    shape op needs its input shape) and on Im2Col (its shape op hard-codes batch
+    1); setting the batch dimension of the recorded shapes directly keeps
+    every other shape as FINN inferred it. Constant Reshape targets get the
+    new batch as ChangeBatchSize does.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    if any(n.op_type in BATCH_1_OPS for n in model.graph.node):
+        return None
+    m = ModelWrapper(copy.deepcopy(model.model))
+    live = _batch_tensors(m)
+    for vi in [*m.graph.input, *m.graph.output, *m.graph.value_info]:
+        if vi.name not in live:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].dim_value != 1:
+            return None
+        dims[0].dim_value = batch
+    for node in m.get_nodes_by_op_type("Reshape"):
+        shape = m.get_initializer(node.input[1])
+        if shape is None:
+            return None
+        if shape[0] == 1:
+            shape = shape.copy()
+            shape[0] = batch
+            m.set_initializer(node.input[1], shape)
+    return m
 
 
 class _Graphs:
@@ -105,6 +286,10 @@ class _Graphs:
                 f"weight layers do not line up: QONNX {len(self.q_layers)}, "
                 f"streamlined {len(self.s_layers)}, hardware {len(self.h_layers)}"
             )
+        self.q_int, self.s_int, self.h_int = (_integer_tensors(m) for m in (self.q, self.s, self.h))
+        # The few tensors compared per image, per graph (sliced out of batched contexts).
+        self.q_needed = [self.q.graph.output[0].name] + [t for o, a, _ in self.q_layers for t in (o, a) if t]
+        self.s_needed = [self.s.graph.output[0].name] + [t for o, a in self.s_layers for t in (o, a) if t]
 
     def hw_accumulator(self, node: Any, context: dict[str, np.ndarray]) -> np.ndarray:
         """The MVAU's integer accumulator: the same node run without its thresholds."""
@@ -125,42 +310,25 @@ class _Graphs:
         inst.execute_node(ctx, self.h.graph)
         return ctx["acc"]
 
-
-def _run(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    from finn.core.onnx_exec import execute_onnx
-
-    return execute_onnx(model, {model.graph.input[0].name: x}, return_full_exec_context=True)
-
-
-def verify_chain(
-    qonnx_model: Any,
-    streamlined: Any,
-    hw: Any,
-    images: np.ndarray,
-    labels: np.ndarray | None = None,
-) -> VerifyResult:
-    """Run every image through the three graphs and compare at each weight layer."""
-    graphs = _Graphs(qonnx_model, streamlined, hw)
-    names = [n.name for n in graphs.h_layers]
-    n_labels = n_acc = n_act = 0
-    correct = 0
-    first: str | None = None
-    start = time.perf_counter()
-    for i, image in enumerate(images):
-        x = image[None].astype(np.float32)
-        cq, cs, ch = _run(graphs.q, x), _run(graphs.s, x), _run(graphs.h, x)
-        lq = int(np.ravel(cq[graphs.q.graph.output[0].name])[0])
-        ls = int(np.ravel(cs[graphs.s.graph.output[0].name])[0])
-        lh = int(np.ravel(ch[graphs.h.graph.output[0].name])[0])
-        if labels is not None and lh == int(labels[i]):
-            correct += 1
+    def compare(
+        self,
+        index: int,
+        cq: dict[str, np.ndarray],
+        cs: dict[str, np.ndarray],
+        ch: dict[str, np.ndarray],
+    ) -> _ImageCheck:
+        """Compare one image's three contexts at every weight layer."""
+        lq = int(np.ravel(cq[self.q.graph.output[0].name])[0])
+        ls = int(np.ravel(cs[self.s.graph.output[0].name])[0])
+        lh = int(np.ravel(ch[self.h.graph.output[0].name])[0])
         acc_ok = act_ok = True
+        first: str | None = None
         for li, ((q_out, q_act, k), (s_out, s_act), h_node) in enumerate(
-            zip(graphs.q_layers, graphs.s_layers, graphs.h_layers, strict=True)
+            zip(self.q_layers, self.s_layers, self.h_layers, strict=True)
         ):
-            where = f"image {i}, layer {li} ({h_node.name})"
+            where = f"image {index}, layer {li} ({h_node.name})"
             s_acc = cs[s_out]
-            h_acc = graphs.hw_accumulator(h_node, ch).reshape(s_acc.shape)
+            h_acc = self.hw_accumulator(h_node, ch).reshape(s_acc.shape)
             problems = []
             if not np.array_equal(s_acc, h_acc):
                 problems.append("accumulators differ between streamlined and hardware graphs")
@@ -183,20 +351,215 @@ def verify_chain(
             if problems and first is None:
                 first = f"{where}: {problems[0]}"
         if not (lq == ls == lh) and first is None:
-            first = f"image {i}: labels differ (QONNX {lq}, streamlined {ls}, hardware {lh})"
-        n_labels += lq == ls == lh
-        n_acc += acc_ok
-        n_act += act_ok
-    seconds = time.perf_counter() - start
+            first = f"image {index}: labels differ (QONNX {lq}, streamlined {ls}, hardware {lh})"
+        return _ImageCheck((lq, ls, lh), acc_ok, act_ok, first)
+
+
+class _Checker:
+    """Checks chunks of images; one per process, holding the graphs and their batched copies."""
+
+    def __init__(self, graphs: _Graphs, batch: bool = True) -> None:
+        self.g = graphs
+        # Per graph: None = not yet tried, False = runs image by image.
+        first: bool | None = None if batch else False
+        self._batchable: dict[str, bool | None] = {"q": first, "s": first}
+        self._batched: dict[tuple[str, int], Any] = {}
+
+    def batched_graphs(self) -> list[str]:
+        names = {"q": "qonnx", "s": "streamlined"}
+        return [names[k] for k, v in self._batchable.items() if v]
+
+    def _run_graph(self, key: str, images: np.ndarray) -> tuple[list[dict[str, np.ndarray]], int]:
+        """Per-image contexts (only the compared tensors) of graph ``key`` over ``images``."""
+        model = self.g.q if key == "q" else self.g.s
+        needed = self.g.q_needed if key == "q" else self.g.s_needed
+        ints = self.g.q_int if key == "q" else self.g.s_int
+        x = images.astype(np.float32)
+        if self._batchable[key] is not False and len(images) > 1:
+            bm = self._batched.get((key, len(images)))
+            if bm is None:
+                bm = with_batch(model, len(images))
+                if bm is None:
+                    self._batchable[key] = False
+            if bm is not None:
+                self._batched[(key, len(images))] = bm
+                ctx, reruns = _execute(bm, x, ints)
+                per = [{t: ctx[t][j : j + 1] for t in needed} for j in range(len(images))]
+                if self._batchable[key] is None:
+                    # First batched run in this process: the first and last image must
+                    # equal their batch-1 runs at every compared tensor, else image by image.
+                    for j in (0, len(images) - 1):
+                        ref, _ = _execute(model, x[j : j + 1], ints)
+                        if not all(np.array_equal(ref[t], per[j][t]) for t in needed):
+                            self._batchable[key] = False
+                            break
+                    else:
+                        self._batchable[key] = True
+                if self._batchable[key]:
+                    return per, reruns * len(images)
+        per, reruns = [], 0
+        for j in range(len(images)):
+            ctx, r = _execute(model, x[j : j + 1], ints)
+            per.append({t: ctx[t] for t in needed})
+            reruns += r
+        return per, reruns
+
+    def check(self, start: int, images: np.ndarray) -> list[_ImageCheck]:
+        cqs, rq = self._run_graph("q", images)
+        css, rs = self._run_graph("s", images)
+        out = []
+        for j in range(len(images)):
+            ch, rh = _execute(self.g.h, images[j : j + 1].astype(np.float32), self.g.h_int)
+            res = self.g.compare(start + j, cqs[j], css[j], ch)
+            res.sanitized_reruns = rh
+            out.append(res)
+        if out:
+            out[0].sanitized_reruns += rq + rs
+        return out
+
+
+# --- worker processes -------------------------------------------------------------------------
+
+_WORKER: _Checker | None = None
+_WORKER_STACK: contextlib.ExitStack | None = None
+
+
+def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) -> None:
+    """Load the three graphs once per worker process."""
+    global _WORKER, _WORKER_STACK
+    from bnnflow.hls.finn_env import prepare_finn
+
+    prepare_finn()  # registers FINN's HW Reshape, as in the parent
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    _WORKER_STACK = contextlib.ExitStack()
+    _WORKER_STACK.enter_context(fast_execution())
+    _WORKER = _Checker(_Graphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
+
+
+def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], list[str]]:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.check(start, images), _WORKER.batched_graphs()
+
+
+def default_workers() -> int:
+    """Worker processes for the chain: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def verify_chain(
+    qonnx_model: Any,
+    streamlined: Any,
+    hw: Any,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    workers: int | None = 1,
+    chunk: int = CHUNK,
+    batch: bool = True,
+) -> VerifyResult:
+    """Run every image through the three graphs and compare at each weight layer.
+
+    ``workers``: processes checking chunks of ``chunk`` images in parallel
+    (None: ``default_workers()``; a pool is only started for at least
+    MIN_POOL_IMAGES images, or when ``workers`` is given explicitly > 1 and
+    there are at least two chunks). ``batch``: run the QONNX and streamlined
+    graphs on whole chunks where their ops allow it.
+    """
+    images = np.asarray(images)
+    graphs = _Graphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
     n = len(images)
+    explicit = workers is not None
+    n_workers = default_workers() if workers is None else max(1, int(workers))
+    if n_workers > 1:
+        # Even chunks so that every worker gets work.
+        chunk = max(1, min(chunk, math.ceil(n / n_workers)))
+    starts = list(range(0, n, chunk))
+    use_pool = n_workers > 1 and len(starts) > 1 and (explicit or n >= MIN_POOL_IMAGES)
+    n_workers = min(n_workers, len(starts)) if use_pool else 1
+
+    start_t = time.perf_counter()
+    results: list[_ImageCheck] = []
+    batched: set[str] = set()
+    if use_pool:
+        import multiprocessing
+
+        init = (
+            qonnx_model.model.SerializeToString(),
+            streamlined.model.SerializeToString(),
+            hw.model.SerializeToString(),
+            batch,
+        )
+        # spawn, not fork: the parent has torch's and onnxruntime's thread pools
+        # running, which a forked child inherits in an undefined state.
+        with ProcessPoolExecutor(
+            max_workers=n_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=init,
+        ) as pool:
+            futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in starts]
+            for fut in futures:  # in image order
+                res, b = fut.result()
+                results.extend(res)
+                batched.update(b)
+    else:
+        checker = _Checker(graphs, batch)
+        with fast_execution():
+            for s in starts:
+                results.extend(checker.check(s, images[s : s + chunk]))
+        batched.update(checker.batched_graphs())
+    seconds = time.perf_counter() - start_t
+
+    first = next((r.problem for r in results if r.problem is not None), None)
+    correct = 0
+    if labels is not None:
+        correct = sum(int(r.labels[2] == int(lab)) for r, lab in zip(results, labels, strict=False))
     return VerifyResult(
         n_images=n,
-        labels_match=n_labels,
-        accumulators_match=n_acc,
-        activations_match=n_act,
+        labels_match=sum(r.labels[0] == r.labels[1] == r.labels[2] for r in results),
+        accumulators_match=sum(r.acc_ok for r in results),
+        activations_match=sum(r.act_ok for r in results),
         first_mismatch=first,
         seconds=seconds,
         images_per_s=n / seconds if seconds > 0 else float("inf"),
-        layers=names,
+        layers=[nd.name for nd in graphs.h_layers],
         accuracy_vs_labels=correct / n if labels is not None and n else None,
+        workers=n_workers,
+        batched=sorted(batched),
+        sanitized_reruns=sum(r.sanitized_reruns for r in results),
     )
+
+
+def cache_key(
+    model_files: list[str | os.PathLike[str]], images: np.ndarray, labels: np.ndarray | None
+) -> str:
+    """sha256 over the graphs' files, the images, labels and the versions that execute them.
+
+    The verification runs on graphs before specialisation and folding, which
+    are the same for every board (FINN writes them byte-identically), so the
+    same key means the same verification.
+    """
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    h.update(f"bnnflow-verify-{CACHE_VERSION}".encode())
+    for pkg in ("finn-plus", "qonnx", "onnxruntime", "numpy"):
+        try:
+            h.update(f"{pkg}={version(pkg)};".encode())
+        except Exception:  # noqa: BLE001  (not installed under that name: still a stable key)
+            h.update(f"{pkg}=?;".encode())
+    for path in model_files:
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    images = np.ascontiguousarray(images)
+    h.update(f"{images.shape}{images.dtype}".encode())
+    h.update(images.tobytes())
+    if labels is not None:
+        labels = np.ascontiguousarray(labels)
+        h.update(f"labels{labels.shape}{labels.dtype}".encode())
+        h.update(labels.tobytes())
+    return h.hexdigest()
