@@ -415,7 +415,7 @@ def compile_model(
         verification = None
         if images is not None and len(images):
             log(f"  verifying on {len(images)} test images ...")
-            cache_dir = run_dir / "compile" / "verification-cache" if verify_cache else None
+            cache_dir = (run_dir / "compile" / "verification-cache").absolute() if verify_cache else None
             verification = _cached_verify(model_path, inter, images, labels, verify_workers, cache_dir)
             atomic_write_json(tmp / "verification.json", verification.to_json())
             if not verification.ok:

@@ -68,7 +68,7 @@ import numpy as np
 BATCH_1_OPS = frozenset({"Im2Col"})
 
 CHUNK = 32  # images per batched execution / per pool task
-MIN_POOL_IMAGES = 64  # below this, starting workers (a few s each) costs more than it saves
+POOL_MIN_SECONDS = 30.0  # start a pool only if the rest would take longer than this in one process
 CACHE_VERSION = 1  # bump when what is compared or how changes; old cache entries then miss
 
 
@@ -463,11 +463,12 @@ def verify_chain(
 ) -> VerifyResult:
     """Run every image through the three graphs and compare at each weight layer.
 
-    ``workers``: processes checking chunks of ``chunk`` images in parallel
-    (None: ``default_workers()``; a pool is only started for at least
-    MIN_POOL_IMAGES images, or when ``workers`` is given explicitly > 1 and
-    there are at least two chunks). ``batch``: run the QONNX and streamlined
-    graphs on whole chunks where their ops allow it.
+    ``workers``: processes checking chunks of ``chunk`` images in parallel.
+    The first chunk always runs in this process. With ``workers=None``
+    (``default_workers()``) a pool takes the remaining chunks only if, at the
+    first chunk's rate, they would take more than POOL_MIN_SECONDS here; an
+    explicit ``workers > 1`` always uses a pool for them. ``batch``: run the
+    QONNX and streamlined graphs on whole chunks where their ops allow it.
     """
     images = np.asarray(images)
     graphs = _Graphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
@@ -478,13 +479,25 @@ def verify_chain(
         # Even chunks so that every worker gets work.
         chunk = max(1, min(chunk, math.ceil(n / n_workers)))
     starts = list(range(0, n, chunk))
-    use_pool = n_workers > 1 and len(starts) > 1 and (explicit or n >= MIN_POOL_IMAGES)
-    n_workers = min(n_workers, len(starts)) if use_pool else 1
 
     start_t = time.perf_counter()
     results: list[_ImageCheck] = []
-    batched: set[str] = set()
-    if use_pool:
+    checker = _Checker(graphs, batch)
+    # The first chunk runs here; its rate decides whether a pool pays for its start-up
+    # (each worker imports FINN, a few seconds of a core): TFC checks 1,000 images in
+    # about 6 s in one process, CNV needs minutes.
+    with fast_execution():
+        for i, s in enumerate(starts):
+            results.extend(checker.check(s, images[s : s + chunk]))
+            rest = starts[i + 1 :]
+            per_image = (time.perf_counter() - start_t) / len(results)
+            if rest and n_workers > 1 and (explicit or per_image * (n - len(results)) > POOL_MIN_SECONDS):
+                break
+        else:
+            rest = []
+    batched = set(checker.batched_graphs())
+    n_workers = min(n_workers, len(rest)) if rest else 1
+    if rest:
         import multiprocessing
 
         init = (
@@ -501,17 +514,11 @@ def verify_chain(
             initializer=_worker_init,
             initargs=init,
         ) as pool:
-            futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in starts]
+            futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in rest]
             for fut in futures:  # in image order
                 res, b = fut.result()
                 results.extend(res)
                 batched.update(b)
-    else:
-        checker = _Checker(graphs, batch)
-        with fast_execution():
-            for s in starts:
-                results.extend(checker.check(s, images[s : s + chunk]))
-        batched.update(checker.batched_graphs())
     seconds = time.perf_counter() - start_t
 
     first = next((r.problem for r in results if r.problem is not None), None)
