@@ -256,6 +256,12 @@ class _Graphs:
         # QONNX: per weight layer (Conv/Gemm/MatMul), its output and the +-1
         # activation quantizer after its BatchNorm (None for the last layer).
         self.q_layers: list[tuple[str, str | None, int | None]] = []
+        # Per layer, the sign of each output channel's BatchNorm scale (None: no
+        # BatchNorm). FINN's streamlining factors a negative scale out of the
+        # BatchNorm and absorbs the -1 into that channel's XNOR weight column
+        # (FactorOutMulSignMagnitude + Absorb1BitMulIntoMatMul), so there the
+        # streamlined accumulator mirrors the QONNX dot product.
+        self.q_signs: list[np.ndarray | None] = []
         for node in qonnx_model.graph.node:
             if node.op_type not in ("Conv", "Gemm", "MatMul"):
                 continue
@@ -268,12 +274,17 @@ class _Graphs:
                 wshape = qonnx_model.get_tensor_shape(node.input[1])
                 k = int(np.prod(wshape[1:])) if node.op_type != "MatMul" else int(wshape[0])
             act = None
+            signs = None
             nxt = qonnx_model.find_consumer(node.output[0])
             if nxt is not None and nxt.op_type == "BatchNormalization":
+                scale = qonnx_model.get_initializer(nxt.input[1])
+                if scale is not None:
+                    signs = np.where(np.asarray(scale) < 0, -1, 1).astype(np.float32)
                 bq = qonnx_model.find_consumer(nxt.output[0])
                 if bq is not None and bq.op_type == "BipolarQuant":
                     act = bq.output[0]
             self.q_layers.append((node.output[0], act, k))
+            self.q_signs.append(signs)
         self.s_layers: list[tuple[str, str | None]] = []
         for node in streamlined.graph.node:
             if node.op_type in ("MatMul", "XnorPopcountMatMul"):
@@ -334,7 +345,11 @@ class _Graphs:
                 problems.append("accumulators differ between streamlined and hardware graphs")
             if k is not None:
                 q_dot = _to_nhwc(cq[q_out])
-                if not np.array_equal(q_dot.reshape(s_acc.shape), 2 * s_acc - k):
+                expected = 2 * s_acc - k
+                signs = self.q_signs[li]
+                if signs is not None:  # channels last in both layouts
+                    expected = expected * signs
+                if not np.array_equal(q_dot.reshape(s_acc.shape), expected):
                     problems.append("QONNX dot product != 2*popcount-K of the streamlined graph")
             if problems:
                 acc_ok = False
