@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--board", default="Pynq-Z2", help="board to compile the Bop-trained MLP for")
     p.add_argument(
-        "--verify", type=int, default=100, help="test images for the compile stage's verification chain"
+        "--verify", type=int, default=360, help="test images for the compile stage's verification chain"
     )
     p.add_argument("--no-compile", dest="compile", action="store_false", help="stop after training")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -40,7 +40,7 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     board: str | None = "Pynq-Z2",
-    n_verify: int = 100,
+    n_verify: int = 360,
 ) -> dict[str, Any]:
     """Train three ways, then export and compile the Bop-trained MLP for ``board`` (None: skip)."""
     from bnnflow.hls.boards import get_board
