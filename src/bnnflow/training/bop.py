@@ -130,6 +130,30 @@ class _FlipOptimizer(Optimizer):
         state["flips"] = torch.zeros((), dtype=torch.int64, device=p.device)
         state["flips_total"] = torch.zeros((), dtype=torch.int64, device=p.device)
 
+    def _flip_signal(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> torch.Tensor:
+        """Update the averages of ``p`` from its gradient; return what is tested against tau."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._apply_schedules()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    self._init_state(p, group, state)
+                self._flip_(p, self._flip_signal(p, group, state), group["tau"], state)
+        self._steps += 1
+        return loss
+
     def flip_counts(self) -> list[tuple[torch.Tensor, int]]:
         """(parameter, flips since the last reset) for every parameter with state."""
         out = []
@@ -198,27 +222,8 @@ class Bop(_FlipOptimizer):
             raise ValueError(f"invalid gamma: {gamma} (must be in [0, 1])")
         super().__init__(params, {"gamma": gamma, "tau": tau}, compact)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._apply_schedules()
-        for group in self.param_groups:
-            gamma, tau = group["gamma"], group["tau"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Bop does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    self._init_state(p, group, state)
-                m = self._update_average(state["exp_avg"], p.grad, gamma)
-                self._flip_(p, m, tau, state)
-        self._steps += 1
-        return loss
+    def _flip_signal(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> torch.Tensor:
+        return self._update_average(state["exp_avg"], p.grad, group["gamma"])
 
 
 class Bop2ndOrder(_FlipOptimizer):
@@ -254,23 +259,8 @@ class Bop2ndOrder(_FlipOptimizer):
         super()._init_state(p, group, state)
         state["exp_avg_sq"] = self._new_average(p, group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._apply_schedules()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    self._init_state(p, group, state)
-                g = p.grad
-                m = self._update_average(state["exp_avg"], g, group["gamma"])
-                v = self._update_average(state["exp_avg_sq"], g * g, group["sigma"])
-                self._flip_(p, m / (v.sqrt() + group["eps"]), group["tau"], state)
-        self._steps += 1
-        return loss
+    def _flip_signal(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> torch.Tensor:
+        g = p.grad
+        m = self._update_average(state["exp_avg"], g, group["gamma"])
+        v = self._update_average(state["exp_avg_sq"], g * g, group["sigma"])
+        return m / (v.sqrt() + group["eps"])
