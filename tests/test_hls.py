@@ -232,6 +232,24 @@ def test_unsanitized_execution_equals_library_default(tfc_compiled) -> None:
                 assert np.array_equal(ctx[key], value), key
 
 
+def test_cache_key_ignores_random_tensor_names(tfc_compiled) -> None:
+    """FINN names inserted tensors randomly; the same conversion must give the same key."""
+    from bnnflow.hls.verify import cache_key, graph_fingerprint
+
+    q, s, hw = _tfc_graphs(tfc_compiled)
+    model = tfc_compiled.out_dir / "intermediate_models" / "input_qonnx.onnx"
+    images = np.zeros((3, 1, 28, 28), dtype=np.uint8)
+    key = cache_key(model, [s, hw], images, None)
+    old = hw.graph.node[1].output[0]
+    hw.rename_tensor(old, "renamed_" + old)
+    assert graph_fingerprint(hw) == graph_fingerprint(_tfc_graphs(tfc_compiled)[2])
+    assert cache_key(model, [s, hw], images, None) == key
+    assert cache_key(model, [s, hw], images + 1, None) != key  # other images
+    assert cache_key(model, [s, hw], images, np.zeros(3, dtype=np.int64)) != key
+    hw.graph.node[1].attribute[0].i += 1  # a different hardware graph
+    assert cache_key(model, [s, hw], images, None) != key
+
+
 def test_im2col_graphs_run_image_by_image() -> None:
     """qonnx's Im2Col is wrong for batch > 1, the reason with_batch refuses it."""
     from onnx import TensorProto, helper

@@ -230,19 +230,23 @@ def _cached_verify(
 
     The chain runs on the QONNX model and the graphs after step_streamline and
     step_convert_to_hw, which come before board-specific specialisation and
-    folding: FINN writes them byte-identically for every board. The cache key
-    is the sha256 of those three files, the images, the labels and the
-    executing packages' versions, so compiling the same export for a second
-    board reuses the first board's result, while any change to the model, the
-    images or FINN runs it again. Only passed verifications are stored.
+    folding: FINN derives them the same way for every board. The cache key
+    (``cache_key``) is the sha256 of the export, the two graphs' structure
+    (not their bytes: FINN gives inserted tensors random names), the images,
+    the labels and the executing packages' versions, so compiling the same
+    export for a second board reuses the first board's result, while any
+    change to the model, the images or FINN runs it again. Only passed
+    verifications are stored.
     """
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    streamlined, hw = inter / "step_streamline.onnx", inter / "step_convert_to_hw.onnx"
+    q = cleanup_model(ModelWrapper(str(model_path)))
+    streamlined = ModelWrapper(str(inter / "step_streamline.onnx"))
+    hw = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
     entry = None
     if cache_dir is not None:
-        entry = cache_dir / f"{cache_key([model_path, streamlined, hw], images, labels)}.json"
+        entry = cache_dir / f"{cache_key(model_path, [streamlined, hw], images, labels)}.json"
         if entry.is_file():
             try:
                 data = json.loads(entry.read_text())
@@ -250,14 +254,7 @@ def _cached_verify(
                     return VerifyResult.from_json(data, cached_from=str(entry))
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or foreign entry: verify again and overwrite it
-    result = verify_chain(
-        cleanup_model(ModelWrapper(str(model_path))),
-        ModelWrapper(str(streamlined)),
-        ModelWrapper(str(hw)),
-        images,
-        labels,
-        workers=workers,
-    )
+    result = verify_chain(q, streamlined, hw, images, labels, workers=workers)
     if entry is not None and result.ok:
         entry.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(entry, result.to_json())

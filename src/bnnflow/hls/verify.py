@@ -69,7 +69,7 @@ BATCH_1_OPS = frozenset({"Im2Col"})
 
 CHUNK = 32  # images per batched execution / per pool task
 POOL_MIN_SECONDS = 30.0  # start a pool only if the rest would take longer than this in one process
-CACHE_VERSION = 1  # bump when what is compared or how changes; old cache entries then miss
+CACHE_VERSION = 2  # bump when what is compared or how changes; old cache entries then miss
 
 
 @dataclass
@@ -556,14 +556,34 @@ def verify_chain(
     )
 
 
+def graph_fingerprint(model: Any) -> bytes:
+    """sha256 of a graph's nodes (op type, domain, attributes) in order, without tensor names.
+
+    FINN names the tensors it inserts with qonnx's ``random_string()``, so the
+    same export converted twice (e.g. CNV for two boards) differs in its bytes
+    while computing the same thing.
+    """
+    h = hashlib.sha256()
+    for node in model.graph.node:
+        h.update(f"{node.domain}/{node.op_type}({len(node.input)},{len(node.output)});".encode())
+        for attr in sorted(node.attribute, key=lambda a: a.name):
+            h.update(attr.SerializeToString())
+    return h.digest()
+
+
 def cache_key(
-    model_files: list[str | os.PathLike[str]], images: np.ndarray, labels: np.ndarray | None
+    model_file: str | os.PathLike[str],
+    graphs: list[Any],
+    images: np.ndarray,
+    labels: np.ndarray | None,
 ) -> str:
-    """sha256 over the graphs' files, the images, labels and the versions that execute them.
+    """sha256 over the exported model, the derived graphs' structure, images, labels and versions.
 
     The verification runs on graphs before specialisation and folding, which
-    are the same for every board (FINN writes them byte-identically), so the
-    same key means the same verification.
+    FINN derives from the export in the same way for every board; the key is
+    the export's bytes (weights, thresholds' source), the streamlined and
+    hardware graphs' ``graph_fingerprint`` (in case a FINN setting changes
+    them), the images and labels, and the versions of what executes them.
     """
     from importlib.metadata import version
 
@@ -574,9 +594,10 @@ def cache_key(
             h.update(f"{pkg}={version(pkg)};".encode())
         except Exception:  # noqa: BLE001  (not installed under that name: still a stable key)
             h.update(f"{pkg}=?;".encode())
-    for path in model_files:
-        with open(path, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
+    with open(model_file, "rb") as f:
+        h.update(hashlib.sha256(f.read()).digest())
+    for graph in graphs:
+        h.update(graph_fingerprint(graph))
     images = np.ascontiguousarray(images)
     h.update(f"{images.shape}{images.dtype}".encode())
     h.update(images.tobytes())
