@@ -210,6 +210,7 @@ def test_pool_and_batching_match_sequential(tfc_compiled) -> None:
     assert _outcome(bad_plain) == _outcome(bad_batched)
 
 
+@pytest.mark.filterwarnings("ignore:The values of tensor .* will be rounded")  # the re-run case, on purpose
 def test_unsanitized_execution_equals_library_default(tfc_compiled) -> None:
     from finn.core.onnx_exec import execute_onnx
 

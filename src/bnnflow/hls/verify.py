@@ -396,9 +396,16 @@ class _Checker:
                 bm = with_batch(model, len(images))
                 if bm is None:
                     self._batchable[key] = False
+            ctx = None
             if bm is not None:
                 self._batched[(key, len(images))] = bm
-                ctx, reruns = _execute(bm, x, ints)
+                try:
+                    ctx, reruns = _execute(bm, x, ints)
+                except Exception:  # noqa: BLE001  (an op that rejects a batch: run image by image)
+                    if self._batchable[key]:
+                        raise  # it worked on an earlier chunk: a real error
+                    self._batchable[key] = False
+            if ctx is not None:
                 per = [{t: ctx[t][j : j + 1] for t in needed} for j in range(len(images))]
                 if self._batchable[key] is None:
                     # First batched run in this process: the first and last image must
