@@ -1,10 +1,33 @@
 """Shared test setup."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 # One thread per test process: the suite runs on 2-core machines where the
 # other core is often busy, and torch's OpenMP barriers stall badly then.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CIFAR-10 in the official binary layout.
+
+    ``BNNFLOW_CIFAR10`` or /tmp/cifar10 when they hold it; otherwise written
+    once per session from ../shared/data's JPEG copy by its own script (about
+    25 s), so CI runs the CNV tests on real images.
+    """
+    for candidate in (os.environ.get("BNNFLOW_CIFAR10"), "/tmp/cifar10"):
+        if candidate and (Path(candidate) / "cifar-10-batches-bin" / "test_batch.bin").is_file():
+            return Path(candidate)
+    script = Path(__file__).resolve().parents[2] / "shared" / "data" / "make_cifar10_bin.py"
+    if not script.is_file():
+        pytest.skip(f"no CIFAR-10: {script} not found and BNNFLOW_CIFAR10 not set")
+    out = tmp_path_factory.mktemp("cifar10")
+    subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=600)
+    return out

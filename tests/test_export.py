@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA, quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
@@ -26,9 +27,9 @@ from bnnflow.export import (
     run_qonnx,
 )
 from bnnflow.models import binarize_weights_, build_model, get_spec
-from bnnflow.runs import load_model, save_checkpoint
+from bnnflow.runs import load_model
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_DIR = SHARED_DATA
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -42,23 +43,8 @@ def _arrays(dataset: str, split: str, limit: int | None = None) -> tuple[np.ndar
 def _train_checkpoint(
     path: Path, name: str, dataset: str, steps: int, pixel_max: int, split: str = "train", skip: int = 0
 ) -> Path:
-    """A few Adam steps on real images: BatchNorm statistics set, predictions spread over classes."""
-    torch.manual_seed(0)
-    model = build_model(name)
-    images, labels = _arrays(dataset, split, limit=skip + 1024)
-    images, labels = images[skip:], labels[skip:]
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(steps):
-        idx = rng.choice(len(labels), 64, replace=False)
-        x = torch.from_numpy(images[idx].astype(np.float32) / pixel_max)
-        loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[idx]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    save_checkpoint(path, {"model": name, "dataset": dataset, "model_state": model.state_dict(), "epoch": 3})
-    return path
+    data_dir = MNIST_DIR if dataset == "mnist" else None
+    return quick_checkpoint(path, name, dataset, steps, pixel_max, data_dir, split, skip)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import SHARED_DATA, quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
@@ -19,31 +19,14 @@ from bnnflow.hls import BOARDS, compile_model, get_board
 from bnnflow.hls.bitstream import build_bitstream, check_vivado
 from bnnflow.hls.finn_env import prepare_finn
 from bnnflow.hls.flow import load_build_config
-from bnnflow.models import build_model
-from bnnflow.runs import save_checkpoint
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR = SHARED_DATA
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _train_run(run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None) -> Path:
-    """A few Adam steps on real images so BatchNorm statistics and thresholds are realistic."""
-    from bnnflow.data import load_arrays
-
-    torch.manual_seed(0)
-    model = build_model(name)
-    images, labels = load_arrays(dataset, "train", data_dir=data_dir, limit=1024)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(steps):
-        idx = rng.choice(len(labels), 64, replace=False)
-        x = torch.from_numpy(images[idx].astype(np.float32) / pixel_max)
-        loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[idx]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    save_checkpoint(run / "best.pt", {"model": name, "dataset": dataset, "model_state": model.state_dict()})
+    """A checkpoint after a few Adam steps on real images, exported to QONNX."""
+    quick_checkpoint(run / "best.pt", name, dataset, steps, pixel_max, data_dir)
     export_model(run, n_verify=50, data_dir=data_dir)
     return run
 
@@ -412,12 +395,9 @@ def check_board_files_present(board: str) -> bool:
     return True
 
 
-@pytest.mark.slow
-def test_cnv_published_and_fit_on_cifar10(tmp_path: Path) -> None:
-    """CNV on real CIFAR-10 test images (run manually: pytest -m slow; several minutes)."""
-    cifar = Path(os.environ.get("BNNFLOW_CIFAR10", "/tmp/cifar10"))
-    if not cifar.exists():
-        pytest.skip("CIFAR-10 batches not found (python ../shared/data/make_cifar10_bin.py /tmp/cifar10)")
+def test_cnv_published_and_fit_on_cifar10(cifar10_dir: Path, tmp_path: Path) -> None:
+    """CNV on real CIFAR-10 test images: the published folding and the fit-to-board search."""
+    cifar = cifar10_dir
     run = _train_run(tmp_path / "cnv", "cnv", "cifar10", 5, 255, cifar)
     pub = compile_model(run, "Pynq-Z2", tmp_path / "pub", folding="published", n_verify=3, data_dir=cifar)
     assert pub.verification.ok and 2900 < pub.estimate.fps < 3200
