@@ -36,7 +36,7 @@ bench: install
 # train (if no checkpoint) -> export -> compile -> FINN builder with Vivado; exits 2
 # after code generation, with instructions, where Vivado is not installed.
 bitstream: install
-	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN)
+	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN) --epochs $(EPOCHS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow export $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow compile $(RUN) --board $(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(COMPILE_ARGS)
 	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD)
