@@ -120,6 +120,19 @@ def test_bad_names_are_one_line_errors(tmp_path: Path) -> None:
         train(_cfg(tmp_path / "r", dataset="imagenet"))
     with pytest.raises(BnnflowError, match="takes"):
         train(_cfg(tmp_path / "r", dataset="mnist"))  # 28x28 images into the 8x8 MLP
+    bad = [
+        ({"gamma": 2.0}, "--gamma"),
+        ({"tau": -1.0}, "--tau"),
+        ({"sigma": -0.5}, "--sigma"),
+        ({"lr": 0.0}, "--lr"),
+        ({"threads": -1}, "--threads"),
+        ({"checkpoint_every": -3}, "--checkpoint-every"),
+        ({"device": "tpu9"}, "unknown device"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(BnnflowError, match=message):
+            train(_cfg(tmp_path / "r", **kw))
+    assert not (tmp_path / "r").exists()
 
 
 def test_bop2_and_compact_train(tmp_path: Path) -> None:

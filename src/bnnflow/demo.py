@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bnnflow.cliutil import HelpFormatter
+from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.runs import atomic_write_json
 
 
@@ -23,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--run", dest="run_dir", default="runs/demo", help="run folder for all demo artifacts")
-    p.add_argument("--epochs", type=int, default=30, help="epochs per method")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs per method")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--board", default="Pynq-Z2", help="board to compile the Bop-trained MLP for")
     p.add_argument(
-        "--verify", type=int, default=360, help="test images for the compile stage's verification chain"
+        "--verify", type=positive_int, default=360, help="test images for the compile's verification chain"
     )
     p.add_argument("--no-compile", dest="compile", action="store_false", help="stop after training")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

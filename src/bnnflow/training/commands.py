@@ -6,19 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from bnnflow.cliutil import HelpFormatter
+from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.errors import BnnflowError
 from bnnflow.models import model_names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
 
 
 def _nonnegative_float(text: str) -> float:
@@ -59,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=list(METHODS),
         help="; ".join(f"{k}: {v}" for k, v in METHODS.items()),
     )
-    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs to train in total")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="batch size per process")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs to train in total")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="batch size per process")
     p.add_argument("--gamma", type=_nonnegative_float, default=1e-4, help="Bop adaptivity rate")
     p.add_argument("--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)")
     p.add_argument("--sigma", type=_nonnegative_float, default=1e-2, help="bop2 second-moment rate")
@@ -84,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="pad-4 random crop + horizontal flip (default: on for cifar10)",
     )
-    p.add_argument("--limit-train", type=_positive_int, help="use only the first N training images")
-    p.add_argument("--limit-test", type=_positive_int, help="use only the first N test images")
+    p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: half the cores)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
@@ -107,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("checkpoint", help="checkpoint file or run folder")
     e.add_argument("--dataset", help="dataset (default: the one it was trained on)")
     e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
+    e.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     add_data_arguments(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_evaluate)

@@ -102,6 +102,16 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("threads", "checkpoint_every"):
+            if getattr(cfg, name) < 0:
+                raise BnnflowError(f"--{name.replace('_', '-')} must be 0 or more")
+        for name in ("gamma", "sigma"):
+            if not 0.0 <= getattr(cfg, name) <= 1.0:
+                raise BnnflowError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
+        if cfg.tau is not None and not cfg.tau >= 0.0:
+            raise BnnflowError(f"--tau must be >= 0, got {cfg.tau}")
+        if not cfg.lr > 0.0:
+            raise BnnflowError(f"--lr must be positive, got {cfg.lr}")
         return cfg
 
 
@@ -173,9 +183,13 @@ def _distributed() -> tuple[int, int, int]:
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BnnflowError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise BnnflowError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    return device
 
 
 def default_threads() -> int:
