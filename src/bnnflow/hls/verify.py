@@ -144,20 +144,26 @@ def _to_nhwc(x: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def fast_execution() -> Iterator[None]:
-    """qonnx sanitising off (checked afterwards, see ``_run``) and BLAS on one thread."""
-    from threadpoolctl import threadpool_limits
-
+def _sanitize_quant_tensors(on: bool) -> Iterator[None]:
+    """qonnx reads SANITIZE_QUANT_TENSORS at every node; set it for a block, then restore it."""
     saved = os.environ.get("SANITIZE_QUANT_TENSORS")
-    os.environ["SANITIZE_QUANT_TENSORS"] = "0"
+    os.environ["SANITIZE_QUANT_TENSORS"] = "1" if on else "0"
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
+        yield
     finally:
         if saved is None:
             os.environ.pop("SANITIZE_QUANT_TENSORS", None)
         else:
             os.environ["SANITIZE_QUANT_TENSORS"] = saved
+
+
+@contextlib.contextmanager
+def fast_execution() -> Iterator[None]:
+    """qonnx sanitising off (checked afterwards, see ``_execute``) and BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with _sanitize_quant_tensors(False), threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _integer_tensors(model: Any) -> list[tuple[str, Any]]:
@@ -187,22 +193,9 @@ def _execute(model: Any, x: np.ndarray, int_tensors: list[tuple[str, Any]]) -> t
     for name, dt in int_tensors:
         value = ctx.get(name)
         if value is not None and not np.all(dt.allowed(value)):
-            with _sanitizing():
+            with _sanitize_quant_tensors(True):
                 return execute_onnx(model, inp, return_full_exec_context=True), 1
     return ctx, 0
-
-
-@contextlib.contextmanager
-def _sanitizing() -> Iterator[None]:
-    saved = os.environ.get("SANITIZE_QUANT_TENSORS")
-    os.environ["SANITIZE_QUANT_TENSORS"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("SANITIZE_QUANT_TENSORS", None)
-        else:
-            os.environ["SANITIZE_QUANT_TENSORS"] = saved
 
 
 def _batch_tensors(model: Any) -> set[str]:
