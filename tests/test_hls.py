@@ -403,3 +403,26 @@ def test_cnv_published_and_fit_on_cifar10(cifar10_dir: Path, tmp_path: Path) -> 
     assert pub.verification.ok and 2900 < pub.estimate.fps < 3200
     fit = compile_model(run, "Pynq-Z2", tmp_path / "fit", folding="fit", n_verify=0, data_dir=cifar)
     assert fit.estimate.fits(0.85) and fit.estimate.fps >= 2 * pub.estimate.fps
+
+
+def test_bitstream_never_replaces_a_foreign_out_folder(
+    tfc_compiled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bnnflow.hls.bitstream as bitstream
+
+    good = tmp_path / "Xilinx" / "Vivado" / "2024.2"
+    (good / "bin").mkdir(parents=True)
+    (good / "bin" / "vivado").write_text("#!/bin/sh\n")
+    env = {"XILINX_VIVADO": str(good), "XILINX_HLS": str(tmp_path / "Xilinx" / "Vitis_HLS" / "2024.2")}
+    monkeypatch.setattr(bitstream, "check_board_files", lambda board: tmp_path)  # past the board-file check
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(BnnflowError, match="refusing to replace"):
+        build_bitstream(tfc_compiled.out_dir, foreign, env=env)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(BnnflowError, match="not a folder"):
+        build_bitstream(tfc_compiled.out_dir, a_file, env=env)
+    assert a_file.read_text() == "mine"

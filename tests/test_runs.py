@@ -60,3 +60,24 @@ def test_checkpoint_validation(tmp_path: Path) -> None:
     (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
     with pytest.raises(BnnflowError, match="corrupted checkpoint"):
         load_checkpoint(tmp_path / "truncated.pt")
+
+
+def test_atomic_directory_refuses_to_replace_foreign_paths(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(BnnflowError, match="not a folder"):
+        with atomic_directory(a_file, marker="export.json"):
+            pass
+    assert a_file.read_text() == "mine"
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(BnnflowError, match="holds no export.json"):
+        with atomic_directory(foreign, marker="export.json"):
+            pass
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    (foreign / "export.json").write_text("{}")  # an earlier export: replaced
+    with atomic_directory(foreign, marker="export.json") as tmp:
+        (tmp / "export.json").write_text("{}")
+    assert [p.name for p in foreign.iterdir()] == ["export.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "notes.txt"]

@@ -71,15 +71,25 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike[str], overwrite: bool = True, marker: str | None = None
+) -> Iterator[Path]:
     """Build a folder under a temporary name; it appears at ``path`` only on success.
 
     On any exception the temporary folder is removed and ``path`` is left as
-    it was, so no half-written output folder is ever visible.
+    it was, so no half-written output folder is ever visible. An existing
+    ``path`` is replaced only if it is a folder that is empty or holds
+    ``marker`` (the file every output of that stage writes), so a mistyped
+    ``--out`` cannot wipe an unrelated file or folder.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise BnnflowError(f"{path} already exists")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise BnnflowError(f"{path} already exists")
+        if not path.is_dir() or path.is_symlink():
+            raise BnnflowError(f"refusing to replace {path}: it is not a folder")
+        if marker is not None and any(path.iterdir()) and not (path / marker).exists():
+            raise BnnflowError(f"refusing to replace {path}: it is not empty and holds no {marker}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:

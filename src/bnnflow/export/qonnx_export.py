@@ -371,7 +371,7 @@ def export_network(
     wrapped = PixelScale(model, info.pixel_max).eval()
 
     out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, marker=EXPORT_FILE) as tmp:
         logits, deployed = _qonnx_graphs(wrapped, tuple(info.input_shape))
         logits.save(str(tmp / LOGITS_FILE))
         deployed.save(str(tmp / MODEL_FILE))

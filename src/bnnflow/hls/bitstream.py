@@ -144,7 +144,13 @@ def build_bitstream(
     # a temporary name and be renamed afterwards; instead it runs in place and a
     # failed build is moved aside to <out>.failed (kept for its logs), so <out>
     # only ever holds a finished build.
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        # Only an earlier build (or an empty folder) is replaced, never a
+        # mistyped --out that points at something else.
+        if not out.is_dir() or out.is_symlink():
+            raise BnnflowError(f"refusing to replace {out}: it is not a folder")
+        if any(out.iterdir()) and not (out / "dataflow_build_config.json").exists():
+            raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     try:

@@ -349,7 +349,7 @@ def compile_model(
         labels = None if labels is None else np.asarray(labels)[: len(images)]
 
     log(f"compiling {model_path} for {brd.name} ({brd.part}) at {clock_ns} ns, folding {folding}")
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, marker="compile.json") as tmp:
         cfg = DataflowBuildConfig(
             output_dir=str(tmp),
             board=brd.name,
