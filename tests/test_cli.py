@@ -31,8 +31,10 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for name, sub in commands.items():
         text = sub.format_help()
         for action in sub._actions:
-            if action.help and action.help != "==SUPPRESS==" and action.option_strings:
-                assert action.help.split("(")[0].strip()[:20] in text, (name, action.option_strings)
+            if not action.option_strings or action.help == "==SUPPRESS==":
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help text"
+            assert action.help.split("(")[0].strip()[:20] in text, (name, action.option_strings)
 
 
 def test_unknown_model_is_one_line_error_in_a_real_process(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", dest="run_dir", default="runs/demo", help="run folder for all demo artifacts")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs per method")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for all three trainings")
     p.add_argument("--board", default="Pynq-Z2", help="board to compile the Bop-trained MLP for")
     p.add_argument(
         "--verify", type=positive_int, default=360, help="test images for the compile's verification chain"
