@@ -197,8 +197,8 @@ def default_threads() -> int:
 
     Brevitas issues many small element-wise ops per layer; with every core
     in torch's OpenMP pool, a core busy with anything else stalls each op's
-    barrier. Measured on a 2-core machine with one core loaded: an SFC step
-    took 21 ms with one thread and 500-1,200 ms with two.
+    barrier. benchmarks/threads.py measures it: on 2 cores with one busy, an
+    SFC step takes about twice as long with two threads as with one.
     """
     return max(1, (os.cpu_count() or 2) // 2)
 
