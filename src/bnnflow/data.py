@@ -16,6 +16,13 @@ raw integers, so the exporter needs them unscaled and with ``pixel_max``.
 Nothing here downloads unless asked: with ``download=True`` missing files are
 fetched from the official sources, checked against the published checksums
 and written atomically.
+
+Why not torchvision's ``MNIST``/``CIFAR10`` datasets and transforms: PyPI's
+torchvision fails to import beside the pinned CPU build of torch 2.13
+(``operator torchvision::nms does not exist``), and the exporter and the
+compile-stage verification need the raw uint8 arrays rather than a transformed
+PIL pipeline. The readers, the checked download and the pad-crop-flip
+augmentation are therefore small numpy/torch code here.
 """
 
 from __future__ import annotations
