@@ -39,6 +39,9 @@ def test_flip_rule_by_hand() -> None:
     # 0 is now -1 and m=+.25 disagrees; 1 is +1 and m=-.25 disagrees; 4 flips.
     assert w.tolist() == [-1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0]
     assert opt.flip_counts()[0][1] == 3
+    opt.reset_flip_counts()
+    assert opt.flip_counts()[0][1] == 0
+    assert int(opt.state[w]["flips"]) == 1  # the last step's count is kept
 
 
 def test_zero_average_never_flips_even_with_zero_threshold() -> None:

@@ -107,11 +107,3 @@ def binarize_weights_(model: nn.Module) -> None:
     """
     for weight in binary_weight_params(model):
         weight.copy_(torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype))
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(binary weights, other trainable parameters)."""
-    binary = {id(p) for p in binary_weight_params(model)}
-    n_bin = sum(p.numel() for p in model.parameters() if id(p) in binary)
-    n_other = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in binary)
-    return n_bin, n_other

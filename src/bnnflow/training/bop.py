@@ -88,10 +88,6 @@ class _FlipOptimizer(Optimizer):
         super().__init__(params, defaults)
         self._steps = 0
 
-    @property
-    def state_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.defaults["compact"] else None
-
     def _new_average(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         dtype = torch.bfloat16 if group["compact"] else p.dtype
         return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import random
@@ -568,11 +567,4 @@ def _binary_weights_digest(params: list[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        raise BnnflowError(f"{run_dir} is not a run folder (no run.json)")
-    return json.loads(path.read_text())
-
-
-__all__ = ["TrainConfig", "train", "evaluate", "CaseOptimizer", "plot_history", "read_run"]
+__all__ = ["TrainConfig", "train", "evaluate", "CaseOptimizer", "plot_history"]
