@@ -426,3 +426,19 @@ def test_bitstream_never_replaces_a_foreign_out_folder(
     with pytest.raises(BnnflowError, match="not a folder"):
         build_bitstream(tfc_compiled.out_dir, a_file, env=env)
     assert a_file.read_text() == "mine"
+
+
+def test_reshape_folding_divides_input_and_output(tfc_compiled) -> None:
+    """A streaming Reshape folds input and output: its PE must divide both last axes.
+
+    TFC's 1x28x28 -> 784: PE 49 divides 784 but not 28, and FINN's codegen fails
+    with "PE must divide last axis" (SFC and LFC compiled with fit folding hit it).
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.hls.folding import _layer_settings
+
+    model = ModelWrapper(str(tfc_compiled.model_path))
+    (reshape,) = [n for n in model.graph.node if n.op_type.startswith("Reshape")]
+    pes = sorted(s[reshape.name]["PE"] for s in _layer_settings(model, reshape))
+    assert pes == [1, 2, 4, 7, 14, 28]

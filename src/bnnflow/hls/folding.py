@@ -283,6 +283,13 @@ def _layer_settings(model: Any, node: Any) -> list[Setting] | None:
         return [{node.name: {"PE": p}} for p in _divisors(int(inst.get_nodeattr("Labels")))]
     if "PE" not in types:
         return None
+    if base == "Reshape":
+        # A streaming reshape folds both its input and its output along their last
+        # axes, so its PE must divide both (TFC's 28 -> 784; SFC/LFC failed codegen
+        # when PE=49 was chosen from the output's 784 alone).
+        last_in = int(inst.get_normal_input_shape()[-1])
+        last_out = int(inst.get_normal_output_shape()[-1])
+        return [{node.name: {"PE": p}} for p in _divisors(math.gcd(last_in, last_out))]
     try:
         channels = int(inst.get_nodeattr("NumChannels"))
     except (AttributeError, Exception):
