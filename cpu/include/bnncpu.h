@@ -1,0 +1,218 @@
+/*
+ * bnncpu: FINN-exact inference of binarized neural networks on CPUs.
+ *
+ * The engine runs the network that `bnnflow compile` handed to FINN's HLS code
+ * generation (the compile folder's model_hw.onnx: after folding and bit-width
+ * minimisation), with the same binary weights, the same integer thresholds and
+ * the same label select, so its classes and integer scores equal those of the
+ * FPGA design bit for bit. This header is the whole public interface and the
+ * definition of the model file format. C11, libc and pthreads only.
+ *
+ * ============================== Model file format ==============================
+ *
+ * A model file (written by `bnnflow compile` as <compile dir>/model.bnn, or by
+ * `bnnflow cpu export`) is little-endian throughout: a 64-byte file header,
+ * then n_layers layer records, nothing after them.
+ *
+ * File header (offsets in bytes):
+ *    0  u8[8]  magic       "BNNCPU\0\0"
+ *    8  u16    version_major   BNN_FORMAT_MAJOR; a reader refuses any other major
+ *   10  u16    version_minor   readers accept any minor <= their own
+ *   12  u32    header_bytes    64
+ *   16  u64    file_bytes      the size of the whole file
+ *   24  u32    crc32           CRC-32 (zlib's polynomial, as Python's zlib.crc32)
+ *                              of the whole file with these four bytes taken as zero
+ *   28  u32    n_layers        1 .. BNN_MAX_LAYERS
+ *   32  u32    in_c            the input image as the dataset stores it:
+ *   36  u32    in_h              in_c planes of in_h x in_w uint8 pixels (CHW),
+ *   40  u32    in_w              e.g. 1x28x28 MNIST, 3x32x32 CIFAR-10, 1x8x8 digits
+ *   44  u32    input_order     how the first layer reads the image:
+ *                                BNN_ORDER_CHW: in stored order (FINN's graph
+ *                                  flattens the NCHW input, as TFC/SFC/LFC do)
+ *                                BNN_ORDER_HWC: transposed to height, width,
+ *                                  channel (FINN's NCHW->NHWC input Transpose, CNV)
+ *   48  u32    n_classes       length of the score vector (the label select's input)
+ *   52  u32    dataset         BNN_DATASET_*: which dataset the model was compiled for
+ *   56  u32    flags           0
+ *   60  u32    reserved        0
+ *
+ * Layer record: a 64-byte layer header, then the payload, then zero bytes up to
+ * record_bytes (a multiple of 8).
+ *    0  u32    kind            BNN_LAYER_*
+ *    4  u32    record_bytes    64 + payload, rounded up to a multiple of 8
+ *    8  u32    in_h, in_w, in_c      the layer's input, height x width x channels
+ *   20  u32    out_h, out_w, out_c   its output
+ *   32  u32    kernel          window side k (k x k); 1 for fully-connected layers
+ *   36  u32    stride          window stride; 1 for fully-connected layers
+ *   40  u32    input_type      BNN_TYPE_*
+ *   44  u32    output_type     BNN_TYPE_*
+ *   48  u32    n_thresholds    thresholds per output channel
+ *   52  i32    act_val         THRESHOLD only: added to the count (FINN's ActVal); else 0
+ *   56  u32[2] reserved        0
+ *
+ * Tensors between layers are height x width x channels with the channel
+ * fastest (FINN's NHWC stream order); a fully-connected layer sees 1 x 1 x C.
+ * Every window has no padding: out = (in - kernel) / stride + 1.
+ *
+ * Layer kinds:
+ *
+ * BNN_LAYER_THRESHOLD (FINN Thresholding on the uint8 input)
+ *   input BNN_TYPE_UINT8; output BNN_TYPE_BITS or BNN_TYPE_INT8; out shape == in
+ *   shape; kernel == stride == 1; 1 <= n_thresholds <= 255.
+ *   payload: int32 threshold[in_c][n_thresholds]
+ *   out[h][w][c] = act_val + the number of i with x[h][w][c] >= threshold[c][i]
+ *   Every possible output must fit the output type: 0 <= act_val and
+ *   act_val + n_thresholds <= 1 for bits, -128 <= act_val and
+ *   act_val + n_thresholds <= 127 for int8. (TFC: one threshold, 128, per pixel;
+ *   CNV: 255 thresholds 1..255 and act_val -128, i.e. x - 128 as int8.)
+ *
+ * BNN_LAYER_MVAU (FINN ConvolutionInputGenerator + MVAU, or a lone MVAU)
+ *   input BNN_TYPE_BITS (binaryXnorMode), or BNN_TYPE_UINT8 / BNN_TYPE_INT8 (an
+ *   integer first layer: CNV's conv1); output BNN_TYPE_BITS (n_thresholds == 1)
+ *   or BNN_TYPE_INT32 scores (n_thresholds == 0).
+ *   K = kernel * kernel * in_c inputs per output, in window order
+ *   (kernel row, kernel column, channel), the channel fastest: the order of
+ *   FINN's im2col and of the rows of MVAU's weight matrix.
+ *   payload: out_c weight rows of ceil(K / 64) u64 words each; bit j of word i
+ *            of row n is weight (64 i + j, n) of the MVAU matrix, 1 for +1 and
+ *            0 for -1 (FINN's BINARY encoding); bits past K are zero.
+ *            Then, if n_thresholds == 1, int32 threshold[out_c].
+ *   The accumulator is FINN's:
+ *     bits input:    acc = the number of window positions where the input bit
+ *                    equals the weight bit (XNOR and popcount; 0 .. K; the +-1
+ *                    dot product is 2 acc - K)
+ *     integer input: acc = sum over the window of x * w, w in {-1, +1}
+ *   out = acc >= threshold[n] (bits), or acc itself (int32 scores).
+ *
+ * BNN_LAYER_MAXPOOL (FINN's max-pooling: a depthwise sliding window + Pool)
+ *   bits in, bits out, out_c == in_c: out = OR over the k x k window (the max
+ *   of {0, 1}). no payload.
+ *
+ * BNN_LAYER_LABEL_SELECT (FINN LabelSelect, top-1)
+ *   int32 scores in (1 x 1 x n_classes), BNN_TYPE_CLASS out (1 x 1 x 1).
+ *   no payload. The class is the lowest index holding the largest score, as
+ *   finn-hlslib's LabelSelect_Batch scans upward with a strict > (and as ONNX
+ *   TopK, FINN's Python execution, orders ties).
+ *
+ * A model is THRESHOLD? MVAU (MVAU | MAXPOOL)* LABEL_SELECT: shapes and types
+ * chain from the image (uint8, in_h x in_w x in_c after input_order, or 1 x 1 x
+ * in_c*in_h*in_w when the first layer reads it flat) to the last layer, each
+ * layer's input_type being the output_type of the one before; every MVAU but
+ * the last outputs bits, the last MVAU outputs n_classes int32 scores and the
+ * label select makes the class. A flatten followed by a fully-connected layer
+ * (CNV's 3x3x256 -> 256 after conv6 is a 3x3 window) is an MVAU whose window
+ * covers its whole input: HWC order is the flattened order.
+ * The reader checks all of this, every size and the checksum before it
+ * allocates anything for the layers.
+ */
+#ifndef BNNCPU_H
+#define BNNCPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BNN_FORMAT_MAJOR 1
+#define BNN_FORMAT_MINOR 0
+#define BNN_MAGIC "BNNCPU\0\0"
+#define BNN_HEADER_BYTES 64u
+#define BNN_LAYER_HEADER_BYTES 64u
+#define BNN_MAX_LAYERS 64u
+#define BNN_MAX_DIM 4096u            /* any height, width or channel count */
+#define BNN_MAX_K (1u << 20)          /* inputs per output of an MVAU */
+#define BNN_MAX_FILE_BYTES (1ull << 31)
+
+enum bnn_layer_kind {
+    BNN_LAYER_THRESHOLD = 1,
+    BNN_LAYER_MVAU = 2,
+    BNN_LAYER_MAXPOOL = 3,
+    BNN_LAYER_LABEL_SELECT = 4,
+};
+
+enum bnn_type {
+    BNN_TYPE_BITS = 0,  /* {0, 1}, packed 64 to a word in the engine */
+    BNN_TYPE_UINT8 = 1,
+    BNN_TYPE_INT8 = 2,
+    BNN_TYPE_INT32 = 3,
+    BNN_TYPE_CLASS = 4,
+};
+enum bnn_order { BNN_ORDER_CHW = 0, BNN_ORDER_HWC = 1 };
+enum bnn_dataset { BNN_DATASET_NONE = 0, BNN_DATASET_MNIST = 1, BNN_DATASET_CIFAR10 = 2, BNN_DATASET_DIGITS = 3 };
+
+/* Status codes: 0 is success, every failure is negative. */
+enum bnn_status {
+    BNN_OK = 0,
+    BNN_ERR_IO = -1,        /* cannot open or read the file */
+    BNN_ERR_TRUNCATED = -2, /* shorter than its header says, or a record runs past the end */
+    BNN_ERR_TOO_LARGE = -3, /* longer than its header says, or past a BNN_MAX_* limit */
+    BNN_ERR_MAGIC = -4,     /* not a bnncpu model file */
+    BNN_ERR_VERSION = -5,   /* a format version this reader does not know */
+    BNN_ERR_CHECKSUM = -6,  /* CRC-32 mismatch */
+    BNN_ERR_SHAPE = -7,     /* shapes or types that do not chain, bad kernel/stride */
+    BNN_ERR_KIND = -8,      /* a layer kind this reader does not know */
+    BNN_ERR_NOMEM = -9,     /* out of memory */
+    BNN_ERR_ARG = -10,      /* a bad argument to a function */
+    BNN_ERR_THREAD = -11,   /* a worker thread could not be started */
+};
+
+/* A short English description of a status code ("checksum mismatch"). */
+const char *bnn_strerror(int status);
+
+typedef struct bnn_model bnn_model;     /* immutable once loaded; share it between threads */
+typedef struct bnn_context bnn_context; /* one thread's working buffers for one model */
+
+/* Load and validate a model. On failure *out is NULL, the status is returned and,
+ * if err is not NULL, a one-line message naming the problem (and the layer) is
+ * written to err (at most errlen bytes, NUL-terminated). */
+int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
+int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen);
+void bnn_model_free(bnn_model *model);
+
+typedef struct {
+    uint32_t in_c, in_h, in_w;  /* one image: in_c * in_h * in_w uint8, CHW */
+    uint32_t n_classes;
+    uint32_t n_layers;
+    uint32_t dataset;           /* enum bnn_dataset */
+    uint64_t binary_macs;       /* per image: XNOR-popcount multiply-accumulates */
+    uint64_t integer_macs;      /* per image: 8-bit x +-1 multiply-accumulates */
+    uint64_t model_bytes;       /* memory the loaded model holds (weights in the engine's layout) */
+    uint64_t context_bytes;     /* working buffers of one context */
+} bnn_model_info;
+
+void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
+
+/* One thread's working buffers; NULL when out of memory. */
+bnn_context *bnn_context_new(const bnn_model *model);
+void bnn_context_free(bnn_context *ctx);
+
+/* Run n images (n * in_c * in_h * in_w uint8, CHW, back to back) on the calling
+ * thread. classes[n] receives the class indices; scores, if not NULL,
+ * n * n_classes int32 (the last MVAU's accumulators). */
+int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores);
+
+/* The same, with the batch split over n_threads threads (0: the online cores).
+ * Contexts are made and freed inside; results do not depend on n_threads. */
+int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+            int n_threads);
+
+/* CPU features, detected once. BNNCPU_DISABLE (comma-separated names, or "all")
+ * switches features off before the kernels are chosen, so every kernel can be
+ * tested on one machine: e.g. BNNCPU_DISABLE=avx2 runs the scalar popcount path. */
+enum bnn_cpu_feature {
+    BNN_CPU_POPCNT = 1u << 0, /* x86 POPCNT */
+    BNN_CPU_AVX2 = 1u << 1,   /* x86 AVX2 */
+    BNN_CPU_NEON = 1u << 2,   /* ARMv7 NEON or AArch64 ASIMD */
+};
+unsigned bnn_cpu_features(void);
+/* The kernel set in use: "scalar", "popcnt", "avx2", "neon". */
+const char *bnn_kernel_name(void);
+
+const char *bnn_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BNNCPU_H */
