@@ -8,7 +8,7 @@ BOARD ?= Pynq-Z2
 RUN ?= runs/$(MODEL)
 EPOCHS ?= 10
 
-.PHONY: install demo test lint bench bitstream clean
+.PHONY: install board-env demo test lint bench bitstream clean
 
 install: $(VENV)/.installed
 
@@ -20,15 +20,29 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	$(PY) -c "import bnnflow, brevitas, finn, qonnx; print('bnnflow', bnnflow.__version__, 'installed')"
 	touch $@
 
+# The simulated board's environment: the board-side stack (pynq, finn-plus-driver,
+# numpy 1.x, bnnflow-board) apart from .venv, whose numpy 2 finn-plus needs.
+BOARD_VENV ?= .venv-board
+board-env: $(BOARD_VENV)/.installed
+
+$(BOARD_VENV)/.installed: requirements/board-lock.txt board/pyproject.toml
+	$(PYTHON) -m venv $(BOARD_VENV)
+	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/board-lock.txt
+	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e board
+	$(BOARD_VENV)/bin/python -c "import numpy, pynq, finn_plus_driver, bnnflow_board; print('board env: numpy', numpy.__version__, 'pynq', pynq.__version__)"
+	touch $@
+
 demo: install
 	$(VENV)/bin/bnnflow demo
 
-test: install
+test: install board-env
 	$(PY) -m pytest -q
+	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	cd board && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) benchmarks/train_mnist.py --models sfc --epochs $(EPOCHS)
@@ -42,4 +56,4 @@ bitstream: install
 	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD)
 
 clean:
-	rm -rf $(VENV) FINN_TMP .pytest_cache
+	rm -rf $(VENV) $(BOARD_VENV) FINN_TMP .pytest_cache
