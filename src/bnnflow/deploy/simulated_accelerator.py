@@ -181,6 +181,10 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
             return 0
         header, payload = msg
         try:
+            if header.get("op") == "prepare":
+                acc.prepare()
+                _write(proto_out, {"prepared": acc.mode})
+                continue
             n = int(header["n"])
             frames = np.frombuffer(payload, dtype="<i8").reshape(n, *idma["shape"][1:])
             out = acc.run(frames)
