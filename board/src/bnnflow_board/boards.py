@@ -62,8 +62,18 @@ def _norm(name: str) -> str:
 
 
 def same_board(a: str, b: str) -> bool:
-    """Pynq-Z2 == pynq_z2 == PYNQ-Z2; Ultra96 V1 and V2 share the part but not the board."""
+    """Pynq-Z2 == pynq_z2 == PYNQ-Z2."""
     return _norm(a) == _norm(b)
+
+
+def board_matches(package_board: str, running: str) -> bool:
+    """The running board can load a package's bitfile: the same board, or any Ultra96 for an Ultra96.
+
+    Ultra96 V1 and V2 carry the same xczu3eg die (FINN maps them to the -e and
+    -i grades) and PYNQ images name them loosely (Ultra96, Ultra96V2).
+    """
+    a, b = _norm(package_board), _norm(running)
+    return a == b or (a.startswith("ultra96") and b.startswith("ultra96"))
 
 
 def family_of_device(device: str) -> str | None:

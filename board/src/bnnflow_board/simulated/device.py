@@ -204,6 +204,8 @@ class SimulatedBoardDevice(pynq.Device):
             # The FPGA manager refuses a bitstream for another device.
             raise BoardError(f"{self.name}: cannot program a bitstream for {part} into a {want}")
         self._reset_pl()
+        if self.fabric is not None and self.fault != "never-done":
+            self.fabric.prepare()
         for name, ip in (parser.ip_dict if parser is not None else {}).items():
             if name.startswith(("idma", "odma")):
                 if self.fabric is None or name not in self.fabric.iodmas:

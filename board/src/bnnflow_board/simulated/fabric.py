@@ -74,8 +74,16 @@ class Fabric:
         self.log_path = (
             Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="simboard-", suffix=".log")[1])
         )
-        cmd = [str(python), "-m", "bnnflow.deploy.simulated_accelerator", str(self.design), "--board", board,
-               "--exec", exec_mode]  # fmt: skip
+        cmd = [
+            str(python),
+            "-m",
+            "bnnflow.deploy.simulated_accelerator",
+            str(self.design),
+            "--board",
+            board,
+            "--exec",
+            exec_mode,
+        ]
         if cache_dir is not None:
             cmd += ["--cache", str(cache_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -105,6 +113,15 @@ class Fabric:
             self._proc.wait(timeout=30)
             raise BoardError(f"simulated board: the accelerator process stopped ({why}); see {self.log_path}")
         return msg
+
+    def prepare(self) -> None:
+        """Load the design (cppsim: compile the generated HLS), as programming an FPGA takes its time."""
+        with self._lock:
+            assert self._proc.stdin is not None
+            write_message(self._proc.stdin, {"op": "prepare"})
+            header, _ = self._receive()
+        if "error" in header:
+            raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
 
     def run(self, frames: np.ndarray, in_shape: Sequence[int], out_shape: Sequence[int]) -> np.ndarray:
         """The accelerator's output frames (n x elements) for n input frames."""

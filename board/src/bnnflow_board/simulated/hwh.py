@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bnnflow_board.boards import BoardSpec
+from bnnflow_board.hwh import SIMULATED_MARK
 
-SIMULATED_MARK = "bnnflow simulated board"
 IODMA_WINDOW = 4096  # assign_axi_addr_proc: an aperture below 4 KiB is rounded up to 4 KiB
 
 # Vitis HLS's AXI-lite layout for FINN's IODMA top function

@@ -62,8 +62,11 @@ def encode(values: np.ndarray, datatype: str) -> np.ndarray:
     width, kind = element_type(datatype)
     values = np.asarray(values, dtype=np.int64)
     n_frames, elements = values.shape
-    lo, hi = {"unsigned": (0, (1 << width) - 1), "signed": (-(1 << (width - 1)), (1 << (width - 1)) - 1),
-              "bipolar": (-1, 1)}[kind]  # fmt: skip
+    lo, hi = {
+        "unsigned": (0, (1 << width) - 1),
+        "signed": (-(1 << (width - 1)), (1 << (width - 1)) - 1),
+        "bipolar": (-1, 1),
+    }[kind]
     if values.size and (
         values.min() < lo or values.max() > hi or (kind == "bipolar" and (values == 0).any())
     ):
