@@ -47,13 +47,16 @@ lint: install
 bench: install
 	$(PY) benchmarks/train_mnist.py --models sfc --epochs $(EPOCHS)
 
-# train (if no checkpoint) -> export -> compile -> FINN builder with Vivado; exits 2
-# after code generation, with instructions, where Vivado is not installed.
+# train (if no checkpoint) -> export -> compile -> FINN builder with Vivado -> deployment
+# package in bitstreams/<model>-<board>/deploy. Where Vivado is not installed: exits 2
+# after code generation, with instructions, having written the package without bitfile.
 bitstream: install
 	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN) --epochs $(EPOCHS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow export $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow compile $(RUN) --board $(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(COMPILE_ARGS)
-	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD)
+	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD) || { \
+	  code=$$?; test $$code -eq 2 && $(VENV)/bin/bnnflow package $(RUN)/compile/$(BOARD) \
+	    --out bitstreams/$(notdir $(RUN))-$(BOARD)/deploy $(if $(DATA_DIR),--data-dir $(DATA_DIR)); exit $$code; }
 
 clean:
 	rm -rf $(VENV) $(BOARD_VENV) FINN_TMP .pytest_cache

@@ -265,7 +265,7 @@ def build_package(
 
     from bnnflow.deploy.golden import golden_outputs
     from bnnflow.deploy.zynq import instances, zynq_dataflow_model
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
     from bnnflow.hls.flow import load_test_images
 
     prepare_finn()
@@ -287,9 +287,9 @@ def build_package(
     )
 
     with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
-        parent = zynq_dataflow_model(
-            ModelWrapper(str(source.compile_dir / "model_hw.onnx")), source.board, Path(work) / "partitions"
-        )
+        model_hw = ModelWrapper(str(source.compile_dir / "model_hw.onnx"))
+        with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
+            parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
         settings = _driver_settings(source, parent, clock_ns, Path(work), log)
         shapes = settings["driver_information"]["io_shape_dict"]
         fpga_in = apply_input_ops(images[:1], ops)
