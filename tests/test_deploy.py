@@ -201,3 +201,22 @@ def test_host_input_ops_follow_finns_parent_graph(tmp_path: Path) -> None:
     parent = ModelWrapper(qonnx_make_model(helper.make_graph(nodes, "p", [x], [y], value_info=[t])))
     with pytest.raises(BnnflowError, match=r"\(Relu\) runs on the host"):
         host_input_ops(parent)
+
+
+def test_package_warns_of_xnor_accumulators_that_wrap(digits_package: Path, digits_compiled: Path) -> None:
+    """FINN sizes XNOR-popcount accumulators below the popcount's range; the package says where."""
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    warnings = json.loads((digits_package / MANIFEST).read_text())["warnings"]
+    model = ModelWrapper(str(digits_compiled / "model_hw.onnx"))
+    narrow = []
+    for node in model.graph.node:
+        if node.op_type.startswith("MVAU") and getCustomOp(node).get_nodeattr("binaryXnorMode"):
+            inst = getCustomOp(node)
+            # a popcount of MW (every input equal to its weight) is not a value of the accumulator's type
+            if not DataType[inst.get_nodeattr("accDataType")].allowed(inst.get_nodeattr("MW")):
+                narrow.append(node.name)
+    assert narrow, "FINN sized every XNOR accumulator for the full popcount: drop the warning"
+    assert sorted({w.split(":")[0] for w in warnings}) == sorted(narrow)

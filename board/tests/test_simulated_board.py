@@ -49,8 +49,9 @@ def test_bench_digits_on_the_simulated_board(
     made: dict, designs: Path, sim_cache: Path, tmp_path: Path
 ) -> None:
     report = _bench_ok(designs / "digits-pkg", tmp_path / "bench", sim_cache)
-    assert report["simulator"]["exec"] == ("cppsim" if (HLS_SIM / "env.sh").is_file() else "python")
-    assert report["simulator"]["design"] == made["digits"]
+    expect = "cppsim" if (HLS_SIM / "env.sh").is_file() else "python"
+    assert report["simulated_board_fpga"]["exec"] == expect
+    assert report["simulated_board_fpga"]["design"] == made["digits"]
     manifest = json.loads((designs / "digits-pkg" / "manifest.json").read_text())
     assert report["fpga"]["accuracy"] == pytest.approx(manifest["testset"]["golden_accuracy"])
     assert (tmp_path / "bench" / "simulated-bitfile" / "finn-accel.hwh").is_file()
@@ -62,7 +63,7 @@ def test_bench_tfc_on_the_simulated_board(made: dict, designs: Path, sim_cache: 
     # FINN's Python execution of the hardware layers: the C simulation of TFC's HLS is
     # what the digits test runs, at a minute of compilation per design
     report = _bench_ok(designs / "tfc-pkg", tmp_path / "bench", sim_cache, "--sim-exec", "python")
-    assert report["simulator"]["exec"] == "python" and report["testset"]["dataset"] == "mnist"
+    assert report["simulated_board_fpga"]["exec"] == "python" and report["testset"]["dataset"] == "mnist"
 
 
 def test_tampered_package_fails_its_checksum(designs: Path, tmp_path: Path) -> None:

@@ -192,6 +192,8 @@ def bench(
         if failed:
             raise BoardError(f"check failed: {failed[0].name}: {failed[0].detail}")
         log(f"bnnflow-board {__version__}: {pkg.manifest.get('model')} on {board.describe()}; checks passed")
+        for warning in pkg.manifest.get("warnings", []):
+            log(f"warning from bnnflow package: {warning}")
         ts = pkg.testset()
         report: dict[str, Any] = {
             "bnnflow_board": __version__,
@@ -210,6 +212,7 @@ def bench(
                 "created": pkg.manifest.get("created"),
             },
             "checks": [c.__dict__ for c in checks],
+            "package_warnings": list(pkg.manifest.get("warnings", [])),
             "testset": {"n": len(ts.images), "dataset": ts.dataset, "golden_source": ts.golden_source},
         }
         requested, achieved = (
@@ -226,7 +229,8 @@ def bench(
 
         if sim is not None:
             device = _simulated_device(pkg, sim, work, log)
-            report["simulator"] = {"exec": device.fabric.exec_mode, "design": str(device.fabric.design)}
+            fabric = device.fabric
+            report["simulated_board_fpga"] = {"exec": fabric.exec_mode, "design": str(fabric.design)}
         base = opts.timeout_s if opts.timeout_s is not None else (600.0 if board.simulated else 5.0)
         per_frame = 2.0 if board.simulated else 0.01
         runner = FpgaRunner(Path(bitfile), pkg.driver, device=device, timeout_s=base, per_frame_s=per_frame)

@@ -33,7 +33,9 @@ def running_board(device: Any = None) -> RunningBoard:
     """The simulated board's identity, else the PYNQ image's board name, else the CPU architecture."""
     if device is not None and getattr(device, "simulated_board", None):
         spec = BOARDS[device.simulated_board]
-        return RunningBoard(spec.name, spec.family, platform.machine(), "simulated board", True, spec.cpu)
+        # the simulated board's ARM cores are this machine's CPU
+        host = platform.processor() or platform.machine()
+        return RunningBoard(spec.name, spec.family, platform.machine(), "simulated board", True, host)
     arch = platform.machine()
     family = FAMILY_BY_ARCH.get(arch)
     name, source = None, "cpu architecture"

@@ -23,23 +23,24 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             f"accelerator clock: {clk['achieved']:g} MHz (requested {clk['requested']:g} MHz, from the .hwh)"
         )
-    if "simulator" in r:
+    if "simulated_board_fpga" in r:
         lines.append(
-            f"simulated board: the FPGA is FINN's {r['simulator']['exec']} execution of "
-            f"{r['simulator']['design']}"
+            f"simulated board: the FPGA is FINN's {r['simulated_board_fpga']['exec']} execution of "
+            f"{r['simulated_board_fpga']['design']}"
         )
     fpga, cpu = r["fpga"], r["cpu"]
     lines += ["", f"{'':<22}{'accuracy':>10}  {'classes = golden':>22}  {'scores = golden':>22}"]
     lines.append(
         f"{'FPGA' + sim:<22}{100 * fpga['accuracy']:>9.2f}%  {_pct(fpga['agree_classes'], n):>22}  {'-':>22}"
     )
+    cpu_name = "CPU engine" + (" (host)" if r["simulated_board"] else "")
     if cpu.get("available"):
         lines.append(
-            f"{'CPU engine':<22}{100 * cpu['accuracy']:>9.2f}%  {_pct(cpu['agree_classes'], n):>22}  "
+            f"{cpu_name:<22}{100 * cpu['accuracy']:>9.2f}%  {_pct(cpu['agree_classes'], n):>22}  "
             f"{_pct(cpu['agree_scores'], n):>22}"
         )
     else:
-        lines.append(f"{'CPU engine':<22}  not run: {cpu.get('why', '?')}")
+        lines.append(f"{cpu_name:<22}  not run: {cpu.get('why', '?')}")
     for who in (fpga, cpu):
         if who.get("first_mismatch"):
             lines.append(f"  first mismatch: {who['first_mismatch']['text']}")
@@ -55,7 +56,10 @@ def format_report(r: dict[str, Any]) -> str:
             f"{t['throughput_fps']:>12,.0f} {t['repeats']:>5}"
         )
     if r["simulated_board"]:
-        lines.append("(simulated board: FPGA times are those of the software simulation, not of an FPGA)")
+        lines.append(
+            "(simulated board: FPGA times are those of the software simulation, not of an FPGA; "
+            f"the CPU engine runs on this machine's {r['board']['cpu']})"
+        )
     return "\n".join(lines)
 
 

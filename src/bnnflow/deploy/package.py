@@ -187,6 +187,39 @@ def apply_input_ops(images: np.ndarray, ops: list[dict[str, Any]]) -> np.ndarray
     return np.ascontiguousarray(x)
 
 
+def xnor_accumulator_risks(model_hw: Any) -> list[str]:
+    """XNOR-popcount layers whose accumulator type cannot hold every popcount, 0 .. MW.
+
+    FINN's MinimizeAccumulatorWidth (finn-plus 1.6.1) sizes a binaryXnorMode
+    MVAU's accumulator from the range of a {0,1} x {-1,+1} dot product, which
+    is narrower than the popcount's: TFC's last layer (MW 64) gets INT7, whose
+    maximum is 63. The generated HLS then wraps a popcount of 64 to -64, which
+    FINN's Python execution (and so the verification chain) does not: the C
+    simulation of TFC disagreed with it on 1 of 200 MNIST images (a score of
+    64 became -64 and the class changed). The FPGA will do what the HLS does.
+    """
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    out = []
+    for node in model_hw.graph.node:
+        if not node.op_type.startswith("MVAU"):
+            continue
+        inst = getCustomOp(node)
+        if not inst.get_nodeattr("binaryXnorMode"):
+            continue
+        mw = int(inst.get_nodeattr("MW"))
+        names = ["accDataType"] + (["outputDataType"] if inst.get_nodeattr("noActivation") else [])
+        for attr in names:
+            dt = DataType[str(inst.get_nodeattr(attr))]
+            if dt.max() < mw:
+                out.append(
+                    f"{node.name}: {attr} {dt.name} holds at most {int(dt.max())}, an XNOR popcount over "
+                    f"{mw} inputs reaches {mw}; the FPGA wraps such sums where the CPU does not"
+                )
+    return out
+
+
 def _driver_settings(source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log) -> dict[str, Any]:
     """settings.json: FINN's from the Vivado build, or FINN's MakePYNQDriver on the prepared graph."""
     if source.vivado and (source.compile_dir / "driver" / "settings.json").is_file():
@@ -291,6 +324,9 @@ def build_package(
         with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
             parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
         settings = _driver_settings(source, parent, clock_ns, Path(work), log)
+        warnings = xnor_accumulator_risks(model_hw)
+        for w in warnings:
+            log(f"  warning: {w}")
         shapes = settings["driver_information"]["io_shape_dict"]
         fpga_in = apply_input_ops(images[:1], ops)
         if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
@@ -374,6 +410,7 @@ def build_package(
                 "golden_source": golden_source,
                 "golden_accuracy": float(np.mean(classes == np.asarray(labels))),
             },
+            "warnings": warnings,
             "host": {"compile_dir": str(source.compile_dir), "python": sys.executable},
             "files": files,
         }
