@@ -313,7 +313,8 @@ def bench(
         report["agreement"] = "100%" if ok else "MISMATCH"
         text = format_report(report)
         log(text)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=".bench-"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bench-"))  # renamed into place when complete
         write_report(report, text, tmp)
         report["chart"] = plot_report(report, tmp / "bench.png")
         if sim is not None and pkg.bitfile is None:
