@@ -107,3 +107,44 @@ def test_engine_sources_and_an_engine_that_is_not_there(tmp_path: Path) -> None:
     (cpu / "src" / "engine.c").write_text("this is not C\n")
     with pytest.raises(CpuEngineUnavailable, match="did not compile"):
         build_engine(cpu, tmp_path / "build")
+
+
+def _report(cpu: dict) -> dict:
+    row = {"engine": "fpga", "mode": "accelerator", "batch": 1, "threads": None, "warmup": 1, "repeats": 2,
+           "median_ms": 0.5, "p99_ms": 0.6, "throughput_fps": 2000.0}  # fmt: skip
+    return {
+        "simulated_board": False,
+        "board": {"name": "Pynq-Z2", "family": "zynq-7000", "cpu": "Cortex-A9 x2"},
+        "package": {"model": "tfc", "board": "Pynq-Z2"},
+        "testset": {"n": 4, "dataset": "mnist", "golden_source": "cpu-engine"},
+        "accelerator_clock_mhz": {"requested": 100.0, "achieved": 99.999, "from": "hwh clk_wiz_0"},
+        "fpga": {"accuracy": 0.75, "agree_classes": 4, "first_mismatch": None},
+        "cpu": cpu,
+        "agreement": "100%" if not cpu.get("first_mismatch") else "MISMATCH",
+        "timing": [row, {**row, "engine": "cpu", "mode": "1 thread", "threads": 1}],
+    }
+
+
+def test_report_with_the_cpu_engine_and_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bnnflow_board.report import format_report, plot_report
+
+    mismatch = {"image": 2, "count": 1, "text": "image 2: the CPU engine's score 7 is 40, golden 41"}
+    cpu = {
+        "available": True,
+        "accuracy": 0.75,
+        "agree_classes": 4,
+        "agree_scores": 3,
+        "first_mismatch": mismatch,
+    }
+    text = format_report(_report(cpu))
+    assert "accelerator clock: 99.999 MHz (requested 100 MHz, from the .hwh)" in text
+    assert "CPU engine" in text and "3/4 (75.00%)" in text and "first mismatch: image 2" in text
+    assert "agreement with the golden outputs: MISMATCH" in text
+    assert (
+        plot_report(_report(cpu), tmp_path / "b.png") == "b.png" and (tmp_path / "b.png").stat().st_size > 0
+    )
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as on an image without it
+    assert plot_report(_report(cpu), tmp_path / "c.png") == "matplotlib is not installed"
+    assert not (tmp_path / "c.png").exists()
