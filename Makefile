@@ -8,7 +8,7 @@ BOARD ?= Pynq-Z2
 RUN ?= runs/$(MODEL)
 EPOCHS ?= 10
 
-.PHONY: install demo test lint bench bitstream clean
+.PHONY: install board-env demo test lint bench bitstream clean
 
 install: $(VENV)/.installed
 
@@ -20,26 +20,43 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	$(PY) -c "import bnnflow, brevitas, finn, qonnx; print('bnnflow', bnnflow.__version__, 'installed')"
 	touch $@
 
+# The simulated board's environment: the board-side stack (pynq, finn-plus-driver,
+# numpy 1.x, bnnflow-board) apart from .venv, whose numpy 2 finn-plus needs.
+BOARD_VENV ?= .venv-board
+board-env: $(BOARD_VENV)/.installed
+
+$(BOARD_VENV)/.installed: requirements/board-lock.txt board/pyproject.toml
+	$(PYTHON) -m venv $(BOARD_VENV)
+	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/board-lock.txt
+	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e board
+	$(BOARD_VENV)/bin/python -c "import numpy, pynq, finn_plus_driver, bnnflow_board; print('board env: numpy', numpy.__version__, 'pynq', pynq.__version__)"
+	touch $@
+
 demo: install
 	$(VENV)/bin/bnnflow demo
 
-test: install
+test: install board-env
 	$(PY) -m pytest -q
+	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	cd board && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) benchmarks/train_mnist.py --models sfc --epochs $(EPOCHS)
 
-# train (if no checkpoint) -> export -> compile -> FINN builder with Vivado; exits 2
-# after code generation, with instructions, where Vivado is not installed.
+# train (if no checkpoint) -> export -> compile -> FINN builder with Vivado -> deployment
+# package in bitstreams/<model>-<board>/deploy. Where Vivado is not installed: exits 2
+# after code generation, with instructions, having written the package without bitfile.
 bitstream: install
 	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN) --epochs $(EPOCHS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow export $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow compile $(RUN) --board $(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(COMPILE_ARGS)
-	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD)
+	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD) || { \
+	  code=$$?; test $$code -eq 2 && $(VENV)/bin/bnnflow package $(RUN)/compile/$(BOARD) \
+	    --out bitstreams/$(notdir $(RUN))-$(BOARD)/deploy $(if $(DATA_DIR),--data-dir $(DATA_DIR)); exit $$code; }
 
 clean:
-	rm -rf $(VENV) FINN_TMP .pytest_cache
+	rm -rf $(VENV) $(BOARD_VENV) FINN_TMP .pytest_cache

@@ -3,8 +3,9 @@
 The compile folder is FINN builder output up to code generation; this copies
 it to ``bitstreams/<model>-<board>/`` and runs FINN's builder (``finn build``,
 i.e. ``build_dataflow_cfg``) from ``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
-Zynq shell, synthesis, bitfile, PYNQ driver, deployment package). Without
-Vivado it stops before touching anything and says how to run the rest.
+Zynq shell, synthesis, bitfile, PYNQ driver, deployment package), then writes
+bnnflow's deployment package (bnnflow.deploy) into ``deploy/``. Without Vivado
+it stops before touching anything and says how to run the rest.
 """
 
 from __future__ import annotations
@@ -149,12 +150,27 @@ def build_bitstream(
         # mistyped --out that points at something else.
         if not out.is_dir() or out.is_symlink():
             raise BnnflowError(f"refusing to replace {out}: it is not a folder")
-        if any(out.iterdir()) and not (out / "dataflow_build_config.json").exists():
+        earlier = (out / "dataflow_build_config.json").exists() or (out / "deploy" / "manifest.json").exists()
+        if any(out.iterdir()) and not earlier:
             raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
+    # The deployment package is written after the build: refuse a design it could not be
+    # written for before hours of Vivado, not after.
+    from bnnflow.deploy.package import check_model_file
+
+    check_model_file(compile_dir / "model.bnn")
+    if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     try:
-        for item in ("intermediate_models", "report", "hw_codegen", "folding.json", "model_hw.onnx"):
+        for item in (
+            "intermediate_models",
+            "report",
+            "hw_codegen",
+            "folding.json",
+            "model_hw.onnx",
+            "compile.json",
+            "model.bnn",
+        ):
             src = compile_dir / item
             if src.is_dir():
                 shutil.copytree(src, out / item)
@@ -177,6 +193,13 @@ def build_bitstream(
         if out.exists():
             os.replace(out, failed)
         raise
+    # bnnflow's deployment package replaces FINN's deploy/ (kept as deploy.finn/): the
+    # same bitfile, .hwh and settings.json, plus the CPU engine, test set and installer.
+    from bnnflow.deploy.package import build_package
+
+    if (out / "deploy").is_dir() and not (out / "deploy" / "manifest.json").exists():
+        os.replace(out / "deploy", out / "deploy.finn")
+    build_package(out, out / "deploy")
     return out
 
 

@@ -1,0 +1,153 @@
+"""``bnnflow-board check``: is this package complete, intact and for this board?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bnnflow_board.boards import BOARDS, board_matches, family_of_device, get_board
+from bnnflow_board.detect import RunningBoard
+from bnnflow_board.errors import BoardError
+from bnnflow_board.hwh import read_bit_part, read_hwh, read_timing_summary
+from bnnflow_board.package import Package, checksum_problems
+
+OK, FAIL, NOTE = "ok", "FAIL", "note"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, FAIL, note
+    detail: str
+
+
+def run_checks(pkg: Package, board: RunningBoard, bitfile: Path | None) -> list[Check]:
+    """All checks, each passing, failing or noted; ``bitfile`` is the .bit to load (its .hwh beside it)."""
+    out: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str, note: bool = False) -> bool:
+        out.append(Check(name, NOTE if note else OK if ok else FAIL, detail))
+        return ok
+
+    errors, extra = checksum_problems(pkg)
+    add(
+        "checksums",
+        not errors,
+        errors[0] if errors else f"{len(pkg.manifest['files'])} files match their sha256",
+    )
+    if len(errors) > 1:
+        out[-1].detail += f" (and {len(errors) - 1} more)"
+    if extra:
+        add(
+            "extra files",
+            True,
+            f"{extra[0]}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+            True,
+        )
+
+    try:
+        spec = get_board(pkg.board)
+    except BoardError as exc:
+        add("package board", False, str(exc))
+        return out
+    add(
+        "board",
+        spec.family == board.family and (board.name is None or board_matches(spec.name, board.name)),
+        f"package for {spec.name} ({spec.part}); running on {board.describe()}",
+    )
+
+    # the test set and the accelerator's input agree with FINN's driver settings
+    shapes = pkg.driver.get("io_shape_dict", {})
+    ts = pkg.manifest["testset"]
+    want = [int(d) for d in pkg.manifest["fpga_input"]["shape"]]
+    got = [int(d) for d in shapes.get("ishape_normal", [[0]])[0]]
+    sizes_ok = (pkg.root / ts["images"]).is_file() and (pkg.root / ts["images"]).stat().st_size == int(
+        ts["n"]
+    ) * int(np.prod(ts["image_shape"]))
+    add(
+        "test set",
+        want == got and sizes_ok and "UINT8" in str(shapes.get("idt", [""])[0]),
+        f"{ts['n']} {ts['dataset']} images {ts['image_shape']} uint8 -> accelerator input {got}"
+        + ("" if want == got else f", but the manifest says {want}"),
+    )
+
+    if bitfile is None:
+        add("bitfile", False, "the package has no bitfile: " + str(pkg.manifest["bitfile"].get("why", "")))
+        return out
+    hwh_path = bitfile.with_suffix(".hwh")
+    if not add(
+        "bitfile",
+        bitfile.is_file() and hwh_path.is_file(),
+        f"{bitfile.name} and {hwh_path.name}"
+        if hwh_path.is_file()
+        else f"no {hwh_path.name} beside {bitfile}",
+    ):
+        return out
+    hwh = read_hwh(hwh_path)
+    bit_part, design = read_bit_part(bitfile)
+    add(
+        "bit/hwh",
+        bit_part == hwh.device + hwh.package,
+        f".bit is for {bit_part}, .hwh for {hwh.device}{hwh.package}",
+    )
+    hwh_board = next((b.name for b in BOARDS.values() if b.device == hwh.device), None)
+    add(
+        "bitfile board",
+        hwh.device == spec.device,
+        f"bitfile for {hwh.device} ({hwh_board or 'no bnnflow board'}), "
+        f"package for {spec.name} ({spec.device})",
+    )
+    add(
+        "bitfile on this board",
+        family_of_device(hwh.device) == board.family,
+        f"{hwh.device} is a {family_of_device(hwh.device)}; this board is a {board.family}",
+    )
+    if hwh.simulated or "simulated" in design:
+        add(
+            "made by",
+            board.simulated,
+            "made for the simulated board, not by Vivado"
+            + ("" if board.simulated else ": a real board needs Vivado's bitfile (make bitstream)"),
+            note=board.simulated,
+        )
+    dmas = list(shapes.get("idma_names", [])) + list(shapes.get("odma_names", []))
+    missing = [d for d in dmas if d not in hwh.instances or hwh.instances[d]["base"] is None]
+    add(
+        "DMA names",
+        bool(dmas) and not missing,
+        f"settings.json's {', '.join(dmas)} "
+        + (f"not in the .hwh: {', '.join(missing)}" if missing else "are AXI-lite IP in the .hwh"),
+    )
+    requested, achieved = hwh.clock_mhz()
+    asked = float(pkg.manifest.get("clock_mhz", 0) or 0)
+    if achieved is None:
+        add("clock", True, "no clk_wiz_0 in the .hwh: the accelerator runs on the PS clock", True)
+    else:
+        add(
+            "clock",
+            requested is None or abs(requested - asked) < 1e-3,
+            f"accelerator clock {achieved:g} MHz (requested {requested:g} MHz, compiled for {asked:g} MHz)",
+        )
+    report = pkg.manifest.get("timing_report")
+    if report:
+        t = read_timing_summary(pkg.root / report)
+        add(
+            "timing",
+            t["met"],
+            f"WNS {t['wns_ns']:+.3f} ns, WHS {t['whs_ns']:+.3f} ns"
+            + ("" if t["met"] else ": timing not met, results cannot be trusted"),
+        )
+    else:
+        add("timing", True, "no timing report in the package (only a Vivado build has one)", True)
+    return out
+
+
+def failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == FAIL]
+
+
+def format_checks(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    return "\n".join(f"  {c.status:<4}  {c.name:<{width}}  {c.detail}" for c in checks)

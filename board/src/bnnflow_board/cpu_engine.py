@@ -1,0 +1,176 @@
+"""The ARM side: bnnflow's C CPU engine, built on the board and called through its C interface.
+
+The package carries the engine's sources (``cpu/``, interface and model file
+format in ``cpu/include/bnncpu.h``) and the model file (``model.bnn``). The
+board's gcc builds them into a shared library with the board's SIMD flags
+(NEON: ``-mfpu=neon`` on the Pynq-Z2's Cortex-A9, where it is optional;
+always there on the Ultra96's Cortex-A53), and ctypes calls the header's
+functions, so that batch-1 latency is the engine's and not a process start.
+
+This module is the one seam between the board runtime and the engine: how
+the sources are found and compiled, and the ctypes declarations of the
+functions of bnncpu.h it calls (``bnn_model_load_file``, ``bnn_model_get_info``,
+``bnn_context_new``, ``bnn_context_run``, ``bnn_run`` and their ``_free``s).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from bnnflow_board.errors import BoardError
+
+# Compiler flags by CPU (platform.machine()): the boards' cores, NEON where it must be asked for.
+ARCH_FLAGS = {
+    "armv7l": ["-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard"],
+    "aarch64": ["-mcpu=cortex-a53"],
+    "x86_64": ["-march=native"],  # the simulated board runs the engine on the host's CPU
+}
+SKIP_DIRS = {"test", "tests", "bench", "benchmarks", "fuzz", "examples", "tools", "build", "python"}
+_MAIN = re.compile(r"^\s*int\s+main\s*\(", re.M)
+
+
+class CpuEngineUnavailable(BoardError):
+    """The package's engine cannot be built here; the bench reports the FPGA alone and says why."""
+
+
+class _ModelInfo(ctypes.Structure):
+    _fields_ = [
+        ("in_c", ctypes.c_uint32),
+        ("in_h", ctypes.c_uint32),
+        ("in_w", ctypes.c_uint32),
+        ("n_classes", ctypes.c_uint32),
+        ("n_layers", ctypes.c_uint32),
+        ("dataset", ctypes.c_uint32),
+        ("binary_macs", ctypes.c_uint64),
+        ("integer_macs", ctypes.c_uint64),
+        ("model_bytes", ctypes.c_uint64),
+        ("context_bytes", ctypes.c_uint64),
+    ]
+
+
+def engine_sources(cpu_dir: Path) -> list[Path]:
+    """The library's C files: everything under cpu/ but tests, benchmarks and programs with a main()."""
+    out = []
+    for p in sorted(cpu_dir.rglob("*.c")):
+        if SKIP_DIRS & set(p.relative_to(cpu_dir).parts[:-1]):
+            continue
+        if _MAIN.search(p.read_text(errors="replace")):
+            continue
+        out.append(p)
+    return out
+
+
+def build_engine(cpu_dir: Path, build_dir: Path, arch: str | None = None) -> Path:
+    """Compile the engine into ``build_dir/libbnncpu.so``; CpuEngineUnavailable when it cannot be."""
+    arch = arch or platform.machine()
+    if not (cpu_dir / "include" / "bnncpu.h").is_file():
+        raise CpuEngineUnavailable(f"the package has no CPU engine interface ({cpu_dir}/include/bnncpu.h)")
+    sources = engine_sources(cpu_dir)
+    if not sources:
+        raise CpuEngineUnavailable("the package's cpu/ holds the engine's interface but no engine sources")
+    cc = os.environ.get("CC", "gcc")
+    if shutil.which(cc) is None:
+        raise CpuEngineUnavailable(f"no C compiler ({cc}) on this board: apt-get install gcc")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    lib = build_dir / "libbnncpu.so"
+    cmd = [
+        cc,
+        "-O3",
+        "-std=c11",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        *ARCH_FLAGS.get(arch, []),
+        f"-I{cpu_dir / 'include'}",
+        *map(str, sources),
+        "-o",
+        str(lib),
+        "-lm",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        first = (r.stderr.strip().splitlines() or ["?"])[0]
+        raise CpuEngineUnavailable(f"the CPU engine did not compile: {first}")
+    return lib
+
+
+class CpuEngine:
+    """A loaded model: classes and scores for uint8 images in the dataset's (N, C, H, W) layout."""
+
+    def __init__(self, lib_path: Path, model_path: Path) -> None:
+        lib = ctypes.CDLL(str(lib_path))
+        vp, u8p, i32p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int32)
+        lib.bnn_model_load_file.argtypes = [
+            ctypes.c_char_p,
+            ctypes.POINTER(vp),
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        ]
+        lib.bnn_model_load_file.restype = ctypes.c_int
+        lib.bnn_model_free.argtypes = [vp]
+        lib.bnn_model_get_info.argtypes = [vp, ctypes.POINTER(_ModelInfo)]
+        lib.bnn_context_new.argtypes = [vp]
+        lib.bnn_context_new.restype = vp
+        lib.bnn_context_free.argtypes = [vp]
+        lib.bnn_context_run.argtypes = [vp, u8p, ctypes.c_size_t, i32p, i32p]
+        lib.bnn_context_run.restype = ctypes.c_int
+        lib.bnn_run.argtypes = [vp, u8p, ctypes.c_size_t, i32p, i32p, ctypes.c_int]
+        lib.bnn_run.restype = ctypes.c_int
+        lib.bnn_strerror.argtypes = [ctypes.c_int]
+        lib.bnn_strerror.restype = ctypes.c_char_p
+        self._lib = lib
+        model, err = vp(), ctypes.create_string_buffer(256)
+        status = lib.bnn_model_load_file(str(model_path).encode(), ctypes.byref(model), err, len(err))
+        if status != 0:
+            raise BoardError(f"the CPU engine rejected {model_path}: {err.value.decode(errors='replace')}")
+        self._model = model
+        info = _ModelInfo()
+        lib.bnn_model_get_info(model, ctypes.byref(info))
+        self.image_shape = (info.in_c, info.in_h, info.in_w)
+        self.n_classes = int(info.n_classes)
+        self._ctx = lib.bnn_context_new(model)
+        if not self._ctx:
+            raise BoardError("the CPU engine could not allocate its working buffers")
+
+    def _buffers(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if images.dtype != np.uint8 or tuple(images.shape[1:]) != self.image_shape:
+            raise BoardError(f"the CPU engine takes uint8 images (N, {self.image_shape}), got {images.shape}")
+        images = np.ascontiguousarray(images)
+        n = len(images)
+        return images, np.empty(n, np.int32), np.empty((n, self.n_classes), np.int32)
+
+    def _check(self, status: int) -> None:
+        if status != 0:
+            raise BoardError(f"the CPU engine failed: {self._lib.bnn_strerror(status).decode()}")
+
+    def run(self, images: np.ndarray, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, scores); threads=1 runs on the calling thread, 0 on every online core."""
+        images, classes, scores = self._buffers(images)
+        u8, i32 = ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int32)
+        args = (
+            images.ctypes.data_as(u8),
+            len(images),
+            classes.ctypes.data_as(i32),
+            scores.ctypes.data_as(i32),
+        )
+        if threads == 1:
+            self._check(self._lib.bnn_context_run(self._ctx, *args))
+        else:
+            self._check(self._lib.bnn_run(self._model, *args, threads))
+        return classes.astype(np.int64), scores.astype(np.int64)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._lib.bnn_context_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._lib.bnn_model_free(self._model)
+            self._model = None

@@ -1,0 +1,144 @@
+"""The FPGA side: finn-plus-driver's ``FINNDMAOverlay`` with a deadline and checked inputs.
+
+finn-plus-driver (1.6.1) polls the output DMA's ap_done bit with no time limit
+(``wait_until_finished``): a design that never finishes, or a bitfile that is
+not the design settings.json describes, hangs Python. ``DeadlineDMAOverlay``
+polls the same register with a deadline and then fails with a clear error;
+everything else (buffers, packing, DMA programming) is finn-plus-driver's.
+``FpgaRunner`` adds the checks a user's images need before they reach the
+packing code (whose own checks are bare asserts).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow_board._qonnx import ensure_qonnx_importable
+from bnnflow_board.errors import BoardError
+
+ensure_qonnx_importable()
+
+from finn_plus_driver.overlays.dma import FINNDMAOverlay  # noqa: E402
+
+# Vitis HLS control register of FINN's IODMAs (offset 0x00)
+AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
+SPIN_S = 1e-3  # poll without sleeping this long first: a small design answers in microseconds
+
+
+class AcceleratorTimeout(BoardError):
+    pass
+
+
+class DeadlineDMAOverlay(FINNDMAOverlay):
+    """FINNDMAOverlay whose wait for the output DMA gives up at a deadline."""
+
+    def __init__(self, *args: Any, timeout_s: float = 10.0, per_frame_s: float = 0.01, **kwargs: Any) -> None:
+        self.timeout_s = float(timeout_s)
+        self.per_frame_s = float(per_frame_s)
+        self.stuck = False
+        self._batch_in_flight = 1
+        super().__init__(*args, **kwargs)
+
+    def execute_on_buffers(self, asynch: bool = False, batch_size: int | None = None) -> None:
+        if self.stuck:
+            raise AcceleratorTimeout("the accelerator did not finish an earlier run; reload the bitfile")
+        self._batch_in_flight = self.batch_size if batch_size is None else batch_size
+        super().execute_on_buffers(asynch=asynch, batch_size=batch_size)
+
+    def wait_until_finished(self) -> None:
+        if self.platform != "zynq-iodma":
+            return super().wait_until_finished()
+        limit = self.timeout_s + self.per_frame_s * self._batch_in_flight
+        start = time.monotonic()
+        deadline = start + limit
+        for o, odma in enumerate(self.odma):
+            status = odma.read(0x00)
+            while not status & AP_DONE:
+                now = time.monotonic()
+                if now > deadline:
+                    self.stuck = True
+                    name = self.io_shape_dict.get("odma_names", [f"odma{o}"])[o]
+                    raise AcceleratorTimeout(
+                        f"the FPGA did not finish a batch of {self._batch_in_flight} within {limit:g} s: "
+                        f"{name} still busy (control 0x{status:02x}: ap_start={status & AP_START}, "
+                        f"ap_idle={int(bool(status & AP_IDLE))}); the design is stuck or is not the one "
+                        f"driver/settings.json describes"
+                    )
+                if now - start > SPIN_S:
+                    time.sleep(1e-4)
+                status = odma.read(0x00)
+        return None
+
+
+class FpgaRunner:
+    """Loads the bitfile and runs uint8 images (in the accelerator's input layout) through it."""
+
+    def __init__(
+        self,
+        bitfile: Path,
+        driver: dict[str, Any],
+        device: Any = None,
+        timeout_s: float = 10.0,
+        per_frame_s: float = 0.01,
+    ) -> None:
+        self.driver = driver
+        shapes = driver["io_shape_dict"]
+        self.in_shape = tuple(int(d) for d in shapes["ishape_normal"][0][1:])
+        self.out_shape = tuple(int(d) for d in shapes["oshape_normal"][0][1:])
+        try:
+            self.overlay = DeadlineDMAOverlay(
+                str(bitfile),
+                platform=driver["platform"],
+                io_shape_dict=dict(shapes),
+                batch_size=1,
+                fclk_mhz=driver.get("fclk_mhz", 100.0),
+                device=device,
+                # the package's driver/ holds no runtime weights (bnnflow keeps weights in the fabric)
+                runtime_weight_dir=str(Path(bitfile).parent / "runtime_weights"),
+                runtime_weights=driver.get("runtime_weights", False),
+                timeout_s=timeout_s,
+                per_frame_s=per_frame_s,
+            )
+        except BoardError:
+            raise
+        except AttributeError as exc:  # pynq: an IP named in settings.json is not in the overlay
+            raise BoardError(f"the bitfile lacks an IP driver/settings.json names: {exc}") from None
+        self.fclk_mhz_actual = getattr(self.overlay, "fclk_mhz_actual", None)
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            got = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
+            raise BoardError(f"images must be a uint8 numpy array (raw pixels), got {got}")
+        if images.ndim != len(self.in_shape) + 1 or tuple(images.shape[1:]) != self.in_shape:
+            raise BoardError(
+                f"the accelerator takes images of shape (N, {', '.join(map(str, self.in_shape))}), "
+                f"got {images.shape}"
+            )
+        if len(images) == 0:
+            raise BoardError("no images to run")
+        return images
+
+    def set_batch(self, n: int) -> None:
+        if self.overlay.batch_size != n:
+            self.overlay.batch_size = n  # reallocates the DMA buffers
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Class indices (int64) for a batch of images, through packing, DMA and the accelerator."""
+        images = self._check(images)
+        self.set_batch(len(images))
+        out = self.overlay.execute(images)
+        return np.asarray(out).reshape(len(images), -1)[:, 0].astype(np.int64)
+
+    def load(self, images: np.ndarray) -> None:
+        """Pack and copy a batch into the input buffer, not run (to time the accelerator alone)."""
+        images = self._check(images)
+        self.set_batch(len(images))
+        packed = self.overlay.pack_input(self.overlay.fold_input(images))
+        self.overlay.copy_input_data_to_device(packed)
+
+    def run_loaded(self) -> None:
+        self.overlay.execute_on_buffers()

@@ -1,0 +1,132 @@
+"""Reading a bnnflow deployment package (written by ``bnnflow package``) on the board."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow_board.errors import BoardError
+
+MANIFEST = "manifest.json"
+FORMAT = "bnnflow-deploy"
+FORMAT_VERSION = 1
+# What bnnflow-board itself writes inside a package folder; not part of the package.
+LOCAL_DIRS = ("bench", "build")
+
+
+@dataclass
+class TestSet:
+    images: np.ndarray  # uint8 (N, C, H, W), as the dataset stores them
+    labels: np.ndarray  # int64 (N,)
+    golden_classes: np.ndarray  # int64 (N,)
+    golden_scores: np.ndarray  # int64 (N, n_classes)
+    golden_source: str
+    dataset: str
+
+
+@dataclass
+class Package:
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def board(self) -> str:
+        return str(self.manifest["board"])
+
+    @property
+    def driver(self) -> dict[str, Any]:
+        """settings.json's driver_information, as finn-plus-driver's CLI reads it."""
+        try:
+            settings = json.loads((self.root / self.manifest["driver"]["settings"]).read_text())
+            return dict(settings["driver_information"])
+        except (OSError, ValueError, KeyError):
+            raise BoardError(f"{self.root}: driver/settings.json is missing or not FINN's") from None
+
+    @property
+    def bitfile(self) -> Path | None:
+        bf = self.manifest.get("bitfile", {})
+        return self.root / bf["bit"] if bf.get("present") else None
+
+    def path(self, key: str) -> Path:
+        return self.root / self.manifest["testset"][key]
+
+    def testset(self) -> TestSet:
+        ts = self.manifest["testset"]
+        n, shape, k = int(ts["n"]), [int(d) for d in ts["image_shape"]], int(ts["n_classes"])
+
+        def read(key: str, dtype: str, count: int) -> np.ndarray:
+            raw = np.fromfile(self.path(key), dtype=dtype)
+            if raw.size != count:
+                raise BoardError(f"{self.path(key)} holds {raw.size} values, the manifest says {count}")
+            return raw
+
+        images = read("images", "u1", n * int(np.prod(shape))).reshape(n, *shape)
+        return TestSet(
+            images=images,
+            labels=read("labels", "u1", n).astype(np.int64),
+            golden_classes=read("golden_classes", "<i4", n).astype(np.int64),
+            golden_scores=read("golden_scores", "<i4", n * k).astype(np.int64).reshape(n, k),
+            golden_source=str(ts.get("golden_source", "?")),
+            dataset=str(ts.get("dataset", "?")),
+        )
+
+
+def load_package(path: str | Path) -> Package:
+    """The package's manifest, checked for format; a one-line error for anything else."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BoardError(
+            f"{root} is not a folder: give the deployment package (bitstreams/<model>-<board>/deploy)"
+        )
+    mf = root / MANIFEST
+    if not mf.is_file():
+        hint = (
+            " (FINN's own deploy/ folder: package it with `bnnflow package`)"
+            if (root / "driver").is_dir()
+            else ""
+        )
+        raise BoardError(f"{root} is not a bnnflow deployment package: no {MANIFEST}{hint}")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        raise BoardError(f"{mf} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BoardError(f"{mf} is not a bnnflow deployment manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BoardError(
+            f"{mf}: package format {manifest.get('version')!r}; this bnnflow-board reads {FORMAT_VERSION}"
+        )
+    for key in ("board", "files", "driver", "testset", "instances", "fpga_input", "bitfile"):
+        if key not in manifest:
+            raise BoardError(f"{mf} lacks {key!r}: the package is damaged")
+    return Package(root.absolute(), manifest)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_problems(pkg: Package) -> tuple[list[str], list[str]]:
+    """(errors, notes): a listed file missing or changed is an error, an unlisted file a note."""
+    errors, notes = [], []
+    listed: dict[str, str] = pkg.manifest["files"]
+    for rel, digest in sorted(listed.items()):
+        p = pkg.root / rel
+        if not p.is_file():
+            errors.append(f"{rel} is missing")
+        elif sha256(p) != digest:
+            errors.append(f"{rel} does not match its sha256 (changed after packaging)")
+    for p in sorted(pkg.root.rglob("*")):
+        rel = p.relative_to(pkg.root)
+        if p.is_file() and rel.parts[0] not in LOCAL_DIRS and str(rel) != MANIFEST and str(rel) not in listed:
+            notes.append(f"{rel} is not part of the package")
+    return errors, notes

@@ -1,0 +1,340 @@
+"""The simulated board: a software ``pynq.Device`` under the real PYNQ and finn-plus-driver.
+
+PYNQ reaches hardware only through its ``Device`` (pynq/pl_server/device.py):
+``Overlay`` asks it for the bitfile's metadata and to program the PL,
+``allocate`` for DMA buffers, ``MMIO`` to read and write registers. PYNQ's
+own tests drive Overlay, MMIO and buffers with software devices
+(tests/mock_devices.py in Xilinx/PYNQ); this one models a whole Zynq board
+behind that interface, so that ``pynq.Overlay``, ``pynq.allocate``,
+``pynq.MMIO``, ``pynq.ps.Clocks`` and finn-plus-driver's ``FINNDMAOverlay``
+run unchanged on top of it:
+
+* DDR: every ``allocate`` gets physical addresses in the board's DDR range.
+  Cacheable buffers have separate CPU and DDR copies that only ``flush`` and
+  ``invalidate`` synchronise, as the ARM's caches do, so a driver that forgets
+  one reads or sends stale data here as it would on the board.
+* The processing system's clock registers (Zynq-7000 SLCR, UltraScale+
+  CRL/CRF APB) as plain registers with a booted PYNQ image's PLL settings, so
+  ``Clocks`` reads and programs the PL clocks as on the board.
+* The PL after ``download``: each AXI-lite IP of the .hwh at its address. The
+  IODMAs (``idma*``, ``odma*``) implement Vitis HLS's control register
+  (ap_start, ap_done cleared on read, ap_idle, ap_ready), their buffer address
+  and ``numReps``; on ap_start an input IODMA reads its frames from DDR and
+  decodes them (streams.py), the accelerator (fabric.py: FINN executing the
+  compiled design) computes, and the output IODMA writes the encoded results
+  to DDR, then raises ap_done. The stream between them is a queue, so frames
+  wait for an output DMA that has not been started, as back-pressure makes
+  them wait in hardware.
+* Programming checks the .bit header's part against the simulated board's.
+
+``fault="never-done"`` makes the accelerator swallow its input, so the
+output IODMA never finishes: what a stuck design does to a driver.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pynq
+from pynq.buffer import PynqBuffer
+
+from bnnflow_board.boards import BoardSpec, normalise_device
+from bnnflow_board.errors import BoardError
+from bnnflow_board.simulated import streams
+from bnnflow_board.simulated.fabric import Fabric
+
+FAULTS = ("never-done",)
+_DDR_BASE = 0x1000_0000  # buffers are placed from here; both boards' DDR starts at 0
+_PAGE = 4096
+
+# Processing-system register windows PYNQ's Clocks uses (pynq/ps.py)
+_PS_WINDOWS = {
+    "zynq-7000": ((0xF800_0000, 0x1000),),  # SLCR
+    "zynq-ultrascale+": ((0xFF5E_0000, 0x1000), (0xFD1A_0000, 0x1000)),  # CRL_APB, CRF_APB
+}
+
+
+class _Register32:
+    """A little-endian register file: address -> u32."""
+
+    def __init__(self) -> None:
+        self.words: dict[int, int] = {}
+
+    def read(self, address: int) -> int:
+        return self.words.get(address, 0)
+
+    def write(self, address: int, value: int) -> None:
+        self.words[address] = value & 0xFFFF_FFFF
+
+
+class _Stream:
+    """The AXI stream from the accelerator to an output IODMA: whole frames, in order."""
+
+    def __init__(self) -> None:
+        self.frames: deque[np.ndarray] = deque()
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def put(self, frames: np.ndarray) -> None:
+        with self.cond:
+            self.frames.extend(frames)
+            self.cond.notify_all()
+
+    def get(self) -> np.ndarray | None:
+        with self.cond:
+            while not self.frames and not self.closed:
+                self.cond.wait()
+            return self.frames.popleft() if self.frames else None
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+class _IODMA:
+    """One of FINN's IODMAs behind its Vitis HLS AXI-lite control interface."""
+
+    def __init__(self, device: SimulatedBoardDevice, name: str, config: dict[str, Any]) -> None:
+        self.device, self.name, self.config = device, name, config
+        self.start = self.done = self.ready = False
+        self.idle = True
+        self.regs = _Register32()
+        self._lock = threading.Lock()
+
+    def read(self, offset: int) -> int:
+        if offset == 0x00:
+            with self._lock:
+                value = self.start | self.done << 1 | self.idle << 2 | self.ready << 3
+                self.done = False  # ap_done is clear-on-read in Vitis HLS's control register
+                self.ready = False
+            return value
+        return self.regs.read(offset)
+
+    def write(self, offset: int, value: int) -> None:
+        if offset == 0x00:
+            if value & 1:
+                with self._lock:
+                    if self.start or not self.idle:
+                        return  # ap_start while busy is ignored by the HLS control logic
+                    self.start, self.idle = True, False
+                threading.Thread(target=self._run, name=f"simulated {self.name}", daemon=True).start()
+            return
+        self.regs.write(offset, value)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self.start, self.idle, self.done, self.ready = False, True, True, True
+
+    def _run(self) -> None:
+        try:
+            address = self.regs.read(0x10) | self.regs.read(0x14) << 32
+            reps = self.regs.read(0x1C)
+            nbytes = int(self.config["frame_bytes"])
+            elements = int(np.prod(self.config["shape"]))
+            if self.config["direction"] == "in":
+                raw = self.device.ddr_read(address, reps * nbytes, self.name)
+                frames = streams.decode(raw, reps, elements, self.config["datatype"])
+                self._finish()  # the input DMA is done once it has streamed its frames in
+                self.device.accelerate(frames)
+            else:
+                for k in range(reps):
+                    frame = self.device.output_stream.get()
+                    if frame is None:
+                        return  # device closed while waiting: never done, as in hardware
+                    self.device.ddr_write(address + k * nbytes, frame, self.name)
+                self._finish()
+        except Exception as exc:  # a bus error or a failed accelerator: the DMA never finishes
+            self.device.record_fault(f"{self.name}: {exc}")
+
+
+class SimulatedBoardDevice(pynq.Device):
+    """A Pynq-Z2 or Ultra96 in software; see the module docstring."""
+
+    def __init__(self, board: BoardSpec, fabric: Fabric | None, fault: str | None = None) -> None:
+        super().__init__(f"simulated_{board.name}")
+        if fault is not None and fault not in FAULTS:
+            raise BoardError(f"simulated board: unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        self.board = board
+        self.simulated_board = board.name
+        self.name = f"simulated {board.name}"
+        self.arch = board.arch  # pynq.ps.Clocks picks the Zynq-7000 or UltraScale+ clock registers by this
+        self.capabilities = {"REGISTER_RW": True}  # MMIO goes through read_registers / write_registers
+        self.fabric = fabric
+        self.fault = fault
+        self.faults: list[str] = []
+        self.bitfile_name = ""
+        self.timestamp = ""
+        self.output_stream = _Stream()
+        self._ps = _Register32()
+        self._ips: dict[int, tuple[int, _IODMA]] = {}
+        self._buffers: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # bo -> (address, ddr, host)
+        self._next_bo = 1
+        self._next_address = _DDR_BASE
+        self._init_ps_clocks()
+
+    # --- pynq.Device: metadata and programming -------------------------------------------------
+    def get_bitfile_metadata(self, bitfile_name: str) -> Any:
+        """PYNQ's own parsers: pynqmetadata for the .hwh, pynq's header parser for the .bit."""
+        from pynq.pl_server.embedded_device import bit2bin
+        from pynqmetadata.frontends import Metadata
+        from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+        hwh = Path(bitfile_name).with_suffix(".hwh")
+        if not hwh.is_file():
+            raise BoardError(f"no {hwh.name} next to {bitfile_name}: PYNQ needs it to load the overlay")
+        parser = RuntimeMetadataParser(Metadata(input=str(hwh)))
+        parser.bin_data = bit2bin(Path(bitfile_name).read_bytes())
+        parser.xclbin_data = None
+        parser.dtbo_data = None
+        return parser
+
+    def download(self, bitstream: Any, parser: Any = None) -> None:
+        from pynq.pl_server.embedded_device import parse_bit_header
+
+        header = parse_bit_header(Path(bitstream.bitfile_name).read_bytes())
+        part = normalise_device(str(header.get("part", "")))
+        want = self.board.device + self.board.package
+        if part != want:
+            # The FPGA manager refuses a bitstream for another device.
+            raise BoardError(f"{self.name}: cannot program a bitstream for {part} into a {want}")
+        self._reset_pl()
+        if self.fabric is not None and self.fault != "never-done":
+            self.fabric.prepare()
+        for name, ip in (parser.ip_dict if parser is not None else {}).items():
+            if name.startswith(("idma", "odma")):
+                if self.fabric is None or name not in self.fabric.iodmas:
+                    raise BoardError(f"{self.name}: the .hwh's {name} is not an IODMA of the compiled design")
+                self._ips[int(ip["phys_addr"])] = (
+                    int(ip["addr_range"]),
+                    _IODMA(self, name, self.fabric.iodmas[name]),
+                )
+        # pynq.ps.Clocks keeps one instance per process, bound to the first device it saw
+        if getattr(pynq.ps.Clocks, "_real_instance", None) is not None:
+            del pynq.ps.Clocks._real_instance
+        self.post_download(bitstream, parser, self.name)
+
+    def _reset_pl(self) -> None:
+        self.output_stream.close()
+        self.output_stream = _Stream()
+        self._ips.clear()
+        self.faults.clear()
+
+    def close(self) -> None:
+        self._reset_pl()
+        if self.fabric is not None:
+            self.fabric.close()
+
+    # --- the accelerator between the IODMAs ----------------------------------------------------
+    def accelerate(self, frames: np.ndarray) -> None:
+        if self.fault == "never-done":
+            return
+        assert self.fabric is not None
+        idma = next(d for d in self.fabric.iodmas.values() if d["direction"] == "in")
+        odma = next(d for d in self.fabric.iodmas.values() if d["direction"] == "out")
+        out = self.fabric.run(frames, idma["shape"], odma["shape"])
+        self.output_stream.put(list(streams.encode(out, odma["datatype"])))
+
+    def record_fault(self, message: str) -> None:
+        self.faults.append(message)
+
+    # --- DDR ----------------------------------------------------------------------------------------
+    def allocate(self, shape: Any, dtype: Any, cacheable: bool = True, **_kwargs: Any) -> PynqBuffer:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        address = self._next_address
+        self._next_address += (max(nbytes, 1) + _PAGE - 1) // _PAGE * _PAGE
+        if self._next_address > self.board.ddr_bytes:
+            raise BoardError(f"{self.name}: out of DDR for a {nbytes}-byte buffer")
+        ddr = np.zeros(nbytes, dtype=np.uint8)
+        host = np.zeros(nbytes, dtype=np.uint8) if cacheable else ddr
+        bo, self._next_bo = self._next_bo, self._next_bo + 1
+        self._buffers[bo] = (address, ddr, host)
+        buf = PynqBuffer(
+            shape, dtype, buffer=host, device=self, device_address=address, bo=bo, coherent=not cacheable
+        )
+        weakref.finalize(buf, self._buffers.pop, bo, None)
+        return buf
+
+    def flush(self, bo: int, offset: int, vaddr: int, length: int) -> None:
+        _, ddr, host = self._buffers[bo]
+        ddr[offset : offset + length] = host[offset : offset + length]
+
+    def invalidate(self, bo: int, offset: int, vaddr: int, length: int) -> None:
+        _, ddr, host = self._buffers[bo]
+        host[offset : offset + length] = ddr[offset : offset + length]
+
+    def _ddr_region(self, address: int, length: int, who: str) -> np.ndarray:
+        for start, ddr, _ in list(self._buffers.values()):
+            if start <= address and address + length <= start + len(ddr):
+                return ddr[address - start : address - start + length]
+        raise BoardError(f"{who} accessed {length} bytes at 0x{address:x}, outside every allocated buffer")
+
+    def ddr_read(self, address: int, length: int, who: str) -> np.ndarray:
+        return self._ddr_region(address, length, who).copy()
+
+    def ddr_write(self, address: int, data: np.ndarray, who: str) -> None:
+        self._ddr_region(address, len(data), who)[:] = data
+
+    # --- registers ------------------------------------------------------------------------------------
+    def _target(self, address: int) -> tuple[Any, int]:
+        for base, (size, ip) in self._ips.items():
+            if base <= address < base + size:
+                return ip, address - base
+        for base, size in _PS_WINDOWS[self.board.family]:
+            if base <= address < base + size:
+                return self._ps, address
+        raise BoardError(f"{self.name}: bus error, nothing answers at 0x{address:08x}")
+
+    def read_registers(self, address: int, length: int) -> bytes:
+        out = bytearray()
+        for a in range(address, address + length, 4):
+            target, offset = self._target(a)
+            out += int(target.read(offset)).to_bytes(4, "little")
+        return bytes(out[:length])
+
+    def write_registers(self, address: int, data: bytes) -> None:
+        data = bytes(data) + b"\0" * (-len(data) % 4)
+        for k in range(0, len(data), 4):
+            target, offset = self._target(address + k)
+            target.write(offset, int.from_bytes(data[k : k + 4], "little"))
+
+    def _init_ps_clocks(self) -> None:
+        """The PLL and PL clock settings of a booted PYNQ image, through PYNQ's own register maps."""
+        from pynq.ps import ZU_CRF_REGISTERS, ZU_CRL_REGISTERS, ZYNQ_SLCR_REGISTERS
+        from pynq.registers import RegisterMap
+
+        if self.board.family == "zynq-7000":
+            slcr = RegisterMap.create_subclass("SimSLCR", ZYNQ_SLCR_REGISTERS)(
+                pynq.MMIO(0xF800_0000, 0x200, device=self).array
+            )
+            slcr.IO_PLL_CTRL.PLL_FDIV = 20  # 50 MHz PS_CLK x 20 = IO PLL 1000 MHz
+            slcr.ARM_PLL_CTRL.PLL_FDIV = 26  # ARM PLL 1300 MHz
+            slcr.DDR_PLL_CTRL.PLL_FDIV = 21
+            slcr.ARM_CLK_CTRL.SRCSEL = 0
+            slcr.ARM_CLK_CTRL.DIVISOR = 2  # Cortex-A9 at 650 MHz
+            for fclk in (slcr.FPGA0_CLK_CTRL, slcr.FPGA1_CLK_CTRL, slcr.FPGA2_CLK_CTRL, slcr.FPGA3_CLK_CTRL):
+                fclk.SRCSEL = 0
+                fclk.DIVISOR0 = 10  # 1000 MHz / 10 = 100 MHz
+                fclk.DIVISOR1 = 1
+        else:
+            crl = RegisterMap.create_subclass("SimCRL", ZU_CRL_REGISTERS)(
+                pynq.MMIO(0xFF5E_0000, 0x100, device=self).array
+            )
+            crf = RegisterMap.create_subclass("SimCRF", ZU_CRF_REGISTERS)(
+                pynq.MMIO(0xFD1A_0000, 0x100, device=self).array
+            )
+            crl.IOPLL_CTRL.FBDIV = 90  # 33.333 MHz x 90 / 2 = 1500 MHz
+            crl.IOPLL_CTRL.DIV2 = 1
+            crf.APLL_CTRL.FBDIV = 72  # 33.333 MHz x 72 / 2 = 1200 MHz
+            crf.APLL_CTRL.DIV2 = 1
+            crf.ACPU_CTRL.SRCSEL = 0
+            crf.ACPU_CTRL.DIVISOR0 = 1  # Cortex-A53 at 1200 MHz
+            for pl in (crl.PL0_REF_CTRL, crl.PL1_REF_CTRL, crl.PL2_REF_CTRL, crl.PL3_REF_CTRL):
+                pl.SRCSEL = 0
+                pl.DIVISOR0 = 15  # 1500 MHz / 15 = 100 MHz
+                pl.DIVISOR1 = 1

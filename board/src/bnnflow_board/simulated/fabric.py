@@ -1,0 +1,156 @@
+"""The simulated board's programmable logic: the compiled design, run by FINN in the compiler's environment.
+
+The board environment cannot import FINN (finn-plus needs numpy 2, the board
+stack numpy 1), so the design runs in a child process started with the
+compiler's Python (``python -m bnnflow.deploy.simulated_accelerator``), which
+executes the compile folder's graph with FINN: C simulation of the generated
+HLS where ../shared/hls-sim provides the headers, FINN's Python execution of
+the hardware layers otherwise. The simulated IODMAs hand it the frames they
+decoded from memory and get the accelerator's output frames back.
+
+Wire format on the child's stdin/stdout, both directions: a little-endian u32
+length and that many bytes of JSON header, then a u64 length and that many
+bytes of payload (int64 little-endian values, frame after frame).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from bnnflow_board.errors import BoardError
+
+
+def write_message(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
+    raw = json.dumps(header).encode()
+    stream.write(struct.pack("<I", len(raw)) + raw + struct.pack("<Q", len(payload)) + payload)
+    stream.flush()
+
+
+def read_message(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
+    """One message, or None at a clean end of stream."""
+    head = stream.read(4)
+    if not head:
+        return None
+    if len(head) < 4:
+        raise EOFError("truncated message")
+    (n,) = struct.unpack("<I", head)
+    header = json.loads(stream.read(n))
+    (m,) = struct.unpack("<Q", stream.read(8))
+    payload = stream.read(m)
+    if len(payload) != m:
+        raise EOFError("truncated payload")
+    return header, payload
+
+
+class Fabric:
+    """A running simulated accelerator (one child process) for one compiled design."""
+
+    def __init__(
+        self,
+        design: str | Path,
+        board: str,
+        python: str | Path,
+        exec_mode: str = "auto",
+        cache_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+    ) -> None:
+        self.design = Path(design)
+        if not (self.design / "model_hw.onnx").is_file():
+            raise BoardError(f"simulated board: {self.design} is not a compile folder (no model_hw.onnx)")
+        if not Path(python).is_file():
+            raise BoardError(
+                f"simulated board: compiler Python {python} not found (build .venv: make install)"
+            )
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="simboard-", suffix=".log")[1])
+        )
+        cmd = [
+            str(python),
+            "-m",
+            "bnnflow.deploy.simulated_accelerator",
+            str(self.design),
+            "--board",
+            board,
+            "--exec",
+            exec_mode,
+        ]
+        if cache_dir is not None:
+            cmd += ["--cache", str(cache_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        self._log = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env
+        )
+        self._lock = threading.Lock()
+        hello = self._receive()
+        if "error" in hello[0]:
+            self.close()
+            raise BoardError(f"simulated board: the compiled design did not load: {hello[0]['error']}")
+        self.info: dict[str, Any] = hello[0]
+        self.exec_mode = str(self.info["exec"])
+        self.iodmas: dict[str, dict[str, Any]] = {d["instance"]: d for d in self.info["iodmas"]}
+
+    def _receive(self) -> tuple[dict[str, Any], bytes]:
+        assert self._proc.stdout is not None
+        try:
+            msg = read_message(self._proc.stdout)
+        except (EOFError, ValueError) as exc:
+            msg = None
+            why = str(exc)
+        else:
+            why = "it exited"
+        if msg is None:
+            self._proc.wait(timeout=30)
+            raise BoardError(f"simulated board: the accelerator process stopped ({why}); see {self.log_path}")
+        return msg
+
+    def prepare(self) -> None:
+        """Load the design (cppsim: compile the generated HLS), as programming an FPGA takes its time."""
+        with self._lock:
+            assert self._proc.stdin is not None
+            write_message(self._proc.stdin, {"op": "prepare"})
+            header, _ = self._receive()
+        if "error" in header:
+            raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
+
+    def run(self, frames: np.ndarray, in_shape: Sequence[int], out_shape: Sequence[int]) -> np.ndarray:
+        """The accelerator's output frames (n x elements) for n input frames."""
+        frames = np.ascontiguousarray(frames, dtype="<i8")
+        n = int(frames.shape[0])
+        with self._lock:
+            assert self._proc.stdin is not None
+            try:
+                write_message(
+                    self._proc.stdin, {"op": "run", "n": n, "shape": list(in_shape)}, frames.tobytes()
+                )
+            except BrokenPipeError:
+                raise BoardError(
+                    f"simulated board: the accelerator process stopped; see {self.log_path}"
+                ) from None
+            header, payload = self._receive()
+        if "error" in header:
+            raise BoardError(f"simulated board: the accelerator failed: {header['error']}")
+        out = np.frombuffer(payload, dtype="<i8")
+        return out.reshape(n, int(np.prod(out_shape)))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                write_message(self._proc.stdin, {"op": "quit"})
+                self._proc.stdin.close()
+                self._proc.wait(timeout=30)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()

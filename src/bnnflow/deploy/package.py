@@ -1,0 +1,422 @@
+"""``build_package``: everything a PYNQ board needs to run and check a compiled design.
+
+The package keeps finn-plus's own deployment layout (``step_deployment_package``
+copies ``bitfile/`` and ``driver/`` into ``deploy/``) and adds what bnnflow
+needs to compare the FPGA against the CPU on the board::
+
+    deploy/
+      manifest.json            what is in the package, for which board, a sha256 per file
+      bitfile/finn-accel.bit   Vivado's bitfile and hardware handoff (only where Vivado ran)
+      bitfile/finn-accel.hwh
+      report/post_route_timing.rpt   Vivado's timing summary (only where Vivado ran)
+      driver/settings.json     FINN's MakePYNQDriver output (FINNDMAOverlay, zynq-iodma)
+      model.bnn                the CPU engine's model file (from the compile folder)
+      cpu/                     the CPU engine's sources, built on the board
+      testset/images.u8        N x C x H x W uint8, the dataset's layout
+      testset/labels.u8        N uint8
+      testset/golden_classes.i32   N int32, little-endian
+      testset/golden_scores.i32    N x n_classes int32, little-endian
+      bnnflow-board/           the board-side runtime (pip installable, Python >= 3.10)
+      install.sh               installs it on a Pynq-Z2 or Ultra96 image
+
+``driver/settings.json`` comes from FINN's own ``MakePYNQDriver`` run on the
+graph as FINN's Zynq flow prepares it (zynq.py), so its DMA names are those
+Vivado's block design will have. Where Vivado ran (a ``bnnflow bitstream``
+folder) the bitfile, the .hwh, FINN's settings.json and the timing report are
+taken from that build; elsewhere the package holds everything but the bitfile
+and the manifest says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow.errors import BnnflowError
+from bnnflow.runs import atomic_directory, atomic_write_json
+
+MANIFEST = "manifest.json"
+FORMAT = "bnnflow-deploy"
+FORMAT_VERSION = 1
+DEFAULT_IMAGES = 1000
+BITFILE = "bitfile/finn-accel.bit"
+HWH = "bitfile/finn-accel.hwh"
+TIMING_REPORT = "report/post_route_timing.rpt"
+MODEL_MAGIC = b"BNNCPU\0\0"  # bnncpu.h: the model file's first 8 bytes
+MODEL_FORMAT_MAJOR = 1
+
+REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A compiled design ready to package, with Vivado's outputs where a bitstream build made them."""
+
+    compile_dir: Path
+    vivado: bool
+    board: str
+    run_name: str
+    compile_info: dict[str, Any]
+
+
+def resolve_source(path: str | Path, board: str | None = None) -> Source:
+    """A run folder, a compile folder or a ``bnnflow bitstream`` folder, checked; else a one-line error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BnnflowError(
+            f"{path} is not a folder: give a run folder, a compile folder or a bitstream folder"
+        )
+    if not (path / "compile.json").is_file() and (path / "compile").is_dir():
+        found = sorted(d.name for d in (path / "compile").iterdir() if (d / "compile.json").is_file())
+        if board is not None:
+            match = [b for b in found if b.lower() == board.lower()]
+            if not match:
+                raise BnnflowError(
+                    f"{path} has no design compiled for {board} (found: {', '.join(found) or 'none'})"
+                )
+            path = path / "compile" / match[0]
+        elif len(found) == 1:
+            path = path / "compile" / found[0]
+        else:
+            raise BnnflowError(
+                f"{path} has designs for {', '.join(found) or 'no board'}: choose one with --board"
+                if found
+                else f"{path} has no compiled design; run `bnnflow compile {path}` first"
+            )
+    if not (path / "compile.json").is_file() or not (path / "model_hw.onnx").is_file():
+        raise BnnflowError(f"{path} is not a compile folder (no compile.json and model_hw.onnx)")
+    try:
+        info = json.loads((path / "compile.json").read_text())
+        design_board = str(info["board"])
+    except (OSError, ValueError, KeyError):
+        raise BnnflowError(f"{path / 'compile.json'} is not a bnnflow compile summary") from None
+    if board is not None and board.lower() != design_board.lower():
+        raise BnnflowError(f"{path} was compiled for {design_board}, not {board}")
+    for item in ("intermediate_models/step_convert_to_hw.onnx", "intermediate_models/dataflow_parent.onnx"):
+        if not (path / item).is_file():
+            raise BnnflowError(f"{path} is incomplete: {item} is missing")
+    check_model_file(path / "model.bnn")
+    vivado = (path / BITFILE).is_file()
+    if vivado and not (path / HWH).is_file():
+        raise BnnflowError(f"{path / BITFILE} has no {Path(HWH).name} beside it")
+    run = Path(str(info.get("input", "")))
+    run_name = run.parent.parent.name if run.parent.name == "export" else path.parent.parent.name
+    return Source(path.absolute(), vivado, design_board, run_name or path.name, info)
+
+
+def check_model_file(path: Path) -> None:
+    """The CPU engine's model file exists and has bnncpu.h's header (magic, major version, size)."""
+    if not path.is_file():
+        raise BnnflowError(
+            f"{path.parent} has no model.bnn (the CPU engine's model): it was compiled by an older "
+            f"bnnflow; compile it again"
+        )
+    head = path.read_bytes()[:24]
+    if len(head) < 24 or head[:8] != MODEL_MAGIC:
+        raise BnnflowError(f"{path} is not a bnncpu model file")
+    major = int.from_bytes(head[8:10], "little")
+    size = int.from_bytes(head[16:24], "little")
+    if major != MODEL_FORMAT_MAJOR:
+        raise BnnflowError(f"{path}: model file format {major}, this bnnflow writes {MODEL_FORMAT_MAJOR}")
+    if size != path.stat().st_size:
+        raise BnnflowError(f"{path} is truncated or padded ({path.stat().st_size} bytes, header says {size})")
+
+
+def default_out(source: Source) -> Path:
+    """<bitstream folder>/deploy where Vivado ran, else bitstreams/<model>-<board>/deploy."""
+    from bnnflow.hls.bitstream import default_out_dir
+
+    if source.vivado:
+        return source.compile_dir / "deploy"
+    return default_out_dir(source.compile_dir) / "deploy"
+
+
+def host_input_ops(parent: Any) -> list[dict[str, Any]]:
+    """The layout layers FINN left on the host between the graph input and the accelerator."""
+    from qonnx.util.basic import get_by_name
+
+    ops: list[dict[str, Any]] = []
+    tensor = parent.graph.input[0].name
+    while True:
+        node = parent.find_consumer(tensor)
+        if node is None:
+            raise BnnflowError("the compiled design's input reaches no accelerator")
+        if node.op_type == "StreamingDataflowPartition":
+            break
+        if node.op_type == "Transpose":
+            ops.append(
+                {"op": "transpose", "perm": [int(p) for p in get_by_name(node.attribute, "perm").ints]}
+            )
+        elif node.op_type == "Reshape":
+            ops.append({"op": "reshape", "shape": [int(d) for d in parent.get_tensor_shape(node.output[0])]})
+        else:
+            raise BnnflowError(f"layer {node.name} ({node.op_type}) runs on the host: it cannot be deployed")
+        tensor = node.output[0]
+    after = parent.find_consumer(node.output[0])
+    if after is not None or parent.graph.output[0].name != node.output[0]:
+        raise BnnflowError(
+            "layers after the accelerator would run on the host: this design cannot be deployed"
+        )
+    return ops
+
+
+def apply_input_ops(images: np.ndarray, ops: list[dict[str, Any]]) -> np.ndarray:
+    """Dataset images (N, C, H, W) in the accelerator's input layout (as bnnflow-board does on the board)."""
+    x = images
+    for op in ops:
+        if op["op"] == "transpose":
+            x = np.transpose(x, op["perm"])
+        else:
+            x = x.reshape([x.shape[0], *op["shape"][1:]])
+    return np.ascontiguousarray(x)
+
+
+def xnor_accumulator_risks(model_hw: Any) -> list[str]:
+    """XNOR-popcount layers whose accumulator type cannot hold every popcount, 0 .. MW.
+
+    FINN's MinimizeAccumulatorWidth (finn-plus 1.6.1) sizes a binaryXnorMode
+    MVAU's accumulator from the range of a {0,1} x {-1,+1} dot product, which
+    is narrower than the popcount's: TFC's last layer (MW 64) gets INT7, whose
+    maximum is 63. The generated HLS then wraps a popcount of 64 to -64, which
+    FINN's Python execution (and so the verification chain) does not: the C
+    simulation of TFC disagreed with it on 1 of 200 MNIST images (a score of
+    64 became -64 and the class changed). The FPGA will do what the HLS does.
+    """
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    out = []
+    for node in model_hw.graph.node:
+        if not node.op_type.startswith("MVAU"):
+            continue
+        inst = getCustomOp(node)
+        if not inst.get_nodeattr("binaryXnorMode"):
+            continue
+        mw = int(inst.get_nodeattr("MW"))
+        names = ["accDataType"] + (["outputDataType"] if inst.get_nodeattr("noActivation") else [])
+        for attr in names:
+            dt = DataType[str(inst.get_nodeattr(attr))]
+            if dt.max() < mw:
+                out.append(
+                    f"{node.name}: {attr} {dt.name} holds at most {int(dt.max())}, an XNOR popcount over "
+                    f"{mw} inputs reaches {mw}; the FPGA wraps such sums where the CPU does not"
+                )
+    return out
+
+
+def _driver_settings(source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log) -> dict[str, Any]:
+    """settings.json: FINN's from the Vivado build, or FINN's MakePYNQDriver on the prepared graph."""
+    if source.vivado and (source.compile_dir / "driver" / "settings.json").is_file():
+        settings = json.loads((source.compile_dir / "driver" / "settings.json").read_text())
+    else:
+        from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
+
+        from bnnflow.hls.finn_env import quiet_finn
+
+        with open(tmp / "finn.log", "a") as sink, quiet_finn(sink):
+            driven = parent.transform(MakePYNQDriver("zynq-iodma", "FINNDMAOverlay", clk_period_ns=clock_ns))
+        settings = json.loads(
+            (Path(driven.get_metadata_prop("pynq_driver_dir")) / "settings.json").read_text()
+        )
+        shutil.rmtree(driven.get_metadata_prop("pynq_driver_dir"), ignore_errors=True)
+    info = settings.get("driver_information", {})
+    shapes = info.get("io_shape_dict", {})
+    if info.get("driver_type") != "FINNDMAOverlay" or info.get("platform") != "zynq-iodma":
+        raise BnnflowError("FINN's driver settings are not for FINNDMAOverlay on zynq-iodma")
+    if not all(shapes.get("idma_names", [""])) or not all(shapes.get("odma_names", [""])):
+        raise BnnflowError("FINN's driver settings name no DMA instances")
+    if shapes.get("num_inputs") != 1 or shapes.get("num_outputs") != 1:
+        raise BnnflowError("the design must have one input and one output to be deployed")
+    log(f"  driver/settings.json: FINN MakePYNQDriver, DMAs {shapes['idma_names']} -> {shapes['odma_names']}")
+    return settings
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(
+        src,
+        dst,
+        ignore=shutil.ignore_patterns(
+            "__pycache__", "*.pyc", "*.egg-info", "build", "*.o", "*.so", "*.a", ".*"
+        ),
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _board_runtime(dst: Path) -> None:
+    board = REPO / "board"
+    if not (board / "pyproject.toml").is_file():
+        raise BnnflowError(f"bnnflow-board's sources are not at {board}: run bnnflow from its source tree")
+    dst.mkdir()
+    shutil.copy2(board / "pyproject.toml", dst / "pyproject.toml")
+    _copy_tree(board / "src", dst / "src")
+
+
+def build_package(
+    path: str | Path,
+    out: str | Path | None = None,
+    board: str | None = None,
+    n_images: int = DEFAULT_IMAGES,
+    data_dir: str | Path | None = None,
+    log: Log | None = _stderr,
+) -> Path:
+    """Write the deployment package for a run, compile or bitstream folder; returns its folder."""
+    log = log or (lambda _msg: None)
+    if n_images < 1:
+        raise BnnflowError(f"--images must be at least 1, got {n_images}")
+    source = resolve_source(path, board)
+    final = (Path(out) if out is not None else default_out(source)).absolute()
+    if final == source.compile_dir or source.compile_dir.is_relative_to(final):
+        raise BnnflowError(f"refusing to write the package over its own compiled design ({final})")
+    cpu_src = REPO / "cpu"
+    if not (cpu_src / "include" / "bnncpu.h").is_file():
+        raise BnnflowError(f"the CPU engine's sources are not at {cpu_src}: run bnnflow from its source tree")
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.deploy.golden import golden_outputs
+    from bnnflow.deploy.zynq import instances, zynq_dataflow_model
+    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
+    from bnnflow.hls.flow import load_test_images
+
+    prepare_finn()
+    cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())
+    clock_ns = float(cfg.get("synth_clk_period_ns", source.compile_info.get("clock_ns", 10.0)))
+    parent_host = ModelWrapper(str(source.compile_dir / "intermediate_models" / "dataflow_parent.onnx"))
+    ops = host_input_ops(parent_host)
+    in_shape = tuple(int(d) for d in parent_host.get_tensor_shape(parent_host.graph.input[0].name))[1:]
+    log(f"packaging {source.compile_dir} for {source.board} at {1e3 / clock_ns:g} MHz")
+    images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
+    if labels is None or len(images) == 0:
+        raise BnnflowError(f"no labelled {dataset} test images found")
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    t0 = time.perf_counter()
+    classes, scores, golden_source = golden_outputs(source.compile_dir, images)
+    log(
+        f"  {len(images)} {dataset} test images, golden outputs ({golden_source}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+
+    with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
+        model_hw = ModelWrapper(str(source.compile_dir / "model_hw.onnx"))
+        with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
+            parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
+        settings = _driver_settings(source, parent, clock_ns, Path(work), log)
+        warnings = xnor_accumulator_risks(model_hw)
+        for w in warnings:
+            log(f"  warning: {w}")
+        shapes = settings["driver_information"]["io_shape_dict"]
+        fpga_in = apply_input_ops(images[:1], ops)
+        if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
+            raise BnnflowError(
+                f"the accelerator takes {shapes['ishape_normal'][0]}, "
+                f"the test images give {list(fpga_in.shape)}"
+            )
+        if [int(d) for d in shapes["oshape_normal"][0]] != [1, 1]:
+            raise BnnflowError("the accelerator must output one class index per image to be deployed")
+        atomic_write_json(tmp / "driver" / "settings.json", settings)
+
+        if source.vivado:
+            (tmp / "bitfile").mkdir()
+            shutil.copy2(source.compile_dir / BITFILE, tmp / BITFILE)
+            shutil.copy2(source.compile_dir / HWH, tmp / HWH)
+            if (source.compile_dir / TIMING_REPORT).is_file():
+                (tmp / "report").mkdir()
+                shutil.copy2(source.compile_dir / TIMING_REPORT, tmp / TIMING_REPORT)
+            bitfile = {"present": True, "bit": BITFILE, "hwh": HWH, "source": "vivado"}
+        else:
+            bitfile = {
+                "present": False,
+                "why": "Vivado was not run for this design: run `bnnflow bitstream` (or make bitstream) on a "
+                "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
+            }
+
+        shutil.copy2(source.compile_dir / "model.bnn", tmp / "model.bnn")
+        _copy_tree(cpu_src, tmp / "cpu")
+        _board_runtime(tmp / "bnnflow-board")
+        shutil.copy2(REPO / "board" / "install.sh", tmp / "install.sh")
+        os.chmod(tmp / "install.sh", 0o755)
+
+        ts = tmp / "testset"
+        ts.mkdir()
+        (ts / "images.u8").write_bytes(images.tobytes())
+        (ts / "labels.u8").write_bytes(np.asarray(labels, dtype=np.uint8).tobytes())
+        (ts / "golden_classes.i32").write_bytes(classes.astype("<i4").tobytes())
+        (ts / "golden_scores.i32").write_bytes(scores.astype("<i4").tobytes())
+
+        files = {
+            str(p.relative_to(tmp)): _sha256(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
+        from bnnflow import __version__
+
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "bnnflow": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "board": source.board,
+            "part": source.compile_info.get("part"),
+            "clock_mhz": 1e3 / clock_ns,
+            "model": source.run_name,
+            "bitfile": bitfile,
+            "timing_report": TIMING_REPORT if (tmp / TIMING_REPORT).is_file() else None,
+            "driver": {
+                "settings": "driver/settings.json",
+                "made_by": "Vivado build (FINN step_make_driver)"
+                if source.vivado
+                else "FINN MakePYNQDriver on the graph prepared as FINN's ZynqBuild prepares it; "
+                "DMA instance names as FINN's MakeZYNQProject names them",
+            },
+            "instances": [i.to_json() for i in instances(parent)],
+            "fpga_input": {
+                "from_images": ops,
+                "shape": shapes["ishape_normal"][0],
+                "datatype": shapes["idt"][0],
+            },
+            "cpu": {"sources": "cpu", "model": "model.bnn", "cli": "bnnflow-cpu run"},
+            "testset": {
+                "dataset": dataset,
+                "n": int(len(images)),
+                "image_shape": list(in_shape),
+                "n_classes": int(scores.shape[1]),
+                "images": "testset/images.u8",
+                "labels": "testset/labels.u8",
+                "golden_classes": "testset/golden_classes.i32",
+                "golden_scores": "testset/golden_scores.i32",
+                "golden_source": golden_source,
+                "golden_accuracy": float(np.mean(classes == np.asarray(labels))),
+            },
+            "warnings": warnings,
+            "host": {"compile_dir": str(source.compile_dir), "python": sys.executable},
+            "files": files,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+    where = "with Vivado's bitfile" if source.vivado else "WITHOUT a bitfile (Vivado was not run)"
+    log(f"deployment package for {source.board} {where} in {final}")
+    if not source.vivado:
+        log("  the package has everything else: `bnnflow-board check` on the board will ask for the bitfile")
+    return final

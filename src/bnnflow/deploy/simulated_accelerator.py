@@ -1,0 +1,216 @@
+"""The simulated board's FPGA fabric: FINN executing the compiled design.
+
+``python -m bnnflow.deploy.simulated_accelerator COMPILE_DIR --board B`` is
+started by the simulated board (bnnflow-board's ``SimulatedBoardDevice``,
+which runs in the board environment and cannot import FINN). It prepares the
+design as FINN's Zynq flow does (zynq.py) to tell the device which IODMAs it
+has and how large their frames are, then answers one request per IODMA run:
+the frames the simulated input IODMA decoded from memory in, the
+accelerator's output frames back. How it computes:
+
+* ``cppsim``: FINN's C simulation of the generated HLS (``PrepareCppSim``,
+  ``CompileCppSim``, ``execute_onnx`` on ``model_hw.onnx``, the folded,
+  specialised graph), with ../shared/hls-sim's headers standing in for Vitis
+  HLS. FINN runs the graph's RTL layers (Thresholding, Reshape, ...) through
+  their Python references in this mode.
+* ``python``: FINN's Python execution of the hardware layers before
+  specialisation (``intermediate_models/step_create_dataflow_partition.onnx``:
+  the same partition, the same I/O), where no HLS headers are available.
+* ``auto``: cppsim where hls-sim is found, python otherwise.
+
+It never runs the CPU engine (what the board compares the FPGA against) and
+holds no table of answers: every frame goes through FINN.
+
+Wire format: see bnnflow_board/simulated/fabric.py. stdout carries only that
+protocol; everything FINN and the compilers print goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+HLS_SIM_ENV = ("XILINX_HLS", "FINN_DEPS", "FINN_CUSTOM_HLS")
+
+
+def default_hls_sim() -> Path | None:
+    """../shared/hls-sim from the project root, or BNNFLOW_HLS_SIM."""
+    env = os.environ.get("BNNFLOW_HLS_SIM")
+    if env:
+        return Path(env) if (Path(env) / "env.sh").is_file() else None
+    kit = Path(__file__).resolve().parents[4] / "shared" / "hls-sim"
+    return kit if (kit / "env.sh").is_file() else None
+
+
+def hls_sim_environment(kit: Path) -> dict[str, str]:
+    """The three variables hls-sim's env.sh exports, sourced as its README says."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    out = subprocess.run(
+        ["bash", "-c", f'source "{kit}/env.sh" >&2 && env -0'],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    return {k: env[k] for k in HLS_SIM_ENV}
+
+
+def _write(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
+    raw = json.dumps(header).encode()
+    stream.write(struct.pack("<I", len(raw)) + raw + struct.pack("<Q", len(payload)) + payload)
+    stream.flush()
+
+
+def _read(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    (n,) = struct.unpack("<I", head)
+    header = json.loads(stream.read(n))
+    (m,) = struct.unpack("<Q", stream.read(8))
+    return header, stream.read(m)
+
+
+class Accelerator:
+    """The compiled design, ready to run frames in the chosen execution mode."""
+
+    def __init__(self, compile_dir: Path, board: str, mode: str, cache: Path) -> None:
+        from bnnflow.errors import BnnflowError
+        from bnnflow.hls.finn_env import prepare_finn
+
+        self.compile_dir = compile_dir
+        model_hw = compile_dir / "model_hw.onnx"
+        if not model_hw.is_file():
+            raise BnnflowError(f"{compile_dir} is not a compile folder (no model_hw.onnx)")
+        self.key = hashlib.sha256(model_hw.read_bytes()).hexdigest()[:16]
+        self.work = cache / self.key
+        self.work.mkdir(parents=True, exist_ok=True)
+        prepare_finn(self.work / "finn-build")
+
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from bnnflow.deploy.zynq import iodmas, zynq_dataflow_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            parent = zynq_dataflow_model(ModelWrapper(str(model_hw)), board, tmp)
+            self.iodmas = [d.to_json() for d in iodmas(parent)]
+        self.mode = mode
+        self.model: Any = None
+
+    def prepare(self) -> None:
+        """Load the graph for the mode; cppsim compiles the HLS once per design (kept under the cache)."""
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        if self.mode == "python":
+            self.model = ModelWrapper(
+                str(self.compile_dir / "intermediate_models" / "step_create_dataflow_partition.onnx")
+            )
+            return
+        compiled = self.work / "model_cppsim.onnx"
+        if compiled.is_file():
+            self.model = ModelWrapper(str(compiled))
+            return
+        from finn.transformation.fpgadataflow.compile_cppsim import CompileCppSim
+        from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
+        from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
+
+        model = ModelWrapper(str(self.compile_dir / "model_hw.onnx"))
+        model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim()).transform(CompileCppSim())
+        tmp = compiled.with_name(compiled.name + ".tmp")
+        model.save(str(tmp))
+        os.replace(tmp, compiled)
+        self.model = model
+
+    def run(self, frames: Any) -> Any:
+        import numpy as np
+        from finn.core.onnx_exec import execute_onnx
+
+        if self.model is None:
+            self.prepare()
+        model = self.model
+        iname, oname = model.graph.input[0].name, model.graph.output[0].name
+        ishape = tuple(model.get_tensor_shape(iname))
+        outs = []
+        for frame in frames:
+            y = execute_onnx(model, {iname: frame.reshape(ishape).astype(np.float32)})[oname]
+            if not np.array_equal(y, np.round(y)):
+                raise ValueError("the accelerator produced a non-integer output")
+            outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
+        return np.stack(outs)
+
+
+def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -> int:
+    import numpy as np
+
+    try:
+        kit = default_hls_sim()
+        mode = args.exec
+        if mode == "auto":
+            mode = "cppsim" if kit is not None else "python"
+        if mode == "cppsim":
+            if kit is None:
+                raise RuntimeError("cppsim needs ../shared/hls-sim (or BNNFLOW_HLS_SIM); use --exec python")
+            # Only in this process: FINN and bnnflow read XILINX_HLS as "Vitis HLS is installed".
+            os.environ.update(hls_sim_environment(kit))
+        cache = (
+            Path(args.cache)
+            if args.cache
+            else Path(tempfile.gettempdir()) / f"bnnflow-simboard-{os.getuid()}"
+        )
+        acc = Accelerator(Path(args.compile_dir).absolute(), args.board, mode, cache)
+    except Exception as exc:
+        traceback.print_exc()
+        _write(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+        return 1
+    _write(
+        proto_out, {"exec": mode, "iodmas": acc.iodmas, "design": str(acc.compile_dir), "hls_sim": str(kit)}
+    )
+    idma = next(d for d in acc.iodmas if d["direction"] == "in")
+    while True:
+        msg = _read(proto_in)
+        if msg is None or msg[0].get("op") == "quit":
+            return 0
+        header, payload = msg
+        try:
+            if header.get("op") == "prepare":
+                acc.prepare()
+                _write(proto_out, {"prepared": acc.mode})
+                continue
+            n = int(header["n"])
+            frames = np.frombuffer(payload, dtype="<i8").reshape(n, *idma["shape"][1:])
+            out = acc.run(frames)
+            _write(proto_out, {"n": n}, np.ascontiguousarray(out, dtype="<i8").tobytes())
+        except Exception as exc:
+            traceback.print_exc()
+            _write(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bnnflow.deploy.simulated_accelerator", description=__doc__)
+    p.add_argument("compile_dir")
+    p.add_argument("--board", required=True)
+    p.add_argument("--exec", choices=("auto", "cppsim", "python"), default="auto")
+    p.add_argument("--cache", default=None, help="where compiled C simulations are kept, per design")
+    args = p.parse_args(argv)
+    # The protocol keeps the real stdout; fd 1 becomes stderr so that FINN's prints and
+    # the C simulation binaries it runs cannot corrupt it.
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        return serve(args, sys.stdin.buffer, proto_out)
+    finally:
+        proto_out.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
