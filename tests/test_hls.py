@@ -442,3 +442,57 @@ def test_reshape_folding_divides_input_and_output(tfc_compiled) -> None:
     (reshape,) = [n for n in model.graph.node if n.op_type.startswith("Reshape")]
     pes = sorted(s[reshape.name]["PE"] for s in _layer_settings(model, reshape))
     assert pes == [1, 2, 4, 7, 14, 28]
+
+
+def test_xnor_accumulators_hold_the_popcount(tfc_compiled) -> None:
+    """Every XNOR MVAU can hold 0..MW matches; its thresholds act as before bit-width minimisation.
+
+    finn-plus sizes these accumulators for a {0,1} x {-1,+1} product (INT7 for
+    64 inputs, which cannot hold 64): see bnnflow/hls/xnor_acc.py.
+    """
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnnflow.hls.xnor_acc import xnor_mvaus
+
+    hw = ModelWrapper(str(tfc_compiled.model_path))
+    ref = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
+    ref_nodes = xnor_mvaus(ref)
+    nodes = xnor_mvaus(hw)
+    assert len(nodes) == len(ref_nodes) == 4
+    for node, ref_node in zip(nodes, ref_nodes, strict=True):
+        inst = getCustomOp(node)
+        mw = inst.get_nodeattr("MW")
+        acc = DataType[inst.get_nodeattr("accDataType")]
+        assert acc.min() <= 0 and acc.max() >= mw, (node.name, acc, mw)
+        if inst.get_nodeattr("noActivation"):
+            out = DataType[inst.get_nodeattr("outputDataType")]
+            assert out.max() >= mw and hw.get_tensor_datatype(node.output[0]) == out
+        else:
+            # Same function on 0..MW: equal once both are clipped to 0..MW+1
+            expected = np.clip(np.ceil(ref.get_initializer(ref_node.input[2])), 0, mw + 1)
+            assert np.array_equal(np.clip(hw.get_initializer(node.input[2]), 0, mw + 1), expected), node.name
+
+
+def test_thresholds_above_the_narrow_range_are_not_lowered(tfc_compiled) -> None:
+    """A threshold above FINN's too-small accumulator range keeps its meaning (here: never fires)."""
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnnflow.hls.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
+
+    model = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
+    node = xnor_mvaus(model)[1]  # 64 inputs
+    mw = getCustomOp(node).get_nodeattr("MW")
+    thresholds = model.get_initializer(node.input[2]).copy()
+    thresholds[0] = mw + 20  # this channel never fires
+    model.set_initializer(node.input[2], thresholds)
+    before = thresholds_by_node(model)
+    finn_only = model.transform(MinimizeAccumulatorWidth()).transform(RoundAndClipThresholds())
+    lowered = finn_only.get_initializer(xnor_mvaus(finn_only)[1].input[2])[0, 0]
+    assert lowered <= mw  # FINN alone: fires when all 64 bits match
+    fixed = finn_only.transform(CorrectXnorAccumulators(before))
+    assert fixed.get_initializer(xnor_mvaus(fixed)[1].input[2])[0, 0] > mw  # never, as trained

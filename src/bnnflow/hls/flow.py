@@ -61,6 +61,8 @@ BACKEND_STEPS = [
     "step_hw_codegen",
 ]
 RESUME_STEP = "step_generate_hardware"  # where bnnflow bitstream hands over to FINN's builder
+# FINN's bit-width minimisation steps, after which XNOR accumulators are corrected.
+MINIMIZE_STEPS = ("step_minimize_bit_width_initial", "step_minimize_bit_width")
 
 # Ops that may stay outside the dataflow partition: FINN's own layout glue
 # at the graph's edges (NCHW->NHWC for CNV).
@@ -137,13 +139,19 @@ def load_test_images(
 def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
     from finn.util.exception import FINNError
 
+    from bnnflow.hls.xnor_acc import CorrectXnorAccumulators, thresholds_by_node
+
     t0 = time.perf_counter()
     try:
         # FINN prints progress and warnings as it goes; they go to the build log
         # in the output folder, the console gets one line per step.
         with open(inter.parent / "build_dataflow.log", "a") as sink, quiet_finn(sink):
             print(f"== {name}", file=sink)
+            if name in MINIMIZE_STEPS:
+                before = thresholds_by_node(model)
             model = step_functions()[name](model, cfg)
+            if name in MINIMIZE_STEPS:  # see xnor_acc.py: FINN sizes XNOR accumulators too small
+                model = model.transform(CorrectXnorAccumulators(before))
     except BnnflowError:
         raise
     except (FINNError, AssertionError, KeyError, ValueError, RuntimeError) as exc:
