@@ -184,6 +184,21 @@ typedef struct {
 
 void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
 
+/* One layer as the file describes it, plus what it costs per image. */
+typedef struct {
+    uint32_t kind;              /* enum bnn_layer_kind */
+    uint32_t in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
+    uint32_t input_type, output_type, n_thresholds;
+    int32_t act_val;
+    uint64_t binary_macs, integer_macs;
+    uint64_t weight_bytes;      /* the record's payload: weights and thresholds as stored */
+} bnn_layer_info;
+
+/* Layer index (0 .. n_layers - 1); BNN_ERR_ARG past the end. */
+int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *info);
+const char *bnn_layer_kind_name(uint32_t kind); /* "MVAU" */
+const char *bnn_type_name(uint32_t type);       /* "bits", "int8", ... */
+
 /* One thread's working buffers; NULL when out of memory. */
 bnn_context *bnn_context_new(const bnn_model *model);
 void bnn_context_free(bnn_context *ctx);
@@ -192,6 +207,11 @@ void bnn_context_free(bnn_context *ctx);
  * thread. classes[n] receives the class indices; scores, if not NULL,
  * n * n_classes int32 (the last MVAU's accumulators). */
 int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores);
+
+/* bnn_context_run that also adds the nanoseconds spent in each layer to
+ * layer_ns[n_layers] (which the caller zeroes): for profiling, not for speed. */
+int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                          uint64_t *layer_ns);
 
 /* The same, with the batch split over n_threads threads (0: the online cores).
  * Contexts are made and freed inside; results do not depend on n_threads. */
