@@ -32,7 +32,12 @@
  * - 8-bit weights are int8 +-1 in blocks of BNN_BLOCK8 (16) output channels,
  *   interleaved by pairs of inputs: w8[block][pair][16][2], so one 32-byte
  *   load holds weights 2p and 2p+1 of 16 channels, next to each other as
- *   vpmaddubsw multiplies and adds them. An odd K gets a zero weight pad.
+ *   vpmaddubsw multiplies and adds them. The pairs run over the window's
+ *   kernel rows, each row's run of kernel * in_c bytes padded to whole pairs
+ *   (run_pairs), so no pair straddles two rows and the kernels read the pairs
+ *   in place from the HWC activations, without gathering the window. The pad
+ *   byte of an odd run (the next pixel's first byte, or the zeroed slack
+ *   after the tensor) meets a zero weight.
  */
 #ifndef BNNCPU_INTERNAL_H
 #define BNNCPU_INTERNAL_H
@@ -81,20 +86,20 @@ struct bnn_bgemm_job {
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 8] */
 };
 
-/* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is n_rows = kernel
- * runs of kernel * in_c bytes. */
+/* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is kernel runs of
+ * run_pairs byte pairs (kernel * in_c bytes and, if that is odd, one more,
+ * which meets a zero weight; the input has slack after its end for it). */
 struct bnn_i8gemm_job {
     const uint8_t *in;
     uint32_t in_w, in_c;
     uint32_t out_h, out_w, kernel, stride;
-    const int8_t *weights;       /* [n_blocks][n_pairs][BNN_BLOCK8][2] */
-    uint32_t n_blocks, n_pairs;
+    const int8_t *weights;       /* [n_blocks][kernel * run_pairs][BNN_BLOCK8][2] */
+    uint32_t n_blocks, run_pairs;
     const int32_t *limit;        /* [n_blocks * 16]: bit = sum(u * w) >= limit */
     const int32_t *offset;       /* scores = sum(u * w) - offset */
     uint8_t *out;                /* bits out: 16 channels = 2 bytes per block */
     size_t out_pixel_bytes;
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 16] */
-    uint8_t *window;             /* scratch of n_pairs * 2 + 64 bytes */
 };
 
 struct bnn_kernels {
@@ -118,9 +123,15 @@ extern const struct bnn_kernels bnn_kernels_neon;
 /* Portable parts the other kernel sets reuse. */
 void bnn_i8gemm_scalar(const struct bnn_i8gemm_job *job);
 void bnn_threshold_bits_scalar(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out);
-/* Copy the window of output pixel (oy, ox) into job->window, zero-padded to
- * n_pairs * 2 bytes; returns job->window. */
-const uint8_t *bnn_i8_window(const struct bnn_i8gemm_job *job, uint32_t oy, uint32_t ox);
+/* Where kernel row r of the window of output pixel p (raster order) starts. */
+static inline const uint8_t *bnn_i8_row(const struct bnn_i8gemm_job *j, uint32_t p, uint32_t r)
+{
+    uint32_t oy = p / j->out_w, ox = p % j->out_w;
+    return j->in + ((size_t)(oy * j->stride + r) * j->in_w + (size_t)ox * j->stride) * j->in_c;
+}
+
+/* Bytes of slack every 8-bit tensor has after its end (zero or finite data). */
+#define BNN_SLACK 64
 
 /* Where the window of output pixel p (raster order) starts. */
 static inline const uint64_t *bnn_pixel_base(const struct bnn_bgemm_job *j, uint32_t p)
@@ -190,7 +201,7 @@ struct bnn_layer {
     int32_t *limit;
     /* MVAU on bytes */
     int8_t *w8;
-    uint32_t n_blocks8, n_pairs;
+    uint32_t n_blocks8, run_pairs;
     int32_t *limit8, *offset8;
     /* THRESHOLD */
     uint8_t *t8;                  /* bits out: per-channel uint8 threshold */
@@ -202,12 +213,13 @@ struct bnn_layer {
 struct bnn_model {
     uint32_t in_c, in_h, in_w, input_order, n_classes, dataset, n_layers;
     int transpose_input;          /* CHW image -> HWC tensor before the first layer */
+    int copy_input;               /* the image into the context first (slack for 8-bit pairs) */
     struct bnn_layer *layers;
     const struct bnn_kernels *kernels;
     void *arena;                  /* every weight and threshold array */
     uint64_t model_bytes;
     size_t act_bytes;             /* each of the two activation buffers */
-    size_t image_bytes, window_bytes, score_count;
+    size_t image_bytes, score_count;
     uint64_t context_bytes;
     uint64_t binary_macs, integer_macs;
 };

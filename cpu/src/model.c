@@ -370,7 +370,7 @@ static int check_header_dim(char *err, size_t errlen, const char *what, uint32_t
 /* Layout sizes of the engine, all in 64-bit arithmetic; the caps keep them far
  * from overflowing size_t even on 32-bit ARM. */
 struct plan {
-    uint64_t arena, act, image, window, scores;
+    uint64_t arena, act, image, scores;
 };
 
 static uint64_t bits_tensor_bytes(uint32_t h, uint32_t w, uint32_t c)
@@ -399,7 +399,8 @@ static uint64_t layer_arena_bytes(const struct record *r)
             a += round_up(blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
             a += round_up(blocks * BNN_BLOCK * 4, BNN_ALIGN);
         } else {
-            a += round_up(blocks8 * ceil_div(r->k, 2) * BNN_BLOCK8 * 2, BNN_ALIGN);
+            uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel * r->in_c, 2);
+            a += round_up(blocks8 * pairs * BNN_BLOCK8 * 2, BNN_ALIGN);
             a += 2 * round_up(blocks8 * BNN_BLOCK8 * 4, BNN_ALIGN);
         }
     } else if (r->kind == BNN_LAYER_THRESHOLD) {
@@ -423,11 +424,6 @@ static int plan_model(const struct record *r, uint32_t n, uint64_t image_bytes, 
         uint64_t t = tensor_bytes(r[i].out_type, r[i].out_h, r[i].out_w, r[i].out_c);
         if (t > pl->act)
             pl->act = t;
-        if (r[i].kind == BNN_LAYER_MVAU && r[i].in_type != BNN_TYPE_BITS) {
-            uint64_t w = ceil_div(r[i].k, 2) * 2 + 64;
-            if (w > pl->window)
-                pl->window = w;
-        }
         if (r[i].kind == BNN_LAYER_MVAU && r[i].out_type == BNN_TYPE_INT32)
             pl->scores = round_up(r[i].out_c, BNN_BLOCK8);
         if (pl->arena > BNN_ENGINE_MAX_BYTES || pl->act > BNN_ENGINE_MAX_BYTES / 4)
@@ -552,8 +548,10 @@ static void build_layer(struct bnn_layer *L, const struct record *r, const uint8
 
     /* 8-bit input. */
     L->n_blocks8 = (uint32_t)ceil_div(r->out_c, BNN_BLOCK8);
-    L->n_pairs = (uint32_t)ceil_div(r->k, 2);
-    uint64_t wbytes = (uint64_t)L->n_blocks8 * L->n_pairs * BNN_BLOCK8 * 2;
+    const uint64_t run = (uint64_t)r->kernel * r->in_c;
+    L->run_pairs = (uint32_t)ceil_div(run, 2);
+    const uint64_t n_pairs = (uint64_t)r->kernel * L->run_pairs;
+    uint64_t wbytes = (uint64_t)L->n_blocks8 * n_pairs * BNN_BLOCK8 * 2;
     L->w8 = take(cursor, wbytes);
     L->limit8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
     L->offset8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
@@ -568,7 +566,10 @@ static void build_layer(struct bnn_layer *L, const struct record *r, const uint8
             for (uint64_t j = 0; j < r->k; j++) {
                 int w = weight_bit(row, j) ? 1 : -1;
                 sumw += w;
-                L->w8[(((uint64_t)(o / BNN_BLOCK8) * L->n_pairs + j / 2) * BNN_BLOCK8 + o % BNN_BLOCK8) * 2 + j % 2] =
+                /* Input j is byte j % run of kernel row j / run; rows start on
+                 * whole pairs. */
+                uint64_t jp = j / run * L->run_pairs * 2 + j % run;
+                L->w8[(((uint64_t)(o / BNN_BLOCK8) * n_pairs + jp / 2) * BNN_BLOCK8 + o % BNN_BLOCK8) * 2 + jp % 2] =
                     (int8_t)w;
             }
         }
@@ -677,6 +678,9 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
     model->dataset = dataset;
     model->n_layers = n;
     model->transpose_input = transpose;
+    /* An MVAU reading the image's bytes itself reads one byte past an odd run:
+     * give it a copy with slack instead of the caller's buffer. */
+    model->copy_input = !transpose && rec[0].kind == BNN_LAYER_MVAU;
     model->layers = layers;
     model->arena = arena;
     model->kernels = bnn_select_kernels();
@@ -686,12 +690,11 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
         model->binary_macs += layers[i].binary_macs;
         model->integer_macs += layers[i].integer_macs;
     }
-    model->act_bytes = (size_t)round_up(pl.act, BNN_ALIGN);
+    model->act_bytes = (size_t)round_up(pl.act + BNN_SLACK, BNN_ALIGN);
     model->image_bytes = (size_t)pl.image;
-    model->window_bytes = (size_t)round_up(pl.window, BNN_ALIGN);
     model->score_count = (size_t)pl.scores;
     model->model_bytes = pl.arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
-    model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl.image, BNN_ALIGN) + model->window_bytes +
+    model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl.image + BNN_SLACK, BNN_ALIGN) +
                            round_up(pl.scores * 4, BNN_ALIGN);
     *out = model;
     return BNN_OK;

@@ -15,8 +15,7 @@
 struct bnn_context {
     const bnn_model *model;
     uint8_t *act[2];   /* ping-pong activation buffers */
-    uint8_t *image;    /* the image transposed to HWC, when the model wants that */
-    uint8_t *window;   /* one 8-bit window, for the 8-bit kernels */
+    uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
     int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
     void *mem;
 };
@@ -33,20 +32,21 @@ bnn_context *bnn_context_new(const bnn_model *model)
     bnn_context *ctx = calloc(1, sizeof(*ctx));
     if (!ctx)
         return NULL;
-    size_t act = model->act_bytes, image = align_up(model->image_bytes), window = model->window_bytes;
+    size_t act = model->act_bytes, image = align_up(model->image_bytes + BNN_SLACK);
     size_t scores = align_up(model->score_count * 4);
-    uint8_t *mem = bnn_alloc(2 * act + image + window + scores);
+    uint8_t *mem = bnn_alloc(2 * act + image + scores);
     if (!mem) {
         free(ctx);
         return NULL;
     }
+    /* Zeroed once, so the slack after each tensor holds defined bytes. */
+    memset(mem, 0, 2 * act + image + scores);
     ctx->model = model;
     ctx->mem = mem;
     ctx->act[0] = mem;
     ctx->act[1] = mem + act;
     ctx->image = mem + 2 * act;
-    ctx->window = ctx->image + image;
-    ctx->scores = (int32_t *)(void *)(ctx->window + window);
+    ctx->scores = (int32_t *)(void *)(ctx->image + image);
     return ctx;
 }
 
@@ -97,7 +97,7 @@ static void clear_pad_bytes(const struct bnn_layer *L, uint8_t *out, size_t writ
 }
 
 static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, const void *in, uint8_t *out,
-                     int32_t *scores, uint8_t *window)
+                     int32_t *scores)
 {
     const int want_scores = L->out_type == BNN_TYPE_INT32;
     if (L->in_type == BNN_TYPE_BITS) {
@@ -133,13 +133,12 @@ static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, 
             .stride = L->stride,
             .weights = L->w8,
             .n_blocks = L->n_blocks8,
-            .n_pairs = L->n_pairs,
+            .run_pairs = L->run_pairs,
             .limit = L->limit8,
             .offset = L->offset8,
             .out = out,
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
-            .window = window,
         };
         if (!want_scores)
             clear_pad_bytes(L, out, 2 * (size_t)L->n_blocks8);
@@ -154,11 +153,14 @@ static void run_maxpool(const struct bnn_layer *L, const uint64_t *in, uint64_t 
     for (uint32_t oy = 0; oy < L->out_h; oy++)
         for (uint32_t ox = 0; ox < L->out_w; ox++) {
             uint64_t *o = out + ((size_t)oy * L->out_w + ox) * wpp;
-            memset(o, 0, (size_t)wpp * 8);
-            for (uint32_t ky = 0; ky < k; ky++) {
-                const uint64_t *row = in + ((size_t)(oy * s + ky) * L->in_w + (size_t)ox * s) * wpp;
-                for (size_t i = 0; i < (size_t)k * wpp; i++)
-                    o[i % wpp] |= row[i];
+            for (uint32_t w = 0; w < wpp; w++) {
+                uint64_t v = 0;
+                for (uint32_t ky = 0; ky < k; ky++) {
+                    const uint64_t *row = in + ((size_t)(oy * s + ky) * L->in_w + (size_t)ox * s) * wpp + w;
+                    for (uint32_t kx = 0; kx < k; kx++)
+                        v |= row[(size_t)kx * wpp];
+                }
+                o[w] = v;
             }
         }
 }
@@ -192,6 +194,9 @@ static int32_t run_image(bnn_context *ctx, const uint8_t *image, int32_t *scores
     if (m->transpose_input) {
         transpose_chw_to_hwc(image, ctx->image, m->in_c, m->in_h, m->in_w);
         src = ctx->image;
+    } else if (m->copy_input) {
+        memcpy(ctx->image, image, m->image_bytes);
+        src = ctx->image;
     }
     for (uint32_t i = 0; i < m->n_layers; i++) {
         const struct bnn_layer *L = &m->layers[i];
@@ -201,7 +206,7 @@ static int32_t run_image(bnn_context *ctx, const uint8_t *image, int32_t *scores
             run_threshold(kern, L, src, dst);
             break;
         case BNN_LAYER_MVAU:
-            run_mvau(kern, L, src, dst, ctx->scores, ctx->window);
+            run_mvau(kern, L, src, dst, ctx->scores);
             if (L->out_type == BNN_TYPE_INT32)
                 dst = (uint8_t *)ctx->scores;
             break;

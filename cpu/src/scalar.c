@@ -38,32 +38,22 @@ static void bgemm_scalar(const struct bnn_bgemm_job *j)
     }
 }
 
-const uint8_t *bnn_i8_window(const struct bnn_i8gemm_job *j, uint32_t oy, uint32_t ox)
-{
-    /* A window row is kernel consecutive pixels of in_c bytes each (HWC). */
-    const size_t run = (size_t)j->kernel * j->in_c;
-    uint8_t *dst = j->window;
-    for (uint32_t r = 0; r < j->kernel; r++) {
-        const uint8_t *src = j->in + ((size_t)(oy * j->stride + r) * j->in_w + (size_t)ox * j->stride) * j->in_c;
-        memcpy(dst, src, run);
-        dst += run;
-    }
-    /* An odd K meets a zero weight; the pad byte only has to be finite. */
-    memset(dst, 0, (size_t)j->n_pairs * 2 - run * j->kernel);
-    return j->window;
-}
-
+/* One output pixel at a time; the window is read in place, kernel row by
+ * kernel row, as byte pairs (see internal.h). */
 void bnn_i8gemm_scalar(const struct bnn_i8gemm_job *j)
 {
     const uint32_t n_pix = j->out_h * j->out_w;
+    const size_t block_bytes = (size_t)j->kernel * j->run_pairs * BNN_BLOCK8 * 2;
     for (uint32_t p = 0; p < n_pix; p++) {
-        const uint8_t *x = bnn_i8_window(j, p / j->out_w, p % j->out_w);
         for (uint32_t b = 0; b < j->n_blocks; b++) {
-            const int8_t *w = j->weights + (size_t)b * j->n_pairs * BNN_BLOCK8 * 2;
+            const int8_t *w = j->weights + b * block_bytes;
             int32_t acc[BNN_BLOCK8] = {0};
-            for (uint32_t q = 0; q < j->n_pairs; q++, w += BNN_BLOCK8 * 2)
-                for (int c = 0; c < BNN_BLOCK8; c++)
-                    acc[c] += x[2 * q] * w[2 * c] + x[2 * q + 1] * w[2 * c + 1];
+            for (uint32_t r = 0; r < j->kernel; r++) {
+                const uint8_t *x = bnn_i8_row(j, p, r);
+                for (uint32_t q = 0; q < j->run_pairs; q++, w += BNN_BLOCK8 * 2)
+                    for (int c = 0; c < BNN_BLOCK8; c++)
+                        acc[c] += x[2 * q] * w[2 * c] + x[2 * q + 1] * w[2 * c + 1];
+            }
             bnn_i8gemm_finish(j, p, b, acc);
         }
     }

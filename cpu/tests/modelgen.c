@@ -210,23 +210,28 @@ void gen_set64(uint8_t *p, uint64_t v)
     gen_set32(p + 4, (uint32_t)(v >> 32));
 }
 
-/* The test's own CRC-32 (bitwise, zlib's parameters), independent of the
- * library's table-driven one. */
-static uint32_t crc32_bitwise(const uint8_t *d, size_t n)
+/* The tests' own CRC-32 (zlib's parameters, the four bytes at 24 taken as
+ * zero), independent of the library's. */
+static uint32_t crc32_model(const uint8_t *d, size_t n)
 {
+    static uint32_t table[256];
+    if (!table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int b = 0; b < 8; b++)
+                c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+            table[i] = c;
+        }
     uint32_t crc = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= (i >= 24 && i < 28) ? 0 : d[i];
-        for (int b = 0; b < 8; b++)
-            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
-    }
+    for (size_t i = 0; i < n; i++)
+        crc = (crc >> 8) ^ table[(crc ^ ((i >= 24 && i < 28) ? 0 : d[i])) & 0xFF];
     return ~crc;
 }
 
 void gen_fix_crc(uint8_t *file, size_t size)
 {
     if (size >= 28)
-        gen_set32(file + 24, crc32_bitwise(file, size));
+        gen_set32(file + 24, crc32_model(file, size));
 }
 
 size_t gen_layer_offset(const uint8_t *file, uint32_t i)

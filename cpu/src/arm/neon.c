@@ -28,6 +28,9 @@
 #include <arm_neon.h>
 
 #define INLINE inline __attribute__((always_inline))
+/* The register blocks (pixels x channel vectors) must be unrolled for their
+ * accumulators to stay in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
 #define MAX_WORDS_PER_FLUSH 4095
 
 static INLINE void flush16(uint16x8_t *bytes16, uint32x4_t *sums)
@@ -42,8 +45,10 @@ static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb
     const uint64_t *base[2];
     uint16x8_t acc[2][4];
     uint32x4_t sums[2][4];
+    UNROLL
     for (int q = 0; q < P; q++) {
         base[q] = bnn_pixel_base(j, p0 + (uint32_t)q);
+        UNROLL
         for (int c = 0; c < 4; c++) {
             acc[q][c] = vdupq_n_u16(0);
             sums[q][c] = vdupq_n_u32(0);
@@ -55,23 +60,30 @@ static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb
         const size_t at = r * j->row_stride;
         for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
             uint64x2_t wv[4];
+            UNROLL
             for (int c = 0; c < 4; c++)
                 wv[c] = vld1q_u64(w + 2 * c);
+            UNROLL
             for (int q = 0; q < P; q++) {
                 const uint64x2_t x = vld1q_dup_u64(base[q] + at + i);
+                UNROLL
                 for (int c = 0; c < 4; c++)
                     acc[q][c] = vpadalq_u8(acc[q][c], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(x, wv[c]))));
             }
             if (++pending == MAX_WORDS_PER_FLUSH) {
+                UNROLL
                 for (int q = 0; q < P; q++)
+                    UNROLL
                     for (int c = 0; c < 4; c++)
                         flush16(&acc[q][c], &sums[q][c]);
                 pending = 0;
             }
         }
     }
+    UNROLL
     for (int q = 0; q < P; q++) {
         uint32_t m[8];
+        UNROLL
         for (int c = 0; c < 4; c++) {
             flush16(&acc[q][c], &sums[q][c]);
             const uint64x2_t s = vpaddlq_u32(sums[q][c]);
@@ -96,34 +108,46 @@ static void bgemm_neon(const struct bnn_bgemm_job *j)
     }
 }
 
+static INLINE void widen(int16x8_t *lo, int16x8_t *hi, int32x4_t *acc32)
+{
+    acc32[0] = vaddw_s16(acc32[0], vget_low_s16(*lo));
+    acc32[1] = vaddw_s16(acc32[1], vget_high_s16(*lo));
+    acc32[2] = vaddw_s16(acc32[2], vget_low_s16(*hi));
+    acc32[3] = vaddw_s16(acc32[3], vget_high_s16(*hi));
+    *lo = *hi = vdupq_n_s16(0);
+}
+
 static void i8gemm_neon(const struct bnn_i8gemm_job *j)
 {
     const uint32_t n_pix = j->out_h * j->out_w;
-    const size_t block_bytes = (size_t)j->n_pairs * BNN_BLOCK8 * 2;
+    const size_t block_bytes = (size_t)j->kernel * j->run_pairs * BNN_BLOCK8 * 2;
     for (uint32_t p = 0; p < n_pix; p++) {
-        const uint8_t *x = bnn_i8_window(j, p / j->out_w, p % j->out_w);
         for (uint32_t b = 0; b < j->n_blocks; b++) {
             const int8_t *w = j->weights + b * block_bytes;
             int32x4_t acc32[4];
+            UNROLL
             for (int c = 0; c < 4; c++)
                 acc32[c] = vdupq_n_s32(0);
-            for (uint32_t q0 = 0; q0 < j->n_pairs; q0 += 64) {
-                const uint32_t q1 = j->n_pairs - q0 < 64 ? j->n_pairs : q0 + 64;
-                int16x8_t lo = vdupq_n_s16(0), hi = vdupq_n_s16(0);
-                for (uint32_t q = q0; q < q1; q++) {
-                    const int8x16x2_t wv = vld2q_s8(w + (size_t)q * 32);
+            int16x8_t lo = vdupq_n_s16(0), hi = vdupq_n_s16(0);
+            uint32_t pending = 0;
+            for (uint32_t r = 0; r < j->kernel; r++) {
+                const uint8_t *x = bnn_i8_row(j, p, r);
+                for (uint32_t q = 0; q < j->run_pairs; q++, w += BNN_BLOCK8 * 2) {
+                    const int8x16x2_t wv = vld2q_s8(w);
                     const int16_t x0 = x[2 * q], x1 = x[2 * q + 1];
                     lo = vmlaq_n_s16(lo, vmovl_s8(vget_low_s8(wv.val[0])), x0);
                     lo = vmlaq_n_s16(lo, vmovl_s8(vget_low_s8(wv.val[1])), x1);
                     hi = vmlaq_n_s16(hi, vmovl_s8(vget_high_s8(wv.val[0])), x0);
                     hi = vmlaq_n_s16(hi, vmovl_s8(vget_high_s8(wv.val[1])), x1);
+                    if (++pending == 64) {
+                        widen(&lo, &hi, acc32);
+                        pending = 0;
+                    }
                 }
-                acc32[0] = vaddw_s16(acc32[0], vget_low_s16(lo));
-                acc32[1] = vaddw_s16(acc32[1], vget_high_s16(lo));
-                acc32[2] = vaddw_s16(acc32[2], vget_low_s16(hi));
-                acc32[3] = vaddw_s16(acc32[3], vget_high_s16(hi));
             }
+            widen(&lo, &hi, acc32);
             int32_t s[16];
+            UNROLL
             for (int c = 0; c < 4; c++)
                 vst1q_s32(s + 4 * c, acc32[c]);
             bnn_i8gemm_finish(j, p, b, s);
@@ -144,6 +168,7 @@ static void threshold_bits_neon(const uint8_t *x, const uint8_t *t, size_t n, ui
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         uint64_t word = 0;
+        UNROLL
         for (int c = 0; c < 4; c++)
             word |= (uint64_t)ge_mask16(x + i + 16 * c, t + i + 16 * c) << (16 * c);
         out[i / 64] = word;
@@ -152,6 +177,7 @@ static void threshold_bits_neon(const uint8_t *x, const uint8_t *t, size_t n, ui
         uint8_t tail[64] = {0};
         memcpy(tail, x + i, n - i);
         uint64_t word = 0;
+        UNROLL
         for (int c = 0; c < 4; c++)
             word |= (uint64_t)ge_mask16(tail + 16 * c, t + i + 16 * c) << (16 * c);
         out[i / 64] = word & (~0ull >> (64 - (n - i)));

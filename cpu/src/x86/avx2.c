@@ -31,6 +31,9 @@
 
 #define AVX2_TARGET __attribute__((target("avx2,popcnt")))
 #define INLINE inline __attribute__((always_inline))
+/* The register blocks (pixels x channel vectors) must be unrolled for their
+ * accumulators to stay in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
 
 /* At most 8 added to a byte lane per word: 31 words stay below 256. */
 #define MAX_WORDS_PER_FLUSH 31
@@ -52,6 +55,7 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
     const __m256i zero = _mm256_setzero_si256();
     const uint64_t *base[4];
     __m256i bytes[4][2], sums[4][2];
+    UNROLL
     for (int q = 0; q < P; q++) {
         base[q] = bnn_pixel_base(j, p0 + (uint32_t)q);
         bytes[q][0] = bytes[q][1] = sums[q][0] = sums[q][1] = zero;
@@ -63,13 +67,16 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
         for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
             const __m256i w0 = _mm256_load_si256((const __m256i *)(const void *)w);
             const __m256i w1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
+            UNROLL
             for (int q = 0; q < P; q++) {
                 const __m256i x = _mm256_set1_epi64x((long long)base[q][at + i]);
                 bytes[q][0] = _mm256_add_epi8(bytes[q][0], popcount_bytes(_mm256_xor_si256(x, w0), table, low));
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], popcount_bytes(_mm256_xor_si256(x, w1), table, low));
             }
             if (++pending == MAX_WORDS_PER_FLUSH) {
+                UNROLL
                 for (int q = 0; q < P; q++)
+                    UNROLL
                     for (int h = 0; h < 2; h++) {
                         sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
                         bytes[q][h] = zero;
@@ -78,11 +85,14 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
             }
         }
     }
+    UNROLL
     for (int q = 0; q < P; q++)
+        UNROLL
         for (int h = 0; h < 2; h++)
             sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
 
     if (j->scores) {
+        UNROLL
         for (int q = 0; q < P; q++) {
             uint64_t m64[8];
             uint32_t m[8];
@@ -98,6 +108,7 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
     const __m256i lim0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8)));
     const __m256i lim1 =
         _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8 + 4)));
+    UNROLL
     for (int q = 0; q < P; q++) {
         const int gt0 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][0], lim0)));
         const int gt1 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][1], lim1)));
@@ -121,35 +132,58 @@ AVX2_TARGET static void bgemm_avx2(const struct bnn_bgemm_job *j)
     }
 }
 
-/* Up to 4 blocks of 16 channels share each broadcast input pair. */
-AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, const uint8_t *x, uint32_t p,
-                                             uint32_t b0, const int B)
+/* Pairs q0 .. q1 of one kernel row, added into the 16-bit sums of B blocks. */
+AVX2_TARGET static INLINE void i8gemm_pairs(const uint8_t *x, const int8_t *w, size_t block_bytes, uint32_t q0,
+                                            uint32_t q1, __m256i *acc, const int B)
 {
-    const size_t block_bytes = (size_t)j->n_pairs * BNN_BLOCK8 * 2;
-    const int8_t *w = j->weights + b0 * block_bytes;
-    __m256i lo[4], hi[4];
-    for (int bb = 0; bb < B; bb++)
-        lo[bb] = hi[bb] = _mm256_setzero_si256();
-    for (uint32_t q0 = 0; q0 < j->n_pairs; q0 += 64) {
-        const uint32_t q1 = j->n_pairs - q0 < 64 ? j->n_pairs : q0 + 64;
-        __m256i acc[4];
-        for (int bb = 0; bb < B; bb++)
-            acc[bb] = _mm256_setzero_si256();
-        for (uint32_t q = q0; q < q1; q++) {
-            int16_t pair;
-            memcpy(&pair, x + 2 * q, 2);
-            const __m256i xv = _mm256_set1_epi16(pair);
-            for (int bb = 0; bb < B; bb++) {
-                const __m256i wv =
-                    _mm256_load_si256((const __m256i *)(const void *)(w + bb * block_bytes + (size_t)q * 32));
-                acc[bb] = _mm256_add_epi16(acc[bb], _mm256_maddubs_epi16(xv, wv));
-            }
-        }
+    for (uint32_t q = q0; q < q1; q++) {
+        int16_t pair;
+        memcpy(&pair, x + 2 * q, 2);
+        const __m256i xv = _mm256_set1_epi16(pair);
+        UNROLL
         for (int bb = 0; bb < B; bb++) {
-            lo[bb] = _mm256_add_epi32(lo[bb], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc[bb])));
-            hi[bb] = _mm256_add_epi32(hi[bb], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc[bb], 1)));
+            const __m256i wv =
+                _mm256_load_si256((const __m256i *)(const void *)(w + bb * block_bytes + (size_t)q * 32));
+            acc[bb] = _mm256_add_epi16(acc[bb], _mm256_maddubs_epi16(xv, wv));
         }
     }
+}
+
+AVX2_TARGET static INLINE void i8gemm_widen(__m256i *acc, __m256i *lo, __m256i *hi, const int B)
+{
+    UNROLL
+    for (int bb = 0; bb < B; bb++) {
+        lo[bb] = _mm256_add_epi32(lo[bb], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc[bb])));
+        hi[bb] = _mm256_add_epi32(hi[bb], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc[bb], 1)));
+        acc[bb] = _mm256_setzero_si256();
+    }
+}
+
+/* Up to 4 blocks of 16 channels share each broadcast input pair. A window of
+ * at most 64 pairs (CNV's conv1 has 15) stays in 16-bit sums throughout;
+ * longer ones widen every 64 pairs of a row. */
+AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, uint32_t p, uint32_t b0, const int B)
+{
+    const uint32_t rp = j->run_pairs;
+    const size_t block_bytes = (size_t)j->kernel * rp * BNN_BLOCK8 * 2;
+    const int8_t *w = j->weights + b0 * block_bytes;
+    __m256i lo[4], hi[4], acc[4];
+    UNROLL
+    for (int bb = 0; bb < B; bb++)
+        lo[bb] = hi[bb] = acc[bb] = _mm256_setzero_si256();
+    if ((uint64_t)j->kernel * rp <= 64) {
+        for (uint32_t r = 0; r < j->kernel; r++)
+            i8gemm_pairs(bnn_i8_row(j, p, r), w + (size_t)r * rp * 32, block_bytes, 0, rp, acc, B);
+    } else {
+        for (uint32_t r = 0; r < j->kernel; r++)
+            for (uint32_t q0 = 0; q0 < rp; q0 += 64) {
+                i8gemm_pairs(bnn_i8_row(j, p, r), w + (size_t)r * rp * 32, block_bytes, q0,
+                             rp - q0 < 64 ? rp : q0 + 64, acc, B);
+                i8gemm_widen(acc, lo, hi, B);
+            }
+    }
+    i8gemm_widen(acc, lo, hi, B);
+    UNROLL
     for (int bb = 0; bb < B; bb++) {
         const uint32_t b = b0 + (uint32_t)bb;
         if (j->scores) {
@@ -174,12 +208,11 @@ AVX2_TARGET static void i8gemm_avx2(const struct bnn_i8gemm_job *j)
 {
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t p = 0; p < n_pix; p++) {
-        const uint8_t *x = bnn_i8_window(j, p / j->out_w, p % j->out_w);
         uint32_t b = 0;
         for (; b + 4 <= j->n_blocks; b += 4)
-            i8gemm_blocks(j, x, p, b, 4);
+            i8gemm_blocks(j, p, b, 4);
         for (; b < j->n_blocks; b++)
-            i8gemm_blocks(j, x, p, b, 1);
+            i8gemm_blocks(j, p, b, 1);
     }
 }
 
