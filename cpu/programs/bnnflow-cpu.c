@@ -520,10 +520,15 @@ static int cmd_bench(int argc, char **argv)
                    t[i].images_per_cpu_s);
         printf("]");
         if (layer_min) {
-            printf(", \"layer_us\": [");
-            for (uint32_t i = 0; i < mi.n_layers; i++)
-                printf("%s{\"min\": %.3f, \"median\": %.3f}", i ? ", " : "", layer_min[i] * 1e6,
-                       layer_med[i] * 1e6);
+            printf(", \"layers\": [");
+            for (uint32_t i = 0; i < mi.n_layers; i++) {
+                bnn_layer_info L;
+                bnn_model_get_layer(m, i, &L);
+                printf("%s{\"kind\": \"%s\", \"binary_macs\": %" PRIu64 ", \"integer_macs\": %" PRIu64
+                       ", \"min_us\": %.3f, \"median_us\": %.3f}",
+                       i ? ", " : "", bnn_layer_kind_name(L.kind), L.binary_macs, L.integer_macs,
+                       layer_min[i] * 1e6, layer_med[i] * 1e6);
+            }
             printf("]");
         }
         printf("}\n");

@@ -23,6 +23,42 @@
 
 static int g_failures, g_checks;
 
+/* The test binary is linked with -Wl,--wrap for the allocator, so every
+ * allocation the library makes passes through here and can be counted. */
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+int __real_posix_memalign(void **p, size_t align, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+int __wrap_posix_memalign(void **p, size_t align, size_t size);
+static long g_allocations;
+
+void *__wrap_malloc(size_t size)
+{
+    g_allocations++;
+    return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    g_allocations++;
+    return __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t size)
+{
+    g_allocations++;
+    return __real_realloc(p, size);
+}
+
+int __wrap_posix_memalign(void **p, size_t align, size_t size)
+{
+    g_allocations++;
+    return __real_posix_memalign(p, align, size);
+}
+
 static void check(int ok, const char *file, int line, const char *fmt, ...)
 {
     g_checks++;
@@ -673,6 +709,37 @@ static void test_threads(void)
     }
 }
 
+/* bnn_context_run allocates nothing: the context holds every buffer. */
+static void test_no_allocation(void)
+{
+    static const char *names[] = {"tfc", "cnv", "digits"};
+    for (int a = 0; a < 3; a++) {
+        struct gen_model g;
+        gen_arch(&g, names[a]);
+        size_t size;
+        uint8_t *file = gen_write(&g, 3, &size);
+        long before = g_allocations;
+        bnn_model *m = load(file, size, names[a]);
+        CHECK(g_allocations > before, "%s: the allocator wrapper counts the library's allocations", names[a]);
+        gen_rng r = {4};
+        uint8_t *images = random_images(&r, 4, gen_image_bytes(&g), 255);
+        int32_t cls[4], sc[40];
+        for (size_t s = 0; s < g_n_sets; s++) {
+            bnn_model_use_kernels(m, g_sets[s]);
+            bnn_context *ctx = bnn_context_new(m);
+            before = g_allocations;
+            bnn_context_run(ctx, images, 1, cls, NULL);
+            bnn_context_run(ctx, images, 4, cls, sc);
+            CHECK(g_allocations == before, "%s, %s kernels: bnn_context_run allocated %ld times", names[a],
+                  g_sets[s]->name, g_allocations - before);
+            bnn_context_free(ctx);
+        }
+        bnn_model_free(m);
+        free(images);
+        free(file);
+    }
+}
+
 /* FNV-1a over the engine's outputs on fixed models and images: the same on
  * every CPU and kernel set. */
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -750,7 +817,8 @@ int main(int argc, char **argv)
     test_shapes();
     t0 = lap("selection, ties, shapes", t0);
     test_threads();
-    t0 = lap("threads", t0);
+    test_no_allocation();
+    t0 = lap("threads, allocation", t0);
     test_reader_errors(!quick);
     t0 = lap("reader errors", t0);
     test_architectures(quick);
