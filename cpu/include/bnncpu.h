@@ -102,8 +102,17 @@
  * label select makes the class. A flatten followed by a fully-connected layer
  * (CNV's 3x3x256 -> 256 after conv6 is a 3x3 window) is an MVAU whose window
  * covers its whole input: HWC order is the flattened order.
+ * With input_order CHW the first layer reads the image flat (1 x 1 x
+ * in_c*in_h*in_w) or has a single channel (in_h x in_w x 1, the same bytes):
+ * a multi-channel spatial first layer has no stored-order meaning and is
+ * refused.
  * The reader checks all of this, every size and the checksum before it
- * allocates anything for the layers.
+ * allocates anything for the layers. It also refuses nonzero flags, reserved
+ * fields or record padding, and weight bits set past K (BNN_ERR_VERSION for
+ * the file header's, BNN_ERR_SHAPE for a layer's), so every accepted file is
+ * canonical; and, with BNN_ERR_TOO_LARGE, models whose engine layout would
+ * pass the engine's own limits (1 GiB of weights, 256 MiB per tensor).
+ * Messages name the layer as "layer i/n (KIND)", counted from 1.
  */
 #ifndef BNNCPU_H
 #define BNNCPU_H
