@@ -21,6 +21,15 @@
  *   words are zero in both operands and never count. Pad channels (out_c up
  *   to a multiple of 8) have zero weights and a limit of -1 (never fire).
  *
+ * - Convolutions (layers with several output pixels) also keep their weights
+ *   split into nibbles on x86, ws[block][word][2][8]: the words & 0x0F...
+ *   (low nibbles) then (words >> 4) & 0x0F... (high nibbles). The split is
+ *   linear over XOR, lo(a ^ w) = lo(a) ^ lo(w), so with the activations split
+ *   once per layer the AVX2 kernel's nibble lookup needs no masking or
+ *   shifting per word (6 vector operations per 256 bits instead of 8). Layers
+ *   with one output pixel use each weight once per image and keep the plain
+ *   words (half the bytes to stream).
+ *
  * - The engine counts mismatches m = popcount(a XOR w) instead of FINN's
  *   matches: acc = K - m, so acc >= t becomes m <= K - t (the "limit").
  *
@@ -84,6 +93,9 @@ struct bnn_bgemm_job {
     uint8_t *out;                /* bits out: block b of pixel p at out[p * out_pixel_bytes + b] */
     size_t out_pixel_bytes;
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 8] */
+    const uint64_t *weights_split; /* or NULL: [n_blocks][word][2][BNN_BLOCK], see above */
+    uint64_t *split;             /* scratch for the activations' nibbles: 2 x in_words */
+    size_t in_words;             /* words of the input tensor */
 };
 
 /* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is kernel runs of
@@ -197,6 +209,7 @@ struct bnn_layer {
 
     /* MVAU on bits */
     uint64_t *bw;
+    uint64_t *bw_split;           /* x86, several output pixels: the nibble-split copy */
     uint32_t n_blocks, n_rows, row_words;
     int32_t *limit;
     /* MVAU on bytes */
@@ -220,6 +233,7 @@ struct bnn_model {
     uint64_t model_bytes;
     size_t act_bytes;             /* each of the two activation buffers */
     size_t image_bytes, score_count;
+    size_t split_bytes;           /* the activations' nibble split of the largest split layer */
     uint64_t context_bytes;
     uint64_t binary_macs, integer_macs;
 };

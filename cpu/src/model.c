@@ -370,7 +370,7 @@ static int check_header_dim(char *err, size_t errlen, const char *what, uint32_t
 /* Layout sizes of the engine, all in 64-bit arithmetic; the caps keep them far
  * from overflowing size_t even on 32-bit ARM. */
 struct plan {
-    uint64_t arena, act, image, scores;
+    uint64_t arena, act, image, scores, split;
 };
 
 static uint64_t bits_tensor_bytes(uint32_t h, uint32_t w, uint32_t c)
@@ -389,6 +389,17 @@ static uint64_t tensor_bytes(uint32_t type, uint32_t h, uint32_t w, uint32_t c)
 }
 
 /* Bytes each layer's engine arrays take, in the order the arena holds them. */
+/* Whether a binary MVAU gets nibble-split weights (see internal.h). */
+static int splits_weights(const struct record *r)
+{
+#ifdef BNN_X86
+    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && (uint64_t)r->out_h * r->out_w >= 4;
+#else
+    (void)r;
+    return 0;
+#endif
+}
+
 static uint64_t layer_arena_bytes(const struct record *r)
 {
     uint64_t a = 0;
@@ -398,6 +409,8 @@ static uint64_t layer_arena_bytes(const struct record *r)
             uint64_t words = (uint64_t)r->kernel * r->kernel * ceil_div(r->in_c, 64);
             a += round_up(blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
             a += round_up(blocks * BNN_BLOCK * 4, BNN_ALIGN);
+            if (splits_weights(r))
+                a += round_up(2 * blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
         } else {
             uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel * r->in_c, 2);
             a += round_up(blocks8 * pairs * BNN_BLOCK8 * 2, BNN_ALIGN);
@@ -426,6 +439,8 @@ static int plan_model(const struct record *r, uint32_t n, uint64_t image_bytes, 
             pl->act = t;
         if (r[i].kind == BNN_LAYER_MVAU && r[i].out_type == BNN_TYPE_INT32)
             pl->scores = round_up(r[i].out_c, BNN_BLOCK8);
+        if (splits_weights(&r[i]) && 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c) > pl->split)
+            pl->split = 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c);
         if (pl->arena > BNN_ENGINE_MAX_BYTES || pl->act > BNN_ENGINE_MAX_BYTES / 4)
             return fail(err, errlen, BNN_ERR_TOO_LARGE,
                         LAYER_FMT "the engine would need more than %llu MiB for the weights or %llu MiB for one "
@@ -451,7 +466,8 @@ static int weight_bit(const uint8_t *row, uint64_t j)
 }
 
 /* Repacks one validated record into the engine's layout (see internal.h). */
-static void build_layer(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor)
+static void build_layer(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor,
+                        int split)
 {
     L->kind = r->kind;
     L->in_h = r->in_h, L->in_w = r->in_w, L->in_c = r->in_c;
@@ -531,6 +547,16 @@ static void build_layer(struct bnn_layer *L, const struct record *r, const uint8
                 if (weight_bit(row, j)) {
                     uint64_t pix = j / r->in_c, ch = j % r->in_c;
                     dst[(pix * wpp + ch / 64) * BNN_BLOCK] |= 1ull << (ch % 64);
+                }
+        }
+        if (split) {
+            const uint64_t low = 0x0F0F0F0F0F0F0F0Full, words = (uint64_t)L->n_blocks * window;
+            L->bw_split = take(cursor, 2 * words * BNN_BLOCK * 8);
+            for (uint64_t w = 0; w < words; w++)
+                for (int c = 0; c < BNN_BLOCK; c++) {
+                    uint64_t v = L->bw[w * BNN_BLOCK + c];
+                    L->bw_split[w * 2 * BNN_BLOCK + c] = v & low;
+                    L->bw_split[w * 2 * BNN_BLOCK + BNN_BLOCK + c] = (v >> 4) & low;
                 }
         }
         for (uint32_t o = 0; o < L->n_blocks * BNN_BLOCK; o++) {
@@ -686,16 +712,18 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
     model->kernels = bnn_select_kernels();
     uint8_t *cursor = arena;
     for (uint32_t i = 0; i < n; i++) {
-        build_layer(&layers[i], &rec[i], p + rec[i].offset + BNN_LAYER_HEADER_BYTES, &cursor);
+        build_layer(&layers[i], &rec[i], p + rec[i].offset + BNN_LAYER_HEADER_BYTES, &cursor,
+                    splits_weights(&rec[i]));
         model->binary_macs += layers[i].binary_macs;
         model->integer_macs += layers[i].integer_macs;
     }
     model->act_bytes = (size_t)round_up(pl.act + BNN_SLACK, BNN_ALIGN);
     model->image_bytes = (size_t)pl.image;
     model->score_count = (size_t)pl.scores;
+    model->split_bytes = (size_t)round_up(pl.split, BNN_ALIGN);
     model->model_bytes = pl.arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
     model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl.image + BNN_SLACK, BNN_ALIGN) +
-                           round_up(pl.scores * 4, BNN_ALIGN);
+                           round_up(pl.scores * 4, BNN_ALIGN) + model->split_bytes;
     *out = model;
     return BNN_OK;
 }

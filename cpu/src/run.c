@@ -17,6 +17,7 @@ struct bnn_context {
     uint8_t *act[2];   /* ping-pong activation buffers */
     uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
     int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
+    uint64_t *split;   /* a layer input's nibbles, for the split-weight kernels */
     void *mem;
 };
 
@@ -33,20 +34,21 @@ bnn_context *bnn_context_new(const bnn_model *model)
     if (!ctx)
         return NULL;
     size_t act = model->act_bytes, image = align_up(model->image_bytes + BNN_SLACK);
-    size_t scores = align_up(model->score_count * 4);
-    uint8_t *mem = bnn_alloc(2 * act + image + scores);
+    size_t scores = align_up(model->score_count * 4), split = model->split_bytes;
+    uint8_t *mem = bnn_alloc(2 * act + image + scores + split);
     if (!mem) {
         free(ctx);
         return NULL;
     }
     /* Zeroed once, so the slack after each tensor holds defined bytes. */
-    memset(mem, 0, 2 * act + image + scores);
+    memset(mem, 0, 2 * act + image + scores + split);
     ctx->model = model;
     ctx->mem = mem;
     ctx->act[0] = mem;
     ctx->act[1] = mem + act;
     ctx->image = mem + 2 * act;
     ctx->scores = (int32_t *)(void *)(ctx->image + image);
+    ctx->split = (uint64_t *)(void *)(ctx->image + image + scores);
     return ctx;
 }
 
@@ -97,7 +99,7 @@ static void clear_pad_bytes(const struct bnn_layer *L, uint8_t *out, size_t writ
 }
 
 static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, const void *in, uint8_t *out,
-                     int32_t *scores)
+                     int32_t *scores, uint64_t *split)
 {
     const int want_scores = L->out_type == BNN_TYPE_INT32;
     if (L->in_type == BNN_TYPE_BITS) {
@@ -118,6 +120,9 @@ static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, 
             .out = out,
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
+            .weights_split = L->bw_split,
+            .split = split,
+            .in_words = (size_t)L->in_h * L->in_w * L->in_wpp,
         };
         if (!want_scores)
             clear_pad_bytes(L, out, L->n_blocks);
@@ -206,7 +211,7 @@ static int32_t run_image(bnn_context *ctx, const uint8_t *image, int32_t *scores
             run_threshold(kern, L, src, dst);
             break;
         case BNN_LAYER_MVAU:
-            run_mvau(kern, L, src, dst, ctx->scores);
+            run_mvau(kern, L, src, dst, ctx->scores, ctx->split);
             if (L->out_type == BNN_TYPE_INT32)
                 dst = (uint8_t *)ctx->scores;
             break;

@@ -45,6 +45,35 @@ AVX2_TARGET static INLINE __m256i popcount_bytes(__m256i x, __m256i table, __m25
     return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
 }
 
+/* The mismatch sums of P pixels x 8 channels -> output bytes or scores. */
+AVX2_TARGET static INLINE void finish_block(const struct bnn_bgemm_job *j, __m256i sums[][2], uint32_t p0,
+                                            uint32_t b, const int P)
+{
+    if (j->scores) {
+        UNROLL
+        for (int q = 0; q < P; q++) {
+            uint64_t m64[8];
+            uint32_t m[8];
+            _mm256_storeu_si256((__m256i *)(void *)m64, sums[q][0]);
+            _mm256_storeu_si256((__m256i *)(void *)(m64 + 4), sums[q][1]);
+            for (int c = 0; c < 8; c++)
+                m[c] = (uint32_t)m64[c];
+            bnn_bgemm_finish(j, p0 + (uint32_t)q, b, m);
+        }
+        return;
+    }
+    /* bit = m <= limit, i.e. not (m > limit), four 64-bit lanes at a time. */
+    const __m256i lim0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8)));
+    const __m256i lim1 =
+        _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8 + 4)));
+    UNROLL
+    for (int q = 0; q < P; q++) {
+        const int gt0 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][0], lim0)));
+        const int gt1 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][1], lim1)));
+        j->out[(size_t)(p0 + (uint32_t)q) * j->out_pixel_bytes + b] = (uint8_t)~(gt0 | gt1 << 4);
+    }
+}
+
 /* P output pixels starting at p0 against block b of 8 channels. */
 AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb, uint32_t p0,
                                            uint32_t b, const int P)
@@ -91,29 +120,62 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
         for (int h = 0; h < 2; h++)
             sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
 
-    if (j->scores) {
-        UNROLL
-        for (int q = 0; q < P; q++) {
-            uint64_t m64[8];
-            uint32_t m[8];
-            _mm256_storeu_si256((__m256i *)(void *)m64, sums[q][0]);
-            _mm256_storeu_si256((__m256i *)(void *)(m64 + 4), sums[q][1]);
-            for (int c = 0; c < 8; c++)
-                m[c] = (uint32_t)m64[c];
-            bnn_bgemm_finish(j, p0 + (uint32_t)q, b, m);
-        }
-        return;
-    }
-    /* bit = m <= limit, i.e. not (m > limit), four 64-bit lanes at a time. */
-    const __m256i lim0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8)));
-    const __m256i lim1 =
-        _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8 + 4)));
+    finish_block(j, sums, p0, b, P);
+}
+
+/* The same with the nibbles split beforehand (internal.h): lo and hi are the
+ * input's low and high nibbles, ws the block's split weights. Per word and
+ * 4 channels: 2 XOR, 2 lookups, 2 byte adds. */
+AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, const uint64_t *ws,
+                                                 const uint64_t *lo, const uint64_t *hi, uint32_t p0, uint32_t b,
+                                                 const int P)
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                           1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i zero = _mm256_setzero_si256();
+    size_t off[4];
+    __m256i bytes[4][2], sums[4][2];
     UNROLL
     for (int q = 0; q < P; q++) {
-        const int gt0 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][0], lim0)));
-        const int gt1 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][1], lim1)));
-        j->out[(size_t)(p0 + (uint32_t)q) * j->out_pixel_bytes + b] = (uint8_t)~(gt0 | gt1 << 4);
+        off[q] = (size_t)(bnn_pixel_base(j, p0 + (uint32_t)q) - j->in);
+        bytes[q][0] = bytes[q][1] = sums[q][0] = sums[q][1] = zero;
     }
+    uint32_t pending = 0;
+    for (uint32_t r = 0; r < j->n_rows; r++) {
+        const uint64_t *w = ws + (size_t)r * j->row_words * 2 * BNN_BLOCK;
+        const size_t at = r * j->row_stride;
+        for (uint32_t i = 0; i < j->row_words; i++, w += 2 * BNN_BLOCK) {
+            const __m256i wl0 = _mm256_load_si256((const __m256i *)(const void *)w);
+            const __m256i wl1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
+            const __m256i wh0 = _mm256_load_si256((const __m256i *)(const void *)(w + 8));
+            const __m256i wh1 = _mm256_load_si256((const __m256i *)(const void *)(w + 12));
+            UNROLL
+            for (int q = 0; q < P; q++) {
+                const __m256i al = _mm256_set1_epi64x((long long)lo[off[q] + at + i]);
+                const __m256i ah = _mm256_set1_epi64x((long long)hi[off[q] + at + i]);
+                bytes[q][0] = _mm256_add_epi8(bytes[q][0], _mm256_shuffle_epi8(table, _mm256_xor_si256(al, wl0)));
+                bytes[q][0] = _mm256_add_epi8(bytes[q][0], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh0)));
+                bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(al, wl1)));
+                bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh1)));
+            }
+            if (++pending == MAX_WORDS_PER_FLUSH) {
+                UNROLL
+                for (int q = 0; q < P; q++)
+                    UNROLL
+                    for (int h = 0; h < 2; h++) {
+                        sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+                        bytes[q][h] = zero;
+                    }
+                pending = 0;
+            }
+        }
+    }
+    UNROLL
+    for (int q = 0; q < P; q++)
+        UNROLL
+        for (int h = 0; h < 2; h++)
+            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+    finish_block(j, sums, p0, b, P);
 }
 
 /* Pixel groups of 4 share each weight load; the last 1-3 pixels go one by
@@ -122,6 +184,23 @@ AVX2_TARGET static void bgemm_avx2(const struct bnn_bgemm_job *j)
 {
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
+    if (j->weights_split) {
+        uint64_t *lo = j->split, *hi = j->split + j->in_words;
+        const uint64_t low = 0x0F0F0F0F0F0F0F0Full;
+        for (size_t i = 0; i < j->in_words; i++) {
+            lo[i] = j->in[i] & low;
+            hi[i] = (j->in[i] >> 4) & low;
+        }
+        for (uint32_t b = 0; b < j->n_blocks; b++) {
+            const uint64_t *ws = j->weights_split + (size_t)b * window * 2 * BNN_BLOCK;
+            uint32_t p = 0;
+            for (; p + 4 <= n_pix; p += 4)
+                bgemm_block_split(j, ws, lo, hi, p, b, 4);
+            for (; p < n_pix; p++)
+                bgemm_block_split(j, ws, lo, hi, p, b, 1);
+        }
+        return;
+    }
     for (uint32_t b = 0; b < j->n_blocks; b++) {
         const uint64_t *wb = j->weights + (size_t)b * window * BNN_BLOCK;
         uint32_t p = 0;
