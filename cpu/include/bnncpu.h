@@ -229,14 +229,16 @@ int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *cl
 
 /* CPU features, detected once. BNNCPU_DISABLE (comma-separated names, or "all")
  * switches features off before the kernels are chosen, so every kernel can be
- * tested on one machine: e.g. BNNCPU_DISABLE=avx2 runs the scalar popcount path. */
+ * tested on one machine: e.g. BNNCPU_DISABLE=avx2 runs the scalar popcount path.
+ * Names: avx512, avx2, popcnt, neon, all. */
 enum bnn_cpu_feature {
     BNN_CPU_POPCNT = 1u << 0, /* x86 POPCNT */
     BNN_CPU_AVX2 = 1u << 1,   /* x86 AVX2 */
     BNN_CPU_NEON = 1u << 2,   /* ARMv7 NEON or AArch64 ASIMD */
+    BNN_CPU_AVX512 = 1u << 3, /* x86 AVX-512F with VPOPCNTDQ (Ice Lake, Zen 4 and later) */
 };
 unsigned bnn_cpu_features(void);
-/* The kernel set in use: "scalar", "popcnt", "avx2", "neon". */
+/* The kernel set in use: "scalar", "popcnt", "avx2", "avx512", "neon". */
 const char *bnn_kernel_name(void);
 
 const char *bnn_version(void);

@@ -30,7 +30,7 @@ static const char *usage_text =
     "IMAGES: MNIST IDX (idx3-ubyte, uncompressed), CIFAR-10 binary batches, or raw\n"
     "uint8 images of the model's shape, back to back (CHW). --labels: IDX labels\n"
     "(idx1-ubyte). --classes-out/--scores-out: raw little-endian int32 (n, n x classes).\n"
-    "BNNCPU_DISABLE=avx2,popcnt,neon,all switches kernels off.\n";
+    "BNNCPU_DISABLE=avx512,avx2,popcnt,neon,all switches kernels off.\n";
 
 /* One line on stderr, exit 1. */
 static _Noreturn void die(const char *fmt, ...)
@@ -246,8 +246,8 @@ static void print_shape(char *buf, size_t n, uint32_t h, uint32_t w, uint32_t c,
 static void features_text(char *buf, size_t n)
 {
     unsigned f = bnn_cpu_features();
-    snprintf(buf, n, "%s%s%s", f & BNN_CPU_POPCNT ? " popcnt" : "", f & BNN_CPU_AVX2 ? " avx2" : "",
-             f & BNN_CPU_NEON ? " neon" : "");
+    snprintf(buf, n, "%s%s%s%s", f & BNN_CPU_POPCNT ? " popcnt" : "", f & BNN_CPU_AVX2 ? " avx2" : "",
+             f & BNN_CPU_AVX512 ? " avx512" : "", f & BNN_CPU_NEON ? " neon" : "");
     if (!buf[0])
         snprintf(buf, n, " none");
 }

@@ -1,11 +1,12 @@
 /*
  * CPU feature detection and kernel selection, each done once per process.
  *
- * x86: CPUID for POPCNT and AVX2, and XGETBV for whether the OS saves the YMM
- * registers (AVX2 code must not run otherwise). ARMv7: the kernel's HWCAP_NEON
+ * x86: CPUID for POPCNT, AVX2, AVX-512F and VPOPCNTDQ, and XGETBV for whether
+ * the OS saves the YMM (and opmask and ZMM) registers: AVX code must not run
+ * otherwise. ARMv7: the kernel's HWCAP_NEON
  * bit; AArch64: ASIMD is part of the base architecture.
  *
- * BNNCPU_DISABLE ("avx2", "popcnt", "neon", "all", comma-separated) removes
+ * BNNCPU_DISABLE ("avx512", "avx2", "popcnt", "neon", "all", comma-separated) removes
  * features before the kernels are chosen, so one machine runs every kernel
  * set: the tests rerun themselves under each setting.
  */
@@ -43,9 +44,16 @@ static unsigned detect(void)
         if (c & (1u << 23))
             f |= BNN_CPU_POPCNT;
         int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-        /* XCR0 bits 1 and 2: the OS saves XMM and YMM state. */
-        if (osxsave && avx && (read_xcr0() & 6) == 6 && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 5)))
-            f |= BNN_CPU_AVX2;
+        /* XCR0 bits 1, 2: the OS saves XMM and YMM state; 5, 6, 7: opmask and
+         * the ZMM registers. */
+        uint64_t xcr0 = osxsave && avx ? read_xcr0() : 0;
+        if ((xcr0 & 6) == 6 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+            if (b & (1u << 5))
+                f |= BNN_CPU_AVX2;
+            /* leaf 7: EBX bit 16 AVX512F, ECX bit 14 AVX512_VPOPCNTDQ */
+            if ((xcr0 & 0xE6) == 0xE6 && (b & (1u << 16)) && (c & (1u << 14)))
+                f |= BNN_CPU_AVX512;
+        }
     }
 #elif defined(__aarch64__)
     f |= BNN_CPU_NEON;
@@ -66,6 +74,8 @@ static unsigned disabled(void)
         size_t len = strcspn(s, ",");
         if (len == 3 && !strncmp(s, "all", 3))
             mask |= ~0u;
+        else if (len == 6 && !strncmp(s, "avx512", 6))
+            mask |= BNN_CPU_AVX512;
         else if (len == 4 && !strncmp(s, "avx2", 4))
             mask |= BNN_CPU_AVX2;
         else if (len == 6 && !strncmp(s, "popcnt", 6))
@@ -86,6 +96,9 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static const struct bnn_kernels *best_for(unsigned f)
 {
 #ifdef BNN_X86
+    /* The AVX-512 set reuses the AVX2 8-bit and threshold kernels. */
+    if ((f & BNN_CPU_AVX512) && (f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT))
+        return &bnn_kernels_avx512;
     if ((f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT))
         return &bnn_kernels_avx2;
     if (f & BNN_CPU_POPCNT)
@@ -133,6 +146,8 @@ size_t bnn_available_kernels(const struct bnn_kernels **out, size_t max)
         out[n++] = &bnn_kernels_popcnt;
     if ((f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT) && n < max)
         out[n++] = &bnn_kernels_avx2;
+    if ((f & BNN_CPU_AVX512) && (f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT) && n < max)
+        out[n++] = &bnn_kernels_avx512;
 #endif
 #ifdef BNN_ARM
     if ((f & BNN_CPU_NEON) && n < max)

@@ -127,6 +127,10 @@ extern const struct bnn_kernels bnn_kernels_scalar;
 #ifdef BNN_X86
 extern const struct bnn_kernels bnn_kernels_popcnt;
 extern const struct bnn_kernels bnn_kernels_avx2;
+extern const struct bnn_kernels bnn_kernels_avx512;
+/* The AVX2 8-bit and threshold kernels, which the AVX-512 set reuses. */
+void bnn_i8gemm_avx2(const struct bnn_i8gemm_job *job);
+void bnn_threshold_bits_avx2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out);
 #endif
 #ifdef BNN_ARM
 extern const struct bnn_kernels bnn_kernels_neon;

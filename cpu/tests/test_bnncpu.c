@@ -180,6 +180,8 @@ static void test_selection(void)
         const char *n = g_sets[s]->name;
         int off = (!strcmp(n, "popcnt") && disabled_by_env("popcnt")) ||
                   (!strcmp(n, "avx2") && (disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
+                  (!strcmp(n, "avx512") &&
+                   (disabled_by_env("avx512") || disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
                   (!strcmp(n, "neon") && disabled_by_env("neon"));
         if (!off)
             expect = n;
@@ -189,6 +191,7 @@ static void test_selection(void)
           bnn_kernel_name(), expect);
     unsigned f = bnn_cpu_features();
     CHECK(!(disabled_by_env("avx2") && (f & BNN_CPU_AVX2)), "avx2 still reported");
+    CHECK(!(disabled_by_env("avx512") && (f & BNN_CPU_AVX512)), "avx512 still reported");
     CHECK(!(disabled_by_env("popcnt") && (f & BNN_CPU_POPCNT)), "popcnt still reported");
     CHECK(!(disabled_by_env("neon") && (f & BNN_CPU_NEON)), "neon still reported");
     printf("kernels: %s (available:", bnn_kernel_name());

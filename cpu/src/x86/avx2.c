@@ -283,7 +283,7 @@ AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, uin
     }
 }
 
-AVX2_TARGET static void i8gemm_avx2(const struct bnn_i8gemm_job *j)
+AVX2_TARGET void bnn_i8gemm_avx2(const struct bnn_i8gemm_job *j)
 {
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t p = 0; p < n_pix; p++) {
@@ -302,7 +302,7 @@ AVX2_TARGET static INLINE uint32_t ge_mask32(const uint8_t *x, const uint8_t *t)
     return (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(xv, tv), xv));
 }
 
-AVX2_TARGET static void threshold_bits_avx2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
+AVX2_TARGET void bnn_threshold_bits_avx2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
 {
     size_t i = 0;
     for (; i + 64 <= n; i += 64)
@@ -319,8 +319,8 @@ AVX2_TARGET static void threshold_bits_avx2(const uint8_t *x, const uint8_t *t, 
 const struct bnn_kernels bnn_kernels_avx2 = {
     .name = "avx2",
     .bgemm = bgemm_avx2,
-    .i8gemm = i8gemm_avx2,
-    .threshold_bits = threshold_bits_avx2,
+    .i8gemm = bnn_i8gemm_avx2,
+    .threshold_bits = bnn_threshold_bits_avx2,
 };
 
 #endif
