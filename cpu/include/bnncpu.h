@@ -235,7 +235,7 @@ enum bnn_cpu_feature {
     BNN_CPU_POPCNT = 1u << 0, /* x86 POPCNT */
     BNN_CPU_AVX2 = 1u << 1,   /* x86 AVX2 */
     BNN_CPU_NEON = 1u << 2,   /* ARMv7 NEON or AArch64 ASIMD */
-    BNN_CPU_AVX512 = 1u << 3, /* x86 AVX-512F with VPOPCNTDQ (Ice Lake, Zen 4 and later) */
+    BNN_CPU_AVX512 = 1u << 3, /* x86 AVX-512 F, BW and VPOPCNTDQ (Ice Lake, Zen 4 and later) */
 };
 unsigned bnn_cpu_features(void);
 /* The kernel set in use: "scalar", "popcnt", "avx2", "avx512", "neon". */

@@ -50,8 +50,8 @@ static unsigned detect(void)
         if ((xcr0 & 6) == 6 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
             if (b & (1u << 5))
                 f |= BNN_CPU_AVX2;
-            /* leaf 7: EBX bit 16 AVX512F, ECX bit 14 AVX512_VPOPCNTDQ */
-            if ((xcr0 & 0xE6) == 0xE6 && (b & (1u << 16)) && (c & (1u << 14)))
+            /* leaf 7: EBX bits 16 AVX512F and 30 AVX512BW, ECX bit 14 VPOPCNTDQ */
+            if ((xcr0 & 0xE6) == 0xE6 && (b & (1u << 16)) && (b & (1u << 30)) && (c & (1u << 14)))
                 f |= BNN_CPU_AVX512;
         }
     }
