@@ -68,7 +68,9 @@ def main() -> None:
     parser.add_argument(
         "--networks", default=",".join(NETWORKS), help="comma-separated random networks to time"
     )
-    parser.add_argument("--kernels", default="avx512,avx2,popcnt,scalar", help="comma-separated kernel sets to time")
+    parser.add_argument(
+        "--kernels", default="avx512,avx2,popcnt,scalar", help="comma-separated kernel sets to time"
+    )
     parser.add_argument("--runs", type=int, default=2000, help="batch-1 runs per measurement (at least 1000)")
     parser.add_argument(
         "--batch", type=int, default=None, help="images per call for throughput (default: auto)"
