@@ -102,8 +102,17 @@
  * label select makes the class. A flatten followed by a fully-connected layer
  * (CNV's 3x3x256 -> 256 after conv6 is a 3x3 window) is an MVAU whose window
  * covers its whole input: HWC order is the flattened order.
+ * With input_order CHW the first layer reads the image flat (1 x 1 x
+ * in_c*in_h*in_w) or has a single channel (in_h x in_w x 1, the same bytes):
+ * a multi-channel spatial first layer has no stored-order meaning and is
+ * refused.
  * The reader checks all of this, every size and the checksum before it
- * allocates anything for the layers.
+ * allocates anything for the layers. It also refuses nonzero flags, reserved
+ * fields or record padding, and weight bits set past K (BNN_ERR_VERSION for
+ * the file header's, BNN_ERR_SHAPE for a layer's), so every accepted file is
+ * canonical; and, with BNN_ERR_TOO_LARGE, models whose engine layout would
+ * pass the engine's own limits (1 GiB of weights, 256 MiB per tensor).
+ * Messages name the layer as "layer i/n (KIND)", counted from 1.
  */
 #ifndef BNNCPU_H
 #define BNNCPU_H
@@ -184,6 +193,21 @@ typedef struct {
 
 void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
 
+/* One layer as the file describes it, plus what it costs per image. */
+typedef struct {
+    uint32_t kind;              /* enum bnn_layer_kind */
+    uint32_t in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
+    uint32_t input_type, output_type, n_thresholds;
+    int32_t act_val;
+    uint64_t binary_macs, integer_macs;
+    uint64_t weight_bytes;      /* the record's payload: weights and thresholds as stored */
+} bnn_layer_info;
+
+/* Layer index (0 .. n_layers - 1); BNN_ERR_ARG past the end. */
+int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *info);
+const char *bnn_layer_kind_name(uint32_t kind); /* "MVAU" */
+const char *bnn_type_name(uint32_t type);       /* "bits", "int8", ... */
+
 /* One thread's working buffers; NULL when out of memory. */
 bnn_context *bnn_context_new(const bnn_model *model);
 void bnn_context_free(bnn_context *ctx);
@@ -193,6 +217,11 @@ void bnn_context_free(bnn_context *ctx);
  * n * n_classes int32 (the last MVAU's accumulators). */
 int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores);
 
+/* bnn_context_run that also adds the nanoseconds spent in each layer to
+ * layer_ns[n_layers] (which the caller zeroes): for profiling, not for speed. */
+int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                          uint64_t *layer_ns);
+
 /* The same, with the batch split over n_threads threads (0: the online cores).
  * Contexts are made and freed inside; results do not depend on n_threads. */
 int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
@@ -200,14 +229,16 @@ int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *cl
 
 /* CPU features, detected once. BNNCPU_DISABLE (comma-separated names, or "all")
  * switches features off before the kernels are chosen, so every kernel can be
- * tested on one machine: e.g. BNNCPU_DISABLE=avx2 runs the scalar popcount path. */
+ * tested on one machine: e.g. BNNCPU_DISABLE=avx2 runs the scalar popcount path.
+ * Names: avx512, avx2, popcnt, neon, all. */
 enum bnn_cpu_feature {
     BNN_CPU_POPCNT = 1u << 0, /* x86 POPCNT */
     BNN_CPU_AVX2 = 1u << 1,   /* x86 AVX2 */
     BNN_CPU_NEON = 1u << 2,   /* ARMv7 NEON or AArch64 ASIMD */
+    BNN_CPU_AVX512 = 1u << 3, /* x86 AVX-512 F, BW and VPOPCNTDQ (Ice Lake, Zen 4 and later) */
 };
 unsigned bnn_cpu_features(void);
-/* The kernel set in use: "scalar", "popcnt", "avx2", "neon". */
+/* The kernel set in use: "scalar", "popcnt", "avx2", "avx512", "neon". */
 const char *bnn_kernel_name(void);
 
 const char *bnn_version(void);

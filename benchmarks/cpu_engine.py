@@ -1,0 +1,113 @@
+"""Speed of the C CPU engine (cpu/) per network and kernel set, as a table.
+
+    python benchmarks/cpu_engine.py
+    python benchmarks/cpu_engine.py --networks cnv --kernels avx2,popcnt --runs 5000
+    python benchmarks/cpu_engine.py --model tfc=runs/tfc/compile/Pynq-Z2/model.bnn
+
+Builds the engine (make -C cpu), writes random models of the real networks'
+shapes with cpu/build/make-model (the speed of the kernels does not depend on
+the weights), and runs `bnnflow-cpu bench --json --layers` once per kernel set,
+choosing the set with BNNCPU_DISABLE. Columns:
+
+- latency: batch 1 on one thread, per image, over --runs runs after warm-up;
+  "images/s" is 1 / median. On a machine shared with other work the minimum
+  and median stay close to the uncontended time, the p99 does not.
+- 1 thread / all threads: a large batch (about 50 ms of work per call);
+  "wall" is images per second of elapsed time, "cpu" per second of the
+  process's CPU time (what is left of the figure when other processes take
+  turns on the cores).
+- G binary-MAC/s: at the median latency over the whole network, and in the
+  largest binary layer alone (its minimum time, timer overhead included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CPU = Path(__file__).resolve().parents[1] / "cpu"
+NETWORKS = ("digits", "tfc", "sfc", "lfc", "cnv")
+# The kernel set each BNNCPU_DISABLE setting leaves on an x86-64 CPU with
+# AVX-512 VPOPCNTDQ (on one without it, "avx512" reports avx2 and is skipped).
+KERNELS = {"avx512": "", "avx2": "avx512", "popcnt": "avx2", "scalar": "all"}
+
+
+def bench(model: Path, disable: str, runs: int, batch: int | None) -> dict:
+    cmd = [str(CPU / "build" / "bnnflow-cpu"), "bench", str(model), "--json", "--layers", "--runs", str(runs)]
+    if batch:
+        cmd += ["--batch", str(batch)]
+    env = dict(os.environ, BNNCPU_DISABLE=disable)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"cpu_engine: {' '.join(cmd)} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def row(name: str, r: dict) -> str:
+    lat = r["latency_us"]
+    one, many = r["throughput"]
+    binary = [layer for layer in r["layers"] if layer["binary_macs"]]
+    big = max(binary, key=lambda layer: layer["binary_macs"]) if binary else None
+    big_rate = f"{big['binary_macs'] / (big['min_us'] * 1e3):.0f}" if big else "-"
+    network_rate = r["binary_macs"] / (lat["median"] * 1e3)
+    return (
+        f"| {name} | {r['kernels']} | {lat['min']:.2f} | {lat['median']:.2f} | {lat['p99']:.2f} "
+        f"| {1e6 / lat['median']:,.0f} | {one['images_per_s']:,.0f} / {one['images_per_cpu_s']:,.0f} "
+        f"| {many['threads']}: {many['images_per_s']:,.0f} / {many['images_per_cpu_s']:,.0f} "
+        f"| {network_rate:.0f} | {big_rate} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--networks", default=",".join(NETWORKS), help="comma-separated random networks to time"
+    )
+    parser.add_argument(
+        "--kernels", default="avx512,avx2,popcnt,scalar", help="comma-separated kernel sets to time"
+    )
+    parser.add_argument("--runs", type=int, default=2000, help="batch-1 runs per measurement (at least 1000)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per call for throughput (default: auto)"
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], help="NAME=PATH: also time this model file (e.g. from FINN)"
+    )
+    args = parser.parse_args()
+
+    subprocess.run(["make", "--no-print-directory", "-C", str(CPU), "all"], check=True, capture_output=True)
+    kernels = [k for k in args.kernels.split(",") if k]
+    unknown = [k for k in kernels if k not in KERNELS]
+    if unknown:
+        sys.exit(f"cpu_engine: unknown kernel set {unknown[0]!r}; choose from {', '.join(KERNELS)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        models: list[tuple[str, Path]] = []
+        for name in [n for n in args.networks.split(",") if n]:
+            path = Path(tmp) / f"{name}.bnn"
+            subprocess.run([str(CPU / "build" / "make-model"), name, str(path)], check=True)
+            models.append((name, path))
+        for spec in args.model:
+            name, _, path = spec.partition("=")
+            models.append((name, Path(path)))
+
+        print(
+            "| network | kernels | latency min us | median us | p99 us | images/s (batch 1) "
+            "| 1 thread images/s wall / cpu | threads: images/s wall / cpu | G binary-MAC/s | largest layer |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, path in models:
+            for k in kernels:
+                r = bench(path, KERNELS[k], args.runs, args.batch)
+                if r["kernels"] != k:
+                    print(f"| {name} | {k}: not available on this CPU ({r['kernels']} instead) |")
+                    continue
+                print(row(name, r), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,839 @@
+/*
+ * The model reader: validates a model file completely (sizes, checksum,
+ * shapes, types, thresholds) before it allocates anything, then repacks the
+ * canonical weights into the kernels' layout (see internal.h).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BNNCPU_VERSION "1.0.0"
+
+const char *bnn_version(void)
+{
+    return BNNCPU_VERSION;
+}
+
+const char *bnn_strerror(int status)
+{
+    switch (status) {
+    case BNN_OK: return "success";
+    case BNN_ERR_IO: return "cannot read the file";
+    case BNN_ERR_TRUNCATED: return "file truncated";
+    case BNN_ERR_TOO_LARGE: return "file or model too large";
+    case BNN_ERR_MAGIC: return "not a bnncpu model file";
+    case BNN_ERR_VERSION: return "unsupported format version";
+    case BNN_ERR_CHECKSUM: return "checksum mismatch";
+    case BNN_ERR_SHAPE: return "shapes or types do not chain";
+    case BNN_ERR_KIND: return "unknown layer kind";
+    case BNN_ERR_NOMEM: return "out of memory";
+    case BNN_ERR_ARG: return "bad argument";
+    case BNN_ERR_THREAD: return "cannot start a thread";
+    default: return "unknown status";
+    }
+}
+
+void *bnn_alloc(size_t size)
+{
+    void *p = NULL;
+    if (size == 0)
+        size = 1;
+    if (posix_memalign(&p, BNN_ALIGN, size) != 0)
+        return NULL;
+    return p;
+}
+
+void bnn_free(void *p)
+{
+    free(p);
+}
+
+static const char *kind_name(uint32_t kind)
+{
+    switch (kind) {
+    case BNN_LAYER_THRESHOLD: return "THRESHOLD";
+    case BNN_LAYER_MVAU: return "MVAU";
+    case BNN_LAYER_MAXPOOL: return "MAXPOOL";
+    case BNN_LAYER_LABEL_SELECT: return "LABEL_SELECT";
+    default: return "unknown kind";
+    }
+}
+
+static const char *type_name(uint32_t type)
+{
+    switch (type) {
+    case BNN_TYPE_BITS: return "bits";
+    case BNN_TYPE_UINT8: return "uint8";
+    case BNN_TYPE_INT8: return "int8";
+    case BNN_TYPE_INT32: return "int32";
+    case BNN_TYPE_CLASS: return "class";
+    default: return "unknown type";
+    }
+}
+
+static int fail(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+static uint32_t rd16(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static uint64_t ceil_div(uint64_t a, uint64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static uint64_t round_up(uint64_t a, uint64_t b)
+{
+    return ceil_div(a, b) * b;
+}
+
+/* A layer record's header as read from the file, plus where its payload is. */
+struct record {
+    uint32_t kind, record_bytes, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
+    uint32_t in_type, out_type, n_thresholds, reserved0, reserved1;
+    int32_t act_val;
+    uint64_t offset;          /* of the record in the file */
+    uint64_t payload_bytes;   /* without the zero padding */
+    uint64_t k;
+};
+
+#define LAYER_FMT "layer %u/%u (%s): "
+#define LAYER_ARGS(i, n, r) (unsigned)((i) + 1), (unsigned)(n), kind_name((r)->kind)
+
+static int check_dim(char *err, size_t errlen, uint32_t i, uint32_t n, const struct record *r,
+                     const char *what, uint32_t v)
+{
+    if (v == 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s is 0", LAYER_ARGS(i, n, r), what);
+    if (v > BNN_MAX_DIM)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "%s %u is past the limit of %u",
+                    LAYER_ARGS(i, n, r), what, v, BNN_MAX_DIM);
+    return BNN_OK;
+}
+
+/* Reads and checks one record's header and its own consistency (not yet how
+ * it chains to its neighbours). */
+static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, uint32_t i, uint32_t n,
+                       struct record *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    r->offset = offset;
+    if (offset + BNN_LAYER_HEADER_BYTES > file_bytes)
+        return fail(err, errlen, BNN_ERR_TRUNCATED,
+                    "layer %u/%u: its header runs past the end of the file", i + 1, n);
+    const uint8_t *h = p + offset;
+    r->kind = rd32(h + 0);
+    r->record_bytes = rd32(h + 4);
+    r->in_h = rd32(h + 8);
+    r->in_w = rd32(h + 12);
+    r->in_c = rd32(h + 16);
+    r->out_h = rd32(h + 20);
+    r->out_w = rd32(h + 24);
+    r->out_c = rd32(h + 28);
+    r->kernel = rd32(h + 32);
+    r->stride = rd32(h + 36);
+    r->in_type = rd32(h + 40);
+    r->out_type = rd32(h + 44);
+    r->n_thresholds = rd32(h + 48);
+    r->act_val = (int32_t)rd32(h + 52);
+    r->reserved0 = rd32(h + 56);
+    r->reserved1 = rd32(h + 60);
+
+    if (r->kind < BNN_LAYER_THRESHOLD || r->kind > BNN_LAYER_LABEL_SELECT)
+        return fail(err, errlen, BNN_ERR_KIND, "layer %u/%u: unknown layer kind %u", i + 1, n, r->kind);
+    if (r->record_bytes < BNN_LAYER_HEADER_BYTES || r->record_bytes % 8 != 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "record_bytes %u is not 64 + payload rounded up to 8",
+                    LAYER_ARGS(i, n, r), r->record_bytes);
+    if (offset + r->record_bytes > file_bytes)
+        return fail(err, errlen, BNN_ERR_TRUNCATED, LAYER_FMT "its %u-byte record runs past the end of the file",
+                    LAYER_ARGS(i, n, r), r->record_bytes);
+    if (r->reserved0 || r->reserved1)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "reserved header fields are not zero", LAYER_ARGS(i, n, r));
+
+    int st;
+    const struct {
+        const char *what;
+        uint32_t v;
+    } dims[] = {
+        {"in_h", r->in_h},   {"in_w", r->in_w},     {"in_c", r->in_c},         {"out_h", r->out_h},
+        {"out_w", r->out_w}, {"out_c", r->out_c},   {"kernel", r->kernel},     {"stride", r->stride},
+    };
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
+        if ((st = check_dim(err, errlen, i, n, r, dims[d].what, dims[d].v)) != BNN_OK)
+            return st;
+    if (r->in_type > BNN_TYPE_CLASS || r->out_type > BNN_TYPE_CLASS)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "unknown tensor type %u -> %u", LAYER_ARGS(i, n, r),
+                    r->in_type, r->out_type);
+    if (r->kind != BNN_LAYER_THRESHOLD && r->act_val != 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "act_val is %d, only THRESHOLD has one",
+                    LAYER_ARGS(i, n, r), (int)r->act_val);
+
+    /* Windows (MVAU, MAXPOOL) must fit their input and give the stated output;
+     * the other kinds map pixels one to one. */
+    if (r->kind == BNN_LAYER_MVAU || r->kind == BNN_LAYER_MAXPOOL) {
+        if (r->kernel > r->in_h || r->kernel > r->in_w)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u does not fit the %ux%u input",
+                        LAYER_ARGS(i, n, r), r->kernel, r->in_h, r->in_w);
+        uint32_t oh = (r->in_h - r->kernel) / r->stride + 1, ow = (r->in_w - r->kernel) / r->stride + 1;
+        if (r->out_h != oh || r->out_w != ow)
+            return fail(err, errlen, BNN_ERR_SHAPE,
+                        LAYER_FMT "kernel %u stride %u on %ux%u gives %ux%u, not the stated %ux%u",
+                        LAYER_ARGS(i, n, r), r->kernel, r->stride, r->in_h, r->in_w, oh, ow, r->out_h, r->out_w);
+    } else {
+        if (r->kernel != 1 || r->stride != 1)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u stride %u, must be 1 and 1",
+                        LAYER_ARGS(i, n, r), r->kernel, r->stride);
+    }
+
+    switch (r->kind) {
+    case BNN_LAYER_THRESHOLD: {
+        if (r->in_type != BNN_TYPE_UINT8 || (r->out_type != BNN_TYPE_BITS && r->out_type != BNN_TYPE_INT8))
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be uint8 -> bits or int8",
+                        LAYER_ARGS(i, n, r), type_name(r->in_type), type_name(r->out_type));
+        if (r->out_h != r->in_h || r->out_w != r->in_w || r->out_c != r->in_c)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "output %ux%ux%u differs from input %ux%ux%u",
+                        LAYER_ARGS(i, n, r), r->out_h, r->out_w, r->out_c, r->in_h, r->in_w, r->in_c);
+        if (r->n_thresholds < 1 || r->n_thresholds > 255)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds per channel, must be 1..255",
+                        LAYER_ARGS(i, n, r), r->n_thresholds);
+        int64_t lo = r->act_val, hi = (int64_t)r->act_val + r->n_thresholds;
+        int64_t min = r->out_type == BNN_TYPE_BITS ? 0 : -128, max = r->out_type == BNN_TYPE_BITS ? 1 : 127;
+        if (lo < min || hi > max)
+            return fail(err, errlen, BNN_ERR_SHAPE,
+                        LAYER_FMT "act_val %d with %u thresholds gives %lld..%lld, outside %s",
+                        LAYER_ARGS(i, n, r), (int)r->act_val, r->n_thresholds, (long long)lo, (long long)hi,
+                        type_name(r->out_type));
+        r->payload_bytes = (uint64_t)r->in_c * r->n_thresholds * 4;
+        break;
+    }
+    case BNN_LAYER_MVAU: {
+        if (r->in_type != BNN_TYPE_BITS && r->in_type != BNN_TYPE_UINT8 && r->in_type != BNN_TYPE_INT8)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "input %s, must be bits, uint8 or int8",
+                        LAYER_ARGS(i, n, r), type_name(r->in_type));
+        if (!((r->out_type == BNN_TYPE_BITS && r->n_thresholds == 1) ||
+              (r->out_type == BNN_TYPE_INT32 && r->n_thresholds == 0)))
+            return fail(err, errlen, BNN_ERR_SHAPE,
+                        LAYER_FMT "output %s with %u thresholds, must be bits with 1 or int32 with 0",
+                        LAYER_ARGS(i, n, r), type_name(r->out_type), r->n_thresholds);
+        r->k = (uint64_t)r->kernel * r->kernel * r->in_c;
+        if (r->k > BNN_MAX_K)
+            return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "K = %ux%ux%u = %llu is past the limit of %u",
+                        LAYER_ARGS(i, n, r), r->kernel, r->kernel, r->in_c, (unsigned long long)r->k, BNN_MAX_K);
+        r->payload_bytes = (uint64_t)r->out_c * ceil_div(r->k, 64) * 8 + (uint64_t)r->n_thresholds * r->out_c * 4;
+        break;
+    }
+    case BNN_LAYER_MAXPOOL:
+        if (r->in_type != BNN_TYPE_BITS || r->out_type != BNN_TYPE_BITS)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be bits -> bits", LAYER_ARGS(i, n, r),
+                        type_name(r->in_type), type_name(r->out_type));
+        if (r->out_c != r->in_c)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u channels in, %u out", LAYER_ARGS(i, n, r),
+                        r->in_c, r->out_c);
+        if (r->n_thresholds != 0)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
+                        r->n_thresholds);
+        break;
+    case BNN_LAYER_LABEL_SELECT:
+        if (r->in_type != BNN_TYPE_INT32 || r->out_type != BNN_TYPE_CLASS)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be int32 -> class",
+                        LAYER_ARGS(i, n, r), type_name(r->in_type), type_name(r->out_type));
+        if (r->in_h != 1 || r->in_w != 1 || r->out_h != 1 || r->out_w != 1 || r->out_c != 1)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%ux%ux%u -> %ux%ux%u, must be 1x1xC -> 1x1x1",
+                        LAYER_ARGS(i, n, r), r->in_h, r->in_w, r->in_c, r->out_h, r->out_w, r->out_c);
+        if (r->n_thresholds != 0)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
+                        r->n_thresholds);
+        break;
+    }
+
+    uint64_t want = round_up(BNN_LAYER_HEADER_BYTES + r->payload_bytes, 8);
+    if (r->record_bytes < want)
+        return fail(err, errlen, BNN_ERR_TRUNCATED, LAYER_FMT "record is %u bytes, its payload needs %llu",
+                    LAYER_ARGS(i, n, r), r->record_bytes, (unsigned long long)want);
+    if (r->record_bytes > want)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "record is %u bytes, its payload needs %llu",
+                    LAYER_ARGS(i, n, r), r->record_bytes, (unsigned long long)want);
+    const uint8_t *pad = h + BNN_LAYER_HEADER_BYTES + r->payload_bytes;
+    for (const uint8_t *q = pad; q < h + r->record_bytes; q++)
+        if (*q)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "padding after the payload is not zero",
+                        LAYER_ARGS(i, n, r));
+    if (r->kind == BNN_LAYER_MVAU && r->k % 64 != 0) {
+        /* The format promises zero bits past K, so a writer's packing mistake
+         * shows up here instead of as a silently different network. */
+        uint64_t words = ceil_div(r->k, 64), tail_mask = ~0ull << (r->k % 64);
+        const uint8_t *w = h + BNN_LAYER_HEADER_BYTES;
+        for (uint32_t o = 0; o < r->out_c; o++)
+            if (rd64(w + (o * words + words - 1) * 8) & tail_mask)
+                return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "weight row %u has bits set past K = %llu",
+                            LAYER_ARGS(i, n, r), o, (unsigned long long)r->k);
+    }
+    return BNN_OK;
+}
+
+/* The grammar THRESHOLD? MVAU (MVAU | MAXPOOL)* LABEL_SELECT and the chaining
+ * of shapes and types from the image to the class. */
+static int check_chain(const uint8_t *hdr, const struct record *r, uint32_t n, int *transpose,
+                       char *err, size_t errlen)
+{
+    uint32_t in_c = rd32(hdr + 32), in_h = rd32(hdr + 36), in_w = rd32(hdr + 40);
+    uint32_t order = rd32(hdr + 44), n_classes = rd32(hdr + 48);
+    uint64_t flat = (uint64_t)in_c * in_h * in_w;
+    const struct record *f = &r[0];
+
+    if (f->kind != BNN_LAYER_THRESHOLD && f->kind != BNN_LAYER_MVAU)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "a model starts with THRESHOLD or MVAU",
+                    LAYER_ARGS(0, n, f));
+    if (f->in_type != BNN_TYPE_UINT8)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "reads the uint8 image but its input is %s",
+                    LAYER_ARGS(0, n, f), type_name(f->in_type));
+    int reads_flat = f->in_h == 1 && f->in_w == 1 && f->in_c == flat;
+    int reads_spatial = f->in_h == in_h && f->in_w == in_w && f->in_c == in_c;
+    if (!reads_flat && !reads_spatial)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "input %ux%ux%u is neither the %ux%ux%u image nor 1x1x%llu",
+                    LAYER_ARGS(0, n, f), f->in_h, f->in_w, f->in_c, in_h, in_w, in_c, (unsigned long long)flat);
+    /* CHW order means "in stored order": only a flat read, or a single
+     * channel (where HWC and CHW are the same bytes), has that meaning. */
+    if (order == BNN_ORDER_CHW && !reads_flat && in_c != 1)
+        return fail(err, errlen, BNN_ERR_SHAPE,
+                    LAYER_FMT "input_order CHW with a %ux%ux%u first layer: only a flat or one-channel input reads "
+                    "the image in stored order",
+                    LAYER_ARGS(0, n, f), f->in_h, f->in_w, f->in_c);
+    *transpose = order == BNN_ORDER_HWC && in_c > 1 && !(in_h == 1 && in_w == 1);
+
+    if (n < 2)
+        return fail(err, errlen, BNN_ERR_SHAPE, "a model needs at least an MVAU and a LABEL_SELECT, this one has %u layer",
+                    n);
+    for (uint32_t i = 1; i < n; i++) {
+        const struct record *p = &r[i - 1], *c = &r[i];
+        if (c->kind == BNN_LAYER_THRESHOLD)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "THRESHOLD can only be the first layer",
+                        LAYER_ARGS(i, n, c));
+        if (c->kind == BNN_LAYER_MAXPOOL && p->kind == BNN_LAYER_THRESHOLD)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "an MVAU must come between THRESHOLD and MAXPOOL",
+                        LAYER_ARGS(i, n, c));
+        if (c->kind == BNN_LAYER_LABEL_SELECT && i != n - 1)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "LABEL_SELECT must be the last layer",
+                        LAYER_ARGS(i, n, c));
+        if (c->in_h != p->out_h || c->in_w != p->out_w || c->in_c != p->out_c || c->in_type != p->out_type)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "input %ux%ux%u %s does not match the %ux%ux%u %s "
+                        "before it",
+                        LAYER_ARGS(i, n, c), c->in_h, c->in_w, c->in_c, type_name(c->in_type), p->out_h,
+                        p->out_w, p->out_c, type_name(p->out_type));
+    }
+    const struct record *last = &r[n - 1], *scores = &r[n - 2];
+    if (last->kind != BNN_LAYER_LABEL_SELECT)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "the last layer must be LABEL_SELECT", LAYER_ARGS(n - 1, n, last));
+    if (scores->kind != BNN_LAYER_MVAU || scores->out_type != BNN_TYPE_INT32)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "the layer before LABEL_SELECT must be an MVAU with int32 scores",
+                    LAYER_ARGS(n - 2, n, scores));
+    if (last->in_c != n_classes)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u scores but the header says %u classes",
+                    LAYER_ARGS(n - 1, n, last), last->in_c, n_classes);
+    return BNN_OK;
+}
+
+static int check_header_dim(char *err, size_t errlen, const char *what, uint32_t v)
+{
+    if (v == 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: %s is 0", what);
+    if (v > BNN_MAX_DIM)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "header: %s %u is past the limit of %u", what, v, BNN_MAX_DIM);
+    return BNN_OK;
+}
+
+/* Layout sizes of the engine, all in 64-bit arithmetic; the caps keep them far
+ * from overflowing size_t even on 32-bit ARM. */
+struct plan {
+    uint64_t arena, act, image, scores, split;
+};
+
+static uint64_t bits_tensor_bytes(uint32_t h, uint32_t w, uint32_t c)
+{
+    return (uint64_t)h * w * ceil_div(c, 64) * 8;
+}
+
+static uint64_t tensor_bytes(uint32_t type, uint32_t h, uint32_t w, uint32_t c)
+{
+    switch (type) {
+    case BNN_TYPE_BITS: return bits_tensor_bytes(h, w, c);
+    case BNN_TYPE_UINT8:
+    case BNN_TYPE_INT8: return (uint64_t)h * w * c;
+    default: return 0; /* scores and the class live in their own buffers */
+    }
+}
+
+/* Bytes each layer's engine arrays take, in the order the arena holds them. */
+/* Whether a binary MVAU gets nibble-split weights (see internal.h). */
+static int splits_weights(const struct record *r)
+{
+#ifdef BNN_X86
+    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && (uint64_t)r->out_h * r->out_w >= 4;
+#else
+    (void)r;
+    return 0;
+#endif
+}
+
+static uint64_t layer_arena_bytes(const struct record *r)
+{
+    uint64_t a = 0;
+    if (r->kind == BNN_LAYER_MVAU) {
+        uint64_t blocks = ceil_div(r->out_c, BNN_BLOCK), blocks8 = ceil_div(r->out_c, BNN_BLOCK8);
+        if (r->in_type == BNN_TYPE_BITS) {
+            uint64_t words = (uint64_t)r->kernel * r->kernel * ceil_div(r->in_c, 64);
+            a += round_up(blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
+            a += round_up(blocks * BNN_BLOCK * 4, BNN_ALIGN);
+            if (splits_weights(r))
+                a += round_up(2 * blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
+        } else {
+            uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel * r->in_c, 2);
+            a += round_up(blocks8 * pairs * BNN_BLOCK8 * 2, BNN_ALIGN);
+            a += 2 * round_up(blocks8 * BNN_BLOCK8 * 4, BNN_ALIGN);
+        }
+    } else if (r->kind == BNN_LAYER_THRESHOLD) {
+        if (r->out_type == BNN_TYPE_BITS) {
+            a += round_up(round_up(r->in_c, 64), BNN_ALIGN);
+            a += round_up(ceil_div(r->in_c, 64) * 8, BNN_ALIGN);
+        } else {
+            a += round_up((uint64_t)r->in_c * 256, BNN_ALIGN);
+        }
+    }
+    return a;
+}
+
+static int plan_model(const struct record *r, uint32_t n, uint64_t image_bytes, struct plan *pl, char *err,
+                      size_t errlen)
+{
+    memset(pl, 0, sizeof(*pl));
+    pl->image = image_bytes;
+    for (uint32_t i = 0; i < n; i++) {
+        pl->arena += layer_arena_bytes(&r[i]);
+        uint64_t t = tensor_bytes(r[i].out_type, r[i].out_h, r[i].out_w, r[i].out_c);
+        if (t > pl->act)
+            pl->act = t;
+        if (r[i].kind == BNN_LAYER_MVAU && r[i].out_type == BNN_TYPE_INT32)
+            pl->scores = round_up(r[i].out_c, BNN_BLOCK8);
+        if (splits_weights(&r[i]) && 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c) > pl->split)
+            pl->split = 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c);
+        if (pl->arena > BNN_ENGINE_MAX_BYTES || pl->act > BNN_ENGINE_MAX_BYTES / 4)
+            return fail(err, errlen, BNN_ERR_TOO_LARGE,
+                        LAYER_FMT "the engine would need more than %llu MiB for the weights or %llu MiB for one "
+                        "tensor",
+                        LAYER_ARGS(i, n, &r[i]), BNN_ENGINE_MAX_BYTES >> 20, BNN_ENGINE_MAX_BYTES >> 22);
+    }
+    if (image_bytes > BNN_ENGINE_MAX_BYTES / 4)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "header: a %llu-byte image is past the engine's limit",
+                    (unsigned long long)image_bytes);
+    return BNN_OK;
+}
+
+static void *take(uint8_t **cursor, uint64_t bytes)
+{
+    void *p = *cursor;
+    *cursor += round_up(bytes, BNN_ALIGN);
+    return p;
+}
+
+static int weight_bit(const uint8_t *row, uint64_t j)
+{
+    return (row[j / 8] >> (j % 8)) & 1;
+}
+
+/* Repacks one validated record into the engine's layout (see internal.h). */
+static void build_layer(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor,
+                        int split)
+{
+    L->kind = r->kind;
+    L->in_h = r->in_h, L->in_w = r->in_w, L->in_c = r->in_c;
+    L->out_h = r->out_h, L->out_w = r->out_w, L->out_c = r->out_c;
+    L->kernel = r->kernel, L->stride = r->stride;
+    L->in_type = r->in_type, L->out_type = r->out_type;
+    L->n_thresholds = r->n_thresholds, L->act_val = r->act_val;
+    L->in_wpp = (uint32_t)ceil_div(r->in_c, 64);
+    L->out_wpp = (uint32_t)ceil_div(r->out_c, 64);
+    L->k = r->k;
+    L->out_bytes = (size_t)tensor_bytes(r->out_type, r->out_h, r->out_w, r->out_c);
+    L->weight_bytes = r->payload_bytes;
+
+    if (r->kind == BNN_LAYER_THRESHOLD) {
+        const uint8_t *t = payload;
+        if (r->out_type == BNN_TYPE_BITS) {
+            /* One threshold per channel (act_val 0): x >= t for uint8 x. A
+             * threshold <= 0 always fires (t8 = 0); one past 255 never does,
+             * which uint8 cannot say, so those channels are masked off. */
+            L->t8 = take(cursor, round_up(r->in_c, 64));
+            L->never = take(cursor, L->in_wpp * 8);
+            memset(L->t8, 255, round_up(r->in_c, 64));
+            memset(L->never, 0, L->in_wpp * 8);
+            for (uint32_t c = 0; c < r->in_c; c++) {
+                int32_t v = (int32_t)rd32(t + 4 * (uint64_t)c);
+                L->t8[c] = v <= 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+                if (v > 255) {
+                    L->never[c / 64] |= 1ull << (c % 64);
+                    L->has_never = 1;
+                }
+            }
+        } else {
+            /* Several thresholds (not necessarily sorted): a 256-entry table per
+             * channel of act_val + the number of thresholds <= x, plus 128. */
+            L->lut = take(cursor, (uint64_t)r->in_c * 256);
+            for (uint32_t c = 0; c < r->in_c; c++) {
+                const uint8_t *tc = t + 4 * (uint64_t)c * r->n_thresholds;
+                for (int x = 0; x < 256; x++) {
+                    int count = 0;
+                    for (uint32_t j = 0; j < r->n_thresholds; j++)
+                        count += x >= (int32_t)rd32(tc + 4 * j);
+                    L->lut[(uint64_t)c * 256 + x] = (uint8_t)(r->act_val + count + 128);
+                }
+            }
+        }
+        return;
+    }
+    if (r->kind != BNN_LAYER_MVAU)
+        return;
+
+    uint64_t row_bytes = ceil_div(r->k, 64) * 8;
+    const uint8_t *thr = payload + (uint64_t)r->out_c * row_bytes;
+    L->binary_macs = r->in_type == BNN_TYPE_BITS ? (uint64_t)r->out_h * r->out_w * r->out_c * r->k : 0;
+    L->integer_macs = r->in_type != BNN_TYPE_BITS ? (uint64_t)r->out_h * r->out_w * r->out_c * r->k : 0;
+
+    if (r->in_type == BNN_TYPE_BITS) {
+        uint32_t wpp = L->in_wpp, window = r->kernel * r->kernel * wpp;
+        L->n_blocks = (uint32_t)ceil_div(r->out_c, BNN_BLOCK);
+        /* A window as wide as the input has its rows back to back in memory:
+         * one run instead of kernel runs. */
+        if (r->kernel == r->in_w) {
+            L->n_rows = 1;
+            L->row_words = window;
+        } else {
+            L->n_rows = r->kernel;
+            L->row_words = r->kernel * wpp;
+        }
+        L->bw = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
+        L->limit = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * 4);
+        memset(L->bw, 0, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
+        for (uint32_t o = 0; o < r->out_c; o++) {
+            const uint8_t *row = payload + o * row_bytes;
+            uint64_t *dst = L->bw + (uint64_t)(o / BNN_BLOCK) * window * BNN_BLOCK + o % BNN_BLOCK;
+            /* Input j of the canonical row is (pixel j / in_c of the window,
+             * channel j % in_c); the engine pads every pixel to whole words. */
+            for (uint64_t j = 0; j < r->k; j++)
+                if (weight_bit(row, j)) {
+                    uint64_t pix = j / r->in_c, ch = j % r->in_c;
+                    dst[(pix * wpp + ch / 64) * BNN_BLOCK] |= 1ull << (ch % 64);
+                }
+        }
+        if (split) {
+            const uint64_t low = 0x0F0F0F0F0F0F0F0Full, words = (uint64_t)L->n_blocks * window;
+            L->bw_split = take(cursor, 2 * words * BNN_BLOCK * 8);
+            for (uint64_t w = 0; w < words; w++)
+                for (int c = 0; c < BNN_BLOCK; c++) {
+                    uint64_t v = L->bw[w * BNN_BLOCK + c];
+                    L->bw_split[w * 2 * BNN_BLOCK + c] = v & low;
+                    L->bw_split[w * 2 * BNN_BLOCK + BNN_BLOCK + c] = (v >> 4) & low;
+                }
+        }
+        for (uint32_t o = 0; o < L->n_blocks * BNN_BLOCK; o++) {
+            int64_t lim = -1;
+            if (o < r->out_c && r->n_thresholds == 1) {
+                /* acc = K - m >= t  <=>  m <= K - t, clamped to -1 (never) .. K (always). */
+                int64_t t = (int32_t)rd32(thr + 4 * (uint64_t)o);
+                lim = (int64_t)r->k - t;
+                lim = lim < -1 ? -1 : lim > (int64_t)r->k ? (int64_t)r->k : lim;
+            }
+            L->limit[o] = (int32_t)lim;
+        }
+        return;
+    }
+
+    /* 8-bit input. */
+    L->n_blocks8 = (uint32_t)ceil_div(r->out_c, BNN_BLOCK8);
+    const uint64_t run = (uint64_t)r->kernel * r->in_c;
+    L->run_pairs = (uint32_t)ceil_div(run, 2);
+    const uint64_t n_pairs = (uint64_t)r->kernel * L->run_pairs;
+    uint64_t wbytes = (uint64_t)L->n_blocks8 * n_pairs * BNN_BLOCK8 * 2;
+    L->w8 = take(cursor, wbytes);
+    L->limit8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
+    L->offset8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
+    memset(L->w8, 0, wbytes);
+    int64_t off = r->in_type == BNN_TYPE_INT8 ? 128 : 0;
+    /* |sum(u * w)| <= 255 K < 2^28: limits clamped to +-2^30 keep their meaning. */
+    const int64_t big = (int64_t)1 << 30;
+    for (uint32_t o = 0; o < L->n_blocks8 * BNN_BLOCK8; o++) {
+        int64_t sumw = 0;
+        if (o < r->out_c) {
+            const uint8_t *row = payload + o * row_bytes;
+            for (uint64_t j = 0; j < r->k; j++) {
+                int w = weight_bit(row, j) ? 1 : -1;
+                sumw += w;
+                /* Input j is byte j % run of kernel row j / run; rows start on
+                 * whole pairs. */
+                uint64_t jp = j / run * L->run_pairs * 2 + j % run;
+                L->w8[(((uint64_t)(o / BNN_BLOCK8) * n_pairs + jp / 2) * BNN_BLOCK8 + o % BNN_BLOCK8) * 2 + jp % 2] =
+                    (int8_t)w;
+            }
+        }
+        int64_t lim = big;
+        if (o < r->out_c && r->n_thresholds == 1) {
+            /* sum((u - off) w) >= t  <=>  sum(u w) >= t + off * sum(w). */
+            lim = (int64_t)(int32_t)rd32(thr + 4 * (uint64_t)o) + off * sumw;
+            lim = lim < -big ? -big : lim > big ? big : lim;
+        }
+        L->limit8[o] = (int32_t)lim;
+        L->offset8[o] = (int32_t)(off * sumw);
+    }
+}
+
+int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (out)
+        *out = NULL;
+    if (!out || (!data && size))
+        return fail(err, errlen, BNN_ERR_ARG, "bnn_model_load_memory: NULL argument");
+    const uint8_t *p = data;
+    size_t m = size < 8 ? size : 8;
+    if (memcmp(p, BNN_MAGIC, m) != 0)
+        return fail(err, errlen, BNN_ERR_MAGIC, "not a bnncpu model file (no BNNCPU magic)");
+    if (size < BNN_HEADER_BYTES)
+        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %zu bytes, shorter than the 64-byte header", size);
+    uint32_t major = rd16(p + 8), minor = rd16(p + 10);
+    if (major != BNN_FORMAT_MAJOR || minor > BNN_FORMAT_MINOR)
+        return fail(err, errlen, BNN_ERR_VERSION, "format version %u.%u, this reader reads %u.0 to %u.%u", major,
+                    minor, BNN_FORMAT_MAJOR, BNN_FORMAT_MAJOR, BNN_FORMAT_MINOR);
+    uint32_t header_bytes = rd32(p + 12);
+    if (header_bytes != BNN_HEADER_BYTES)
+        return fail(err, errlen, BNN_ERR_VERSION, "header_bytes is %u, format %u.%u has 64", header_bytes, major,
+                    minor);
+    uint64_t file_bytes = rd64(p + 16);
+    if (file_bytes > BNN_MAX_FILE_BYTES || (uint64_t)size > BNN_MAX_FILE_BYTES)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "file is %llu bytes, past the limit of %llu",
+                    (unsigned long long)(file_bytes > size ? file_bytes : size), BNN_MAX_FILE_BYTES);
+    if ((uint64_t)size < file_bytes)
+        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %zu bytes but its header says %llu", size,
+                    (unsigned long long)file_bytes);
+    if ((uint64_t)size > file_bytes)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "file is %zu bytes but its header says %llu", size,
+                    (unsigned long long)file_bytes);
+    uint32_t stored = rd32(p + 24), actual = bnn_crc32(p, size, 24);
+    if (stored != actual)
+        return fail(err, errlen, BNN_ERR_CHECKSUM, "checksum mismatch: the header says %08x, the content gives %08x",
+                    stored, actual);
+
+    uint32_t n = rd32(p + 28);
+    if (n == 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: no layers");
+    if (n > BNN_MAX_LAYERS)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "header: %u layers, past the limit of %u", n, BNN_MAX_LAYERS);
+    int st;
+    if ((st = check_header_dim(err, errlen, "in_c", rd32(p + 32))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "in_h", rd32(p + 36))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "in_w", rd32(p + 40))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "n_classes", rd32(p + 48))) != BNN_OK)
+        return st;
+    uint32_t order = rd32(p + 44), dataset = rd32(p + 52);
+    if (order != BNN_ORDER_CHW && order != BNN_ORDER_HWC)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown input_order %u", order);
+    if (dataset > BNN_DATASET_DIGITS)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown dataset %u", dataset);
+    if (rd32(p + 56) != 0 || rd32(p + 60) != 0)
+        return fail(err, errlen, BNN_ERR_VERSION, "header: flags or reserved fields set that format %u.%u does not have",
+                    major, minor);
+
+    struct record rec[BNN_MAX_LAYERS];
+    uint64_t offset = BNN_HEADER_BYTES;
+    for (uint32_t i = 0; i < n; i++) {
+        if ((st = read_record(p, file_bytes, offset, i, n, &rec[i], err, errlen)) != BNN_OK)
+            return st;
+        offset += rec[i].record_bytes;
+    }
+    if (offset != file_bytes)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "%llu bytes after the last layer",
+                    (unsigned long long)(file_bytes - offset));
+    int transpose = 0;
+    if ((st = check_chain(p, rec, n, &transpose, err, errlen)) != BNN_OK)
+        return st;
+    uint64_t image_bytes = (uint64_t)rd32(p + 32) * rd32(p + 36) * rd32(p + 40);
+    struct plan pl;
+    if ((st = plan_model(rec, n, image_bytes, &pl, err, errlen)) != BNN_OK)
+        return st;
+
+    /* Everything is checked: now allocate. */
+    bnn_model *model = calloc(1, sizeof(*model));
+    struct bnn_layer *layers = calloc(n, sizeof(*layers));
+    void *arena = bnn_alloc((size_t)pl.arena);
+    if (!model || !layers || !arena) {
+        free(model);
+        free(layers);
+        bnn_free(arena);
+        return fail(err, errlen, BNN_ERR_NOMEM, "out of memory for a %llu-byte model",
+                    (unsigned long long)pl.arena);
+    }
+    model->in_c = rd32(p + 32);
+    model->in_h = rd32(p + 36);
+    model->in_w = rd32(p + 40);
+    model->input_order = order;
+    model->n_classes = rd32(p + 48);
+    model->dataset = dataset;
+    model->n_layers = n;
+    model->transpose_input = transpose;
+    /* An MVAU reading the image's bytes itself reads one byte past an odd run:
+     * give it a copy with slack instead of the caller's buffer. */
+    model->copy_input = !transpose && rec[0].kind == BNN_LAYER_MVAU;
+    model->layers = layers;
+    model->arena = arena;
+    model->kernels = bnn_select_kernels();
+    uint8_t *cursor = arena;
+    for (uint32_t i = 0; i < n; i++) {
+        build_layer(&layers[i], &rec[i], p + rec[i].offset + BNN_LAYER_HEADER_BYTES, &cursor,
+                    splits_weights(&rec[i]));
+        model->binary_macs += layers[i].binary_macs;
+        model->integer_macs += layers[i].integer_macs;
+    }
+    model->act_bytes = (size_t)round_up(pl.act + BNN_SLACK, BNN_ALIGN);
+    model->image_bytes = (size_t)pl.image;
+    model->score_count = (size_t)pl.scores;
+    model->split_bytes = (size_t)round_up(pl.split, BNN_ALIGN);
+    model->model_bytes = pl.arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
+    model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl.image + BNN_SLACK, BNN_ALIGN) +
+                           round_up(pl.scores * 4, BNN_ALIGN) + model->split_bytes;
+    *out = model;
+    return BNN_OK;
+}
+
+int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return fail(err, errlen, BNN_ERR_ARG, "bnn_model_load_file: NULL argument");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno));
+    /* Read at most one byte past the limit, so an oversized file is refused
+     * without reading all of it. */
+    size_t cap = 1 << 16, size = 0;
+    uint8_t *buf = NULL;
+    int st = BNN_OK;
+    for (;;) {
+        if (size == cap || !buf) {
+            if (buf)
+                cap *= 2;
+            uint8_t *nb = realloc(buf, cap);
+            if (!nb) {
+                st = fail(err, errlen, BNN_ERR_NOMEM, "%s: out of memory reading it", path);
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + size, 1, cap - size, f);
+        size += got;
+        if (got == 0) {
+            if (ferror(f))
+                st = fail(err, errlen, BNN_ERR_IO, "%s: read error", path);
+            break;
+        }
+        if ((uint64_t)size > BNN_MAX_FILE_BYTES) {
+            st = fail(err, errlen, BNN_ERR_TOO_LARGE, "%s: longer than the limit of %llu bytes", path,
+                      BNN_MAX_FILE_BYTES);
+            break;
+        }
+    }
+    fclose(f);
+    if (st == BNN_OK) {
+        char inner[256];
+        st = bnn_model_load_memory(buf, size, out, inner, sizeof(inner));
+        if (st != BNN_OK)
+            fail(err, errlen, st, "%s: %s", path, inner);
+    }
+    free(buf);
+    return st;
+}
+
+void bnn_model_free(bnn_model *model)
+{
+    if (!model)
+        return;
+    bnn_free(model->arena);
+    free(model->layers);
+    free(model);
+}
+
+void bnn_model_get_info(const bnn_model *model, bnn_model_info *info)
+{
+    if (!model || !info)
+        return;
+    memset(info, 0, sizeof(*info));
+    info->in_c = model->in_c;
+    info->in_h = model->in_h;
+    info->in_w = model->in_w;
+    info->n_classes = model->n_classes;
+    info->n_layers = model->n_layers;
+    info->dataset = model->dataset;
+    info->binary_macs = model->binary_macs;
+    info->integer_macs = model->integer_macs;
+    info->model_bytes = model->model_bytes;
+    info->context_bytes = model->context_bytes;
+}
+
+int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *info)
+{
+    if (!model || !info || index >= model->n_layers)
+        return BNN_ERR_ARG;
+    const struct bnn_layer *L = &model->layers[index];
+    memset(info, 0, sizeof(*info));
+    info->kind = L->kind;
+    info->in_h = L->in_h, info->in_w = L->in_w, info->in_c = L->in_c;
+    info->out_h = L->out_h, info->out_w = L->out_w, info->out_c = L->out_c;
+    info->kernel = L->kernel, info->stride = L->stride;
+    info->input_type = L->in_type, info->output_type = L->out_type;
+    info->n_thresholds = L->n_thresholds;
+    info->act_val = L->act_val;
+    info->binary_macs = L->binary_macs;
+    info->integer_macs = L->integer_macs;
+    info->weight_bytes = L->weight_bytes;
+    return BNN_OK;
+}
+
+const char *bnn_layer_kind_name(uint32_t kind)
+{
+    return kind_name(kind);
+}
+
+const char *bnn_type_name(uint32_t type)
+{
+    return type_name(type);
+}
+
+void bnn_model_use_kernels(bnn_model *model, const struct bnn_kernels *kernels)
+{
+    if (model && kernels)
+        model->kernels = kernels;
+}

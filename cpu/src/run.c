@@ -1,0 +1,334 @@
+/*
+ * Running a loaded model: one context per thread holds every working buffer,
+ * so bnn_context_run neither allocates nor locks; bnn_run splits a batch into
+ * contiguous slices, one thread and one context each (images are
+ * independent, so the split cannot change a result).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct bnn_context {
+    const bnn_model *model;
+    uint8_t *act[2];   /* ping-pong activation buffers */
+    uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
+    int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
+    uint64_t *split;   /* a layer input's nibbles, for the split-weight kernels */
+    void *mem;
+};
+
+static size_t align_up(size_t v)
+{
+    return (v + BNN_ALIGN - 1) / BNN_ALIGN * BNN_ALIGN;
+}
+
+bnn_context *bnn_context_new(const bnn_model *model)
+{
+    if (!model)
+        return NULL;
+    bnn_context *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
+    size_t act = model->act_bytes, image = align_up(model->image_bytes + BNN_SLACK);
+    size_t scores = align_up(model->score_count * 4), split = model->split_bytes;
+    uint8_t *mem = bnn_alloc(2 * act + image + scores + split);
+    if (!mem) {
+        free(ctx);
+        return NULL;
+    }
+    /* Zeroed once, so the slack after each tensor holds defined bytes. */
+    memset(mem, 0, 2 * act + image + scores + split);
+    ctx->model = model;
+    ctx->mem = mem;
+    ctx->act[0] = mem;
+    ctx->act[1] = mem + act;
+    ctx->image = mem + 2 * act;
+    ctx->scores = (int32_t *)(void *)(ctx->image + image);
+    ctx->split = (uint64_t *)(void *)(ctx->image + image + scores);
+    return ctx;
+}
+
+void bnn_context_free(bnn_context *ctx)
+{
+    if (!ctx)
+        return;
+    bnn_free(ctx->mem);
+    free(ctx);
+}
+
+static void transpose_chw_to_hwc(const uint8_t *src, uint8_t *dst, uint32_t c, uint32_t h, uint32_t w)
+{
+    const size_t plane = (size_t)h * w;
+    for (uint32_t ch = 0; ch < c; ch++)
+        for (size_t i = 0; i < plane; i++)
+            dst[i * c + ch] = src[ch * plane + i];
+}
+
+static void run_threshold(const struct bnn_kernels *kern, const struct bnn_layer *L, const uint8_t *x, uint8_t *out)
+{
+    const size_t n_pix = (size_t)L->in_h * L->in_w, c = L->in_c;
+    if (L->out_type == BNN_TYPE_BITS) {
+        uint64_t *o = (uint64_t *)(void *)out;
+        for (size_t p = 0; p < n_pix; p++) {
+            kern->threshold_bits(x + p * c, L->t8, c, o + p * L->out_wpp);
+            if (L->has_never)
+                for (uint32_t w = 0; w < L->out_wpp; w++)
+                    o[p * L->out_wpp + w] &= ~L->never[w];
+        }
+    } else {
+        for (size_t p = 0; p < n_pix; p++)
+            for (size_t ch = 0; ch < c; ch++)
+                out[p * c + ch] = L->lut[ch * 256 + x[p * c + ch]];
+    }
+}
+
+/* Output bytes past the kernel's last block (up to the pixel's whole words)
+ * must be zero: the next layer XORs them against zero pad weights. */
+static void clear_pad_bytes(const struct bnn_layer *L, uint8_t *out, size_t written)
+{
+    const size_t pixel = (size_t)L->out_wpp * 8;
+    if (written >= pixel)
+        return;
+    const size_t n_pix = (size_t)L->out_h * L->out_w;
+    for (size_t p = 0; p < n_pix; p++)
+        memset(out + p * pixel + written, 0, pixel - written);
+}
+
+static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, const void *in, uint8_t *out,
+                     int32_t *scores, uint64_t *split)
+{
+    const int want_scores = L->out_type == BNN_TYPE_INT32;
+    if (L->in_type == BNN_TYPE_BITS) {
+        struct bnn_bgemm_job j = {
+            .in = in,
+            .in_w = L->in_w,
+            .in_wpp = L->in_wpp,
+            .out_h = L->out_h,
+            .out_w = L->out_w,
+            .stride = L->stride,
+            .n_rows = L->n_rows,
+            .row_words = L->row_words,
+            .row_stride = (size_t)L->in_w * L->in_wpp,
+            .weights = L->bw,
+            .n_blocks = L->n_blocks,
+            .k = (int32_t)L->k,
+            .limit = L->limit,
+            .out = out,
+            .out_pixel_bytes = (size_t)L->out_wpp * 8,
+            .scores = want_scores ? scores : NULL,
+            .weights_split = L->bw_split,
+            .split = split,
+            .in_words = (size_t)L->in_h * L->in_w * L->in_wpp,
+        };
+        if (!want_scores)
+            clear_pad_bytes(L, out, L->n_blocks);
+        kern->bgemm(&j);
+    } else {
+        struct bnn_i8gemm_job j = {
+            .in = in,
+            .in_w = L->in_w,
+            .in_c = L->in_c,
+            .out_h = L->out_h,
+            .out_w = L->out_w,
+            .kernel = L->kernel,
+            .stride = L->stride,
+            .weights = L->w8,
+            .n_blocks = L->n_blocks8,
+            .run_pairs = L->run_pairs,
+            .limit = L->limit8,
+            .offset = L->offset8,
+            .out = out,
+            .out_pixel_bytes = (size_t)L->out_wpp * 8,
+            .scores = want_scores ? scores : NULL,
+        };
+        if (!want_scores)
+            clear_pad_bytes(L, out, 2 * (size_t)L->n_blocks8);
+        kern->i8gemm(&j);
+    }
+}
+
+/* FINN's max-pooling on {0, 1} is the OR of the window, a word at a time. */
+static void run_maxpool(const struct bnn_layer *L, const uint64_t *in, uint64_t *out)
+{
+    const uint32_t wpp = L->in_wpp, k = L->kernel, s = L->stride;
+    for (uint32_t oy = 0; oy < L->out_h; oy++)
+        for (uint32_t ox = 0; ox < L->out_w; ox++) {
+            uint64_t *o = out + ((size_t)oy * L->out_w + ox) * wpp;
+            for (uint32_t w = 0; w < wpp; w++) {
+                uint64_t v = 0;
+                for (uint32_t ky = 0; ky < k; ky++) {
+                    const uint64_t *row = in + ((size_t)(oy * s + ky) * L->in_w + (size_t)ox * s) * wpp + w;
+                    for (uint32_t kx = 0; kx < k; kx++)
+                        v |= row[(size_t)kx * wpp];
+                }
+                o[w] = v;
+            }
+        }
+}
+
+/* FINN's LabelSelect scans upward and replaces only on a strictly larger
+ * score: a tie keeps the lowest index. */
+static int32_t label_select(const int32_t *scores, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (scores[i] > scores[best])
+            best = i;
+    return (int32_t)best;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int32_t run_image(bnn_context *ctx, const uint8_t *image, int32_t *scores_out, uint64_t *layer_ns)
+{
+    const bnn_model *m = ctx->model;
+    const struct bnn_kernels *kern = m->kernels;
+    const void *src = image;
+    int cur = 0;
+    int32_t cls = 0;
+    uint64_t t0 = layer_ns ? now_ns() : 0;
+    if (m->transpose_input) {
+        transpose_chw_to_hwc(image, ctx->image, m->in_c, m->in_h, m->in_w);
+        src = ctx->image;
+    } else if (m->copy_input) {
+        memcpy(ctx->image, image, m->image_bytes);
+        src = ctx->image;
+    }
+    for (uint32_t i = 0; i < m->n_layers; i++) {
+        const struct bnn_layer *L = &m->layers[i];
+        uint8_t *dst = ctx->act[cur];
+        switch (L->kind) {
+        case BNN_LAYER_THRESHOLD:
+            run_threshold(kern, L, src, dst);
+            break;
+        case BNN_LAYER_MVAU:
+            run_mvau(kern, L, src, dst, ctx->scores, ctx->split);
+            if (L->out_type == BNN_TYPE_INT32)
+                dst = (uint8_t *)ctx->scores;
+            break;
+        case BNN_LAYER_MAXPOOL:
+            run_maxpool(L, src, (uint64_t *)(void *)dst);
+            break;
+        case BNN_LAYER_LABEL_SELECT:
+            cls = label_select(src, L->in_c);
+            if (scores_out)
+                memcpy(scores_out, src, (size_t)L->in_c * 4);
+            break;
+        }
+        src = dst;
+        cur ^= 1;
+        if (layer_ns) {
+            uint64_t t1 = now_ns();
+            layer_ns[i] += t1 - t0;
+            t0 = t1;
+        }
+    }
+    return cls;
+}
+
+static int run_batch(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                     uint64_t *layer_ns)
+{
+    if (!ctx || (n && (!images || !classes)))
+        return BNN_ERR_ARG;
+    const bnn_model *m = ctx->model;
+    const size_t image_bytes = m->image_bytes;
+    for (size_t i = 0; i < n; i++)
+        classes[i] = run_image(ctx, images + i * image_bytes, scores ? scores + i * m->n_classes : NULL, layer_ns);
+    return BNN_OK;
+}
+
+int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores)
+{
+    return run_batch(ctx, images, n, classes, scores, NULL);
+}
+
+int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                          uint64_t *layer_ns)
+{
+    if (!layer_ns)
+        return BNN_ERR_ARG;
+    return run_batch(ctx, images, n, classes, scores, layer_ns);
+}
+
+struct slice {
+    const bnn_model *model;
+    const uint8_t *images;
+    size_t n;
+    int32_t *classes, *scores;
+    int status;
+};
+
+static void run_slice(struct slice *s)
+{
+    bnn_context *ctx = bnn_context_new(s->model);
+    if (!ctx) {
+        s->status = BNN_ERR_NOMEM;
+        return;
+    }
+    s->status = bnn_context_run(ctx, s->images, s->n, s->classes, s->scores);
+    bnn_context_free(ctx);
+}
+
+static void *slice_thread(void *arg)
+{
+    run_slice(arg);
+    return NULL;
+}
+
+#define BNN_MAX_THREADS 256
+
+int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+            int n_threads)
+{
+    if (!model || n_threads < 0 || (n && (!images || !classes)))
+        return BNN_ERR_ARG;
+    if (n == 0)
+        return BNN_OK;
+    if (n_threads == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = online > 0 ? (int)online : 1;
+    }
+    if (n_threads > BNN_MAX_THREADS)
+        n_threads = BNN_MAX_THREADS;
+    if ((size_t)n_threads > n)
+        n_threads = (int)n;
+
+    struct slice slices[BNN_MAX_THREADS];
+    pthread_t threads[BNN_MAX_THREADS];
+    size_t start = 0, base = n / (size_t)n_threads, extra = n % (size_t)n_threads;
+    for (int t = 0; t < n_threads; t++) {
+        size_t len = base + ((size_t)t < extra);
+        slices[t] = (struct slice){model, images + start * model->image_bytes, len, classes + start,
+                                   scores ? scores + start * model->n_classes : NULL, BNN_OK};
+        start += len;
+    }
+    /* The calling thread takes the first slice itself. */
+    int started = 0, status = BNN_OK;
+    for (int t = 1; t < n_threads; t++) {
+        if (pthread_create(&threads[t], NULL, slice_thread, &slices[t]) != 0) {
+            status = BNN_ERR_THREAD;
+            break;
+        }
+        started = t;
+    }
+    if (status == BNN_OK)
+        run_slice(&slices[0]);
+    for (int t = 1; t <= started; t++)
+        pthread_join(threads[t], NULL);
+    if (status != BNN_OK)
+        return status;
+    for (int t = 0; t < n_threads; t++)
+        if (slices[t].status != BNN_OK)
+            return slices[t].status;
+    return BNN_OK;
+}

@@ -1,0 +1,326 @@
+/*
+ * The AVX2 kernel set.
+ *
+ * Binary GEMM: one activation word is broadcast to the four 64-bit lanes and
+ * XORed with the words of 4 output channels (two loads cover a block of 8),
+ * so each lane accumulates one channel's mismatches and no horizontal sum is
+ * needed. The popcount is the nibble lookup: vpshufb of the low and of the
+ * high nibbles into a 16-entry table, added as bytes. A byte lane gains at
+ * most 8 per word, so 31 words fit before it could overflow; then vpsadbw
+ * sums each lane's 8 bytes into its 64-bit lane (one flush per 31 words, so
+ * once per dot product for K <= 1984). Several output pixels share the
+ * weight loads (register blocking: P pixels x 8 channels).
+ *
+ * 8-bit GEMM: vpmaddubsw multiplies the unsigned activations (int8 stored as
+ * x + 128, see internal.h) by the +-1 weights and adds adjacent pairs into 16
+ * signed 16-bit lanes, one per output channel (the pair-interleaved weight
+ * layout), so the pair (x[2q], x[2q+1]) is broadcast and accumulated across
+ * output channels. |sum| <= 64 pairs x 510 < 2^15 before the 16-bit sums are
+ * widened to 32 bits.
+ *
+ * Thresholds to bits: unsigned x >= t is max(x, t) == x, 32 channels per
+ * compare, vpmovmskb packing them into 32 bits.
+ */
+#include <string.h>
+
+#include "../internal.h"
+
+#ifdef BNN_X86
+
+#include <immintrin.h>
+
+#define AVX2_TARGET __attribute__((target("avx2,popcnt")))
+#define INLINE inline __attribute__((always_inline))
+/* The register blocks (pixels x channel vectors) must be unrolled for their
+ * accumulators to stay in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* At most 8 added to a byte lane per word: 31 words stay below 256. */
+#define MAX_WORDS_PER_FLUSH 31
+
+AVX2_TARGET static INLINE __m256i popcount_bytes(__m256i x, __m256i table, __m256i low)
+{
+    const __m256i lo = _mm256_and_si256(x, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+}
+
+/* The mismatch sums of P pixels x 8 channels -> output bytes or scores. */
+AVX2_TARGET static INLINE void finish_block(const struct bnn_bgemm_job *j, __m256i sums[][2], uint32_t p0,
+                                            uint32_t b, const int P)
+{
+    if (j->scores) {
+        UNROLL
+        for (int q = 0; q < P; q++) {
+            uint64_t m64[8];
+            uint32_t m[8];
+            _mm256_storeu_si256((__m256i *)(void *)m64, sums[q][0]);
+            _mm256_storeu_si256((__m256i *)(void *)(m64 + 4), sums[q][1]);
+            for (int c = 0; c < 8; c++)
+                m[c] = (uint32_t)m64[c];
+            bnn_bgemm_finish(j, p0 + (uint32_t)q, b, m);
+        }
+        return;
+    }
+    /* bit = m <= limit, i.e. not (m > limit), four 64-bit lanes at a time. */
+    const __m256i lim0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8)));
+    const __m256i lim1 =
+        _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(j->limit + b * 8 + 4)));
+    UNROLL
+    for (int q = 0; q < P; q++) {
+        const int gt0 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][0], lim0)));
+        const int gt1 = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums[q][1], lim1)));
+        j->out[(size_t)(p0 + (uint32_t)q) * j->out_pixel_bytes + b] = (uint8_t)~(gt0 | gt1 << 4);
+    }
+}
+
+/* P output pixels starting at p0 against block b of 8 channels. */
+AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb, uint32_t p0,
+                                           uint32_t b, const int P)
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                           1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m256i zero = _mm256_setzero_si256();
+    const uint64_t *base[4];
+    __m256i bytes[4][2], sums[4][2];
+    UNROLL
+    for (int q = 0; q < P; q++) {
+        base[q] = bnn_pixel_base(j, p0 + (uint32_t)q);
+        bytes[q][0] = bytes[q][1] = sums[q][0] = sums[q][1] = zero;
+    }
+    uint32_t pending = 0;
+    for (uint32_t r = 0; r < j->n_rows; r++) {
+        const uint64_t *w = wb + (size_t)r * j->row_words * BNN_BLOCK;
+        const size_t at = r * j->row_stride;
+        for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(const void *)w);
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
+            UNROLL
+            for (int q = 0; q < P; q++) {
+                const __m256i x = _mm256_set1_epi64x((long long)base[q][at + i]);
+                bytes[q][0] = _mm256_add_epi8(bytes[q][0], popcount_bytes(_mm256_xor_si256(x, w0), table, low));
+                bytes[q][1] = _mm256_add_epi8(bytes[q][1], popcount_bytes(_mm256_xor_si256(x, w1), table, low));
+            }
+            if (++pending == MAX_WORDS_PER_FLUSH) {
+                UNROLL
+                for (int q = 0; q < P; q++)
+                    UNROLL
+                    for (int h = 0; h < 2; h++) {
+                        sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+                        bytes[q][h] = zero;
+                    }
+                pending = 0;
+            }
+        }
+    }
+    UNROLL
+    for (int q = 0; q < P; q++)
+        UNROLL
+        for (int h = 0; h < 2; h++)
+            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+
+    finish_block(j, sums, p0, b, P);
+}
+
+/* The same with the nibbles split beforehand (internal.h): lo and hi are the
+ * input's low and high nibbles, ws the block's split weights. Per word and
+ * 4 channels: 2 XOR, 2 lookups, 2 byte adds. */
+AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, const uint64_t *ws,
+                                                 const uint64_t *lo, const uint64_t *hi, uint32_t p0, uint32_t b,
+                                                 const int P)
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                           1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i zero = _mm256_setzero_si256();
+    size_t off[4];
+    __m256i bytes[4][2], sums[4][2];
+    UNROLL
+    for (int q = 0; q < P; q++) {
+        off[q] = (size_t)(bnn_pixel_base(j, p0 + (uint32_t)q) - j->in);
+        bytes[q][0] = bytes[q][1] = sums[q][0] = sums[q][1] = zero;
+    }
+    uint32_t pending = 0;
+    for (uint32_t r = 0; r < j->n_rows; r++) {
+        const uint64_t *w = ws + (size_t)r * j->row_words * 2 * BNN_BLOCK;
+        const size_t at = r * j->row_stride;
+        for (uint32_t i = 0; i < j->row_words; i++, w += 2 * BNN_BLOCK) {
+            const __m256i wl0 = _mm256_load_si256((const __m256i *)(const void *)w);
+            const __m256i wl1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
+            const __m256i wh0 = _mm256_load_si256((const __m256i *)(const void *)(w + 8));
+            const __m256i wh1 = _mm256_load_si256((const __m256i *)(const void *)(w + 12));
+            UNROLL
+            for (int q = 0; q < P; q++) {
+                const __m256i al = _mm256_set1_epi64x((long long)lo[off[q] + at + i]);
+                const __m256i ah = _mm256_set1_epi64x((long long)hi[off[q] + at + i]);
+                bytes[q][0] = _mm256_add_epi8(bytes[q][0], _mm256_shuffle_epi8(table, _mm256_xor_si256(al, wl0)));
+                bytes[q][0] = _mm256_add_epi8(bytes[q][0], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh0)));
+                bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(al, wl1)));
+                bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh1)));
+            }
+            if (++pending == MAX_WORDS_PER_FLUSH) {
+                UNROLL
+                for (int q = 0; q < P; q++)
+                    UNROLL
+                    for (int h = 0; h < 2; h++) {
+                        sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+                        bytes[q][h] = zero;
+                    }
+                pending = 0;
+            }
+        }
+    }
+    UNROLL
+    for (int q = 0; q < P; q++)
+        UNROLL
+        for (int h = 0; h < 2; h++)
+            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+    finish_block(j, sums, p0, b, P);
+}
+
+/* Pixel groups of 4 share each weight load; the last 1-3 pixels go one by
+ * one. Channel blocks outermost: a block's weights stay in L1. */
+AVX2_TARGET static void bgemm_avx2(const struct bnn_bgemm_job *j)
+{
+    const size_t window = (size_t)j->n_rows * j->row_words;
+    const uint32_t n_pix = j->out_h * j->out_w;
+    if (j->weights_split) {
+        uint64_t *lo = j->split, *hi = j->split + j->in_words;
+        const uint64_t low = 0x0F0F0F0F0F0F0F0Full;
+        for (size_t i = 0; i < j->in_words; i++) {
+            lo[i] = j->in[i] & low;
+            hi[i] = (j->in[i] >> 4) & low;
+        }
+        for (uint32_t b = 0; b < j->n_blocks; b++) {
+            const uint64_t *ws = j->weights_split + (size_t)b * window * 2 * BNN_BLOCK;
+            uint32_t p = 0;
+            for (; p + 4 <= n_pix; p += 4)
+                bgemm_block_split(j, ws, lo, hi, p, b, 4);
+            for (; p < n_pix; p++)
+                bgemm_block_split(j, ws, lo, hi, p, b, 1);
+        }
+        return;
+    }
+    for (uint32_t b = 0; b < j->n_blocks; b++) {
+        const uint64_t *wb = j->weights + (size_t)b * window * BNN_BLOCK;
+        uint32_t p = 0;
+        for (; p + 4 <= n_pix; p += 4)
+            bgemm_block(j, wb, p, b, 4);
+        for (; p < n_pix; p++)
+            bgemm_block(j, wb, p, b, 1);
+    }
+}
+
+/* Pairs q0 .. q1 of one kernel row, added into the 16-bit sums of B blocks. */
+AVX2_TARGET static INLINE void i8gemm_pairs(const uint8_t *x, const int8_t *w, size_t block_bytes, uint32_t q0,
+                                            uint32_t q1, __m256i *acc, const int B)
+{
+    for (uint32_t q = q0; q < q1; q++) {
+        int16_t pair;
+        memcpy(&pair, x + 2 * q, 2);
+        const __m256i xv = _mm256_set1_epi16(pair);
+        UNROLL
+        for (int bb = 0; bb < B; bb++) {
+            const __m256i wv =
+                _mm256_load_si256((const __m256i *)(const void *)(w + bb * block_bytes + (size_t)q * 32));
+            acc[bb] = _mm256_add_epi16(acc[bb], _mm256_maddubs_epi16(xv, wv));
+        }
+    }
+}
+
+AVX2_TARGET static INLINE void i8gemm_widen(__m256i *acc, __m256i *lo, __m256i *hi, const int B)
+{
+    UNROLL
+    for (int bb = 0; bb < B; bb++) {
+        lo[bb] = _mm256_add_epi32(lo[bb], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc[bb])));
+        hi[bb] = _mm256_add_epi32(hi[bb], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc[bb], 1)));
+        acc[bb] = _mm256_setzero_si256();
+    }
+}
+
+/* Up to 4 blocks of 16 channels share each broadcast input pair. A window of
+ * at most 64 pairs (CNV's conv1 has 15) stays in 16-bit sums throughout;
+ * longer ones widen every 64 pairs of a row. */
+AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, uint32_t p, uint32_t b0, const int B)
+{
+    const uint32_t rp = j->run_pairs;
+    const size_t block_bytes = (size_t)j->kernel * rp * BNN_BLOCK8 * 2;
+    const int8_t *w = j->weights + b0 * block_bytes;
+    __m256i lo[4], hi[4], acc[4];
+    UNROLL
+    for (int bb = 0; bb < B; bb++)
+        lo[bb] = hi[bb] = acc[bb] = _mm256_setzero_si256();
+    if ((uint64_t)j->kernel * rp <= 64) {
+        for (uint32_t r = 0; r < j->kernel; r++)
+            i8gemm_pairs(bnn_i8_row(j, p, r), w + (size_t)r * rp * 32, block_bytes, 0, rp, acc, B);
+    } else {
+        for (uint32_t r = 0; r < j->kernel; r++)
+            for (uint32_t q0 = 0; q0 < rp; q0 += 64) {
+                i8gemm_pairs(bnn_i8_row(j, p, r), w + (size_t)r * rp * 32, block_bytes, q0,
+                             rp - q0 < 64 ? rp : q0 + 64, acc, B);
+                i8gemm_widen(acc, lo, hi, B);
+            }
+    }
+    i8gemm_widen(acc, lo, hi, B);
+    UNROLL
+    for (int bb = 0; bb < B; bb++) {
+        const uint32_t b = b0 + (uint32_t)bb;
+        if (j->scores) {
+            int32_t s[16];
+            _mm256_storeu_si256((__m256i *)(void *)s, lo[bb]);
+            _mm256_storeu_si256((__m256i *)(void *)(s + 8), hi[bb]);
+            bnn_i8gemm_finish(j, p, b, s);
+            continue;
+        }
+        /* bit = sum >= limit = not (limit > sum). */
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(const void *)(j->limit + b * 16));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(const void *)(j->limit + b * 16 + 8));
+        const int m0 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(l0, lo[bb])));
+        const int m1 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(l1, hi[bb])));
+        uint8_t *o = j->out + (size_t)p * j->out_pixel_bytes + 2 * (size_t)b;
+        o[0] = (uint8_t)~m0;
+        o[1] = (uint8_t)~m1;
+    }
+}
+
+AVX2_TARGET void bnn_i8gemm_avx2(const struct bnn_i8gemm_job *j)
+{
+    const uint32_t n_pix = j->out_h * j->out_w;
+    for (uint32_t p = 0; p < n_pix; p++) {
+        uint32_t b = 0;
+        for (; b + 4 <= j->n_blocks; b += 4)
+            i8gemm_blocks(j, p, b, 4);
+        for (; b < j->n_blocks; b++)
+            i8gemm_blocks(j, p, b, 1);
+    }
+}
+
+AVX2_TARGET static INLINE uint32_t ge_mask32(const uint8_t *x, const uint8_t *t)
+{
+    const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)x);
+    const __m256i tv = _mm256_loadu_si256((const __m256i *)(const void *)t);
+    return (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(xv, tv), xv));
+}
+
+AVX2_TARGET void bnn_threshold_bits_avx2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
+{
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        out[i / 64] = (uint64_t)ge_mask32(x + i, t + i) | (uint64_t)ge_mask32(x + i + 32, t + i + 32) << 32;
+    if (i < n) {
+        /* The input ends here: compare a zero-padded copy, keep n - i bits. */
+        uint8_t tail[64] = {0};
+        memcpy(tail, x + i, n - i);
+        uint64_t word = (uint64_t)ge_mask32(tail, t + i) | (uint64_t)ge_mask32(tail + 32, t + i + 32) << 32;
+        out[i / 64] = word & (~0ull >> (64 - (n - i)));
+    }
+}
+
+const struct bnn_kernels bnn_kernels_avx2 = {
+    .name = "avx2",
+    .bgemm = bgemm_avx2,
+    .i8gemm = bnn_i8gemm_avx2,
+    .threshold_bits = bnn_threshold_bits_avx2,
+};
+
+#endif

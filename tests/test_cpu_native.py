@@ -1,0 +1,263 @@
+"""The C CPU engine under cpu/: its own test targets, and bnnflow-cpu's command line.
+
+`make -C cpu check` (every kernel set against a naive reference, reader errors,
+threads), `sanitize` (ASan + UBSan), `cross-armhf` / `cross-aarch64` (the
+NEON kernels under qemu, same output digest as x86) and a bounded `fuzz`
+run here; each is skipped, with the reason, only where its tools are missing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SHARED_DATA
+
+CPU = Path(__file__).resolve().parents[1] / "cpu"
+BUILD = CPU / "build"
+CLI = BUILD / "bnnflow-cpu"
+MAKE_MODEL = BUILD / "make-model"
+
+
+def _make(*targets: str, timeout: int = 900) -> str:
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(CPU), *targets],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"make {' '.join(targets)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def _compiles(compiler: str, *flags: str, tmp: Path) -> bool:
+    """Whether compiler builds and links a trivial C program with these flags."""
+    if not shutil.which(compiler):
+        return False
+    src = tmp / "probe.c"
+    src.write_text(
+        "#include <stdint.h>\n#include <stddef.h>\n"
+        + (
+            "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n"
+            if "-fsanitize=fuzzer" in " ".join(flags)
+            else "int main(void) { return 0; }\n"
+        )
+    )
+    proc = subprocess.run(
+        [compiler, *flags, str(src), "-o", str(tmp / "probe")], capture_output=True, timeout=120
+    )
+    return proc.returncode == 0
+
+
+def _need(*tools: str, reason: str) -> None:
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: {reason}")
+
+
+@pytest.fixture(scope="module")
+def built() -> None:
+    _need("make", "cc", reason="the C engine cannot be built")
+    _make("all")
+
+
+def test_check_every_kernel_set(built: None) -> None:
+    out = _make("check")
+    assert "check: all tests passed" in out
+    # The kernel sets this CPU has all ran against the naive reference.
+    assert " 0 failed" in out and "digest:" in out
+
+
+def test_sanitize(built: None, tmp_path: Path) -> None:
+    if not _compiles("cc", "-fsanitize=address,undefined", tmp=tmp_path):
+        pytest.skip("cc cannot link -fsanitize=address,undefined: sanitizer run not possible")
+    assert "sanitize: all tests passed" in _make("sanitize")
+
+
+def test_cross_armhf_neon_under_qemu(built: None) -> None:
+    _need(
+        "arm-linux-gnueabihf-gcc", reason="gcc-arm-linux-gnueabihf not installed: ARMv7 NEON path not tested"
+    )
+    _need("qemu-arm", reason="qemu-user not installed: ARMv7 NEON path not tested")
+    out = _make("cross-armhf")
+    assert "kernels in use: neon" in out and "kernels in use: scalar" in out
+    assert "cross-armhf: all tests passed" in out
+
+
+def test_cross_aarch64_neon_under_qemu(built: None) -> None:
+    _need("aarch64-linux-gnu-gcc", reason="gcc-aarch64-linux-gnu not installed: AArch64 NEON path not tested")
+    _need("qemu-aarch64", reason="qemu-user not installed: AArch64 NEON path not tested")
+    out = _make("cross-aarch64")
+    assert "kernels in use: neon" in out
+    assert "cross-aarch64: all tests passed" in out
+
+
+def test_fuzz_model_reader(built: None, tmp_path: Path) -> None:
+    if not _compiles("clang", "-fsanitize=fuzzer,address,undefined", tmp=tmp_path):
+        pytest.skip("clang with libFuzzer (clang, libfuzzer-14-dev) not installed: model reader not fuzzed")
+    out = _make("fuzz", "FUZZ_SECONDS=20")
+    assert "fuzz: no crash" in out
+
+
+# --- bnnflow-cpu ---------------------------------------------------------------------------------
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def _model(tmp: Path, arch: str, seed: int = 1) -> Path:
+    path = tmp / f"{arch}.bnn"
+    subprocess.run([str(MAKE_MODEL), arch, str(path), "--seed", str(seed)], check=True, timeout=60)
+    return path
+
+
+def _idx_images(path: Path, images: np.ndarray) -> Path:
+    n, rows, cols = images.shape
+    path.write_bytes(struct.pack(">IIII", 0x803, n, rows, cols) + images.astype(np.uint8).tobytes())
+    return path
+
+
+def _idx_labels(path: Path, labels: np.ndarray) -> Path:
+    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
+    return path
+
+
+def test_info_describes_the_model(built: None, tmp_path: Path) -> None:
+    proc = _cli("info", _model(tmp_path, "tfc"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1x28x28 uint8, mnist" in proc.stdout
+    assert "59,008 binary + 0 8-bit per image" in proc.stdout
+    assert proc.stdout.count("MVAU") == 4 and "LABEL_SELECT" in proc.stdout
+    assert "kernels" in proc.stdout
+
+
+def test_run_idx_writes_classes_and_scores(built: None, tmp_path: Path) -> None:
+    model = _model(tmp_path, "tfc")
+    rng = np.random.default_rng(0)
+    images = _idx_images(tmp_path / "images.idx", rng.integers(0, 256, (50, 28, 28)))
+    labels = rng.integers(0, 10, 50)
+    _idx_labels(tmp_path / "labels.idx", labels)
+    proc = _cli(
+        "run", model, images, "--labels", tmp_path / "labels.idx", "--threads", "2",
+        "--classes-out", tmp_path / "classes.bin", "--scores-out", tmp_path / "scores.bin",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    printed = np.array([int(line.split("\t")[1]) for line in lines[:-1]])
+    classes = np.fromfile(tmp_path / "classes.bin", dtype="<i4")
+    scores = np.fromfile(tmp_path / "scores.bin", dtype="<i4").reshape(50, 10)
+    assert len(printed) == 50 and (printed == classes).all()
+    # The class is the lowest index of the largest score (numpy's argmax rule too).
+    assert (scores.argmax(axis=1) == classes).all()
+    correct = int((classes == labels).sum())
+    assert f"accuracy {100 * correct / 50:.2f}% ({correct}/50)" in lines[-1]
+    assert not list(tmp_path.glob("*.tmp.*"))
+
+    # The same images as raw uint8, one thread, --limit: the same classes.
+    raw = tmp_path / "images.raw"
+    raw.write_bytes((tmp_path / "images.idx").read_bytes()[16:])
+    proc = _cli("run", model, raw, "--limit", "20", "--threads", "1", "--classes-out", tmp_path / "c20.bin")
+    assert proc.returncode == 0, proc.stderr
+    assert "20 images (raw uint8)" in proc.stdout
+    assert (np.fromfile(tmp_path / "c20.bin", dtype="<i4") == classes[:20]).all()
+
+
+def test_run_cifar10_batch_takes_labels_from_records(built: None, tmp_path: Path) -> None:
+    model = _model(tmp_path, "cnv")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 6).astype(np.uint8)
+    pixels = rng.integers(0, 256, (6, 3072)).astype(np.uint8)
+    batch = tmp_path / "data_batch.bin"
+    batch.write_bytes(np.concatenate([labels[:, None], pixels], axis=1).tobytes())
+    proc = _cli("run", model, batch, "--quiet", "--classes-out", tmp_path / "classes.bin")
+    assert proc.returncode == 0, proc.stderr
+    classes = np.fromfile(tmp_path / "classes.bin", dtype="<i4")
+    correct = int((classes == labels).sum())
+    assert "6 images (CIFAR-10 binary)" in proc.stdout and f"({correct}/6)" in proc.stdout
+    # The records' pixels as raw images give the same classes.
+    raw = tmp_path / "pixels.raw"
+    raw.write_bytes(pixels.tobytes())
+    assert _cli("run", model, raw, "--quiet", "--classes-out", tmp_path / "raw.bin").returncode == 0
+    assert (np.fromfile(tmp_path / "raw.bin", dtype="<i4") == classes).all()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason=f"{SHARED_DATA / 'mnist'} not present")
+def test_run_real_mnist_test_set(built: None, tmp_path: Path) -> None:
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes(gzip.decompress((SHARED_DATA / "mnist" / f"{name}.gz").read_bytes()))
+    proc = _cli(
+        "run", _model(tmp_path, "tfc"), tmp_path / "t10k-images-idx3-ubyte",
+        "--labels", tmp_path / "t10k-labels-idx1-ubyte", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "10000 images (MNIST IDX)" in proc.stdout and "/10000)" in proc.stdout
+
+
+def test_bench_json(built: None, tmp_path: Path) -> None:
+    proc = _cli(
+        "bench", _model(tmp_path, "tfc"), "--runs", "1000", "--batch", "256", "--threads", "2", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["binary_macs"] == 59008 and result["runs"] == 1000 and result["batch"] == 256
+    lat = result["latency_us"]
+    assert 0 < lat["min"] <= lat["median"] <= lat["p99"]
+    assert [t["threads"] for t in result["throughput"]] == [1, 2]
+
+
+def test_bad_input_is_one_line(built: None, tmp_path: Path) -> None:
+    tfc, cnv = _model(tmp_path, "tfc"), _model(tmp_path, "cnv")
+    mnist = _idx_images(tmp_path / "mnist.idx", np.zeros((3, 28, 28)))
+
+    line = _one_line_error(_cli("run", cnv, mnist))
+    assert line == "bnnflow-cpu: images are 1x28x28 but the model expects 3x32x32 (cifar10)"
+
+    gz = tmp_path / "images.gz"
+    gz.write_bytes(gzip.compress(mnist.read_bytes()))
+    assert "gunzip it first" in _one_line_error(_cli("run", tfc, gz))
+
+    odd = tmp_path / "odd.raw"
+    odd.write_bytes(bytes(785))
+    assert "not an IDX file, a CIFAR-10 batch or whole 1x28x28 (mnist) images" in _one_line_error(
+        _cli("run", tfc, odd)
+    )
+
+    labels = _idx_labels(tmp_path / "labels.idx", np.zeros(4))
+    assert "4 labels for 3 images" in _one_line_error(_cli("run", tfc, mnist, "--labels", labels))
+    assert "missing" in _one_line_error(_cli("run", tfc, tmp_path / "missing.idx"))
+    assert "nowhere.bnn" in _one_line_error(_cli("info", tmp_path / "nowhere.bnn"))
+
+    corrupt = tmp_path / "corrupt.bnn"
+    data = bytearray(tfc.read_bytes())
+    data[200] ^= 1
+    corrupt.write_bytes(bytes(data))
+    assert "checksum mismatch" in _one_line_error(_cli("info", corrupt))
+    corrupt.write_bytes(bytes(data[:100]))
+    assert "header says" in _one_line_error(_cli("info", corrupt))
+
+    proc = _cli("run", tfc, mnist, "--frobnicate", "1")
+    assert proc.returncode == 2 and "unknown option --frobnicate" in _one_line_error(proc)
+    proc = _cli("bench", tfc, "--runs", "10")
+    assert proc.returncode == 2 and "--runs needs a whole number from 1000" in _one_line_error(proc)
+    assert _cli("frobnicate").returncode == 2
+
+    # A results file that cannot be written: one line, and nothing left behind.
+    line = _one_line_error(_cli("run", tfc, mnist, "--classes-out", tmp_path / "no" / "dir" / "c.bin"))
+    assert "cannot write" in line
+    assert not (tmp_path / "no").exists()
