@@ -10,14 +10,20 @@ EPOCHS ?= 10
 
 .PHONY: install board-env demo test lint bench bitstream clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.bnncpu
 
-$(VENV)/.installed: pyproject.toml requirements/lock.txt
+$(VENV)/.installed: pyproject.toml setup.py requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --no-deps -r requirements/lock.txt
 	$(PIP) install --quiet --no-deps brevitas==0.13.0 finn-plus==1.6.1
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import bnnflow, brevitas, finn, qonnx; print('bnnflow', bnnflow.__version__, 'installed')"
+	touch $@ $(VENV)/.bnncpu
+
+# The C engine inside the package (bnnflow.cpu, built by setup.py): rebuilt when its sources change.
+CPU_SOURCES := $(wildcard cpu/include/*.h cpu/src/*.[ch] cpu/src/*/*.[ch])
+$(VENV)/.bnncpu: $(CPU_SOURCES) | $(VENV)/.installed
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # The simulated board's environment: the board-side stack (pynq, finn-plus-driver,
