@@ -1,0 +1,204 @@
+"""The C engine against PyTorch and onnxruntime on the same networks, one core.
+
+    python benchmarks/cpu_inference.py                       # tfc, lfc, cnv with random weights
+    python benchmarks/cpu_inference.py --networks tfc --run tfc=runs/tfc --board Pynq-Z2
+
+For each network, in one run (so machine load hits every row alike):
+
+- **engine**: ``bnnflow-cpu bench --json`` (cpu/), batch 1 on one thread
+  (latency min / median / p99 over ``--runs`` calls after warm-up) and a large
+  batch on one thread and on all threads, once with the kernel set the CPU
+  selects and once per other x86 kernel set that the CPU has (BNNCPU_DISABLE);
+- **pytorch**: the Brevitas model in eval mode, ``torch.set_num_threads(1)``,
+  batch 1 and batch ``--batch``;
+- **onnxruntime**: the float twin (benchmarks/float_twin.py: +-1 weights as
+  float32, sign activations) with one intra-op thread, batch 1 and ``--batch``.
+
+Speeds are images per second from the median time; "vs pytorch" divides by
+PyTorch's batch-1 figure. With ``--run NET=RUN_DIR`` the network's trained
+checkpoint and its compile folder's model.bnn are used; otherwise a freshly
+initialised, binarized Brevitas model and a random model file of the same
+shape (speed does not depend on the weights). Memory: the engine's model
+bytes and working buffers per context (what one thread needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from float_twin import float_twin, to_onnx  # noqa: E402
+
+import bnnflow  # noqa: E402,F401  (installs the torch shim before brevitas)
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = ROOT / "cpu"
+CLI = CPU / "build" / "bnnflow-cpu"
+SHAPES = {"digits": (1, 8, 8), "tfc": (1, 28, 28), "sfc": (1, 28, 28), "lfc": (1, 28, 28), "cnv": (3, 32, 32)}
+MODEL_NAME = {"digits": "digits-mlp"}
+# The kernel set left by each BNNCPU_DISABLE setting on x86-64, best first.
+X86_SETS = (("avx512", ""), ("avx2", "avx512"), ("popcnt", "avx512,avx2"))
+
+
+def _median_rate(fn, batch: int, seconds: float, min_calls: int = 20) -> float:
+    """Images per second from the median time of repeated calls (after one warm-up call)."""
+    fn()
+    times = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < min_calls or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def engine_rows(model: Path, runs: int) -> list[dict]:
+    rows = []
+    seen = set()
+    for name, disable in X86_SETS:
+        env = dict(os.environ, BNNCPU_DISABLE=disable)
+        cmd = [str(CLI), "bench", str(model), "--json", "--runs", str(runs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        if proc.returncode != 0:
+            sys.exit(f"cpu_inference: {' '.join(cmd)}: {proc.stderr.strip()}")
+        r = json.loads(proc.stdout)
+        if r["kernels"] in seen:  # the CPU lacks this set: the next one was chosen
+            continue
+        seen.add(r["kernels"])
+        rows.append(r)
+    return rows
+
+
+def engine_memory(model: Path) -> tuple[int, int]:
+    from bnnflow.cpu.engine import CpuEngine
+
+    with CpuEngine(model) as engine:
+        return engine.model_bytes, engine.context_bytes
+
+
+def torch_model(net: str, run: Path | None) -> torch.nn.Module:
+    from bnnflow.models import binarize_weights_, build_model
+    from bnnflow.runs import load_model
+
+    if run is not None:
+        return load_model(run)[0]
+    torch.manual_seed(0)
+    model = build_model(MODEL_NAME.get(net, net))
+    binarize_weights_(model)
+    return model.eval()
+
+
+def model_file(net: str, run: Path | None, board: str, tmp: Path) -> Path:
+    if run is not None:
+        path = run / "compile" / board / "model.bnn"
+        if not path.is_file():
+            sys.exit(f"cpu_inference: {path} not found; compile the run for {board} first")
+        return path
+    path = tmp / f"{net}.bnn"
+    subprocess.run(
+        [str(CPU / "build" / "make-model"), net, str(path), "--seed", "1"], check=True, timeout=120
+    )
+    return path
+
+
+def measure(
+    net: str, run: Path | None, args: argparse.Namespace, tmp: Path
+) -> list[tuple[str, str, float, float]]:
+    """(implementation, detail, images/s at batch 1, images/s at batch args.batch)."""
+    import onnxruntime as ort
+
+    c, h, w = SHAPES[net]
+    rng = np.random.default_rng(0)
+    pixel_max = 16.0 if net == "digits" else 255.0
+    x = torch.from_numpy(
+        rng.integers(0, int(pixel_max) + 1, (args.batch, c, h, w)).astype(np.float32) / pixel_max
+    )
+    out = []
+    model = model_file(net, run, args.board, tmp)
+    for r in engine_rows(model, args.runs):
+        one, many = r["throughput"][0], r["throughput"][-1]
+        gmacs = r["binary_macs"] / (r["latency_us"]["median"] * 1e3)
+        detail = (
+            f"{r['kernels']}; {gmacs:.0f} G binary-MAC/s; p99 {r['latency_us']['p99']:.2f} us; "
+            f"{many['threads']} threads {many['images_per_s']:,.0f}/s"
+        )
+        out.append(("engine", detail, 1e6 / r["latency_us"]["median"], one["images_per_s"]))
+
+    torch.set_num_threads(1)
+    net_model = torch_model(net, run)
+    with torch.no_grad():
+        t1 = _median_rate(lambda: net_model(x[:1]), 1, args.seconds)
+        tb = _median_rate(lambda: net_model(x), args.batch, args.seconds)
+    out.append(("pytorch", "Brevitas eval, 1 thread", t1, tb))
+
+    twin = float_twin(net_model, x[:2])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(to_onnx(twin, x[:2]), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    xn = x.numpy()
+    o1 = _median_rate(lambda: sess.run(None, {name: xn[:1]}), 1, args.seconds)
+    ob = _median_rate(lambda: sess.run(None, {name: xn}), args.batch, args.seconds)
+    out.append(("onnxruntime", "float twin, 1 thread", o1, ob))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--networks", default="tfc,lfc,cnv", help=f"comma-separated: {', '.join(SHAPES)}")
+    p.add_argument("--run", action="append", default=[], metavar="NET=RUN_DIR", help="use a trained run")
+    p.add_argument("--board", default="Pynq-Z2", help="compile folder of --run runs to take model.bnn from")
+    p.add_argument("--runs", type=int, default=5000, help="batch-1 calls the engine times (at least 1,000)")
+    p.add_argument("--batch", type=int, default=256, help="large batch for PyTorch and onnxruntime")
+    p.add_argument("--seconds", type=float, default=2.0, help="time per PyTorch/onnxruntime measurement")
+    p.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    args = p.parse_args(argv)
+    runs = dict(item.split("=", 1) for item in args.run)
+    subprocess.run(["make", "-s", "-C", str(CPU), "all"], check=True, timeout=900)
+    lines = [
+        f"{os.cpu_count()} cores; engine {args.runs} batch-1 runs; PyTorch/onnxruntime median over "
+        f"{args.seconds:.0f} s; images/s",
+        "",
+        "| network | implementation | detail | batch 1 | vs pytorch | batch (1 thread) | vs pytorch |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    memory = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for net in args.networks.split(","):
+            run = Path(runs[net]) if net in runs else None
+            rows = measure(net, run, args, Path(tmp))
+            base1, baseb = next((r[2], r[3]) for r in rows if r[0] == "pytorch")
+            for impl, detail, r1, rb in rows:
+                lines.append(
+                    f"| {net} | {impl} | {detail} | {r1:,.0f} | {r1 / base1:,.1f}x | {rb:,.0f} | {rb / baseb:,.1f}x |"
+                )
+            model_bytes, ctx_bytes = engine_memory(model_file(net, run, args.board, Path(tmp)))
+            memory.append(f"| {net} | {'trained' if run else 'random'} | {model_bytes:,} | {ctx_bytes:,} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines += [
+        "",
+        "| network | weights | engine model bytes | working bytes per thread |",
+        "|---|---|---:|---:|",
+    ]
+    lines += memory
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
