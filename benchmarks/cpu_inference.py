@@ -66,7 +66,7 @@ def _median_rate(fn, batch: int, seconds: float, min_calls: int = 20) -> float:
 def engine_rows(model: Path, runs: int) -> list[dict]:
     rows = []
     seen = set()
-    for name, disable in X86_SETS:
+    for _set, disable in X86_SETS:
         env = dict(os.environ, BNNCPU_DISABLE=disable)
         cmd = [str(CLI), "bench", str(model), "--json", "--runs", str(runs)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -181,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = measure(net, run, args, Path(tmp))
             base1, baseb = next((r[2], r[3]) for r in rows if r[0] == "pytorch")
             for impl, detail, r1, rb in rows:
-                lines.append(
-                    f"| {net} | {impl} | {detail} | {r1:,.0f} | {r1 / base1:,.1f}x | {rb:,.0f} | {rb / baseb:,.1f}x |"
-                )
+                ratios = f"{r1:,.0f} | {r1 / base1:,.1f}x | {rb:,.0f} | {rb / baseb:,.1f}x"
+                lines.append(f"| {net} | {impl} | {detail} | {ratios} |")
             model_bytes, ctx_bytes = engine_memory(model_file(net, run, args.board, Path(tmp)))
             memory.append(f"| {net} | {'trained' if run else 'random'} | {model_bytes:,} | {ctx_bytes:,} |")
             print(lines[-1], file=sys.stderr, flush=True)

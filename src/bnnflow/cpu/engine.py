@@ -77,7 +77,8 @@ def library_path() -> Path:
     spec = importlib.util.find_spec("bnnflow.cpu._bnncpu")
     if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
         raise BnnflowError(
-            "the C engine is not built: reinstall bnnflow (`make install`, or `pip install -e .` with a C compiler)"
+            "the C engine is not built: reinstall bnnflow "
+            "(`make install`, or `pip install -e .` with a C compiler)"
         )
     return Path(spec.origin)
 
@@ -159,7 +160,8 @@ class CpuEngine:
         err = ctypes.create_string_buffer(512)
         status = lib.bnn_model_load_file(str(self.path).encode(), ctypes.byref(handle), err, len(err))
         if status != 0:
-            raise BnnflowError(f"{self.path}: {err.value.decode(errors='replace') or lib.bnn_strerror(status)}")
+            message = err.value.decode(errors="replace") or lib.bnn_strerror(status).decode()
+            raise BnnflowError(f"{self.path}: {message}")
         self._model: int | None = handle.value
         self._ctx: int | None = None
         info = _Info()
@@ -275,4 +277,7 @@ class CpuEngine:
 
     def __repr__(self) -> str:
         c, h, w = self.input_shape
-        return f"CpuEngine({str(self.path)!r}, input {c}x{h}x{w}, {self.n_classes} classes, {len(self.layers)} layers)"
+        return (
+            f"CpuEngine({str(self.path)!r}, input {c}x{h}x{w}, "
+            f"{self.n_classes} classes, {len(self.layers)} layers)"
+        )
