@@ -55,7 +55,10 @@ def _u32(data: bytes, offset: int) -> int:
 
 def load(path: str | Path) -> RefModel:
     """Parse a model file at the offsets the header gives; ValueError on anything malformed."""
-    data = Path(path).read_bytes()
+    return load_bytes(Path(path).read_bytes())
+
+
+def load_bytes(data: bytes) -> RefModel:
     if len(data) < 64 or data[0:8] != b"BNNCPU\0\0":
         raise ValueError("bad magic")
     major, _minor = struct.unpack_from("<HH", data, 8)
@@ -187,7 +190,12 @@ def _forward(model: RefModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def run(model: RefModel, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Classes (N,) and integer scores (N, n_classes) for uint8 images (N, C, H, W)."""
+    from threadpoolctl import threadpool_limits
+
     images = np.asarray(images)
     assert images.dtype == np.uint8 and images.shape[1:] == model.in_chw, (images.dtype, images.shape)
-    outs = [_forward(model, images[i : i + batch]) for i in range(0, len(images), batch)]
+    # One BLAS thread: OpenBLAS' workers spin-wait for a busy core (CNV's 1,000
+    # images took 18x longer with two threads on two shared cores).
+    with threadpool_limits(limits=1, user_api="blas"):
+        outs = [_forward(model, images[i : i + batch]) for i in range(0, len(images), batch)]
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])

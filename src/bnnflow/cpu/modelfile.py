@@ -30,12 +30,45 @@ MAX_DIM = 4096
 MAX_K = 1 << 20
 MAX_FILE_BYTES = 1 << 31
 
-# magic, version_major, version_minor, header_bytes, file_bytes, crc32, n_layers,
-# in_c, in_h, in_w, input_order, n_classes, dataset, flags, reserved
+# The two headers field by field, in the header's names; the test of the header
+# agreement checks names, offsets and types against its tables.
+FILE_HEADER_FIELDS = (
+    "magic",
+    "version_major",
+    "version_minor",
+    "header_bytes",
+    "file_bytes",
+    "crc32",
+    "n_layers",
+    "in_c",
+    "in_h",
+    "in_w",
+    "input_order",
+    "n_classes",
+    "dataset",
+    "flags",
+    "reserved",
+)
 FILE_HEADER = struct.Struct("<8sHHIQIIIIIIIIII")
 CRC_OFFSET = 24
-# kind, record_bytes, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride,
-# input_type, output_type, n_thresholds, act_val, reserved[2]
+LAYER_HEADER_FIELDS = (
+    "kind",
+    "record_bytes",
+    "in_h",
+    "in_w",
+    "in_c",
+    "out_h",
+    "out_w",
+    "out_c",
+    "kernel",
+    "stride",
+    "input_type",
+    "output_type",
+    "n_thresholds",
+    "act_val",
+    "reserved",  # u32[2]
+    "reserved",
+)
 LAYER_HEADER = struct.Struct("<IIIIIIIIIIIIIiII")
 assert FILE_HEADER.size == HEADER_BYTES and LAYER_HEADER.size == LAYER_HEADER_BYTES
 
