@@ -117,25 +117,26 @@ class _Walker:
     # -- patterns ----------------------------------------------------------------------------
 
     def reshape(self, node: Any, image_nchw: bool) -> None:
+        """A flatten to [1, N]: of the image (the first layer then reads it flat) or of a layer's output."""
         inst = self.get(node)
         inp = [int(v) for v in inst.get_nodeattr("inp_shape")]
         out = [int(v) for v in inst.get_nodeattr("out_shape")]
-        n = int(np.prod(inp[1:]))
-        if inp[0] != 1 or out != [1, n]:
-            raise _fail(node, f"reshape {inp} -> {out} is not a flatten to [1, {n}]")
-        if self.flattened is not None or self.shape[:2] != (1, 1) and len(inp) != 4:
-            raise _fail(node, "a flatten of an already flat tensor")
-        if not image_nchw and self.shape[0] * self.shape[1] > 1:
-            # HWC order is the flattened order (FINN's streams are channels-last).
+        h, w, c = self.shape
+        expected = [1, c, h, w] if image_nchw else [1, h, w, c]
+        if inp != expected and inp != [1, h * w * c]:
+            raise _fail(node, f"reshape of {inp}, but the tensor is {expected}")
+        if out != [1, h * w * c]:
+            raise _fail(node, f"reshape {inp} -> {out} is not a flatten to [1, {h * w * c}]")
+        if self.layers and h * w > 1:
+            # A layer's output is channels-last (FINN's NHWC streams), so the flattened
+            # order is HWC: the window order of an MVAU covering the whole input.
             self.flattened = self.shape
-        self.shape = (1, 1, n)
+        self.shape = (1, 1, h * w * c)
 
     def thresholding(self, node: Any) -> None:
         inst = self.get(node)
         if self.layers or self.vtype != ValueType.UINT8:
             raise _fail(node, "Thresholding is supported only on the uint8 input, as the first layer")
-        if self.flattened is not None:
-            raise _fail(node, "Thresholding after a flatten of a multi-pixel tensor")
         h, w, c = self.shape
         if inst.get_nodeattr("inputDataType") != "UINT8":
             raise _fail(node, f"input {inst.get_nodeattr('inputDataType')}, expected UINT8")
@@ -238,9 +239,9 @@ class _Walker:
         else:
             h, w, c = self.shape
             kernel, stride, oh, ow = 1, 1, h, w
-            vectors = int(np.prod(inst.get_nodeattr("numInputVectors")))
-            if vectors != h * w:
-                raise _fail(node, f"{vectors} input vectors for a {h}x{w} input")
+        vectors = int(np.prod(inst.get_nodeattr("numInputVectors")))
+        if vectors != oh * ow:
+            raise _fail(node, f"{vectors} input vectors for a {oh}x{ow} output")
         mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
         k = kernel * kernel * c
         if mw != k:
@@ -381,7 +382,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
             raise _fail(node, "not a FINN hardware layer")
         op = _base(node.op_type)
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-        if image_nchw and op != "Reshape" and c * h * w != 1:
+        if image_nchw and op != "Reshape":
             raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
         if op == "Reshape":
             walker.reshape(node, image_nchw)
