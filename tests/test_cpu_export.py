@@ -164,6 +164,14 @@ def test_cnv_cifar10_matches_finn(cnv_dir: Path, cifar10_dir: Path) -> None:
     _agree(cnv_dir / MODEL_FILE, cnv_dir, images)
 
 
+def test_finn_outputs_in_worker_processes_equal_in_process(digits_dir: Path) -> None:
+    images, _ = load_arrays("digits", "test", limit=40)
+    here = finn_outputs(digits_dir, images, workers=1, chunk=10)
+    pooled = finn_outputs(digits_dir, images, workers=2, chunk=10)  # four chunks, merged in image order
+    assert pooled.workers == 2 and here.workers == 1
+    assert np.array_equal(here.classes, pooled.classes) and np.array_equal(here.scores, pooled.scores)
+
+
 # --- label select ties -------------------------------------------------------------------------
 
 
