@@ -172,6 +172,95 @@ def test_finn_outputs_in_worker_processes_equal_in_process(digits_dir: Path) -> 
     assert np.array_equal(here.classes, pooled.classes) and np.array_equal(here.scores, pooled.scores)
 
 
+def _synthetic_graphs(seed: int) -> tuple:
+    """A small FINN hardware-layer graph with the patterns no bnnflow network has.
+
+    Image 2x4x4 -> host NCHW->NHWC Transpose -> Thresholding (4x4x2, BINARY)
+    -> MVAU per pixel (a 1x1 convolution, 4x4x3) -> Reshape flatten of the
+    4x4x3 output -> MVAU over all 48 values (10 scores) -> LabelSelect.
+    """
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    rng = np.random.default_rng(seed)
+    dom = "finn.custom_op.fpgadataflow"
+    shapes = {
+        "x": [1, 4, 4, 2],
+        "t": [1, 4, 4, 2],
+        "p": [1, 4, 4, 3],
+        "f": [1, 48],
+        "s": [1, 10],
+        "y": [1, 1],
+    }
+    nodes = [
+        helper.make_node("Thresholding", ["x", "thr0"], ["t"], domain=dom, name="Thresholding_0",
+                         NumChannels=2, PE=1, numSteps=1, ActVal=0, inputDataType="UINT8",
+                         weightDataType="UINT8", outputDataType="BINARY", numInputVectors=[1, 4, 4]),
+        helper.make_node("MVAU", ["t", "w0", "thr1"], ["p"], domain=dom, name="MVAU_0", MW=2, MH=3, PE=1,
+                         SIMD=1, binaryXnorMode=1, noActivation=0, ActVal=0, inputDataType="BINARY",
+                         weightDataType="BINARY", outputDataType="BINARY", numInputVectors=[1, 4, 4]),
+        helper.make_node("Reshape", ["p"], ["f"], domain=dom, name="Reshape_0", inp_shape=[1, 4, 4, 3],
+                         out_shape=[1, 48], dtype="BINARY"),
+        helper.make_node("MVAU", ["f", "w1"], ["s"], domain=dom, name="MVAU_1", MW=48, MH=10, PE=1, SIMD=1,
+                         binaryXnorMode=1, noActivation=1, ActVal=0, inputDataType="BINARY",
+                         weightDataType="BINARY", outputDataType="UINT32", numInputVectors=[1]),
+        helper.make_node("LabelSelect", ["s"], ["y"], domain=dom, name="LabelSelect_0", Labels=10, PE=1, K=1,
+                         inputDataType="UINT32", outputDataType="UINT8", numInputVectors=[1]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "synthetic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shapes["y"])],
+        value_info=[
+            helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items() if k in "tpfs"
+        ],
+    )
+    hw = ModelWrapper(qonnx_make_model(graph))
+    for name, dt in (("x", "UINT8"), ("t", "BINARY"), ("p", "BINARY"), ("f", "BINARY"), ("s", "UINT32")):
+        hw.set_tensor_datatype(name, DataType[dt])
+    hw.set_initializer("thr0", np.array([[100.0]], dtype=np.float32))
+    hw.set_initializer("w0", rng.integers(0, 2, (2, 3)).astype(np.float32))
+    hw.set_initializer("thr1", np.array([[1.0], [2.0], [1.0]], dtype=np.float32))
+    hw.set_initializer("w1", rng.integers(0, 2, (48, 10)).astype(np.float32))
+    for name in ("w0", "w1"):
+        hw.set_tensor_datatype(name, DataType["BINARY"])
+
+    inp = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 4, 4])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
+    parent = ModelWrapper(qonnx_make_model(helper.make_graph(
+        [helper.make_node("Transpose", ["image"], ["x"], perm=[0, 2, 3, 1], name="Transpose_0"),
+         helper.make_node("StreamingDataflowPartition", ["x"], ["y"], domain=dom, name="Partition_0")],
+        "parent", [inp], [out],
+    )))  # fmt: skip
+    parent.set_tensor_datatype("image", DataType["UINT8"])
+    return hw, parent
+
+
+def test_pointwise_mvau_and_flatten_match_finn(tmp_path: Path) -> None:
+    """A 1x1 convolution and a flatten into a fully-connected layer, on a graph FINN executes."""
+    from finn.core.onnx_exec import execute_onnx
+
+    hw, parent = _synthetic_graphs(0)
+    model = build_cpu_model(hw, parent)
+    assert model.input_order == mf.InputOrder.HWC and (model.in_c, model.in_h, model.in_w) == (2, 4, 4)
+    assert [(la.kind.name, la.in_shape, la.kernel) for la in model.layers] == [
+        ("THRESHOLD", (4, 4, 2), 1),
+        ("MVAU", (4, 4, 2), 1),  # per pixel: out 4x4x3
+        ("MVAU", (4, 4, 3), 4),  # the flatten: a window over the whole input, in HWC order
+        ("LABEL_SELECT", (1, 1, 10), 1),
+    ]
+    path = mf.write_model(tmp_path / "synthetic.bnn", model)
+    images = np.random.default_rng(1).integers(0, 256, (200, 2, 4, 4)).astype(np.uint8)
+    classes, scores = ref.run(ref.load(path), images)
+    for i, image in enumerate(images):
+        ctx = execute_onnx(hw, {"x": image.transpose(1, 2, 0)[None].astype(np.float32)}, True)
+        assert np.array_equal(scores[i], ctx["s"].ravel()) and classes[i] == int(ctx["y"].ravel()[0]), i
+    assert len(np.unique(classes)) >= 3
+
+
 # --- label select ties -------------------------------------------------------------------------
 
 

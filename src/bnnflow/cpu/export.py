@@ -351,6 +351,9 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
 
 def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
+    from bnnflow.hls.finn_env import prepare_finn
+
+    prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
     (c, h, w), order = _host_input(parent)
     hw_in = hw.graph.input[0].name
     hw_shape = [int(v) for v in hw.get_tensor_shape(hw_in)]
@@ -444,7 +447,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
             raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
     from bnnflow.hls.finn_env import prepare_finn
 
-    prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
+    prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
 
     graphs = []
