@@ -625,10 +625,13 @@ def test_cli_export_and_info(digits_dir: Path, tmp_path: Path, capsys: pytest.Ca
 
     empty = tmp_path / "empty"
     empty.mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
     for args, reason in (
         (["cpu", "export", str(tmp_path / "nowhere")], "compile folder not found"),
         (["cpu", "info", str(empty)], "model file not found"),
         (["cpu", "info", str(digits_dir / "model_hw.onnx")], "not a bnncpu model file"),
+        (["cpu", "export", str(digits_dir), "--out", str(notes)], f"refusing to replace {notes}"),
     ):
         assert main(args) == 1
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -642,7 +645,9 @@ def test_cli_export_and_info(digits_dir: Path, tmp_path: Path, capsys: pytest.Ca
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0] == f"bnnflow: error: {empty} is not a compile folder: no model_hw.onnx"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.bnn", "empty"] and not list(empty.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.bnn", "empty", "notes.txt"]
+    assert not list(empty.iterdir()) and notes.read_text() == "mine"
+    assert main(["cpu", "export", str(digits_dir), "--out", str(out)]) == 0  # a model file is replaced
 
 
 def test_cpu_subcommands_have_help() -> None:

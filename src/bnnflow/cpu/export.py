@@ -35,6 +35,7 @@ import numpy as np
 
 from bnnflow.cpu.modelfile import (
     DATASET_BY_NAME,
+    MAGIC,
     CpuModel,
     Dataset,
     InputOrder,
@@ -320,6 +321,8 @@ class _Walker:
 
 def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
     """The image (C, H, W) and how it reaches the partition, from the host-side graph."""
+    from qonnx.util.basic import get_by_name
+
     inp = parent.graph.input[0].name
     shape = [int(v) for v in parent.get_tensor_shape(inp)]
     if len(shape) != 4 or shape[0] != 1:
@@ -337,7 +340,8 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
         if node.op_type == "StreamingDataflowPartition":
             seen_partition = True
         elif node.op_type == "Transpose" and order == InputOrder.CHW and tensor == inp:
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            attr = get_by_name(node.attribute, "perm")
+            perm = list(attr.ints) if attr is not None else None
             if perm != NCHW_TO_NHWC:
                 raise _fail(node, f"input transpose {perm} is not NCHW->NHWC {NCHW_TO_NHWC}")
             order = InputOrder.HWC
@@ -464,6 +468,10 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
     target = Path(out) if out is not None else compile_dir / MODEL_FILE
     if target.is_dir():
         raise BnnflowError(f"--out {target} is a folder; give a file name")
+    if target.is_file():
+        with open(target, "rb") as f:  # a mistyped --out must not overwrite someone's file
+            if f.read(len(MAGIC)) != MAGIC:
+                raise BnnflowError(f"refusing to replace {target}: it is not a bnncpu model file")
     return write_model(target, model)
 
 
