@@ -21,6 +21,7 @@ STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
     "bnnflow.hls.commands",
+    "bnnflow.cpu.commands",
     "bnnflow.deploy.commands",
     "bnnflow.demo",
 )

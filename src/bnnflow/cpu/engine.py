@@ -128,7 +128,7 @@ def engine_version() -> str:
 
 
 @dataclass(frozen=True)
-class Layer:
+class LayerInfo:
     kind: str
     in_shape: tuple[int, int, int]  # H, W, C
     out_shape: tuple[int, int, int]
@@ -175,10 +175,10 @@ class CpuEngine:
         self.context_bytes = int(info.context_bytes)
         self.layers = [self._layer(lib, i) for i in range(int(info.n_layers))]
 
-    def _layer(self, lib: ctypes.CDLL, index: int) -> Layer:
+    def _layer(self, lib: ctypes.CDLL, index: int) -> LayerInfo:
         li = _LayerInfo()
         lib.bnn_model_get_layer(self._model, index, ctypes.byref(li))
-        return Layer(
+        return LayerInfo(
             kind=lib.bnn_layer_kind_name(li.kind).decode(),
             in_shape=(li.in_h, li.in_w, li.in_c),
             out_shape=(li.out_h, li.out_w, li.out_c),

@@ -10,6 +10,7 @@ for why the steps are called here rather than through the builder.
       dataflow_build_config.json  DataflowBuildConfig for the remaining steps
       estimates.json / .png       per-layer PE, SIMD, cycles, LUT, BRAM, DSP vs the board
       verification.json           QONNX vs streamlined vs hardware graph on test images
+      model.bnn                   the CPU engine's model file, from model_hw.onnx (bnnflow.cpu)
 
     <run>/compile/verification-cache/<sha256>.json
                                   passed verifications, shared by the boards (see _cached_verify)
@@ -439,6 +440,9 @@ def compile_model(
         model.save(str(inter / "step_hw_codegen.onnx"))
         model.save(str(tmp / "model_hw.onnx"))
         _rebase_partition(tmp, final)
+        from bnnflow.cpu.export import export_in_compile
+
+        cpu_model = export_in_compile(tmp, log)
 
         atomic_write_json(tmp / "estimates.json", est.to_json())
         plot_estimate(est, tmp / "estimates.png")
@@ -459,6 +463,7 @@ def compile_model(
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
                 "resume_step": RESUME_STEP,
+                **cpu_model,
             },
         )
     log(format_table(est))

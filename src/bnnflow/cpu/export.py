@@ -1,0 +1,489 @@
+"""A compile folder's hardware graph -> the bnncpu model file (``model.bnn``).
+
+The file is written from ``model_hw.onnx``, the graph FINN generated the HLS
+and RTL from (folded, bit widths minimised), and not from the PyTorch model:
+FINN's streamlining changes the arithmetic on the way (BatchNorm folded into
+integer thresholds, a negative BatchNorm scale absorbed into the signs of that
+channel's XNOR weights, thresholds rounded up to integers), and the CPU
+engine must compute what the FPGA computes. The host-side ops around the
+dataflow partition come from ``intermediate_models/dataflow_parent.onnx``:
+CNV's NCHW->NHWC input Transpose becomes input_order HWC.
+
+Node patterns, in graph order (op types with or without FINN's _hls/_rtl
+specialisation suffix):
+
+* Reshape (flatten of the NCHW input) + Thresholding on UINT8 -> THRESHOLD
+  reading the image flat (TFC, SFC, LFC, digits); Thresholding on the
+  transposed image -> THRESHOLD on H x W x C (CNV).
+* ConvolutionInputGenerator (not depthwise) + MVAU -> MVAU with the window's
+  kernel and stride.
+* MVAU alone -> MVAU with kernel 1 (per pixel); after a flatten of an
+  H x W x C tensor, an MVAU whose window covers the whole input.
+* ConvolutionInputGenerator (depthwise) + Pool(MaxPool) on BINARY -> MAXPOOL.
+* LabelSelect with K = 1 -> LABEL_SELECT.
+
+Anything else is a BnnflowError naming the node and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow.cpu.modelfile import (
+    DATASET_BY_NAME,
+    MAGIC,
+    CpuModel,
+    Dataset,
+    InputOrder,
+    Layer,
+    LayerKind,
+    ValueType,
+    validate,
+    write_model,
+)
+from bnnflow.errors import BnnflowError
+
+MODEL_FILE = "model.bnn"
+HW_GRAPH = "model_hw.onnx"
+PARENT_GRAPH = Path("intermediate_models") / "dataflow_parent.onnx"
+NCHW_TO_NHWC = [0, 2, 3, 1]
+
+
+class UnsupportedGraph(BnnflowError):
+    """A hardware graph the CPU model format cannot express; ``reason`` names the node and why."""
+
+    def __init__(self, reason: str, where: str | None = None) -> None:
+        super().__init__(f"{where}: cannot be written as a CPU model: {reason}" if where else reason)
+        self.reason = reason
+
+
+def _base(op_type: str) -> str:
+    """FINN's op type without the backend suffix (MVAU_hls -> MVAU)."""
+    return re.sub(r"_(hls|rtl)$", "", op_type)
+
+
+def _fail(node: Any, why: str) -> UnsupportedGraph:
+    return UnsupportedGraph(f"{node.name} ({node.op_type}): {why}")
+
+
+def _ints(node: Any, values: np.ndarray, what: str) -> np.ndarray:
+    """Thresholds as int64, or an error if any is not an integer.
+
+    The inputs they are compared with are integers, and FINN's HLS and RTL
+    store thresholds in an integer type (its RoundAndClipThresholds rounds
+    them up during bit-width minimisation); a fractional one left in the
+    hardware graph has no single meaning.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
+        raise _fail(node, f"{what} are not all integers (e.g. {values[values != np.round(values)][:1]})")
+    if values.size and (values.min() < -(2**31) or values.max() > 2**31 - 1):
+        raise _fail(node, f"{what} do not fit int32")
+    return values.astype(np.int64)
+
+
+def _bits_type(node: Any, dt: str, what: str) -> None:
+    """Only BINARY (0/1) activations between layers."""
+    if dt == "BINARY":
+        return
+    if dt == "BIPOLAR":
+        raise _fail(node, f"{what} BIPOLAR (+-1 values) is not supported; the format carries BINARY 0/1 bits")
+    raise _fail(node, f"{what} {dt}: multi-bit activations are not supported")
+
+
+class _Walker:
+    """Walks the hardware graph's chain of nodes and collects layers."""
+
+    def __init__(self, hw: Any) -> None:
+        from qonnx.custom_op.registry import getCustomOp
+
+        self.hw = hw
+        self.get = getCustomOp
+        self.layers: list[Layer] = []
+        self.shape: tuple[int, int, int] = (0, 0, 0)  # current tensor, h x w x c
+        self.vtype = ValueType.UINT8
+        self.flattened: tuple[int, int, int] | None = None  # h x w x c before a flatten, if h*w > 1
+        self.done = False
+
+    def init(self, node: Any, index: int, name: str) -> np.ndarray:
+        value = self.hw.get_initializer(node.input[index]) if index < len(node.input) else None
+        if value is None:
+            raise _fail(node, f"no {name} initializer")
+        return np.asarray(value)
+
+    # -- patterns ----------------------------------------------------------------------------
+
+    def reshape(self, node: Any, image_nchw: bool) -> None:
+        """A flatten to [1, N]: of the image (the first layer then reads it flat) or of a layer's output."""
+        inst = self.get(node)
+        inp = [int(v) for v in inst.get_nodeattr("inp_shape")]
+        out = [int(v) for v in inst.get_nodeattr("out_shape")]
+        h, w, c = self.shape
+        expected = [1, c, h, w] if image_nchw else [1, h, w, c]
+        if inp != expected and inp != [1, h * w * c]:
+            raise _fail(node, f"reshape of {inp}, but the tensor is {expected}")
+        if out != [1, h * w * c]:
+            raise _fail(node, f"reshape {inp} -> {out} is not a flatten to [1, {h * w * c}]")
+        if self.layers and h * w > 1:
+            # A layer's output is channels-last (FINN's NHWC streams), so the flattened
+            # order is HWC: the window order of an MVAU covering the whole input.
+            self.flattened = self.shape
+        self.shape = (1, 1, h * w * c)
+
+    def thresholding(self, node: Any) -> None:
+        inst = self.get(node)
+        if self.layers or self.vtype != ValueType.UINT8:
+            raise _fail(node, "Thresholding is supported only on the uint8 input, as the first layer")
+        h, w, c = self.shape
+        if inst.get_nodeattr("inputDataType") != "UINT8":
+            raise _fail(node, f"input {inst.get_nodeattr('inputDataType')}, expected UINT8")
+        if int(inst.get_nodeattr("NumChannels")) != c:
+            raise _fail(node, f"NumChannels {inst.get_nodeattr('NumChannels')} != input channels {c}")
+        thr = self.init(node, 1, "thresholds")
+        if thr.ndim != 2 or thr.shape[0] not in (1, c):
+            raise _fail(node, f"thresholds of shape {thr.shape}, expected (1 or {c}, steps)")
+        # FINN broadcasts a single row to every channel (Thresholding.get_hw_compatible_threshold_tensor).
+        thr = np.broadcast_to(_ints(node, thr, "thresholds"), (c, thr.shape[1]))
+        if np.any(np.diff(thr, axis=1) < 0):
+            # FINN's RTL thresholding is a binary search over sorted thresholds.
+            raise _fail(node, "thresholds are not sorted in ascending order")
+        odt = inst.get_nodeattr("outputDataType")
+        if odt == "INT8":
+            out_t = ValueType.INT8
+        else:
+            _bits_type(node, odt, "output")
+            out_t = ValueType.BITS
+        act = int(inst.get_nodeattr("ActVal"))
+        n = thr.shape[1]
+        lo, hi = (0, 1) if out_t == ValueType.BITS else (-128, 127)
+        if not 1 <= n <= 255 or act < lo or act + n > hi:
+            raise _fail(node, f"ActVal {act} + 0..{n} thresholds does not fit {odt}")
+        self.layers.append(
+            Layer(
+                LayerKind.THRESHOLD,
+                h,
+                w,
+                c,
+                h,
+                w,
+                c,
+                ValueType.UINT8,
+                out_t,
+                act_val=act,
+                thresholds=np.ascontiguousarray(thr, dtype=np.int32),
+            )
+        )
+        self.vtype = out_t
+
+    def window(self, node: Any) -> tuple[int, int, tuple[int, int]]:
+        """A sliding-window generator's (kernel, stride, output h x w), checked against the input."""
+        inst = self.get(node)
+        k = [int(v) for v in inst.get_nodeattr("ConvKernelDim")]
+        s = [int(v) for v in inst.get_nodeattr("Stride")]
+        d = [int(v) for v in inst.get_nodeattr("Dilation")]
+        ifm = [int(v) for v in inst.get_nodeattr("IFMDim")]
+        ofm = [int(v) for v in inst.get_nodeattr("OFMDim")]
+        if d != [1, 1]:
+            raise _fail(node, f"dilation {d} is not supported (only 1)")
+        if k[0] != k[1]:
+            raise _fail(node, f"non-square kernel {k[0]}x{k[1]} is not supported")
+        if s[0] != s[1]:
+            raise _fail(node, f"non-square stride {s} is not supported")
+        if self.flattened is not None:
+            raise _fail(node, "a sliding window after a flatten")
+        h, w, c = self.shape
+        if ifm != [h, w] or int(inst.get_nodeattr("IFMChannels")) != c:
+            raise _fail(
+                node, f"input {ifm[0]}x{ifm[1]}x{inst.get_nodeattr('IFMChannels')} != the tensor {h}x{w}x{c}"
+            )
+        expect = [(h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1]
+        if k[0] > min(h, w) or ofm != expect:
+            raise _fail(node, f"output {ofm} != {expect}: padding or an oversized kernel is not supported")
+        return k[0], s[0], (ofm[0], ofm[1])
+
+    def maxpool(self, swg: Any, pool: Any) -> None:
+        k, s, (oh, ow) = self.window(swg)
+        inst = self.get(pool)
+        if _base(pool.op_type) != "Pool":
+            raise _fail(swg, f"a depthwise sliding window followed by {pool.op_type}, not a Pool")
+        if inst.get_nodeattr("Function") != "MaxPool":
+            raise _fail(
+                pool, f"pool function {inst.get_nodeattr('Function')} is not supported (only MaxPool)"
+            )
+        if self.vtype != ValueType.BITS or inst.get_nodeattr("InputDataType") != "BINARY":
+            raise _fail(pool, f"max-pooling of {inst.get_nodeattr('InputDataType')} input; only BINARY")
+        _bits_type(pool, inst.get_nodeattr("OutputDataType"), "output")
+        h, w, c = self.shape
+        if [int(v) for v in inst.get_nodeattr("KernelSize")] != [k, k] or int(
+            inst.get_nodeattr("Channels")
+        ) != c:
+            raise _fail(pool, f"kernel or channels do not match the sliding window {swg.name}")
+        self.layers.append(
+            Layer(LayerKind.MAXPOOL, h, w, c, oh, ow, c, ValueType.BITS, ValueType.BITS, kernel=k, stride=s)
+        )
+        self.shape = (oh, ow, c)
+
+    def mvau(self, node: Any, swg: Any | None) -> None:
+        inst = self.get(node)
+        if swg is not None:
+            kernel, stride, (oh, ow) = self.window(swg)
+            h, w, c = self.shape
+        elif self.flattened is not None:
+            h, w, c = self.flattened
+            if h != w:
+                raise _fail(node, f"flattened {h}x{w}x{c} input is not square; the window would not be")
+            kernel, stride, oh, ow = h, 1, 1, 1
+        else:
+            h, w, c = self.shape
+            kernel, stride, oh, ow = 1, 1, h, w
+        vectors = int(np.prod(inst.get_nodeattr("numInputVectors")))
+        if vectors != oh * ow:
+            raise _fail(node, f"{vectors} input vectors for a {oh}x{ow} output")
+        mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
+        k = kernel * kernel * c
+        if mw != k:
+            raise _fail(node, f"MW {mw} != kernel {kernel} x {kernel} x {c} channels")
+        weights = self.init(node, 1, "weights")
+        if weights.shape != (mw, mh):
+            raise _fail(node, f"weights of shape {weights.shape}, expected (MW, MH) = ({mw}, {mh})")
+        if inst.get_nodeattr("binaryXnorMode"):
+            if self.vtype != ValueType.BITS:
+                raise _fail(node, f"XNOR mode on {self.vtype.name} input")
+            _bits_type(node, inst.get_nodeattr("inputDataType"), "input")
+            if not np.all((weights == 0) | (weights == 1)):
+                raise _fail(node, "XNOR-mode weights are not BINARY 0/1")
+            bits = weights.astype(np.uint8)
+        else:
+            if self.vtype not in (ValueType.UINT8, ValueType.INT8):
+                raise _fail(node, f"a non-XNOR MVAU on {self.vtype.name} input; only UINT8 or INT8")
+            if inst.get_nodeattr("inputDataType") != self.vtype.name:
+                raise _fail(
+                    node, f"input {inst.get_nodeattr('inputDataType')}, the tensor is {self.vtype.name}"
+                )
+            if not np.all((weights == -1) | (weights == 1)):
+                raise _fail(node, "weights of an integer-input MVAU are not bipolar (+-1)")
+            bits = (weights > 0).astype(np.uint8)  # 1 for +1, 0 for -1: FINN's BINARY encoding
+        thresholds = None
+        if inst.get_nodeattr("noActivation"):
+            out_t = ValueType.INT32
+            odt = inst.get_nodeattr("outputDataType")
+            if not re.fullmatch(r"U?INT\d+", odt) or int(re.sub(r"\D", "", odt)) > 32:
+                raise _fail(node, f"accumulator output {odt} does not fit int32")
+        else:
+            out_t = ValueType.BITS
+            act = int(inst.get_nodeattr("ActVal"))
+            if act != 0:
+                raise _fail(node, f"ActVal {act} is not supported on an MVAU (only 0)")
+            _bits_type(node, inst.get_nodeattr("outputDataType"), "output")
+            thr = self.init(node, 2, "thresholds")
+            if thr.ndim != 2 or thr.shape[0] not in (1, mh):
+                raise _fail(node, f"thresholds of shape {thr.shape}, expected ({mh}, 1)")
+            if thr.shape[1] != 1:
+                raise _fail(
+                    node, f"{thr.shape[1]} thresholds per channel: multi-bit activations are not supported"
+                )
+            thresholds = np.broadcast_to(_ints(node, thr, "thresholds"), (mh, 1))[:, 0].astype(np.int32)
+        self.layers.append(
+            Layer(
+                LayerKind.MVAU,
+                h,
+                w,
+                c,
+                oh,
+                ow,
+                mh,
+                self.vtype,
+                out_t,
+                kernel=kernel,
+                stride=stride,
+                weights=bits,
+                thresholds=thresholds,
+            )
+        )
+        self.shape, self.vtype, self.flattened = (oh, ow, mh), out_t, None
+
+    def label_select(self, node: Any) -> None:
+        inst = self.get(node)
+        if int(inst.get_nodeattr("K")) != 1:
+            raise _fail(node, f"K = {inst.get_nodeattr('K')}; only top-1 (K = 1) is supported")
+        h, w, c = self.shape
+        if self.vtype != ValueType.INT32 or (h, w) != (1, 1) or self.flattened is not None:
+            raise _fail(node, f"input {h}x{w}x{c} {self.vtype.name}; expected the last MVAU's 1x1xN scores")
+        if int(inst.get_nodeattr("Labels")) != c:
+            raise _fail(node, f"Labels {inst.get_nodeattr('Labels')} != {c} scores")
+        self.layers.append(Layer(LayerKind.LABEL_SELECT, 1, 1, c, 1, 1, 1, ValueType.INT32, ValueType.CLASS))
+        self.done = True
+
+
+def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
+    """The image (C, H, W) and how it reaches the partition, from the host-side graph."""
+    from qonnx.util.basic import get_by_name
+
+    inp = parent.graph.input[0].name
+    shape = [int(v) for v in parent.get_tensor_shape(inp)]
+    if len(shape) != 4 or shape[0] != 1:
+        raise UnsupportedGraph(f"the model input {inp} has shape {shape}, expected an image [1, C, H, W]")
+    if str(parent.get_tensor_datatype(inp)) != "UINT8":
+        raise UnsupportedGraph(f"the model input {inp} is {parent.get_tensor_datatype(inp)}, expected UINT8")
+    order = InputOrder.CHW
+    tensor = inp
+    seen_partition = False
+    for node in parent.graph.node:
+        if seen_partition:
+            raise _fail(node, "host-side ops after the dataflow partition are not supported")
+        if node.input[0] != tensor:
+            raise _fail(node, "the host-side graph is not a chain from the input")
+        if node.op_type == "StreamingDataflowPartition":
+            seen_partition = True
+        elif node.op_type == "Transpose" and order == InputOrder.CHW and tensor == inp:
+            attr = get_by_name(node.attribute, "perm")
+            perm = list(attr.ints) if attr is not None else None
+            if perm != NCHW_TO_NHWC:
+                raise _fail(node, f"input transpose {perm} is not NCHW->NHWC {NCHW_TO_NHWC}")
+            order = InputOrder.HWC
+        else:
+            raise _fail(node, "host-side op not supported (only the input's NCHW->NHWC Transpose)")
+        tensor = node.output[0]
+    if not seen_partition:
+        raise UnsupportedGraph("the host-side graph has no dataflow partition")
+    return (shape[1], shape[2], shape[3]), order
+
+
+def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
+    """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
+    from bnnflow.hls.finn_env import prepare_finn
+
+    prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
+    (c, h, w), order = _host_input(parent)
+    hw_in = hw.graph.input[0].name
+    hw_shape = [int(v) for v in hw.get_tensor_shape(hw_in)]
+    expected = [1, h, w, c] if order == InputOrder.HWC else [1, c, h, w]
+    if hw_shape != expected:
+        raise UnsupportedGraph(f"the hardware graph's input is {hw_shape}, the host side hands it {expected}")
+    if str(hw.get_tensor_datatype(hw_in)) != "UINT8":
+        raise UnsupportedGraph(
+            f"the hardware graph's input is {hw.get_tensor_datatype(hw_in)}, expected UINT8"
+        )
+
+    walker = _Walker(hw)
+    walker.shape = (h, w, c)
+    image_nchw = order == InputOrder.CHW  # until flattened, the tensor is the stored image
+    nodes = list(hw.graph.node)
+    tensor = hw_in
+    for node in nodes:
+        if len(node.output) != 1 or node.input[0] != tensor:
+            raise _fail(node, "the hardware graph is not a single chain of layers")
+        tensor = node.output[0]
+    if tensor != hw.graph.output[0].name:
+        raise UnsupportedGraph("the hardware graph's output is not its last node's")
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        if walker.done:
+            raise _fail(node, "a layer after the label select")
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            raise _fail(node, "not a FINN hardware layer")
+        op = _base(node.op_type)
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        if image_nchw and op != "Reshape":
+            raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
+        if op == "Reshape":
+            walker.reshape(node, image_nchw)
+            image_nchw = False
+        elif op == "Thresholding":
+            walker.thresholding(node)
+        elif op == "ConvolutionInputGenerator":
+            if nxt is None:
+                raise _fail(node, "a sliding window at the end of the graph")
+            if walker.get(node).get_nodeattr("depthwise"):
+                walker.maxpool(node, nxt)
+            else:
+                if _base(nxt.op_type) != "MVAU":
+                    raise _fail(node, f"a sliding window followed by {nxt.op_type}, not an MVAU")
+                walker.mvau(nxt, node)
+            i += 1
+        elif op == "MVAU":
+            walker.mvau(node, None)
+        elif op == "LabelSelect":
+            walker.label_select(node)
+        elif op in ("FMPadding", "FMPadding_Pixel"):
+            raise _fail(node, "padding is not supported")
+        elif op == "Pool":
+            raise _fail(node, "a Pool without its sliding-window generator")
+        else:
+            raise _fail(node, "this layer type is not supported by the CPU model format")
+        i += 1
+    if not walker.done:
+        raise UnsupportedGraph("the hardware graph does not end in a LabelSelect")
+
+    from bnnflow.hls.flow import DATASET_BY_SHAPE
+
+    n_classes = walker.layers[-1].in_c
+    model = CpuModel(
+        in_c=c,
+        in_h=h,
+        in_w=w,
+        input_order=order,
+        n_classes=n_classes,
+        dataset=DATASET_BY_NAME.get(DATASET_BY_SHAPE.get((c, h, w), ""), Dataset.NONE),
+        layers=walker.layers,
+    )
+    try:
+        validate(model)
+    except BnnflowError as exc:
+        raise UnsupportedGraph(f"the layers do not form a valid model file: {exc}") from None
+    return model
+
+
+def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``<compile_dir>/model.bnn`` (or ``out``) from a compile folder; returns its path."""
+    compile_dir = Path(compile_dir)
+    hw_path = compile_dir / HW_GRAPH
+    parent_path = compile_dir / PARENT_GRAPH
+    if not compile_dir.is_dir():
+        raise BnnflowError(f"compile folder not found: {compile_dir}")
+    for path in (hw_path, parent_path):
+        if not path.is_file():
+            raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
+    from bnnflow.hls.finn_env import prepare_finn
+
+    prepare_finn()
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    graphs = []
+    for path in (hw_path, parent_path):
+        try:
+            graphs.append(ModelWrapper(str(path)))
+        except Exception as exc:  # onnx raises DecodeError and friends
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BnnflowError(f"cannot read {path}: {first}") from None
+    try:
+        model = build_cpu_model(*graphs)
+    except UnsupportedGraph as exc:
+        raise UnsupportedGraph(exc.reason, str(hw_path)) from None
+    target = Path(out) if out is not None else compile_dir / MODEL_FILE
+    if target.is_dir():
+        raise BnnflowError(f"--out {target} is a folder; give a file name")
+    if target.is_file():
+        with open(target, "rb") as f:  # a mistyped --out must not overwrite someone's file
+            if f.read(len(MAGIC)) != MAGIC:
+                raise BnnflowError(f"refusing to replace {target}: it is not a bnncpu model file")
+    return write_model(target, model)
+
+
+def export_in_compile(compile_dir: Path, log: Any) -> dict[str, Any]:
+    """The compile stage's call: write model.bnn; its compile.json entries.
+
+    A network FINN can build but the CPU format cannot express (padding, say)
+    still compiles for the FPGA: the reason is logged and recorded instead.
+    """
+    try:
+        export_cpu_model(compile_dir)
+    except UnsupportedGraph as exc:
+        log(f"  no CPU model file: {exc.reason}")
+        return {"cpu_model": None, "cpu_model_error": exc.reason}
+    return {"cpu_model": MODEL_FILE}
