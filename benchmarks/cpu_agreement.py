@@ -18,7 +18,11 @@ The images are the first N of bnnflow.data's test split, so any engine can be
 compared image by image. ``--oracle`` also runs tests/cpu_reference.py (the
 numpy interpreter of the model file) and counts the images where its classes
 or scores differ; ``--reuse`` takes FINN's results from an existing ``--out``
-instead of running FINN again. Prints one Markdown table row per run.
+instead of running FINN again. ``--engine`` runs the C engine's command-line
+tool (cpu/build/bnnflow-cpu, built with ``make -C cpu``) on the same images
+once per kernel set this CPU has (chosen with BNNCPU_DISABLE: avx512, avx2,
+popcnt, scalar) and counts, for each, the images whose class or scores differ
+from FINN's. Prints one Markdown table row per run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import argparse
 import hashlib
 import importlib.util
 import io
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +70,39 @@ def load_test_split(
     dataset = DATASET_BY_SHAPE[shape]
     images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=limit)
     return np.asarray(images), np.asarray(labels), dataset
+
+
+# BNNCPU_DISABLE settings that leave each x86 kernel set, best first; on other CPUs
+# the engine reports what it chose and repeated choices are skipped.
+KERNEL_SETTINGS = ("", "avx512", "avx512,avx2", "all")
+
+
+def engine_differences(
+    bnn: Path, images: np.ndarray, classes: np.ndarray, scores: np.ndarray
+) -> dict[str, str]:
+    """Per kernel set: 'classes differ / scores differ' of the C engine against FINN."""
+    cli = ROOT / "cpu" / "build" / "bnnflow-cpu"
+    subprocess.run(["make", "-s", "-C", str(ROOT / "cpu"), "all"], check=True, timeout=900)
+    out: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "images.u8"
+        raw.write_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+        for disable in KERNEL_SETTINGS:
+            env = dict(os.environ, BNNCPU_DISABLE=disable)
+            kernels = subprocess.run(
+                [str(cli), "info", str(bnn)], capture_output=True, text=True, env=env, check=True
+            ).stdout
+            name = next(line.split()[1] for line in kernels.splitlines() if line.startswith("kernels"))
+            if name in out:
+                continue
+            c_out, s_out = Path(tmp) / "classes.i32", Path(tmp) / "scores.i32"
+            cmd = [str(cli), "run", str(bnn), str(raw), "--quiet", "--threads", "0"]
+            cmd += ["--classes-out", str(c_out), "--scores-out", str(s_out)]
+            subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=1800)
+            got_c = np.fromfile(c_out, dtype="<i4")
+            got_s = np.fromfile(s_out, dtype="<i4").reshape(len(got_c), -1)
+            out[name] = f"{int((got_c != classes).sum())} / {int((got_s != scores).any(axis=1).sum())}"
+    return out
 
 
 def finn_reference_npz(
@@ -119,6 +158,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="npz to write (default <compiled>/finn_reference.npz)")
     p.add_argument("--reuse", action="store_true", help="take FINN's results from an existing --out")
     p.add_argument("--oracle", action="store_true", help="compare tests/cpu_reference.py with FINN")
+    p.add_argument("--engine", action="store_true", help="compare the C engine, every kernel set, with FINN")
     args = p.parse_args()
 
     from bnnflow.cpu.export import MODEL_FILE, export_cpu_model
@@ -144,12 +184,13 @@ def main() -> None:
         f"{(data['classes'] == data['labels']).mean():.2%}",
     ]
     head = ["compile folder", "images", "FINN workers", "FINN s", "images/s", "10,000 images", "accuracy"]
-    if args.oracle:
-        bnn = compile_dir / MODEL_FILE
-        if not bnn.is_file():  # a folder compiled before compile wrote it
-            bnn = export_cpu_model(compile_dir, Path(tempfile.mkdtemp()) / MODEL_FILE)
-        ref = _oracle()
+    bnn = compile_dir / MODEL_FILE
+    if (args.oracle or args.engine) and not bnn.is_file():  # compiled before compile wrote it
+        bnn = export_cpu_model(compile_dir, Path(tempfile.mkdtemp()) / MODEL_FILE)
+    if args.oracle or args.engine:
         images, _, _ = load_test_split(compile_dir, args.data_dir, n)
+    if args.oracle:
+        ref = _oracle()
         t0 = time.perf_counter()
         classes, scores = ref.run(ref.load(bnn), images)
         oracle_s = time.perf_counter() - t0
@@ -157,6 +198,10 @@ def main() -> None:
         score_diff = int((scores != data["scores"]).any(axis=1).sum())
         head += ["oracle s", "classes differ", "scores differ"]
         row += [f"{oracle_s:.1f}", str(class_diff), str(score_diff)]
+    if args.engine:
+        for name, diff in engine_differences(bnn, images, data["classes"], data["scores"]).items():
+            head.append(f"engine {name}: classes / scores differ")
+            row.append(diff)
     print(f"FINN's classes and scores: {out}")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|")

@@ -31,3 +31,38 @@ def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cifar10")
     subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=600)
     return out
+
+
+# Designs compiled once per session and shared by the modules that check the CPU
+# engine's model file, the engine and the deployment package against FINN. Some
+# BatchNorm scales are made negative before export, as training can make them:
+# FINN absorbs those signs into the XNOR weights (tests/test_hls_signs.py).
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import compiled_with_negative_scales
+
+    return compiled_with_negative_scales(
+        tmp_path_factory.mktemp("cpu") / "digits", "digits-mlp", "digits", 40, 16
+    )
+
+
+@pytest.fixture(scope="session")
+def tfc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import SHARED_DATA, compiled_with_negative_scales
+
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip("MNIST files not found in ../shared/data/mnist")
+    return compiled_with_negative_scales(
+        tmp_path_factory.mktemp("cpu") / "tfc", "tfc", "mnist", 25, 255, SHARED_DATA
+    )
+
+
+@pytest.fixture(scope="session")
+def cnv_dir(tmp_path_factory: pytest.TempPathFactory, cifar10_dir: Path) -> Path:
+    from helpers import compiled_with_negative_scales
+
+    return compiled_with_negative_scales(
+        tmp_path_factory.mktemp("cpu") / "cnv", "cnv", "cifar10", 5, 255, cifar10_dir
+    )

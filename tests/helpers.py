@@ -44,22 +44,48 @@ def quick_checkpoint(
     return path
 
 
-def ensure_model_file(compile_dir: Path) -> Path:
-    """<compile_dir>/model.bnn: the compile stage's, or a stand-in with bnncpu.h's 64-byte header only.
+def negate_batchnorm_scales(checkpoint: Path) -> int:
+    """Every seventh channel of every BatchNorm gets a negative scale; returns how many."""
+    from bnnflow.runs import load_checkpoint
 
-    The deployment package treats the CPU engine's model file as opaque (it checks
-    the header of cpu/include/bnncpu.h and copies the file); the stand-in lets the
-    deployment tests run until `bnnflow compile` writes the real file, which is then
-    used as it is. Nothing reads the stand-in's (absent) layers.
-    """
-    import struct
-    import zlib
+    payload = load_checkpoint(checkpoint)
+    state = payload["model_state"]
+    flipped = 0
+    for key in list(state):
+        if key.endswith(".running_mean"):
+            weight = state[key[: -len("running_mean")] + "weight"]
+            if weight.numel() > 1:  # BatchNorm layers, not the scalar TensorNorm before the scores
+                weight[::7] *= -1.0
+                flipped += weight[::7].numel()
+    save_checkpoint(checkpoint, payload)
+    return flipped
 
-    path = Path(compile_dir) / "model.bnn"
-    if not path.exists():
-        header = bytearray(64)
-        header[:8] = b"BNNCPU\0\0"
-        struct.pack_into("<HHIQ", header, 8, 1, 0, 64, 64)  # version 1.0, header and file bytes
-        struct.pack_into("<I", header, 24, zlib.crc32(bytes(header)))
-        path.write_bytes(bytes(header))
-    return path
+
+def compiled_with_negative_scales(
+    run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None = None
+) -> Path:
+    """A compile folder (Pynq-Z2) of a quick checkpoint whose BatchNorm scales are partly negative."""
+    from bnnflow.export import export_model
+    from bnnflow.hls import compile_model
+
+    quick_checkpoint(run / "best.pt", name, dataset, steps, pixel_max, data_dir)
+    assert negate_batchnorm_scales(run / "best.pt") > 0
+    export_model(run, n_verify=20, data_dir=data_dir)
+    folding = "fit" if name == "digits-mlp" else "published"
+    return compile_model(run, "Pynq-Z2", folding=folding, n_verify=0, data_dir=data_dir, log=None).out_dir
+
+
+_FINN_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def finn_reference(compile_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FINN's classes and scores (hardware-layer graph, Python execution), once per design and images."""
+    import hashlib
+
+    from bnnflow.cpu.finn_reference import finn_outputs
+
+    key = (str(compile_dir), hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest())
+    if key not in _FINN_CACHE:
+        result = finn_outputs(compile_dir, np.asarray(images))
+        _FINN_CACHE[key] = (result.classes.astype(np.int32), result.scores.astype(np.int32))
+    return _FINN_CACHE[key]

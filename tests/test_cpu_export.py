@@ -23,7 +23,7 @@ from pathlib import Path
 import cpu_reference as ref
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, quick_checkpoint
+from helpers import SHARED_DATA, finn_reference
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.cpu import modelfile as mf
@@ -31,54 +31,13 @@ from bnnflow.cpu.export import MODEL_FILE, UnsupportedGraph, build_cpu_model, ex
 from bnnflow.cpu.finn_reference import finn_outputs
 from bnnflow.data import load_arrays
 from bnnflow.errors import BnnflowError
-from bnnflow.export import export_model
 from bnnflow.hls import compile_model
-from bnnflow.runs import load_checkpoint, save_checkpoint
+from bnnflow.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = ROOT / "cpu" / "include" / "bnncpu.h"
 N_MNIST = 300
-N_CIFAR = 1000  # FINN's hardware graph runs CNV image by image: about a minute here
-
-
-def _negate_batchnorm_scales(checkpoint: Path) -> int:
-    """Every seventh channel of every BatchNorm gets a negative scale; returns how many."""
-    payload = load_checkpoint(checkpoint)
-    state = payload["model_state"]
-    flipped = 0
-    for key in list(state):
-        if key.endswith(".running_mean"):
-            weight = state[key[: -len("running_mean")] + "weight"]
-            if weight.numel() > 1:  # BatchNorm layers, not the scalar TensorNorm before the scores
-                weight[::7] *= -1.0
-                flipped += weight[::7].numel()
-    save_checkpoint(checkpoint, payload)
-    return flipped
-
-
-def _compiled(run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None) -> Path:
-    quick_checkpoint(run / "best.pt", name, dataset, steps, pixel_max, data_dir)
-    assert _negate_batchnorm_scales(run / "best.pt") > 0
-    export_model(run, n_verify=20, data_dir=data_dir)
-    folding = "fit" if name == "digits-mlp" else "published"
-    return compile_model(run, "Pynq-Z2", folding=folding, n_verify=0, data_dir=data_dir, log=None).out_dir
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compiled(tmp_path_factory.mktemp("cpu") / "digits", "digits-mlp", "digits", 40, 16, None)
-
-
-@pytest.fixture(scope="module")
-def tfc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip("MNIST files not found in ../shared/data/mnist")
-    return _compiled(tmp_path_factory.mktemp("cpu") / "tfc", "tfc", "mnist", 25, 255, SHARED_DATA)
-
-
-@pytest.fixture(scope="module")
-def cnv_dir(tmp_path_factory: pytest.TempPathFactory, cifar10_dir: Path) -> Path:
-    return _compiled(tmp_path_factory.mktemp("cpu") / "cnv", "cnv", "cifar10", 5, 255, cifar10_dir)
+N_CIFAR = 200  # FINN's hardware graph runs CNV image by image (benchmarks/cpu_agreement.py: all 10,000)
 
 
 def _graphs(compile_dir: Path) -> tuple:
@@ -93,16 +52,16 @@ def _graphs(compile_dir: Path) -> tuple:
 def _agree(model_file: Path, compile_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The oracle's classes and scores equal FINN's on every image; returns FINN's."""
     classes, scores = ref.run(ref.load(model_file), images)
-    finn = finn_outputs(compile_dir, images)
-    assert scores.shape == finn.scores.shape == (len(images), 10)
-    mismatch = np.nonzero((scores != finn.scores).any(axis=1) | (classes != finn.classes))[0]
+    finn_classes, finn_scores = finn_reference(compile_dir, images)
+    assert scores.shape == finn_scores.shape == (len(images), 10)
+    mismatch = np.nonzero((scores != finn_scores).any(axis=1) | (classes != finn_classes))[0]
     assert mismatch.size == 0, (
         f"{mismatch.size} images differ, first {mismatch[0]}: oracle {classes[mismatch[0]]} "
-        f"{scores[mismatch[0]]}, FINN {finn.classes[mismatch[0]]} {finn.scores[mismatch[0]]}"
+        f"{scores[mismatch[0]]}, FINN {finn_classes[mismatch[0]]} {finn_scores[mismatch[0]]}"
     )
     # Not a degenerate model: the comparison covers many classes and score values.
-    assert len(np.unique(finn.classes)) >= 4 and len(np.unique(finn.scores)) >= 10
-    return finn.classes, finn.scores
+    assert len(np.unique(finn_classes)) >= 4 and len(np.unique(finn_scores)) >= 10
+    return finn_classes, finn_scores
 
 
 # --- real networks against FINN ----------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ensure_model_file, quick_checkpoint
+from helpers import quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.deploy.package import MANIFEST, apply_input_ops, build_package, host_input_ops
@@ -32,9 +32,7 @@ def digits_compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "digits"
     quick_checkpoint(run / "best.pt", "digits-mlp", "digits", 40, 16)
     export_model(run, n_verify=20)
-    out = compile_model(run, "Pynq-Z2", folding="fps:20000", n_verify=20, log=None).out_dir
-    ensure_model_file(out)
-    return out
+    return compile_model(run, "Pynq-Z2", folding="fps:20000", n_verify=20, log=None).out_dir
 
 
 @pytest.fixture(scope="module")
@@ -203,20 +201,20 @@ def test_host_input_ops_follow_finns_parent_graph(tmp_path: Path) -> None:
         host_input_ops(parent)
 
 
-def test_package_warns_of_xnor_accumulators_that_wrap(digits_package: Path, digits_compiled: Path) -> None:
-    """FINN sizes XNOR-popcount accumulators below the popcount's range; the package says where."""
-    from qonnx.core.datatype import DataType
+def test_package_refuses_xnor_accumulators_that_wrap(
+    digits_package: Path, digits_compiled: Path, tmp_path: Path
+) -> None:
+    """A compile folder whose XNOR accumulators cannot hold the popcount (finn-plus sizes them so) is refused."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    warnings = json.loads((digits_package / MANIFEST).read_text())["warnings"]
-    model = ModelWrapper(str(digits_compiled / "model_hw.onnx"))
-    narrow = []
-    for node in model.graph.node:
-        if node.op_type.startswith("MVAU") and getCustomOp(node).get_nodeattr("binaryXnorMode"):
-            inst = getCustomOp(node)
-            # a popcount of MW (every input equal to its weight) is not a value of the accumulator's type
-            if not DataType[inst.get_nodeattr("accDataType")].allowed(inst.get_nodeattr("MW")):
-                narrow.append(node.name)
-    assert narrow, "FINN sized every XNOR accumulator for the full popcount: drop the warning"
-    assert sorted({w.split(":")[0] for w in warnings}) == sorted(narrow)
+    assert json.loads((digits_package / MANIFEST).read_text())["warnings"] == []
+    old = tmp_path / "old" / "compile" / "Pynq-Z2"
+    shutil.copytree(digits_compiled, old)
+    model = ModelWrapper(str(old / "model_hw.onnx"))
+    last = [n for n in model.graph.node if n.op_type.startswith("MVAU")][-1]
+    getCustomOp(last).set_nodeattr("outputDataType", "INT8")  # 256 inputs: a popcount reaches 256
+    model.save(str(old / "model_hw.onnx"))
+    with pytest.raises(BnnflowError, match=r"too narrow for the popcount \(MVAU_hls_2: outputDataType INT8"):
+        build_package(old, tmp_path / "deploy", n_images=4, log=None)
+    assert not (tmp_path / "deploy").exists()

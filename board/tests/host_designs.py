@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))  # helpers: quick_checkpoint, ensure_model_file, SHARED_DATA
+sys.path.insert(0, str(REPO / "tests"))  # helpers: quick_checkpoint, SHARED_DATA
 sys.path.insert(0, str(REPO / "board" / "src"))  # the simulated board's .hwh writer (no pynq needed)
 
 # A Vivado report_timing_summary's Design Timing Summary, with setup violated (WNS < 0).
@@ -46,7 +46,7 @@ def design(out: Path, name: str, model: str, dataset: str, steps: int, pixel_max
     from bnnflow.deploy.package import build_package
     from bnnflow.export import export_model
     from bnnflow.hls import compile_model
-    from helpers import ensure_model_file, quick_checkpoint
+    from helpers import quick_checkpoint
 
     run = out / name
     quick_checkpoint(run / "best.pt", model, dataset, steps, pixel_max, data_dir)
@@ -54,7 +54,6 @@ def design(out: Path, name: str, model: str, dataset: str, steps: int, pixel_max
     compiled = compile_model(
         run, "Pynq-Z2", folding=folding, n_verify=20, data_dir=data_dir, log=None
     ).out_dir
-    ensure_model_file(compiled)
     build_package(compiled, out / f"{name}-pkg", n_images=24, data_dir=data_dir, log=None)
     return compiled
 

@@ -190,13 +190,10 @@ def apply_input_ops(images: np.ndarray, ops: list[dict[str, Any]]) -> np.ndarray
 def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     """XNOR-popcount layers whose accumulator type cannot hold every popcount, 0 .. MW.
 
-    FINN's MinimizeAccumulatorWidth (finn-plus 1.6.1) sizes a binaryXnorMode
-    MVAU's accumulator from the range of a {0,1} x {-1,+1} dot product, which
-    is narrower than the popcount's: TFC's last layer (MW 64) gets INT7, whose
-    maximum is 63. The generated HLS then wraps a popcount of 64 to -64, which
-    FINN's Python execution (and so the verification chain) does not: the C
-    simulation of TFC disagreed with it on 1 of 200 MNIST images (a score of
-    64 became -64 and the class changed). The FPGA will do what the HLS does.
+    finn-plus sizes these accumulators for a {0,1} x {-1,+1} dot product, which
+    the generated HLS then wraps (bnnflow/hls/xnor_acc.py: a TFC score of 64
+    became -64 in cppsim). ``bnnflow compile`` corrects them; a compile folder
+    made before it did is refused, since its FPGA would disagree with the CPU.
     """
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
@@ -324,9 +321,13 @@ def build_package(
         with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
             parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
         settings = _driver_settings(source, parent, clock_ns, Path(work), log)
-        warnings = xnor_accumulator_risks(model_hw)
-        for w in warnings:
-            log(f"  warning: {w}")
+        risks = xnor_accumulator_risks(model_hw)
+        if risks:
+            raise BnnflowError(
+                f"{source.compile_dir} was compiled with XNOR accumulators too narrow for the popcount "
+                f"({risks[0]}); compile it again with this bnnflow"
+            )
+        warnings: list[str] = []
         shapes = settings["driver_information"]["io_shape_dict"]
         fpga_in = apply_input_ops(images[:1], ops)
         if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
