@@ -204,7 +204,7 @@ def test_host_input_ops_follow_finns_parent_graph(tmp_path: Path) -> None:
 def test_package_refuses_xnor_accumulators_that_wrap(
     digits_package: Path, digits_compiled: Path, tmp_path: Path
 ) -> None:
-    """A compile folder whose XNOR accumulators cannot hold the popcount (finn-plus sizes them so) is refused."""
+    """A compile folder whose XNOR accumulators cannot hold the popcount (as FINN made them) is refused."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
