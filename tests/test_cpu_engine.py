@@ -199,3 +199,40 @@ def test_kernel_set_follows_bnncpu_disable(digits_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "scalar"
+
+
+def _bnnflow(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    return subprocess.run([sys.executable, "-m", "bnnflow", *args], capture_output=True, text=True, env=env)
+
+
+def test_bnnflow_cpu_reports_accuracy_agreement_and_speed(digits_dir: Path) -> None:
+    import json
+
+    run = digits_dir.parent.parent
+    proc = _bnnflow("cpu", str(run), "--finn", "40")  # the run folder: its only compile folder
+    assert proc.returncode == 0, proc.stderr
+    assert "agreement with FINN      40/40 classes, 40/40 score vectors" in proc.stdout
+    report = json.loads((digits_dir / "cpu.json").read_text())
+    assert (
+        report["n_images"] == 360
+        and report["finn_classes_agree"] == 40
+        and report["first_difference"] is None
+    )
+    with CpuEngine(digits_dir / MODEL_FILE) as engine:
+        images, labels = load_arrays("digits", "test")
+        assert report["accuracy"] == np.mean(engine.classify(images) == labels)
+    assert report["images_per_s"]["1 thread"] > 0 and report["latency_us"]["median"] > 0
+
+
+def test_bnnflow_cpu_bad_input_is_one_line(digits_dir: Path, tmp_path: Path) -> None:
+    for args, message in [
+        (("cpu", str(tmp_path / "nowhere")), "not a folder"),
+        (("cpu", str(tmp_path)), "neither a compile folder nor a run"),
+        (("cpu", str(digits_dir.parent.parent), "--board", "Ultra96"), "no compile folder for Ultra96"),
+        (("cpu", "run", str(digits_dir), "--finn", "-1"), "--finn must be 0 or more"),
+    ]:
+        proc = _bnnflow(*args)
+        assert proc.returncode != 0
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], proc.stderr

@@ -45,9 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shorthands(argv: list[str]) -> list[str]:
+    """``bnnflow cpu DIR`` is ``bnnflow cpu run DIR``."""
+    from bnnflow.cpu.commands import SUBCOMMAND_NAMES
+
+    if (
+        len(argv) >= 2
+        and argv[0] == "cpu"
+        and not argv[1].startswith("-")
+        and argv[1] not in SUBCOMMAND_NAMES
+    ):
+        return ["cpu", "run", *argv[1:]]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_shorthands(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except BnnflowError as exc:

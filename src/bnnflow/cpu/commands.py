@@ -1,5 +1,7 @@
 """``bnnflow cpu``: the CPU engine's commands, one subcommand each.
 
+``bnnflow cpu RUN_OR_COMPILE_DIR`` (short for ``bnnflow cpu run``) runs the
+engine on the design's test set: accuracy, agreement with FINN, throughput.
 ``bnnflow cpu export COMPILE_DIR`` writes the model file of a compile folder
 (``bnnflow compile`` already writes it; this is for folders compiled before
 it did), ``bnnflow cpu info FILE`` describes one. Further subcommands go into
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnnflow.cliutil import HelpFormatter
+from bnnflow.cliutil import HelpFormatter, positive_int
 
 
 def _add_export(sub: Any) -> None:
@@ -45,14 +47,40 @@ def _add_info(sub: Any) -> None:
     p.set_defaults(func=_info)
 
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_export, _add_info)
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the engine on a design's test set: accuracy, agreement with FINN, throughput",
+        description=(
+            "Run the C CPU engine on the test set of the dataset a design was compiled for: accuracy, "
+            "agreement of classes and integer scores with FINN's execution of the hardware graph "
+            "(must be 100%%), throughput and memory. Also written to <compile dir>/cpu.json. "
+            "`bnnflow cpu DIR` is short for `bnnflow cpu run DIR`."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("path", help="run folder (runs/<name>) or compile folder (runs/<name>/compile/<board>)")
+    p.add_argument("--board", default=None, help="which compile folder of a run (default: its only one)")
+    p.add_argument("--data-dir", default=None, help="folder holding the MNIST or CIFAR-10 files")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N test images (default: all)")
+    p.add_argument(
+        "--finn", type=int, default=500, metavar="N", help="images to compare with FINN's execution (0 skips)"
+    )
+    p.set_defaults(func=_run)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_run, _add_export, _add_info)
+SUBCOMMAND_NAMES = ("run", "export", "info")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "cpu",
         help="the CPU engine: its model file, written from the compiled FPGA design",
-        description="The bnncpu CPU engine computes exactly what the compiled FPGA design computes.",
+        description=(
+            "The bnncpu CPU engine computes exactly what the compiled FPGA design computes. "
+            "`bnnflow cpu DIR` runs it on a run's or compile folder's test set (`bnnflow cpu run DIR`)."
+        ),
         formatter_class=HelpFormatter,
     )
     cpu_sub = p.add_subparsers(dest="cpu_command", metavar="SUBCOMMAND", parser_class=type(p))
@@ -82,4 +110,15 @@ def _info(args: argparse.Namespace) -> int:
     model = read_model(path)
     print(f"{path} ({path.stat().st_size:,} bytes)")
     print(model.describe())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bnnflow.cpu.evaluate import evaluate_cpu, format_report
+
+    report = evaluate_cpu(args.path, args.board, args.data_dir, args.limit, args.finn)
+    print(format_report(report))
+    if not report.agrees:
+        print(f"bnnflow: error: the CPU engine differs from FINN: {report.first_difference}")
+        return 1
     return 0
