@@ -23,6 +23,9 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert hw["export"]["max_abs_logit_diff"] <= 1e-4
     assert hw["verification"]["n_images"] == 5 and hw["verification"]["first_mismatch"] is None
     assert hw["fps"] > 0
+    cpu = hw["cpu"]  # the C engine on the design: all 360 test images, 5 compared with FINN
+    assert cpu["n_images"] == 360 and cpu["finn_images"] == 5 and cpu["first_difference"] is None
+    assert "agreement with FINN      5/5 classes" in out
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["hardware"]["board"] == "Pynq-Z2"
     for sub in ("bop", "bop-compact", "latent-adam"):

@@ -8,17 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.cliutil import HelpFormatter, positive_int
+from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train the digits MLP with Bop and with latent Adam, side by side",
+        help="the whole flow on the 8x8 digits: Bop vs latent Adam, export, compile, the CPU engine",
         description=(
             "Train the digits MLP (scikit-learn's bundled 8x8 digits, nothing to download) with Bop "
-            "and with the latent-weight Adam baseline, print a comparison table, and keep everything "
-            "under one run folder."
+            "and with the latent-weight Adam baseline and print a comparison table; export and compile "
+            "the Bop run for a board; run the C CPU engine on the design and check it against FINN. "
+            "Everything is kept under one run folder."
         ),
         formatter_class=HelpFormatter,
     )
@@ -107,6 +109,14 @@ def _export_and_compile(run: Path, board: str, n_verify: int) -> dict[str, Any]:
         f"HLS and build config in {result.out_dir}"
     )
     print("The bitstream needs Vivado: see `make bitstream` in the README.")
+
+    from bnnflow.cpu.evaluate import evaluate_cpu, format_report
+
+    print("\n== the C CPU engine on the same design ==", flush=True)
+    cpu = evaluate_cpu(result.out_dir, finn_images=n_verify, log=None)
+    print(format_report(cpu))
+    if not cpu.agrees:
+        raise BnnflowError(f"the CPU engine differs from FINN: {cpu.first_difference}")
     return {
         "export": v,
         "board": board,
@@ -114,6 +124,7 @@ def _export_and_compile(run: Path, board: str, n_verify: int) -> dict[str, Any]:
         "utilisation": util,
         "compile_dir": str(result.out_dir),
         "verification": None if result.verification is None else result.verification.to_json(),
+        "cpu": cpu.to_json(),
     }
 
 
