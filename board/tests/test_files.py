@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bnnflow_board.boards import get_board
-from bnnflow_board.cpu_engine import CpuEngineUnavailable, build_engine, engine_sources
+from bnnflow_board.cpu_engine import CpuEngineUnavailable, build_engine
 from bnnflow_board.errors import BoardError
 from bnnflow_board.hwh import read_bit_part, read_hwh, read_timing_summary
 from bnnflow_board.simulated.hwh import make_bit, make_hwh
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _instance(name: str, module: int, role: str, axilite: bool, in_width: int, out_width: int) -> dict:
@@ -90,23 +93,20 @@ def test_timing_summary() -> None:
         path.unlink()
 
 
-def test_engine_sources_and_an_engine_that_is_not_there(tmp_path: Path) -> None:
+def test_engine_built_with_its_makefile_and_an_engine_that_is_not_there(tmp_path: Path) -> None:
     cpu = tmp_path / "cpu"
     (cpu / "include").mkdir(parents=True)
     (cpu / "include" / "bnncpu.h").write_text("/* the interface */\n")
     with pytest.raises(CpuEngineUnavailable, match="no engine sources"):
         build_engine(cpu, tmp_path / "build")
-    (cpu / "src").mkdir()
-    (cpu / "src" / "engine.c").write_text("int bnn_answer(void) { return 42; }\n")
-    (cpu / "src" / "cli.c").write_text("#include <stdio.h>\nint main(int argc, char **argv) { return 0; }\n")
-    (cpu / "tests").mkdir()
-    (cpu / "tests" / "t.c").write_text("int t(void) { return 0; }\n")
-    assert [p.name for p in engine_sources(cpu)] == ["engine.c"]
+    shutil.rmtree(cpu)
+    # the repository's engine, copied as the package copies it (no build folder)
+    shutil.copytree(REPO / "cpu", cpu, ignore=shutil.ignore_patterns("build"))
     lib = build_engine(cpu, tmp_path / "build")  # the library builds with the board's flags (here the host's)
-    assert lib.is_file()
-    (cpu / "src" / "engine.c").write_text("this is not C\n")
-    with pytest.raises(CpuEngineUnavailable, match="did not compile"):
-        build_engine(cpu, tmp_path / "build")
+    assert lib == (tmp_path / "build" / "libbnncpu.so").absolute() and lib.is_file()
+    (cpu / "src" / "model.c").write_text("this is not C\n")
+    with pytest.raises(CpuEngineUnavailable, match="did not compile: .*error"):
+        build_engine(cpu, tmp_path / "build2")
 
 
 def _report(cpu: dict) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,14 +26,19 @@ import numpy as np
 
 from bnnflow_board.errors import BoardError
 
-# Compiler flags by CPU (platform.machine()): the boards' cores, NEON where it must be asked for.
-ARCH_FLAGS = {
-    "armv7l": ["-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard"],
-    "aarch64": ["-mcpu=cortex-a53"],
-    "x86_64": ["-march=native"],  # the simulated board runs the engine on the host's CPU
+# The engine's own Makefile (cpu/Makefile) builds it; these are its per-CPU variables
+# (platform.machine()): the boards' cores, with NEON only in the NEON kernels' file
+# as the Makefile arranges (NEON_CFLAGS), so the portable code runs on any ARMv7.
+MAKE_VARS = {
+    "armv7l": {
+        "VARIANT_CFLAGS": "-mcpu=cortex-a9 -mfpu=vfpv3-d16 -mfloat-abi=hard",
+        "NEON_CFLAGS": "-mfpu=neon",
+    },
+    "aarch64": {"VARIANT_CFLAGS": "-mcpu=cortex-a53"},
+    "x86_64": {},  # the simulated board runs the engine on the host; kernels are chosen at run time
 }
-SKIP_DIRS = {"test", "tests", "bench", "benchmarks", "fuzz", "examples", "tools", "build", "python"}
-_MAIN = re.compile(r"^\s*int\s+main\s*\(", re.M)
+# The board's gcc may warn where the development compiler does not: warnings are not errors here.
+BOARD_WARNINGS = "-Wall"
 
 
 class CpuEngineUnavailable(BoardError):
@@ -56,49 +60,25 @@ class _ModelInfo(ctypes.Structure):
     ]
 
 
-def engine_sources(cpu_dir: Path) -> list[Path]:
-    """The library's C files: everything under cpu/ but tests, benchmarks and programs with a main()."""
-    out = []
-    for p in sorted(cpu_dir.rglob("*.c")):
-        if SKIP_DIRS & set(p.relative_to(cpu_dir).parts[:-1]):
-            continue
-        if _MAIN.search(p.read_text(errors="replace")):
-            continue
-        out.append(p)
-    return out
-
-
 def build_engine(cpu_dir: Path, build_dir: Path, arch: str | None = None) -> Path:
-    """Compile the engine into ``build_dir/libbnncpu.so``; CpuEngineUnavailable when it cannot be."""
+    """Build ``build_dir/libbnncpu.so`` with the engine's Makefile; CpuEngineUnavailable when it cannot be."""
     arch = arch or platform.machine()
     if not (cpu_dir / "include" / "bnncpu.h").is_file():
         raise CpuEngineUnavailable(f"the package has no CPU engine interface ({cpu_dir}/include/bnncpu.h)")
-    sources = engine_sources(cpu_dir)
-    if not sources:
+    if not (cpu_dir / "Makefile").is_file() or not any((cpu_dir / "src").glob("*.c")):
         raise CpuEngineUnavailable("the package's cpu/ holds the engine's interface but no engine sources")
     cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        raise CpuEngineUnavailable(f"no C compiler ({cc}) on this board: apt-get install gcc")
-    build_dir.mkdir(parents=True, exist_ok=True)
+    for tool in (cc, "make"):
+        if shutil.which(tool) is None:
+            raise CpuEngineUnavailable(f"no {tool} on this board: apt-get install build-essential")
+    build_dir = build_dir.absolute()
     lib = build_dir / "libbnncpu.so"
-    cmd = [
-        cc,
-        "-O3",
-        "-std=c11",
-        "-fPIC",
-        "-shared",
-        "-pthread",
-        *ARCH_FLAGS.get(arch, []),
-        f"-I{cpu_dir / 'include'}",
-        *map(str, sources),
-        "-o",
-        str(lib),
-        "-lm",
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    variables = {"CC": cc, "BUILD": str(build_dir), "WARN": BOARD_WARNINGS, **MAKE_VARS.get(arch, {})}
+    cmd = ["make", "--no-print-directory", "-C", str(cpu_dir), *(f"{k}={v}" for k, v in variables.items())]
+    r = subprocess.run([*cmd, str(lib)], capture_output=True, text=True)
     if r.returncode != 0:
-        first = (r.stderr.strip().splitlines() or ["?"])[0]
-        raise CpuEngineUnavailable(f"the CPU engine did not compile: {first}")
+        errors = [line for line in (r.stderr + r.stdout).splitlines() if "error" in line.lower()]
+        raise CpuEngineUnavailable(f"the CPU engine did not compile: {(errors or ['?'])[0].strip()}")
     return lib
 
 
