@@ -10,6 +10,7 @@ for why the steps are called here rather than through the builder.
       dataflow_build_config.json  DataflowBuildConfig for the remaining steps
       estimates.json / .png       per-layer PE, SIMD, cycles, LUT, BRAM, DSP vs the board
       verification.json           QONNX vs streamlined vs hardware graph on test images
+      cppsim.json                 with --cppsim N: the generated HLS C++ run in FINN's cppsim vs Python
 
     <run>/compile/verification-cache/<sha256>.json
                                   passed verifications, shared by the boards (see _cached_verify)
@@ -34,6 +35,7 @@ import numpy as np
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hls.boards import Board, get_board
+from bnnflow.hls.cppsim import CppSimResult, HlsSim
 from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
@@ -84,6 +86,7 @@ class CompileResult:
     estimate: DesignEstimate
     verification: VerifyResult | None
     folding: str
+    cppsim: CppSimResult | None = None
 
 
 def resolve_input(onnx_or_run: str | Path) -> tuple[Path, Path]:
@@ -261,6 +264,35 @@ def _cached_verify(
     return result
 
 
+def _find_cppsim(n_cppsim: int, hls_sim: str | Path | None) -> HlsSim | None:
+    """The C++ toolchain for the cppsim stage, found before any compiling starts."""
+    from bnnflow.hls.cppsim import find_hls_sim
+
+    if n_cppsim < 0:
+        raise BnnflowError(f"--cppsim must be 0 or more, got {n_cppsim}")
+    return find_hls_sim(hls_sim) if n_cppsim else None
+
+
+def _cppsim_stage(
+    model: Any, inter: Path, images: np.ndarray, sim: HlsSim, out: Path, log: Log
+) -> CppSimResult:
+    """The compiled design's generated HLS C++ in FINN's cppsim against FINN's Python execution."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.hls.cppsim import cppsim_check
+
+    log(f"  cppsim: compiling the generated HLS C++ ({sim.describe()}), then {len(images)} test images ...")
+    reference = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
+    with open(out / "build_dataflow.log", "a") as sink:
+        print("== cppsim", file=sink)
+        result = cppsim_check(model, reference, images, sim, sink=sink)
+    atomic_write_json(out / "cppsim.json", result.to_json())
+    if not result.ok:
+        raise BnnflowError(f"cppsim check failed: {result.first_mismatch}")
+    log(f"  {result.summary()}")
+    return result
+
+
 def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
     """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
@@ -308,6 +340,8 @@ def compile_model(
     log: Log | None = _stderr,
     verify_workers: int | None = None,
     verify_cache: bool = True,
+    n_cppsim: int = 0,
+    hls_sim: str | Path | None = None,
 ) -> CompileResult:
     """Compile a QONNX model (or a run folder's export) for ``board``.
 
@@ -318,6 +352,9 @@ def compile_model(
     override the test set (uint8 N,C,H,W). ``verify_workers``: processes for
     the verification (None: the usable cores, at most 4). ``verify_cache``:
     reuse a passed verification of the same graphs and images (another board's).
+    ``n_cppsim``: test images run through the generated HLS C++ in FINN's
+    cppsim and compared with FINN's Python execution (0 skips); ``hls_sim``:
+    the hls-sim kit folder (else $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS).
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
@@ -330,6 +367,7 @@ def compile_model(
     final = Path(out_dir) if out_dir is not None else run_dir / "compile" / brd.name
     final = final.absolute()
     prepare_finn()
+    sim = _find_cppsim(n_cppsim, hls_sim)
 
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -342,8 +380,9 @@ def compile_model(
         raise BnnflowError(f"cannot read ONNX model {model_path}: {exc}") from None
     in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
 
-    if n_verify and images is None:
-        images, labels, _ = load_test_images(in_shape, n_verify, data_dir)
+    if (n_verify or n_cppsim) and images is None:
+        images, labels, _ = load_test_images(in_shape, max(n_verify, n_cppsim), data_dir)
+    cppsim_images = None if images is None else np.asarray(images)[:n_cppsim]
     if images is not None:
         images = np.asarray(images)[: n_verify or 0]
         labels = None if labels is None else np.asarray(labels)[: len(images)]
@@ -431,6 +470,9 @@ def compile_model(
         model.save(str(inter / "step_hw_codegen.onnx"))
         model.save(str(tmp / "model_hw.onnx"))
         _rebase_partition(tmp, final)
+        cppsim = None
+        if sim is not None and cppsim_images is not None and len(cppsim_images):
+            cppsim = _cppsim_stage(model, inter, cppsim_images, sim, tmp, log)
 
         atomic_write_json(tmp / "estimates.json", est.to_json())
         plot_estimate(est, tmp / "estimates.png")
@@ -450,6 +492,7 @@ def compile_model(
                 "totals": est.totals,
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
+                "cppsim": cppsim.to_json(per_image=False) if cppsim else None,
                 "resume_step": RESUME_STEP,
             },
         )
@@ -463,4 +506,5 @@ def compile_model(
         estimate=est,
         verification=verification,
         folding=mode,
+        cppsim=cppsim,
     )
