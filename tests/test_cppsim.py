@@ -66,9 +66,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in (*KIT_VARIABLES, "BNNFLOW_HLS_SIM")}
 
 
-def _train_run(run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None) -> Path:
+def _train_run(
+    run: Path, name: str, dataset: str, steps: int, pixel_max: int, data_dir: Path | None, n_verify: int = 20
+) -> Path:
     quick_checkpoint(run / "best.pt", name, dataset, steps, pixel_max, data_dir)
-    export_model(run, n_verify=20, data_dir=data_dir)
+    export_model(run, n_verify=n_verify, data_dir=data_dir)
     return run
 
 
@@ -283,7 +285,7 @@ def cnv_compiled(tmp_path_factory: pytest.TempPathFactory, cifar10_dir: Path) ->
     if KIT is None:
         pytest.skip("hls-sim kit not found (../shared/hls-sim or BNNFLOW_HLS_SIM)")
     base = tmp_path_factory.mktemp("cnv")
-    run = _train_run(base / "cnv", "cnv", "cifar10", 5, 255, cifar10_dir)
+    run = _train_run(base / "cnv", "cnv", "cifar10", 5, 255, cifar10_dir, n_verify=4)
     return compile_model(run, "Pynq-Z2", base / "out", folding="fps:2000", n_verify=0, log=None).out_dir
 
 
@@ -298,7 +300,9 @@ def test_cnv_layer_by_layer_and_end_to_end(cnv_compiled: Path, cifar10_dir: Path
     model = ModelWrapper(str(inter / "step_hw_codegen.onnx"))
     reference = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
     images, _ = load_arrays("cifar10", "test", data_dir=cifar10_dir, limit=1)
-    chosen = ["MVAU_hls_0", "Pool_hls_0", "MVAU_hls_8", "LabelSelect_hls_0"]
+    # C++ for the first convolution and an attempt at the first pool; compiling all twelve
+    # *_hls nodes is the CLI's job (minutes on two cores).
+    chosen = ["MVAU_hls_0", "Pool_hls_0"]
     with compiled_design(model, find_hls_sim(KIT), nodes=chosen) as design:
         pool = design.nodes["Pool_hls_0"]
         assert pool.runs_as == PYTHON and "does not compile" in pool.reason and "error:" in pool.reason
@@ -306,7 +310,7 @@ def test_cnv_layer_by_layer_and_end_to_end(cnv_compiled: Path, cifar10_dir: Path
         chained = run_cppsim(design, reference, images)  # auto
     for result in (by_layer, chained):
         assert result.ok, result.first_mismatch
-        assert result.cpp_nodes == ["MVAU_hls_0", "MVAU_hls_8", "LabelSelect_hls_0"]
+        assert result.cpp_nodes == ["MVAU_hls_0"]
         assert result.classes.tolist() == result.reference_classes.tolist()
         assert np.array_equal(result.scores, result.reference_scores)
     assert by_layer.mode == "layer-by-layer" and chained.mode == "end-to-end"

@@ -250,6 +250,11 @@ def generic_node(node: Any) -> Any | None:
     return out
 
 
+def python_form(node: Any) -> Any | None:
+    """The node as FINN's Python model runs it outside cppsim: itself if generic, else its generic layer."""
+    return node if node.domain == GENERIC_DOMAIN else generic_node(node)
+
+
 def _compile_error(exc: BaseException) -> str:
     """The compiler's first error line, without the scratch folder's path."""
     text = "\n".join(
@@ -271,6 +276,7 @@ class CompiledDesign:
     scratch: Path
     compile_seconds: float
     simulator: str
+    sink: IO[str]  # where FINN's log output goes while nodes run
 
     def runs_as(self, node: Any) -> str:
         return self.nodes[node.name].runs_as
@@ -292,8 +298,10 @@ def compiled_design(
     as the IP code) into ``<FINN_BUILD_DIR>/cppsim_*/<node>``;
     ``before_compile`` gets those folders before gcc runs (a seam for tests
     that tamper with generated code). Each node compiles separately, so one
-    that fails is recorded and runs as its Python reference. The toolchain's
-    variables stay set for the block; the folder is removed afterwards.
+    that fails is recorded and runs as its Python reference; nodes left out
+    of ``nodes`` become their generic layers before any code is generated.
+    The toolchain's variables stay set for the block; the folder is removed
+    afterwards.
     """
     from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
     from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
@@ -306,7 +314,6 @@ def compiled_design(
     build_dir = prepare_finn()
     wanted = None if nodes is None else set(nodes)
     model = ModelWrapper(copy.deepcopy(model.model))
-    hls = [n for n in model.graph.node if n.domain == HLS_DOMAIN]
     if wanted is not None:
         unknown = wanted - {n.name for n in model.graph.node}
         if unknown:
@@ -322,40 +329,47 @@ def compiled_design(
         else:
             continue
         runs[node.name] = NodeRun(node.name, node.op_type, PYTHON, reason)
+    for i, node in enumerate(model.graph.node):
+        generic = generic_node(node) if node.domain == HLS_DOMAIN and node.name in runs else None
+        if generic is not None:  # runs as Python in every mode: no C++ to generate (CNV's take seconds each)
+            model.graph.node[i].CopyFrom(generic)
+    hls = [n for n in model.graph.node if n.domain == HLS_DOMAIN]
     scratch = Path(tempfile.mkdtemp(prefix="cppsim_", dir=build_dir))
     devnull = None
     if sink is None:
         devnull = open(os.devnull, "w")  # noqa: SIM115  (closed in finally)
         sink = devnull
     try:
-        with hls_sim_environment(sim), quiet_finn(sink):
-            t0 = time.perf_counter()
-            for node in hls:
-                folder = scratch / node.name
-                folder.mkdir()
-                getCustomOp(node).set_nodeattr("code_gen_dir_cppsim", str(folder))
-            model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim())
-            targets = [n for n in model.graph.node if n.domain == HLS_DOMAIN and n.name not in runs]
-            if before_compile is not None:
-                before_compile({n.name: scratch / n.name for n in targets})
+        with hls_sim_environment(sim):
+            with quiet_finn(sink):
+                t0 = time.perf_counter()
+                for node in hls:
+                    folder = scratch / node.name
+                    folder.mkdir()
+                    getCustomOp(node).set_nodeattr("code_gen_dir_cppsim", str(folder))
+                model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim())
+                targets = [n for n in model.graph.node if n.domain == HLS_DOMAIN and n.name not in runs]
+                if before_compile is not None:
+                    before_compile({n.name: scratch / n.name for n in targets})
 
-            def build(node: Any) -> NodeRun:
-                start = time.perf_counter()
-                try:
-                    getCustomOp(node).compile_singlenode_code()
-                except Exception as exc:  # noqa: BLE001  (gcc's failure is recorded, the node runs in Python)
-                    reason = f"generated C++ does not compile: {_compile_error(exc)}"
-                    return NodeRun(node.name, node.op_type, PYTHON, reason, time.perf_counter() - start)
-                reason = "generated HLS C++ compiled with gcc"
-                return NodeRun(node.name, node.op_type, CPP, reason, time.perf_counter() - start)
+                def build(node: Any) -> NodeRun:
+                    start = time.perf_counter()
+                    try:
+                        getCustomOp(node).compile_singlenode_code()
+                    except Exception as exc:  # noqa: BLE001  (gcc's failure is recorded, the node runs in Python)
+                        reason = f"generated C++ does not compile: {_compile_error(exc)}"
+                        return NodeRun(node.name, node.op_type, PYTHON, reason, time.perf_counter() - start)
+                    reason = "generated HLS C++ compiled with gcc"
+                    return NodeRun(node.name, node.op_type, CPP, reason, time.perf_counter() - start)
 
-            # gcc runs in a child process per node, so threads are enough to use the cores.
-            with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-                for run in pool.map(build, targets):
-                    runs[run.name] = run
-            seconds = time.perf_counter() - t0
-            ordered = {n.name: runs[n.name] for n in model.graph.node}
-            yield CompiledDesign(model, ordered, scratch, seconds, sim.describe())
+                # gcc runs in a child process per node, so threads are enough to use the cores.
+                with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+                    for run in pool.map(build, targets):
+                        runs[run.name] = run
+                seconds = time.perf_counter() - t0
+                ordered = {n.name: runs[n.name] for n in model.graph.node}
+            # FINN's output goes to the sink while it compiles and runs, not while the caller's block does.
+            yield CompiledDesign(model, ordered, scratch, seconds, sim.describe(), sink)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if devnull is not None:
@@ -514,7 +528,7 @@ def choose_mode(design: CompiledDesign, requested: str = "auto") -> tuple[str, s
     for node in model.graph.node:
         if design.runs_as(node) == CPP:
             continue
-        if generic_node(node) is None and node.domain != RTL_DOMAIN:
+        if python_form(node) is None and node.domain != RTL_DOMAIN:
             return "layer-by-layer", f"{node.name} has neither C++ nor a generic Python layer"
         kinds = {design.runs_as(c) for out in node.output for c in model.find_consumers(out)}
         if len(kinds) > 1:
@@ -538,10 +552,11 @@ def _end_to_end_model(design: CompiledDesign) -> tuple[Any, dict[str, str]]:
         if node.domain == RTL_DOMAIN and consumers and all(design.runs_as(c) == CPP for c in consumers):
             how[node.name] = "FINN's cppsim-mode Python reference (stream order of its C++ consumer)"
             continue
-        generic = generic_node(node)
+        generic = python_form(node)
         if generic is None:
             continue
-        model.graph.node[i].CopyFrom(generic)
+        if generic is not node:
+            model.graph.node[i].CopyFrom(generic)
         how[node.name] = f"FINN's generic Python layer {generic.op_type}"
     return model, how
 
@@ -568,6 +583,7 @@ def run_cppsim(
     tensor of the same name, as FINN keeps tensor names through its steps.
     Stops at the first image with a difference.
     """
+    from bnnflow.hls.finn_env import quiet_finn
     from bnnflow.hls.verify import _execute, _integer_tensors, fast_execution
 
     mode, mode_reason = choose_mode(design, mode)
@@ -590,7 +606,7 @@ def run_cppsim(
         run_ints = _integer_tensors(run_model)
     else:
         how = {}
-        generic = {n.name: generic_node(n) for n in model.graph.node if design.runs_as(n) == PYTHON}
+        generic = {n.name: python_form(n) for n in model.graph.node if design.runs_as(n) == PYTHON}
         for name, g in generic.items():
             how[name] = (
                 f"FINN's generic Python layer {g.op_type}, fed from the Python graph" if g else "not run"
@@ -601,7 +617,7 @@ def run_cppsim(
 
     classes, scores, ref_classes, ref_scores = [], [], [], []
     cpp_seconds = 0.0
-    with fast_execution():
+    with fast_execution(), quiet_finn(design.sink):
         for i, image in enumerate(np.asarray(images)):
             x = image[None].astype(np.float32)
             ref, _ = _execute(reference, x, ref_ints)
@@ -707,7 +723,7 @@ def _run_layer_by_layer(
     seconds = 0.0
     for node in model.graph.node:
         run = runs[node.name]
-        target = node if run.runs_as == CPP else generic_node(node)
+        target = node if run.runs_as == CPP else python_form(node)
         inputs = _node_inputs(node, model, ref)
         out = node.output[0]
         if target is None or inputs is None or out not in ref:
