@@ -125,7 +125,7 @@ def test_digits_cli_cppsim_end_to_end(digits_cli) -> None:
     assert scores.shape == (4, 10) and report["classes"] == scores.argmax(axis=1).tolist()
     summary = json.loads((out / "compile.json").read_text())["cppsim"]
     assert summary["images_identical"] == 4 and "scores" not in summary
-    assert summary["simulator"] == f"hls-sim kit {KIT.absolute()}"
+    assert summary["simulator"] == f"hls-sim kit {os.path.abspath(KIT)}"
     # Sources and binaries lived in FINN_BUILD_DIR scratch, gone now, not in the output folder.
     assert not list(out.rglob("node_model")) and not list(out.rglob("*.o"))
 
@@ -368,14 +368,67 @@ def test_kit_environment_from_env_sh(tmp_path: Path) -> None:
     before = _finn_state()
     sim = find_hls_sim(KIT, environ=_clean_env())
     assert sim.kind == "kit" and set(sim.variables) == set(KIT_VARIABLES)
-    assert sim.variables["FINN_DEPS"] == str(KIT.absolute() / "deps")
+    assert sim.variables["FINN_DEPS"] == os.path.join(os.path.abspath(KIT), "deps")
     assert (Path(sim.variables["XILINX_HLS"]) / "include" / "ap_int.h").is_file()
     assert _finn_state() == before
     # BNNFLOW_HLS_SIM is the fallback for --hls-sim.
-    assert find_hls_sim(environ={**_clean_env(), "BNNFLOW_HLS_SIM": str(KIT)}).path == KIT.absolute()
+    assert find_hls_sim(environ={**_clean_env(), "BNNFLOW_HLS_SIM": str(KIT)}).path == Path(
+        os.path.abspath(KIT)
+    )
     fake = tmp_path / "kit"
     shutil.copytree(KIT, fake, ignore=shutil.ignore_patterns("deps", "vitis", "patches"))
     (fake / "env.sh").chmod(0o644)
     (fake / "env.sh").write_text("exit 3\n")
     with pytest.raises(BnnflowError, match=r"env.sh failed \(exit 3\)"):
         find_hls_sim(fake)
+
+
+@needs_kit
+def test_xnor_accumulator_holds_full_popcount(digits_cli) -> None:
+    """An input equal to a neuron's weight bits gives popcount K; FINN's accumulator type wraps it.
+
+    MVAU_hls_1 is put back to the type FINN's minimisation chooses (INT9 for
+    K = 256): its C++ wraps 256 to -256 and the neuron stays off. MVAU_hls_2
+    keeps the widened type (widths.py) and outputs 256, as FINN's Python does.
+    """
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnnflow.hls.cppsim import _run_single, python_form
+
+    out, r = digits_cli
+    assert r.returncode == 0, r.stderr
+    model = ModelWrapper(str(out / "intermediate_models" / "step_hw_codegen.onnx"))
+    mvaus = {n.name: n for n in model.graph.node if n.op_type == "MVAU_hls"}
+    for node in mvaus.values():  # every XNOR layer of the compiled design holds its popcount
+        inst = getCustomOp(node)
+        acc = DataType[inst.get_nodeattr("accDataType")]
+        assert inst.get_nodeattr("binaryXnorMode") and acc.max() >= inst.get_nodeattr("MW"), node.name
+        if len(node.input) > 2:
+            assert model.get_tensor_datatype(node.input[2]).bitwidth() >= acc.bitwidth()
+    (label,) = [n for n in model.graph.node if n.op_type == "LabelSelect_hls"]
+    assert getCustomOp(label).get_nodeattr("inputDataType") == getCustomOp(mvaus["MVAU_hls_2"]).get_nodeattr(
+        "outputDataType"
+    )
+
+    hidden = getCustomOp(mvaus["MVAU_hls_1"])
+    hidden.minimize_accumulator_width(model)  # FINN's choice, as before the correction
+    finn_type = DataType[hidden.get_nodeattr("accDataType")]
+    assert finn_type.max() < 256
+    model.set_tensor_datatype(mvaus["MVAU_hls_1"].input[2], finn_type)
+    thresholds = model.get_initializer(mvaus["MVAU_hls_1"].input[2]).reshape(-1)
+    c = int(np.flatnonzero((thresholds > finn_type.min()) & (thresholds <= 256))[0])
+    with compiled_design(model, find_hls_sim(KIT), nodes=["MVAU_hls_1", "MVAU_hls_2"]) as design:
+        outputs = {}
+        for name, channel in (("MVAU_hls_1", c), ("MVAU_hls_2", 0)):
+            (node,) = [n for n in design.model.graph.node if n.name == name]
+            weights = design.model.get_initializer(node.input[1])
+            x = weights[:, channel].reshape(1, -1).astype(np.float32)  # agrees with every weight bit
+            inputs = {i: design.model.get_initializer(i) for i in node.input[1:]}
+            inputs[node.input[0]] = x
+            cpp = _run_single(node, design.model.graph, inputs)[node.output[0]].reshape(-1)
+            py = _run_single(python_form(node), design.model.graph, inputs)[node.output[0]].reshape(-1)
+            outputs[name] = (cpp[channel], py[channel])
+    assert outputs["MVAU_hls_1"] == (0, 1)  # wrapped to -256 in FINN's INT9: below the threshold
+    assert outputs["MVAU_hls_2"] == (256, 256)

@@ -114,7 +114,7 @@ def find_hls_sim(
 
 def _kit(path: Path, source: str, env: dict[str, str]) -> HlsSim:
     """The kit's variables as its own env.sh sets them (it also builds the stand-in libraries)."""
-    path = path.expanduser().absolute()
+    path = Path(os.path.abspath(path.expanduser()))  # absolute, ".." folded, links kept
     script = path / "env.sh"
     if not script.is_file():
         raise BnnflowError(f"{source} {path}: no env.sh there (expected the hls-sim kit folder)")

@@ -157,6 +157,22 @@ def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
     return model
 
 
+def _widen_accumulators(name: str, model: Any, inter: Path, log: Log) -> Any:
+    """After FINN's bit-width minimisation: XNOR accumulators wide enough for the popcount (widths.py)."""
+    from bnnflow.hls.widths import MINIMIZE_STEPS, widen_xnor_accumulators
+
+    if name not in MINIMIZE_STEPS:
+        return model
+    model, changes = widen_xnor_accumulators(model)
+    if changes:
+        model.save(str(inter / f"{name}.onnx"))
+        with open(inter.parent / "build_dataflow.log", "a") as sink:
+            print(f"== {name}: XNOR accumulators widened: {'; '.join(changes)}", file=sink)
+        if name == MINIMIZE_STEPS[-1]:
+            log(f"  XNOR accumulators widened to hold the popcount: {'; '.join(changes)}")
+    return model
+
+
 def _check_converted(model: Any) -> None:
     """After conversion only FINN hardware layers and layout glue may remain."""
     left = [
@@ -401,6 +417,7 @@ def compile_model(
         shutil.copyfile(model_path, inter / "input_qonnx.onnx")
         for name in FRONTEND_STEPS:
             model = _run_step(name, model, cfg, inter, log)
+            model = _widen_accumulators(name, model, inter, log)
             if name == "step_convert_to_hw":
                 _check_converted(model)
         _check_mapped(tmp)
@@ -438,6 +455,7 @@ def compile_model(
 
         for name in BACKEND_STEPS:
             model = _run_step(name, model, cfg, inter, log)
+            model = _widen_accumulators(name, model, inter, log)
 
         est = estimate_design(model, brd, clock_ns)
         if mode == "fit" and not est.fits(budget):  # the search guarantees it; keep it honest
