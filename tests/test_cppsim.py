@@ -197,6 +197,28 @@ def test_flipped_threshold_in_generated_code_is_caught(digits_cli) -> None:
 
 
 @needs_kit
+def test_cpp_binary_that_fails_is_a_named_mismatch(digits_cli) -> None:
+    """Generated code that exits with an error fails the check at that node, without a traceback."""
+    from bnnflow.data import load_arrays
+
+    out, r = digits_cli
+    assert r.returncode == 0, r.stderr
+
+    def exit_early(folders: dict[str, Path]) -> None:
+        (source,) = folders["LabelSelect_hls_0"].glob("execute_*.cpp")
+        text = source.read_text()
+        assert text.count("int main(){") == 1
+        source.write_text(text.replace("int main(){", "int main(){ return 3;"))
+
+    images, _ = load_arrays("digits", "test", limit=2)
+    result = check_compile_dir(
+        out, images, find_hls_sim(KIT), nodes=["LabelSelect_hls_0"], before_compile=exit_early
+    )
+    assert not result.ok and (result.mismatch_image, result.mismatch_node) == (0, "LabelSelect_hls_0")
+    assert "cppsim run failed" in result.first_mismatch and "\n" not in result.first_mismatch
+
+
+@needs_kit
 def test_corrupted_weight_in_compiled_design_is_caught(digits_cli) -> None:
     """One neuron's weights flipped in the compiled graph: the C++ reads them, the Python graph does not."""
     from qonnx.core.modelwrapper import ModelWrapper

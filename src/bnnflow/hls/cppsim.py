@@ -667,10 +667,15 @@ def run_cppsim(
     result.seconds_per_image = cpp_seconds / max(1, result.images_checked)
     result.reference_seconds_per_image = ref_seconds / max(1, result.images_checked)
     result.classes = np.asarray(classes, dtype=np.int64)
-    result.scores = np.asarray(scores, dtype=np.int64).reshape(len(scores), -1)
+    result.scores = _rows(scores)
     result.reference_classes = np.asarray(ref_classes, dtype=np.int64)
-    result.reference_scores = np.asarray(ref_scores, dtype=np.int64).reshape(len(ref_scores), -1)
+    result.reference_scores = _rows(ref_scores)
     return result
+
+
+def _rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Per-image score vectors as one (images, classes) array; (0, 0) when there are none."""
+    return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.int64)
 
 
 def _where(i: int, runs: dict[str, NodeRun], node: Any) -> str:
