@@ -38,6 +38,19 @@ def register(sub: Any) -> None:
         action="store_true",
         help="verify again even if the same graphs and images passed for another board",
     )
+    p.add_argument(
+        "--cppsim",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N test images through the generated HLS C++ in FINN's cppsim and compare (default 0: off)",
+    )
+    p.add_argument(
+        "--hls-sim",
+        default=None,
+        metavar="DIR",
+        help="hls-sim kit for --cppsim (default $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS)",
+    )
     p.add_argument("--out", default=None, help="output folder (default <run>/compile/<board>)")
     p.set_defaults(func=_compile)
 
@@ -66,6 +79,8 @@ def _compile(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         verify_workers=args.verify_workers,
         verify_cache=not args.no_verify_cache,
+        n_cppsim=args.cppsim,
+        hls_sim=args.hls_sim,
     )
     return 0
 

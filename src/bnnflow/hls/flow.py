@@ -11,6 +11,8 @@ for why the steps are called here rather than through the builder.
       estimates.json / .png       per-layer PE, SIMD, cycles, LUT, BRAM, DSP vs the board
       verification.json           QONNX vs streamlined vs hardware graph on test images
       model.bnn                   the CPU engine's model file, from model_hw.onnx (bnnflow.cpu)
+      cppsim.json                 with --cppsim N: the generated HLS C++ run in FINN's cppsim vs
+                                  FINN's Python execution and vs the CPU engine
 
     <run>/compile/verification-cache/<sha256>.json
                                   passed verifications, shared by the boards (see _cached_verify)
@@ -35,6 +37,7 @@ import numpy as np
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hls.boards import Board, get_board
+from bnnflow.hls.cppsim import CppSimResult, HlsSim
 from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
@@ -87,6 +90,7 @@ class CompileResult:
     estimate: DesignEstimate
     verification: VerifyResult | None
     folding: str
+    cppsim: CppSimResult | None = None
 
 
 def resolve_input(onnx_or_run: str | Path) -> tuple[Path, Path]:
@@ -161,6 +165,21 @@ def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
     model.save(str(inter / f"{name}.onnx"))
     log(f"  {name:<36} {time.perf_counter() - t0:6.1f} s")
     return model
+
+
+def _engine_against_cppsim(tmp: Path, cppsim: Any, images: np.ndarray, log: Log) -> None:
+    """The CPU engine's classes and scores against the generated C++'s, image by image (cppsim.json)."""
+    from bnnflow.cpu import MODEL_FILE, CpuEngine
+
+    with CpuEngine(tmp / MODEL_FILE) as engine:
+        classes, scores = engine.run(np.ascontiguousarray(images[: cppsim.images_checked]), threads=0)
+    problem = cppsim.mismatch_with(classes, scores, "the CPU engine")
+    report = json.loads((tmp / "cppsim.json").read_text())
+    report["cpu_engine"] = {"images": cppsim.images_checked, "first_mismatch": problem}
+    atomic_write_json(tmp / "cppsim.json", report)
+    if problem:
+        raise BnnflowError(f"the CPU engine differs from the generated C++: {problem}")
+    log(f"  CPU engine: classes and scores identical to the generated C++ on {cppsim.images_checked} images")
 
 
 def _check_converted(model: Any) -> None:
@@ -270,6 +289,35 @@ def _cached_verify(
     return result
 
 
+def _find_cppsim(n_cppsim: int, hls_sim: str | Path | None) -> HlsSim | None:
+    """The C++ toolchain for the cppsim stage, found before any compiling starts."""
+    from bnnflow.hls.cppsim import find_hls_sim
+
+    if n_cppsim < 0:
+        raise BnnflowError(f"--cppsim must be 0 or more, got {n_cppsim}")
+    return find_hls_sim(hls_sim) if n_cppsim else None
+
+
+def _cppsim_stage(
+    model: Any, inter: Path, images: np.ndarray, sim: HlsSim, out: Path, log: Log
+) -> CppSimResult:
+    """The compiled design's generated HLS C++ in FINN's cppsim against FINN's Python execution."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.hls.cppsim import cppsim_check
+
+    log(f"  cppsim: compiling the generated HLS C++ ({sim.describe()}), then {len(images)} test images ...")
+    reference = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
+    with open(out / "build_dataflow.log", "a") as sink:
+        print("== cppsim", file=sink)
+        result = cppsim_check(model, reference, images, sim, sink=sink)
+    atomic_write_json(out / "cppsim.json", result.to_json())
+    if not result.ok:
+        raise BnnflowError(f"cppsim check failed: {result.first_mismatch}")
+    log(f"  {result.summary()}")
+    return result
+
+
 def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
     """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
@@ -317,6 +365,8 @@ def compile_model(
     log: Log | None = _stderr,
     verify_workers: int | None = None,
     verify_cache: bool = True,
+    n_cppsim: int = 0,
+    hls_sim: str | Path | None = None,
 ) -> CompileResult:
     """Compile a QONNX model (or a run folder's export) for ``board``.
 
@@ -327,6 +377,9 @@ def compile_model(
     override the test set (uint8 N,C,H,W). ``verify_workers``: processes for
     the verification (None: the usable cores, at most 4). ``verify_cache``:
     reuse a passed verification of the same graphs and images (another board's).
+    ``n_cppsim``: test images run through the generated HLS C++ in FINN's
+    cppsim and compared with FINN's Python execution (0 skips); ``hls_sim``:
+    the hls-sim kit folder (else $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS).
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
@@ -339,6 +392,7 @@ def compile_model(
     final = Path(out_dir) if out_dir is not None else run_dir / "compile" / brd.name
     final = final.absolute()
     prepare_finn()
+    sim = _find_cppsim(n_cppsim, hls_sim)
 
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -351,8 +405,9 @@ def compile_model(
         raise BnnflowError(f"cannot read ONNX model {model_path}: {exc}") from None
     in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
 
-    if n_verify and images is None:
-        images, labels, _ = load_test_images(in_shape, n_verify, data_dir)
+    if (n_verify or n_cppsim) and images is None:
+        images, labels, _ = load_test_images(in_shape, max(n_verify, n_cppsim), data_dir)
+    cppsim_images = None if images is None else np.asarray(images)[:n_cppsim]
     if images is not None:
         images = np.asarray(images)[: n_verify or 0]
         labels = None if labels is None else np.asarray(labels)[: len(images)]
@@ -443,6 +498,11 @@ def compile_model(
         from bnnflow.cpu.export import export_in_compile
 
         cpu_model = export_in_compile(tmp, log)
+        cppsim = None
+        if sim is not None and cppsim_images is not None and len(cppsim_images):
+            cppsim = _cppsim_stage(model, inter, cppsim_images, sim, tmp, log)
+            if cpu_model.get("cpu_model"):
+                _engine_against_cppsim(tmp, cppsim, cppsim_images, log)
 
         atomic_write_json(tmp / "estimates.json", est.to_json())
         plot_estimate(est, tmp / "estimates.png")
@@ -462,6 +522,7 @@ def compile_model(
                 "totals": est.totals,
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
+                "cppsim": cppsim.to_json(per_image=False) if cppsim else None,
                 "resume_step": RESUME_STEP,
                 **cpu_model,
             },
@@ -476,4 +537,5 @@ def compile_model(
         estimate=est,
         verification=verification,
         folding=mode,
+        cppsim=cppsim,
     )
