@@ -393,7 +393,8 @@ def compile_model(
             )
             log(
                 f"  fit-to-board: {fit.evaluations} designs estimated; SetFolding alone "
-                f"{fit.setfolding_fps:,.0f} frames/s, with per-layer refinement {fit.estimate.fps:,.0f}"
+                f"{fit.setfolding_fps:,.0f} frames/s, with per-layer refinement "
+                f"{fit.estimate.expected_fps:,.0f}"
             )
         fold.write_folding_json(folded, tmp / "folding.json")
 
@@ -445,8 +446,11 @@ def compile_model(
                 "part": brd.part,
                 "clock_ns": clock_ns,
                 "folding": info,
-                "estimated_fps": est.fps,
+                "estimated_fps": est.fps,  # compute estimate; expected_fps adds the DMA bound
                 "bottleneck": est.bottleneck,
+                "io_bound": est.io.to_json() if est.io else None,
+                "expected_fps": est.expected_fps,
+                "throughput_bound": est.bound,
                 "totals": est.totals,
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
