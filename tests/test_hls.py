@@ -440,8 +440,73 @@ def test_cli_errors_are_one_line(digits_run: Path, tmp_path: Path) -> None:
     assert not (digits_run / "compile" / "Pynq-Z2").exists()
 
 
+def test_folding_json_with_unknown_nodes_stops_the_compile(digits_run: Path, tmp_path: Path) -> None:
+    """FINN's ApplyConfig only logs names it cannot find: the compile would ignore them silently."""
+    ghost = tmp_path / "my.json"
+    ghost.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 4}, "MVAU_hls_99": {"PE": 2}}))
+    r = _cli("compile", str(digits_run), "--folding", str(ghost), "--verify", "0", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"bnnflow: error: folding JSON {ghost} names nodes this graph does not have: MVAU_hls_99; "
+        "its foldable nodes: Reshape_rtl_0, Thresholding_rtl_0, MVAU_hls_0, MVAU_hls_1, MVAU_hls_2, "
+        "LabelSelect_hls_0"
+    )
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+    def fails(cfg: object, match: str) -> None:
+        path = tmp_path / "folding.json"
+        path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+        with pytest.raises(BnnflowError, match=match):
+            compile_model(digits_run, "Pynq-Z2", tmp_path / "out", folding=str(path), n_verify=0, log=None)
+        assert not (tmp_path / "out").exists()
+
+    fails("{not json", "cannot read folding JSON")
+    fails(
+        {"Defaults": {}, "MVAU_hls_0": {"PEE": 2}},
+        r"MVAU_hls_0 \(MVAU_hls\) has no attribute 'PEE'; it has PE, SIMD",
+    )
+    fails({"Defaults": {}, "MVAU_hls_0": {"PE": "four"}}, "cannot be applied: Attribute PE expects int")
+    fails({"Defaults": {}, "MVAU_hls_0": 4}, "MVAU_hls_0 must map to an object, got 4")
+    fails(
+        {"Defaults": {}, "MVAU_hls_0": {"PE": 3}}, r"FINN rejects MVAU_hls_0 \(PE=3, SIMD=1\): .*MH \(256\)"
+    )
+    # a JSON that names every node, with any capitalisation of the suffix, is applied as it is
+    good = tmp_path / "Good.JSON"
+    good.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 4, "SIMD": 8}}))
+    done = compile_model(digits_run, "Pynq-Z2", tmp_path / "good", folding=str(good), n_verify=0, log=None)
+    mvau = next(la for la in done.estimate.layers if la.name == "MVAU_hls_0")
+    assert (mvau.pe, mvau.simd) == (4, 8)
+
+
+def test_bad_compile_inputs_are_one_line_errors(digits_run: Path, tmp_path: Path) -> None:
+    from bnnflow.hls.flow import resolve_input
+
+    for args, code, message in (
+        (["--clock-ns", "nan"], 1, "--clock-ns must be a positive number of ns, got nan"),
+        (["--clock-ns", "-5"], 1, "--clock-ns must be a positive number of ns, got -5.0"),
+        (["--folding", "fps:nan"], 1, "bad --folding 'fps:nan': fps:<N> needs a positive number"),
+        (["--folding", "fps:inf"], 1, "bad --folding 'fps:inf': fps:<N> needs a positive number"),
+        (["--folding", "missing.json"], 1, "folding JSON not found: missing.json"),
+        (["--verify", "-3"], 2, "argument --verify: must be 0 or more: -3"),
+        (["--verify-workers", "0"], 2, "argument --verify-workers: must be at least 1: 0"),
+    ):
+        r = _cli("compile", str(digits_run), *args, "--out", "o", cwd=tmp_path)
+        assert r.returncode == code, (args, r.stderr)
+        assert r.stderr.strip().splitlines()[-1].endswith(message), (args, r.stderr)
+        assert "Traceback" not in r.stderr and "step_" not in r.stderr  # refused before FINN runs
+    (tmp_path / "notes").mkdir()
+    r = _cli("compile", "notes", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "bnnflow: error: notes is not a run folder (no export/model.onnx, best.pt or checkpoint.pt); "
+        "give a run folder or a QONNX .onnx file"
+    )
+    assert not (tmp_path / "o").exists()
+    # the export folder itself is a fine way to name the model
+    assert resolve_input(digits_run / "export") == (digits_run / "export" / "model.onnx", digits_run)
+
+
 def test_cli_compile_digits_prints_table(digits_run: Path, tmp_path: Path) -> None:
-    r = _cli("compile", str(digits_run), "--board", "Pynq-Z2", "--verify", "25", cwd=tmp_path)
+    r = _cli("compile", str(digits_run), "--board", "pynq-z2", "--verify", "25", cwd=tmp_path)  # any case
     assert r.returncode == 0, r.stderr
     assert "estimated throughput" in r.stderr and "MVAU_hls_0" in r.stderr and "bottleneck" in r.stderr
     assert "I/O bound:" in r.stderr and "decided by compute: " in r.stderr  # 64 bytes a frame: 8 cycles

@@ -22,6 +22,7 @@ for why the steps are called here rather than through the builder.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -90,9 +91,16 @@ def resolve_input(onnx_or_run: str | Path) -> tuple[Path, Path]:
     """(QONNX model, run folder or model folder) from a run folder or a model path."""
     path = Path(onnx_or_run)
     if path.is_dir():
+        if path.name == "export" and (path / "model.onnx").is_file():
+            return path / "model.onnx", path.parent  # the export folder itself
         model = path / "export" / "model.onnx"
         if not model.is_file():
-            raise BnnflowError(f"{path} has no export/model.onnx; run `bnnflow export {path}` first")
+            if any((path / name).is_file() for name in ("best.pt", "checkpoint.pt", "run.json")):
+                raise BnnflowError(f"{path} has no export/model.onnx; run `bnnflow export {path}` first")
+            raise BnnflowError(
+                f"{path} is not a run folder (no export/model.onnx, best.pt or checkpoint.pt); "
+                "give a run folder or a QONNX .onnx file"
+            )
         return model, path
     if not path.is_file():
         raise BnnflowError(f"model not found: {path}")
@@ -109,12 +117,15 @@ def parse_folding(folding: str) -> tuple[str, Any]:
             fps = float(folding[4:])
         except ValueError:
             fps = -1.0
-        if fps <= 0:
+        if not 0 < fps < math.inf:
             raise BnnflowError(f"bad --folding {folding!r}: fps:<N> needs a positive number")
         return "fps", fps
-    if folding.endswith(".json"):
+    if folding.lower().endswith(".json") or Path(folding).is_file():
         if not Path(folding).is_file():
             raise BnnflowError(f"folding JSON not found: {folding}")
+        from bnnflow.hls.folding import load_folding_json
+
+        load_folding_json(folding)  # unreadable JSON fails now, not after FINN's front end
         return "json", Path(folding)
     raise BnnflowError(f"bad --folding {folding!r}; use fit, published, fps:<N> or a folding .json file")
 
@@ -321,10 +332,12 @@ def compile_model(
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
-    if clock_ns <= 0:
-        raise BnnflowError(f"--clock-ns must be positive, got {clock_ns}")
+    if not 0 < clock_ns < math.inf:
+        raise BnnflowError(f"--clock-ns must be a positive number of ns, got {clock_ns}")
     if not 0.0 < budget <= 1.0:
         raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
+    if n_verify < 0:
+        raise BnnflowError(f"--verify must be 0 or more, got {n_verify}")
     mode, arg = parse_folding(folding)
     model_path, run_dir = resolve_input(onnx_or_run)
     final = Path(out_dir) if out_dir is not None else run_dir / "compile" / brd.name
@@ -378,7 +391,7 @@ def compile_model(
             info["target_fps"] = arg
         elif mode == "json":
             with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
-                folded = fold.apply_folding(model, fold.load_folding_json(arg))
+                folded = fold.apply_folding_json(model, arg)
             info["source"] = str(arg)
         else:
             t0 = time.perf_counter()

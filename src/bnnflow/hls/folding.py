@@ -376,22 +376,33 @@ PRICE_SETS = (
 )
 
 
+def _fold_error(model: Any, node: Any) -> str | None:
+    """Why FINN rejects the layer's fold, or None: its folded shapes and memory depths assert it."""
+    from finn.util.exception import FINNError
+
+    inst = _inst(node)
+    try:
+        for ind in range(len(node.input)):
+            if model.get_initializer(node.input[ind]) is None:
+                inst.get_folded_input_shape(ind)
+        inst.get_folded_output_shape()
+        for depth in ("calc_wmem", "calc_tmem"):  # MVAU: MH % PE and MW % SIMD
+            try:
+                getattr(inst, depth)()
+            except (AttributeError, NotImplementedError):
+                pass  # the layer has no such memory
+    except (AssertionError, FINNError, ValueError, ZeroDivisionError) as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
 def _foldable(model: Any) -> bool:
-    """Whether FINN accepts every layer's fold (its folded shapes assert the divisibility).
+    """Whether FINN accepts every layer's fold.
 
     SetFolding can choose a streaming Reshape's PE from its output alone (49 for
     TFC's 28 -> 784), which FINN's code generation and DMA insertion reject.
     """
-    for node in model.graph.node:
-        inst = _inst(node)
-        try:
-            for ind in range(len(node.input)):
-                if model.get_initializer(node.input[ind]) is None:
-                    inst.get_folded_input_shape(ind)
-            inst.get_folded_output_shape()
-        except (AssertionError, ValueError, ZeroDivisionError):
-            return False
-    return True
+    return all(_fold_error(model, node) is None for node in model.graph.node)
 
 
 def _better(est: DesignEstimate, best: DesignEstimate, with_io: bool) -> bool:
@@ -492,6 +503,48 @@ def fit_to_board(
     if floor > 1:  # fewest LUTs, then BRAM, that reach the bound (if that fits)
         consider(apply_folding(base, _cheapest_for(table, floor, None)))
     return FitResult(best_model, best_est, setfolding_fps, evaluations)
+
+
+def apply_folding_json(model: Any, path: str | Path) -> Any:
+    """Apply a user's folding JSON, refusing what FINN's ApplyConfig would pass over or choke on.
+
+    ApplyConfig only logs entries for nodes the graph does not have, so a
+    mistyped or stale name would compile silently with that layer unfolded.
+    """
+    cfg = load_folding_json(path)
+    by_name = {n.name: n for n in model.graph.node}
+    foldable = [name for name in folding_dict(model) if name != "Defaults"]
+    unknown = [name for name in cfg if name != "Defaults" and name not in by_name]
+    if unknown:
+        raise BnnflowError(
+            f"folding JSON {path} names nodes this graph does not have: {', '.join(unknown)}; "
+            f"its foldable nodes: {', '.join(foldable)}"
+        )
+    for name, attrs in cfg.items():
+        if not isinstance(attrs, dict):
+            raise BnnflowError(f"folding JSON {path}: {name} must map to an object, got {attrs!r}")
+        if name == "Defaults":
+            continue
+        node = by_name[name]
+        known = _inst(node).get_nodeattr_types()
+        bad = [attr for attr in attrs if attr not in known]
+        if bad:
+            raise BnnflowError(
+                f"folding JSON {path}: {name} ({node.op_type}) has no attribute {bad[0]!r}; "
+                f"it has {', '.join(a for a in HW_ATTRS if a in known)}"
+            )
+    try:
+        folded = apply_folding(model, cfg)
+    except (AssertionError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BnnflowError(f"folding JSON {path} cannot be applied: {first}") from None
+    for node in folded.graph.node:
+        error = _fold_error(folded, node)
+        if error is not None:
+            attrs = folding_dict(folded).get(node.name, {})
+            fold = ", ".join(f"{k}={attrs[k]}" for k in ("PE", "SIMD") if k in attrs)
+            raise BnnflowError(f"folding JSON {path}: FINN rejects {node.name} ({fold}): {error}")
+    return folded
 
 
 def load_folding_json(path: str | Path) -> dict[str, Any]:
