@@ -43,6 +43,11 @@ def register(sub: Any) -> None:
         help="verify again even if the same graphs and images passed for another board",
     )
     p.add_argument("--out", default=None, help="output folder (default <run>/compile/<board>)")
+    p.add_argument(
+        "--runtime-weights",
+        action="store_true",
+        help="weights and thresholds writable at run time (AXI-lite), for retrained checkpoints",
+    )
     p.set_defaults(func=_compile)
 
     b = sub.add_parser(
@@ -71,6 +76,7 @@ def _compile(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         verify_workers=args.verify_workers,
         verify_cache=not args.no_verify_cache,
+        runtime_weights=args.runtime_weights,
     )
     return 0
 

@@ -37,6 +37,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.hls.boards import Board, get_board
 from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
+from bnnflow.hls.runtime_weights import make_runtime_writable
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.runs import atomic_directory, atomic_write_json
 
@@ -272,7 +273,9 @@ def _cached_verify(
     return result
 
 
-def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
+def build_config_dict(
+    board: Board, clock_ns: float, out_dir: Path, runtime_weights: bool = False
+) -> dict[str, Any]:
     """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
 
@@ -295,6 +298,7 @@ def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str,
             "deployment_package",
         ],
         "save_intermediate_models": True,
+        "standalone_thresholds": runtime_weights,
     }
 
 
@@ -319,6 +323,7 @@ def compile_model(
     log: Log | None = _stderr,
     verify_workers: int | None = None,
     verify_cache: bool = True,
+    runtime_weights: bool = False,
 ) -> CompileResult:
     """Compile a QONNX model (or a run folder's export) for ``board``.
 
@@ -329,6 +334,8 @@ def compile_model(
     override the test set (uint8 N,C,H,W). ``verify_workers``: processes for
     the verification (None: the usable cores, at most 4). ``verify_cache``:
     reuse a passed verification of the same graphs and images (another board's).
+    ``runtime_weights``: weights and thresholds writable at run time over AXI-lite
+    (runtime_weights.py), so a retrained checkpoint needs no new bitstream.
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
@@ -370,6 +377,7 @@ def compile_model(
             synth_clk_period_ns=clock_ns,
             folding_config_file=tmp / "folding.json",
             generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+            standalone_thresholds=runtime_weights,
         )
         inter = cfg.get_intermediate_models_directory()
         shutil.copyfile(model_path, inter / "input_qonnx.onnx")
@@ -377,6 +385,9 @@ def compile_model(
             model = _run_step(name, model, cfg, inter, log)
             if name == "step_convert_to_hw":
                 _check_converted(model)
+                if runtime_weights:
+                    model = make_runtime_writable(model)
+                    model.save(str(inter / f"{name}.onnx"))
         _check_mapped(tmp)
 
         # Folding, decided on the specialised graph, handed to FINN as its JSON.
@@ -448,7 +459,7 @@ def compile_model(
 
         atomic_write_json(tmp / "estimates.json", est.to_json())
         plot_estimate(est, tmp / "estimates.png")
-        cfg_json = build_config_dict(brd, clock_ns, final)
+        cfg_json = build_config_dict(brd, clock_ns, final, runtime_weights)
         atomic_write_json(tmp / "dataflow_build_config.json", cfg_json)
         load_build_config(tmp / "dataflow_build_config.json")  # refuse to hand over a config FINN rejects
         atomic_write_json(
@@ -468,6 +479,7 @@ def compile_model(
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
                 "resume_step": RESUME_STEP,
+                "runtime_weights": runtime_weights,
             },
         )
     log(format_table(est))
