@@ -35,7 +35,8 @@ def main() -> None:
 
     a = ModelWrapper(str(Path(args.before) / "model_hw.onnx"))
     b = ModelWrapper(str(Path(args.after) / "model_hw.onnx"))
-    print(f"| {'layer':<20} | {'weights changed':>22} | {'thresholds changed':>22} | {'threshold type':>14} |")
+    head = ("layer", "weights changed", "thresholds changed", "threshold type")
+    print(f"| {head[0]:<20} | {head[1]:>22} | {head[2]:>22} | {head[3]:>14} |")
     print(f"|{'-' * 22}|{'-' * 24}|{'-' * 24}|{'-' * 16}|")
     totals = np.zeros(4, dtype=np.int64)
     for na, nb in zip(a.graph.node, b.graph.node, strict=True):
@@ -57,10 +58,11 @@ def main() -> None:
             totals += (0, 0, channels_changed, ta.shape[0])
         print(f"| {na.name:<20} | {weights:>22} | {thresholds:>22} | {dtype:>14} |")
     print(
-        f"total: {totals[0]:,} of {totals[1]:,} weights, thresholds of {totals[2]:,} of {totals[3]:,} channels"
+        f"total: {totals[0]:,} of {totals[1]:,} weights, "
+        f"thresholds of {totals[2]:,} of {totals[3]:,} channels"
     )
     diff = first_difference(a, b)
-    print("beyond these values the graphs are identical" if diff is None else f"the graphs also differ: {diff}")
+    print("beyond these values the graphs are identical" if diff is None else f"they also differ: {diff}")
 
 
 if __name__ == "__main__":
