@@ -442,7 +442,7 @@ def write_runtime_weights(
         result = RuntimeWeights(
             out_dir=Path(out_dir).absolute(),
             compile_dir=compile_dir,
-            checkpoint=str(checkpoint_or_run),
+            checkpoint=str(Path(checkpoint_or_run).absolute()),
             verified_images=verified,
         )
         for node in writable_nodes(design):
