@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,52 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert result["images"] == 360 and 0.0 <= result["accuracy"] <= 1.0
     assert main(["evaluate", str(run), "--dataset", "mnist"]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def _expanded_help(parser, action) -> str:  # type: ignore[no-untyped-def]
+    return parser._get_formatter()._expand_help(action) if action.help else ""
+
+
+def test_flags_never_show_a_default_and_options_always_do() -> None:
+    """``--no-progress  no progress bars (default: True)`` read as bars off by default."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert "(default" not in _expanded_help(
+        commands["train"], next(a for a in commands["train"]._actions if "--no-progress" in a.option_strings)
+    )
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            text = _expanded_help(sub, action)
+            if action.nargs == 0:  # a flag: its "default" is the opposite of what it does, or noise
+                assert "(default: True)" not in text and "(default: False)" not in text, (name, text)
+            elif action.default is not None:
+                assert "default" in text, (name, action.option_strings, text)
+
+
+def test_bad_training_and_export_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    proc = _run("train", "--run", str(a_file), "--epochs", "1", "--no-progress")
+    assert proc.returncode == 1 and "is a file, not a folder" in _one_line_error(proc.stderr)
+    assert a_file.read_text() == "mine"
+    for flag in ("--lr", "--tau"):  # inf passed the old check and trained to nothing
+        proc = _run("train", "--run", str(tmp_path / "r"), flag, "inf")
+        assert proc.returncode == 2 and "must be a finite number" in proc.stderr.splitlines()[-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in ("export", "evaluate"):
+        proc = _run(command, str(empty))
+        assert proc.returncode == 1
+        assert _one_line_error(proc.stderr).endswith(
+            "is not a run folder: it holds no best.pt or checkpoint.pt"
+        )
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07")
+    proc = _run("export", str(model))
+    assert proc.returncode == 1 and "is an ONNX model, not a checkpoint" in _one_line_error(proc.stderr)
+    for argv in (["export", str(empty), "-n", "0"], ["export", str(empty), "--batch-size", "-1"]):
+        proc = _run(*argv)
+        assert proc.returncode == 2 and "must be at least 1" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "r").exists() and not (empty / "export").exists()

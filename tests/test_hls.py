@@ -19,6 +19,7 @@ from bnnflow.hls import BOARDS, compile_model, get_board
 from bnnflow.hls.bitstream import build_bitstream, check_vivado
 from bnnflow.hls.finn_env import prepare_finn
 from bnnflow.hls.flow import load_build_config
+from bnnflow.hls.report import format_table
 
 DATA_DIR = SHARED_DATA
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -125,6 +126,112 @@ def test_folding_json_is_accepted_by_finn_builder_step(tfc_compiled, tmp_path: P
         if node.op_type.startswith("MVAU"):
             for attr in ("PE", "SIMD"):
                 assert getCustomOp(node).get_nodeattr(attr) == folded[node.name].get_nodeattr(attr)
+
+
+def _label_select_graph(labels: int):
+    """One LabelSelect over ``labels`` UINT8 scores: a hardware graph with a known DMA transfer."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    node = helper.make_node(
+        "LabelSelect_hls", ["x"], ["y"], domain="finn.custom_op.fpgadataflow.hls", backend="fpgadataflow",
+        Labels=labels, PE=1, K=1, inputDataType="UINT8", name="LabelSelect_hls_0",
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, labels])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+    )
+    model = ModelWrapper(qonnx_make_model(graph))
+    model.set_tensor_datatype("x", DataType["UINT8"])
+    model.set_tensor_datatype("y", DataType["UINT8"])
+    return model
+
+
+@pytest.mark.parametrize(
+    "labels, board, clock_ns, width, cycles",
+    [
+        (12, "Pynq-Z2", 10.0, 32, 3),  # 96 bits: FINN narrows the 64-bit port to gcd(96, 64) = 32
+        (16, "Pynq-Z2", 10.0, 64, 2),  # 128 bits over 64
+        (16, "Ultra96-V2", 5.0, 128, 1),  # 128 bits over the UltraScale+ 128-bit port, 200 MHz
+        (40, "Ultra96", 10.0, 64, 5),  # 320 bits: gcd(320, 128) = 64
+    ],
+)
+def test_io_bound_arithmetic(labels: int, board: str, clock_ns: float, width: int, cycles: int) -> None:
+    from bnnflow.hls import io_bound
+
+    prepare_finn()
+    bound = io_bound(_label_select_graph(labels), board, clock_ns)
+    assert (bound.in_bytes, bound.out_bytes) == (labels, 1)
+    assert bound.port_bits == (64 if board == "Pynq-Z2" else 128)
+    assert (bound.in_width_bits, bound.in_cycles) == (width, cycles)
+    assert (bound.out_width_bits, bound.out_cycles) == (8, 1)  # one byte, the label
+    assert bound.cycles == cycles and bound.limit == "input DMA"
+    assert bound.fps == pytest.approx(1e9 / clock_ns / cycles)
+    assert bound.describe() == f"I/O: input DMA, {cycles} cycles/frame"
+
+
+def test_io_bound_rejects_other_graphs(tfc_compiled, tmp_path: Path) -> None:
+    from bnnflow.hls import io_bound
+
+    inter = tfc_compiled.out_dir / "intermediate_models"
+    with pytest.raises(BnnflowError, match="needs the hardware-layer graph"):
+        io_bound(inter / "step_streamline.onnx", "Pynq-Z2", 10.0)
+    with pytest.raises(BnnflowError, match="no hardware graph at"):
+        io_bound(tmp_path, "Pynq-Z2", 10.0)
+    with pytest.raises(BnnflowError, match="needs a board and a clock"):
+        io_bound(tfc_compiled.model_path)
+    with pytest.raises(BnnflowError, match="must be positive"):
+        io_bound(tfc_compiled.out_dir, clock_ns=-5)
+
+
+def test_published_tfc_is_dma_bound(tfc_compiled) -> None:
+    """finn-examples' tfc-w1a1 folding computes faster than 784 bytes a frame arrive.
+
+    Measured by finn-examples on the Pynq-Z2 at 100 MHz: 837,019 images/s,
+    which they state is DMA-bound (784 B per image at 656 MB/s). The 64-bit
+    port at 100 MHz moves 800 MB/s, so the bound must lie above that figure
+    and not far from it.
+    """
+    from bnnflow.hls import io_bound
+
+    est = tfc_compiled.estimate
+    io = est.io
+    assert (io.in_bytes, io.out_bytes, io.port_bits, io.in_cycles, io.out_cycles) == (784, 1, 64, 98, 1)
+    assert io.fps == pytest.approx(1e8 / 98)
+    assert 837_019 < io.fps < 837_019 / 0.8
+    assert est.fps == pytest.approx(1e8 / 64)  # the compute estimate is left as it is
+    assert est.expected_fps == io.fps and est.bound == "I/O: input DMA, 98 cycles/frame"
+    assert io_bound(tfc_compiled.out_dir) == io  # board and clock from compile.json
+    on_disk = json.loads((tfc_compiled.out_dir / "estimates.json").read_text())
+    summary = json.loads((tfc_compiled.out_dir / "compile.json").read_text())
+    for report in (on_disk, summary):
+        assert report["throughput_bound"] == "I/O: input DMA, 98 cycles/frame"
+        assert report["expected_fps"] == pytest.approx(1e8 / 98)
+    assert on_disk["fps"] == summary["estimated_fps"] == pytest.approx(1e8 / 64)
+    assert on_disk["io"]["cycles"] == summary["io_bound"]["cycles"] == 98
+    assert "decided by I/O: input DMA, 98 cycles/frame" in format_table(est)
+
+
+def test_tfc_fit_stops_at_the_dma_bound(tfc_compiled) -> None:
+    """The fit search buys no throughput the DMA cannot deliver; the compute-only search does."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.hls.folding import fit_to_board
+
+    spec = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_specialize_layers.onnx"))
+    board = get_board("Pynq-Z2")
+    bounded = fit_to_board(spec, board, 10.0, 0.85).estimate
+    unbounded = fit_to_board(spec, board, 10.0, 0.85, io_bound=False).estimate
+    assert unbounded.io is None and unbounded.fps > bounded.io.fps  # folds past the DMA
+    assert bounded.max_cycles <= bounded.io.cycles == 98
+    assert bounded.expected_fps == bounded.io.fps and bounded.bound == "I/O: input DMA, 98 cycles/frame"
+    assert bounded.fits(0.85)
+    assert bounded.totals["LUT"] < 0.5 * unbounded.totals["LUT"]
+    assert bounded.totals["BRAM_18K"] <= unbounded.totals["BRAM_18K"]
 
 
 def test_verification_names_first_differing_layer(tfc_compiled) -> None:
@@ -333,10 +440,76 @@ def test_cli_errors_are_one_line(digits_run: Path, tmp_path: Path) -> None:
     assert not (digits_run / "compile" / "Pynq-Z2").exists()
 
 
+def test_folding_json_with_unknown_nodes_stops_the_compile(digits_run: Path, tmp_path: Path) -> None:
+    """FINN's ApplyConfig only logs names it cannot find: the compile would ignore them silently."""
+    ghost = tmp_path / "my.json"
+    ghost.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 4}, "MVAU_hls_99": {"PE": 2}}))
+    r = _cli("compile", str(digits_run), "--folding", str(ghost), "--verify", "0", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"bnnflow: error: folding JSON {ghost} names nodes this graph does not have: MVAU_hls_99; "
+        "its foldable nodes: Reshape_rtl_0, Thresholding_rtl_0, MVAU_hls_0, MVAU_hls_1, MVAU_hls_2, "
+        "LabelSelect_hls_0"
+    )
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+    def fails(cfg: object, match: str) -> None:
+        path = tmp_path / "folding.json"
+        path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+        with pytest.raises(BnnflowError, match=match):
+            compile_model(digits_run, "Pynq-Z2", tmp_path / "out", folding=str(path), n_verify=0, log=None)
+        assert not (tmp_path / "out").exists()
+
+    fails("{not json", "cannot read folding JSON")
+    fails(
+        {"Defaults": {}, "MVAU_hls_0": {"PEE": 2}},
+        r"MVAU_hls_0 \(MVAU_hls\) has no attribute 'PEE'; it has PE, SIMD",
+    )
+    fails({"Defaults": {}, "MVAU_hls_0": {"PE": "four"}}, "cannot be applied: Attribute PE expects int")
+    fails({"Defaults": {}, "MVAU_hls_0": 4}, "MVAU_hls_0 must map to an object, got 4")
+    fails(
+        {"Defaults": {}, "MVAU_hls_0": {"PE": 3}}, r"FINN rejects MVAU_hls_0 \(PE=3, SIMD=1\): .*MH \(256\)"
+    )
+    # a JSON that names every node, with any capitalisation of the suffix, is applied as it is
+    good = tmp_path / "Good.JSON"
+    good.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 4, "SIMD": 8}}))
+    done = compile_model(digits_run, "Pynq-Z2", tmp_path / "good", folding=str(good), n_verify=0, log=None)
+    mvau = next(la for la in done.estimate.layers if la.name == "MVAU_hls_0")
+    assert (mvau.pe, mvau.simd) == (4, 8)
+
+
+def test_bad_compile_inputs_are_one_line_errors(digits_run: Path, tmp_path: Path) -> None:
+    from bnnflow.hls.flow import resolve_input
+
+    for args, code, message in (
+        (["--clock-ns", "nan"], 1, "--clock-ns must be a positive number of ns, got nan"),
+        (["--clock-ns", "-5"], 1, "--clock-ns must be a positive number of ns, got -5.0"),
+        (["--folding", "fps:nan"], 1, "bad --folding 'fps:nan': fps:<N> needs a positive number"),
+        (["--folding", "fps:inf"], 1, "bad --folding 'fps:inf': fps:<N> needs a positive number"),
+        (["--folding", "missing.json"], 1, "folding JSON not found: missing.json"),
+        (["--verify", "-3"], 2, "argument --verify: must be 0 or more: -3"),
+        (["--verify-workers", "0"], 2, "argument --verify-workers: must be at least 1: 0"),
+    ):
+        r = _cli("compile", str(digits_run), *args, "--out", "o", cwd=tmp_path)
+        assert r.returncode == code, (args, r.stderr)
+        assert r.stderr.strip().splitlines()[-1].endswith(message), (args, r.stderr)
+        assert "Traceback" not in r.stderr and "step_" not in r.stderr  # refused before FINN runs
+    (tmp_path / "notes").mkdir()
+    r = _cli("compile", "notes", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "bnnflow: error: notes is not a run folder (no export/model.onnx, best.pt or checkpoint.pt); "
+        "give a run folder or a QONNX .onnx file"
+    )
+    assert not (tmp_path / "o").exists()
+    # the export folder itself is a fine way to name the model
+    assert resolve_input(digits_run / "export") == (digits_run / "export" / "model.onnx", digits_run)
+
+
 def test_cli_compile_digits_prints_table(digits_run: Path, tmp_path: Path) -> None:
-    r = _cli("compile", str(digits_run), "--board", "Pynq-Z2", "--verify", "25", cwd=tmp_path)
+    r = _cli("compile", str(digits_run), "--board", "pynq-z2", "--verify", "25", cwd=tmp_path)  # any case
     assert r.returncode == 0, r.stderr
     assert "estimated throughput" in r.stderr and "MVAU_hls_0" in r.stderr and "bottleneck" in r.stderr
+    assert "I/O bound:" in r.stderr and "decided by compute: " in r.stderr  # 64 bytes a frame: 8 cycles
     assert (
         json.loads((digits_run / "compile" / "Pynq-Z2" / "verification.json").read_text())["n_images"] == 25
     )
@@ -403,6 +576,14 @@ def test_cnv_published_and_fit_on_cifar10(cifar10_dir: Path, tmp_path: Path) -> 
     assert pub.verification.ok and 2900 < pub.estimate.fps < 3200
     fit = compile_model(run, "Pynq-Z2", tmp_path / "fit", folding="fit", n_verify=0, data_dir=cifar)
     assert fit.estimate.fits(0.85) and fit.estimate.fps >= 2 * pub.estimate.fps
+    # 3,072 input bytes a frame over the 64-bit DMA: 384 cycles, far below either fold's
+    # bottleneck, so CNV stays compute-bound and the search is unchanged by the bound.
+    for est in (pub.estimate, fit.estimate):
+        assert (est.io.in_bytes, est.io.cycles) == (3072, 384)
+        assert est.expected_fps == est.fps and est.bound == f"compute: {est.bottleneck}"
+    assert json.loads((tmp_path / "fit" / "compile.json").read_text())["throughput_bound"].startswith(
+        "compute: MVAU_hls_"
+    )
 
 
 def test_bitstream_never_replaces_a_foreign_out_folder(
@@ -496,3 +677,19 @@ def test_thresholds_above_the_narrow_range_are_not_lowered(tfc_compiled) -> None
     assert lowered <= mw  # FINN alone: fires when all 64 bits match
     fixed = finn_only.transform(CorrectXnorAccumulators(before))
     assert fixed.get_initializer(xnor_mvaus(fixed)[1].input[2])[0, 0] > mw  # never, as trained
+
+
+def test_fit_search_skips_folds_finn_rejects(tfc_compiled) -> None:
+    """FINN's SetFolding picks the Reshape's PE from its output alone; the search must skip such folds."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnnflow.hls.folding import _foldable, _set_folding
+
+    spec = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_specialize_layers.onnx"))
+    folded = _set_folding(spec, 98)
+    (reshape,) = [n for n in folded.graph.node if n.op_type.startswith("Reshape")]
+    pe = getCustomOp(reshape).get_nodeattr("PE")
+    assert 784 % pe == 0 and 28 % pe != 0  # divides the output row, not the input row
+    assert not _foldable(folded)
+    assert _foldable(_set_folding(spec, 1000)) and _foldable(ModelWrapper(str(tfc_compiled.model_path)))

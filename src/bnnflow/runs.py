@@ -122,9 +122,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a bnnflow checkpoint, or raise a one-line BnnflowError."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "best.pt").exists() and not (path / "checkpoint.pt").exists():
+            raise BnnflowError(f"{path} is not a run folder: it holds no best.pt or checkpoint.pt")
         path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
     if not path.is_file():
         raise BnnflowError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise BnnflowError(f"{path} is an ONNX model, not a checkpoint: give the run folder or its best.pt")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.export.qonnx_export import DEFAULT_BATCH_SIZE, DEFAULT_N_VERIFY
 
 
@@ -16,20 +17,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "class index out (TopK k=1). Both graphs are executed with QONNX on real test images and "
             "compared with PyTorch; a mismatch is an error and writes nothing."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint file or run folder (runs/<name>/, uses best.pt)")
     parser.add_argument("-o", "--out", default=None, help="output folder (default: <run folder>/export)")
     parser.add_argument(
         "-n",
         "--n-verify",
-        type=int,
+        type=positive_int,
         default=DEFAULT_N_VERIFY,
         help=f"test images to verify on (default {DEFAULT_N_VERIFY}; the whole split if smaller)",
     )
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST/CIFAR-10 files")
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         help=f"images per QONNX execution during verification (default {DEFAULT_BATCH_SIZE})",
     )

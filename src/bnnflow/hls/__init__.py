@@ -11,5 +11,6 @@ from __future__ import annotations
 
 from bnnflow.hls.boards import BOARDS, Board, get_board
 from bnnflow.hls.flow import CompileResult, compile_model
+from bnnflow.hls.iobound import IOBound, io_bound
 
-__all__ = ["BOARDS", "Board", "CompileResult", "compile_model", "get_board"]
+__all__ = ["BOARDS", "Board", "CompileResult", "IOBound", "compile_model", "get_board", "io_bound"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bnnflow.cliutil import HelpFormatter, nonnegative_int, positive_int
 from bnnflow.hls.boards import board_names
 
 
@@ -13,6 +14,7 @@ def register(sub: Any) -> None:
         "compile",
         help="FINN flow: QONNX to folded hardware layers, estimates and HLS/RTL code",
         description="Compile a QONNX model (or a run folder's export/model.onnx) with FINN for a PYNQ board.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", help="run folder (runs/<name>) or QONNX .onnx file")
     p.add_argument("--board", default="Pynq-Z2", help=f"one of: {', '.join(board_names())} (default Pynq-Z2)")
@@ -23,12 +25,14 @@ def register(sub: Any) -> None:
         help="fit (fit-to-board, default), published (finn-examples TFC/CNV), fps:<N> (FINN SetFolding), "
         "or a folding .json",
     )
-    p.add_argument("--budget", type=float, default=0.85, help="fit: fraction of LUT/BRAM/DSP to use (0.85)")
-    p.add_argument("--verify", type=int, default=1000, metavar="N", help="test images to verify (0 skips)")
+    p.add_argument("--budget", type=float, default=0.85, help="fit: fraction of LUT/BRAM/DSP to use")
+    p.add_argument(
+        "--verify", type=nonnegative_int, default=1000, metavar="N", help="test images to verify (0 skips)"
+    )
     p.add_argument("--data-dir", default=None, help="dataset folder for the verification images")
     p.add_argument(
         "--verify-workers",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="processes for the verification (default: usable cores, at most 4)",
@@ -52,6 +56,11 @@ def register(sub: Any) -> None:
         help="hls-sim kit for --cppsim (default $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS)",
     )
     p.add_argument("--out", default=None, help="output folder (default <run>/compile/<board>)")
+    p.add_argument(
+        "--runtime-weights",
+        action="store_true",
+        help="weights and thresholds writable at run time (AXI-lite), for retrained checkpoints",
+    )
     p.set_defaults(func=_compile)
 
     b = sub.add_parser(
@@ -59,6 +68,7 @@ def register(sub: Any) -> None:
         help="finish a compiled design with FINN's builder and Vivado (bitfile + PYNQ driver)",
         description="Run FINN's builder from a compile folder: IP generation, FIFO sizing, stitched IP, "
         "synthesis, bitfile and PYNQ driver. Exits 2 with instructions when Vivado is not installed.",
+        formatter_class=HelpFormatter,
     )
     b.add_argument("compiled", help="compile folder (runs/<name>/compile/<board>)")
     b.add_argument("--out", default=None, help="output folder (default bitstreams/<model>-<board>)")
@@ -81,6 +91,7 @@ def _compile(args: argparse.Namespace) -> int:
         verify_cache=not args.no_verify_cache,
         n_cppsim=args.cppsim,
         hls_sim=args.hls_sim,
+        runtime_weights=args.runtime_weights,
     )
     return 0
 

@@ -25,6 +25,7 @@ for why the steps are called here rather than through the builder.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ from bnnflow.hls.boards import Board, get_board
 from bnnflow.hls.cppsim import CppSimResult, HlsSim
 from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
+from bnnflow.hls.runtime_weights import make_runtime_writable
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.runs import atomic_directory, atomic_write_json
 
@@ -97,9 +99,16 @@ def resolve_input(onnx_or_run: str | Path) -> tuple[Path, Path]:
     """(QONNX model, run folder or model folder) from a run folder or a model path."""
     path = Path(onnx_or_run)
     if path.is_dir():
+        if path.name == "export" and (path / "model.onnx").is_file():
+            return path / "model.onnx", path.parent  # the export folder itself
         model = path / "export" / "model.onnx"
         if not model.is_file():
-            raise BnnflowError(f"{path} has no export/model.onnx; run `bnnflow export {path}` first")
+            if any((path / name).is_file() for name in ("best.pt", "checkpoint.pt", "run.json")):
+                raise BnnflowError(f"{path} has no export/model.onnx; run `bnnflow export {path}` first")
+            raise BnnflowError(
+                f"{path} is not a run folder (no export/model.onnx, best.pt or checkpoint.pt); "
+                "give a run folder or a QONNX .onnx file"
+            )
         return model, path
     if not path.is_file():
         raise BnnflowError(f"model not found: {path}")
@@ -116,12 +125,15 @@ def parse_folding(folding: str) -> tuple[str, Any]:
             fps = float(folding[4:])
         except ValueError:
             fps = -1.0
-        if fps <= 0:
+        if not 0 < fps < math.inf:
             raise BnnflowError(f"bad --folding {folding!r}: fps:<N> needs a positive number")
         return "fps", fps
-    if folding.endswith(".json"):
+    if folding.lower().endswith(".json") or Path(folding).is_file():
         if not Path(folding).is_file():
             raise BnnflowError(f"folding JSON not found: {folding}")
+        from bnnflow.hls.folding import load_folding_json
+
+        load_folding_json(folding)  # unreadable JSON fails now, not after FINN's front end
         return "json", Path(folding)
     raise BnnflowError(f"bad --folding {folding!r}; use fit, published, fps:<N> or a folding .json file")
 
@@ -318,7 +330,9 @@ def _cppsim_stage(
     return result
 
 
-def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str, Any]:
+def build_config_dict(
+    board: Board, clock_ns: float, out_dir: Path, runtime_weights: bool = False
+) -> dict[str, Any]:
     """The DataflowBuildConfig that finishes the design from RESUME_STEP with FINN's builder."""
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
 
@@ -341,6 +355,7 @@ def build_config_dict(board: Board, clock_ns: float, out_dir: Path) -> dict[str,
             "deployment_package",
         ],
         "save_intermediate_models": True,
+        "standalone_thresholds": runtime_weights,
     }
 
 
@@ -367,6 +382,7 @@ def compile_model(
     verify_cache: bool = True,
     n_cppsim: int = 0,
     hls_sim: str | Path | None = None,
+    runtime_weights: bool = False,
 ) -> CompileResult:
     """Compile a QONNX model (or a run folder's export) for ``board``.
 
@@ -380,13 +396,17 @@ def compile_model(
     ``n_cppsim``: test images run through the generated HLS C++ in FINN's
     cppsim and compared with FINN's Python execution (0 skips); ``hls_sim``:
     the hls-sim kit folder (else $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS).
+    ``runtime_weights``: weights and thresholds writable at run time over AXI-lite
+    (runtime_weights.py), so a retrained checkpoint needs no new bitstream.
     """
     log = log or (lambda _msg: None)
     brd = get_board(board)
-    if clock_ns <= 0:
-        raise BnnflowError(f"--clock-ns must be positive, got {clock_ns}")
+    if not 0 < clock_ns < math.inf:
+        raise BnnflowError(f"--clock-ns must be a positive number of ns, got {clock_ns}")
     if not 0.0 < budget <= 1.0:
         raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
+    if n_verify < 0:
+        raise BnnflowError(f"--verify must be 0 or more, got {n_verify}")
     mode, arg = parse_folding(folding)
     model_path, run_dir = resolve_input(onnx_or_run)
     final = Path(out_dir) if out_dir is not None else run_dir / "compile" / brd.name
@@ -421,6 +441,7 @@ def compile_model(
             synth_clk_period_ns=clock_ns,
             folding_config_file=tmp / "folding.json",
             generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+            standalone_thresholds=runtime_weights,
         )
         inter = cfg.get_intermediate_models_directory()
         shutil.copyfile(model_path, inter / "input_qonnx.onnx")
@@ -428,6 +449,9 @@ def compile_model(
             model = _run_step(name, model, cfg, inter, log)
             if name == "step_convert_to_hw":
                 _check_converted(model)
+                if runtime_weights:
+                    model = make_runtime_writable(model)
+                    model.save(str(inter / f"{name}.onnx"))
         _check_mapped(tmp)
 
         # Folding, decided on the specialised graph, handed to FINN as its JSON.
@@ -442,7 +466,7 @@ def compile_model(
             info["target_fps"] = arg
         elif mode == "json":
             with open(tmp / "build_dataflow.log", "a") as sink, quiet_finn(sink):
-                folded = fold.apply_folding(model, fold.load_folding_json(arg))
+                folded = fold.apply_folding_json(model, arg)
             info["source"] = str(arg)
         else:
             t0 = time.perf_counter()
@@ -457,7 +481,8 @@ def compile_model(
             )
             log(
                 f"  fit-to-board: {fit.evaluations} designs estimated; SetFolding alone "
-                f"{fit.setfolding_fps:,.0f} frames/s, with per-layer refinement {fit.estimate.fps:,.0f}"
+                f"{fit.setfolding_fps:,.0f} frames/s, with per-layer refinement "
+                f"{fit.estimate.expected_fps:,.0f}"
             )
         fold.write_folding_json(folded, tmp / "folding.json")
 
@@ -506,7 +531,7 @@ def compile_model(
 
         atomic_write_json(tmp / "estimates.json", est.to_json())
         plot_estimate(est, tmp / "estimates.png")
-        cfg_json = build_config_dict(brd, clock_ns, final)
+        cfg_json = build_config_dict(brd, clock_ns, final, runtime_weights)
         atomic_write_json(tmp / "dataflow_build_config.json", cfg_json)
         load_build_config(tmp / "dataflow_build_config.json")  # refuse to hand over a config FINN rejects
         atomic_write_json(
@@ -517,14 +542,18 @@ def compile_model(
                 "part": brd.part,
                 "clock_ns": clock_ns,
                 "folding": info,
-                "estimated_fps": est.fps,
+                "estimated_fps": est.fps,  # compute estimate; expected_fps adds the DMA bound
                 "bottleneck": est.bottleneck,
+                "io_bound": est.io.to_json() if est.io else None,
+                "expected_fps": est.expected_fps,
+                "throughput_bound": est.bound,
                 "totals": est.totals,
                 "utilisation": est.utilisation(),
                 "verification": verification.to_json() if verification else None,
                 "cppsim": cppsim.to_json(per_image=False) if cppsim else None,
                 "resume_step": RESUME_STEP,
                 **cpu_model,
+                "runtime_weights": runtime_weights,
             },
         )
     log(format_table(est))

@@ -7,8 +7,8 @@ value}}``, the format ``step_apply_folding_config`` reads):
   PYNQ boards.
 * ``fps:<N>``: FINN's own ``SetFolding`` for N frames/s at the clock.
 * ``fit``: the fastest design FINN's estimates say fits within ``budget`` of the
-  board: a bisection over SetFolding's target cycles, then a greedy raise of the
-  bottleneck layer's parallelism while it still fits.
+  board, no faster than the board's DMAs can feed it: a bisection over
+  SetFolding's target cycles, then a bisection over per-layer settings.
 """
 
 from __future__ import annotations
@@ -336,13 +336,20 @@ def _cost_table(model: Any, board: Board) -> list[list[tuple[int, tuple[float, f
 def _cheapest_for(
     table: list[list[tuple[int, tuple[float, float, float], Setting]]],
     target: int,
-    weights: tuple[float, float, float],
+    weights: tuple[float, float, float] | None,
 ) -> dict[str, Any]:
-    """For each layer, the cheapest setting that meets ``target`` cycles (else the fastest)."""
+    """For each layer, the cheapest setting that meets ``target`` cycles (else the fastest).
+
+    ``weights`` prices (LUT, BRAM, DSP) as fractions of the board; None means
+    fewest LUTs, then fewest BRAM, then fewest DSP. The layers' costs add up
+    independently, so per-layer minima are the design's minimum in either order.
+    """
     cfg: dict[str, Any] = {"Defaults": {}}
     for rows in table:
 
-        def cost(row: tuple[int, tuple[float, float, float], Setting]) -> float:
+        def cost(row: tuple[int, tuple[float, float, float], Setting]) -> Any:
+            if weights is None:
+                return row[1]
             return sum(w * r for w, r in zip(weights, row[1], strict=True))
 
         meeting = [r for r in rows if r[0] <= target]
@@ -369,7 +376,47 @@ PRICE_SETS = (
 )
 
 
-def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> FitResult:
+def _fold_error(model: Any, node: Any) -> str | None:
+    """Why FINN rejects the layer's fold, or None: its folded shapes and memory depths assert it."""
+    from finn.util.exception import FINNError
+
+    inst = _inst(node)
+    try:
+        for ind in range(len(node.input)):
+            if model.get_initializer(node.input[ind]) is None:
+                inst.get_folded_input_shape(ind)
+        inst.get_folded_output_shape()
+        for depth in ("calc_wmem", "calc_tmem"):  # MVAU: MH % PE and MW % SIMD
+            try:
+                getattr(inst, depth)()
+            except (AttributeError, NotImplementedError):
+                pass  # the layer has no such memory
+    except (AssertionError, FINNError, ValueError, ZeroDivisionError) as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+def _foldable(model: Any) -> bool:
+    """Whether FINN accepts every layer's fold.
+
+    SetFolding can choose a streaming Reshape's PE from its output alone (8 for
+    TFC's 28 -> 784 at 98 cycles), which FINN's code generation and DMA
+    insertion reject.
+    """
+    return all(_fold_error(model, node) is None for node in model.graph.node)
+
+
+def _better(est: DesignEstimate, best: DesignEstimate, with_io: bool) -> bool:
+    """Faster (by the expected rate, or by compute alone), then fewer LUTs, then fewer BRAM."""
+    fast, best_fast = (est.expected_fps, best.expected_fps) if with_io else (est.fps, best.fps)
+    if fast != best_fast:
+        return fast > best_fast
+    return (est.totals["LUT"], est.totals["BRAM_18K"]) < (best.totals["LUT"], best.totals["BRAM_18K"])
+
+
+def fit_to_board(
+    model: Any, board: Board, clock_ns: float, budget: float, io_bound: bool = True
+) -> FitResult:
     """The highest estimated throughput whose LUT, BRAM and DSP stay within ``budget``.
 
     Two searches over FINN's estimates for the board's part, the faster design wins:
@@ -382,6 +429,12 @@ def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> Fi
        spends more than needed; this is the refinement of the bottleneck layers'
        PE/SIMD that turns that slack into throughput. The cost of a layer
        only grows as its target shrinks, so the search is exact over that set.
+
+    With ``io_bound`` (the default) throughput is what the board's DMAs let
+    through as well (iobound.py): no search goes below the DMA's cycles per
+    frame, since a faster fold only buys idle LUTs, and among the designs that
+    reach the bound the one with the fewest LUTs, then BRAM, wins.
+    ``io_bound=False`` is the search on the compute estimate alone.
     """
     if not 0.0 < budget <= 1.0:
         raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
@@ -390,7 +443,10 @@ def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> Fi
     def check(folded: Any) -> DesignEstimate:
         nonlocal evaluations
         evaluations += 1
-        return estimate_design(folded, board, clock_ns)
+        return estimate_design(folded, board, clock_ns, with_io=io_bound)
+
+    def rate(est: DesignEstimate) -> float:
+        return est.expected_fps if io_bound else est.fps
 
     # The most folded design SetFolding can make: each layer at PE = SIMD = 1.
     base = _set_folding(model, 1 << 40)
@@ -402,39 +458,94 @@ def fit_to_board(model: Any, board: Board, clock_ns: float, budget: float) -> Fi
             f"no folding fits {budget:.0%} of {board.name}: even the most folded design needs "
             f"{worst[1]:.0%} of its {worst[0]}"
         )
+    # No target below the DMA's cycles per frame gains anything. The bound is
+    # taken from the most folded design; a fold that changes the DMA's byte
+    # padding is still judged by its own bound (estimate_design computes it).
+    floor = min(best_est.io.cycles, slowest) if io_bound and best_est.io is not None else 1
+
+    def consider(folded: Any) -> bool:
+        nonlocal best_model, best_est
+        if not _foldable(folded):
+            return False  # counted as not fitting: the bisections move to more folded designs
+        est = check(folded)
+        if not est.fits(budget):
+            return False
+        if _better(est, best_est, io_bound):
+            best_model, best_est = folded, est
+        return True
+
     lo, hi = 0.0, math.log(slowest)  # log cycles: lo is assumed not to fit, hi fits
+    if floor > 1:
+        if consider(_set_folding(model, floor)):
+            lo = hi = math.log(floor)  # SetFolding's least parallelism that reaches the bound
+        else:
+            lo = math.log(floor)
     while hi - lo > 0.01:
         mid = (lo + hi) / 2
-        folded = _set_folding(model, int(round(math.exp(mid))))
-        est = check(folded)
-        if est.fits(budget):
+        if consider(_set_folding(model, int(round(math.exp(mid))))):
             hi = mid
-            if est.fps > best_est.fps:
-                best_model, best_est = folded, est
         else:
             lo = mid
-    setfolding_fps = best_est.fps
+    setfolding_fps = rate(best_est)
 
     table = _cost_table(base, board)
-    targets = sorted({r[0] for rows in table for r in rows if r[0] <= slowest})
+    targets = sorted({r[0] for rows in table for r in rows if floor <= r[0] <= slowest} | {floor})
     for weights in PRICE_SETS:
         lo_i, hi_i = -1, len(targets) - 1  # targets[hi_i] fits (the most folded design does)
         while hi_i - lo_i > 1:
             mid_i = (lo_i + hi_i) // 2
-            if 1e9 / clock_ns / targets[mid_i] < best_est.fps:
+            if 1e9 / clock_ns / targets[mid_i] < rate(best_est):
                 hi_i = mid_i  # no faster than what is already found: look only at faster targets
                 continue
-            folded = apply_folding(base, _cheapest_for(table, targets[mid_i], weights))
-            est = check(folded)
-            if est.fits(budget):
+            if consider(apply_folding(base, _cheapest_for(table, targets[mid_i], weights))):
                 hi_i = mid_i
-                if est.fps > best_est.fps or (
-                    est.fps == best_est.fps and est.totals["LUT"] < best_est.totals["LUT"]
-                ):
-                    best_model, best_est = folded, est
             else:
                 lo_i = mid_i
+    if floor > 1:  # fewest LUTs, then BRAM, that reach the bound (if that fits)
+        consider(apply_folding(base, _cheapest_for(table, floor, None)))
     return FitResult(best_model, best_est, setfolding_fps, evaluations)
+
+
+def apply_folding_json(model: Any, path: str | Path) -> Any:
+    """Apply a user's folding JSON, refusing what FINN's ApplyConfig would pass over or choke on.
+
+    ApplyConfig only logs entries for nodes the graph does not have, so a
+    mistyped or stale name would compile silently with that layer unfolded.
+    """
+    cfg = load_folding_json(path)
+    by_name = {n.name: n for n in model.graph.node}
+    foldable = [name for name in folding_dict(model) if name != "Defaults"]
+    unknown = [name for name in cfg if name != "Defaults" and name not in by_name]
+    if unknown:
+        raise BnnflowError(
+            f"folding JSON {path} names nodes this graph does not have: {', '.join(unknown)}; "
+            f"its foldable nodes: {', '.join(foldable)}"
+        )
+    for name, attrs in cfg.items():
+        if not isinstance(attrs, dict):
+            raise BnnflowError(f"folding JSON {path}: {name} must map to an object, got {attrs!r}")
+        if name == "Defaults":
+            continue
+        node = by_name[name]
+        known = _inst(node).get_nodeattr_types()
+        bad = [attr for attr in attrs if attr not in known]
+        if bad:
+            raise BnnflowError(
+                f"folding JSON {path}: {name} ({node.op_type}) has no attribute {bad[0]!r}; "
+                f"it has {', '.join(a for a in HW_ATTRS if a in known)}"
+            )
+    try:
+        folded = apply_folding(model, cfg)
+    except (AssertionError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BnnflowError(f"folding JSON {path} cannot be applied: {first}") from None
+    for node in folded.graph.node:
+        error = _fold_error(folded, node)
+        if error is not None:
+            attrs = folding_dict(folded).get(node.name, {})
+            fold = ", ".join(f"{k}={attrs[k]}" for k in ("PE", "SIMD") if k in attrs)
+            raise BnnflowError(f"folding JSON {path}: FINN rejects {node.name} ({fold}): {error}")
+    return folded
 
 
 def load_folding_json(path: str | Path) -> dict[str, Any]:

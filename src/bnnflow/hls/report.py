@@ -2,7 +2,8 @@
 
 All numbers come from FINN's analyses (``exp_cycles_per_layer`` and
 ``res_estimation`` for the board's part): bnnflow adds only the sums, the
-bottleneck and the comparison with the board.
+bottleneck, the comparison with the board and the I/O bound of FINN's DMAs
+(iobound.py), which caps the compute estimate.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.hls.boards import Board
+from bnnflow.hls.iobound import IOBound, io_bound
 
 RESOURCES = ("LUT", "BRAM_18K", "DSP")
 
@@ -39,8 +41,25 @@ class DesignEstimate:
     capacity: dict[str, int]
     bottleneck: str
     max_cycles: int
-    fps: float
+    fps: float  # the compute estimate: the slowest layer's cycles at the clock
     extra: dict[str, Any] = field(default_factory=dict)
+    io: IOBound | None = None  # what FINN's DMAs allow; None where not computed
+
+    @property
+    def expected_fps(self) -> float:
+        """The lower of the compute estimate and the I/O bound."""
+        return min(self.fps, self.io.fps) if self.io is not None else self.fps
+
+    @property
+    def io_bound_decides(self) -> bool:
+        return self.io is not None and self.io.cycles >= self.max_cycles
+
+    @property
+    def bound(self) -> str:
+        """What decides the throughput: ``compute: MVAU_hls_1`` or ``I/O: input DMA, 98 cycles/frame``."""
+        if self.io_bound_decides:
+            return self.io.describe()
+        return f"compute: {self.bottleneck}"
 
     def utilisation(self) -> dict[str, float]:
         return {k: self.totals[k] / self.capacity[k] for k in RESOURCES if self.capacity[k]}
@@ -51,6 +70,9 @@ class DesignEstimate:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["utilisation"] = self.utilisation()
+        out["io"] = self.io.to_json() if self.io is not None else None
+        out["expected_fps"] = self.expected_fps
+        out["throughput_bound"] = self.bound
         return out
 
 
@@ -61,8 +83,11 @@ def _attr(inst: Any, name: str) -> int | None:
         return None
 
 
-def estimate_design(model: Any, board: Board, clock_ns: float) -> DesignEstimate:
-    """FINN's per-layer cycle and resource estimates of a specialised, folded graph."""
+def estimate_design(model: Any, board: Board, clock_ns: float, with_io: bool = True) -> DesignEstimate:
+    """FINN's per-layer cycle and resource estimates of a specialised, folded graph.
+
+    ``with_io``: also the bound FINN's input and output DMAs put on it.
+    """
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
@@ -103,6 +128,7 @@ def estimate_design(model: Any, board: Board, clock_ns: float) -> DesignEstimate
         bottleneck=worst.name,
         max_cycles=worst.cycles,
         fps=1e9 / clock_ns / worst.cycles,
+        io=io_bound(model, board, clock_ns) if with_io else None,
     )
 
 
@@ -131,10 +157,18 @@ def format_table(est: DesignEstimate) -> str:
         f"{'used':<34} {'':>4} {'':>5} {'':>9} {util['LUT']:>8.0%} "
         f"{util['BRAM_18K']:>7.0%} {util['DSP']:>5.0%}"
     )
+    mhz = f"{1e3 / est.clock_ns:.0f} MHz"
     lines.append(
-        f"estimated throughput: {est.fps:,.0f} frames/s at {1e3 / est.clock_ns:.0f} MHz "
+        f"compute estimate:     {est.fps:,.0f} frames/s at {mhz} "
         f"(bottleneck {est.bottleneck}, {est.max_cycles:,} cycles/frame)"
     )
+    if est.io is not None:
+        io = est.io
+        lines.append(
+            f"I/O bound:            {io.fps:,.0f} frames/s ({io.in_bytes:,} B in, {io.out_bytes:,} B out "
+            f"per frame through {io.port_bits}-bit DMAs: {io.cycles:,} cycles/frame)"
+        )
+    lines.append(f"estimated throughput: {est.expected_fps:,.0f} frames/s at {mhz} (decided by {est.bound})")
     return "\n".join(lines)
 
 
@@ -163,7 +197,7 @@ def plot_estimate(est: DesignEstimate, path: str | Path) -> None:
     axes[-1].set_xticks(list(x))
     axes[-1].set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     fig.suptitle(
-        f"{est.board} @ {1e3 / est.clock_ns:.0f} MHz: {est.fps:,.0f} frames/s (bottleneck {est.bottleneck})"
+        f"{est.board} @ {1e3 / est.clock_ns:.0f} MHz: {est.expected_fps:,.0f} frames/s ({est.bound})"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

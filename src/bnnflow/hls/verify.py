@@ -7,7 +7,8 @@ intermediate tensors can be compared at matching points:
 
 * the binary activations after each weight layer (QONNX: the BipolarQuant after
   BatchNorm, as +-1; streamlined: the MultiThreshold after each MatMul, as 0/1;
-  hardware: the MVAU output with its folded thresholds);
+  hardware: the MVAU output with its folded thresholds, or the standalone
+  Thresholding layer after it);
 * the integer accumulators of each weight layer (streamlined: the XNOR-popcount /
   integer MatMul output; hardware: the MVAU re-run without its thresholds;
   QONNX, for layers with binary inputs: the +-1 dot product, which is
@@ -241,6 +242,25 @@ def with_batch(model: Any, batch: int) -> Any | None:
     return m
 
 
+def _scalar_sign(model: Any, node: Any) -> np.ndarray | None:
+    """-1 if the scalar affine ops after the last layer (Brevitas' TensorNorm: Sub, Div,
+    Mul, Add) multiply by a negative number, else None.
+
+    Streamlining absorbs that sign into the layer's XNOR weights as it does a
+    negative BatchNorm scale, so the streamlined accumulator mirrors the QONNX
+    dot product there too.
+    """
+    sign = 1.0
+    while node is not None and node.op_type in ("Sub", "Add", "Mul", "Div"):
+        if node.op_type in ("Mul", "Div"):
+            for name in node.input:
+                const = model.get_initializer(name)
+                if const is not None and const.size == 1 and float(const.ravel()[0]) < 0:
+                    sign = -sign
+        node = model.find_consumer(node.output[0])
+    return np.array(-1.0, dtype=np.float32) if sign < 0 else None
+
+
 class _Graphs:
     """The three graphs and the tensor names that line up between them."""
 
@@ -276,6 +296,8 @@ class _Graphs:
                 bq = qonnx_model.find_consumer(nxt.output[0])
                 if bq is not None and bq.op_type == "BipolarQuant":
                     act = bq.output[0]
+            else:
+                signs = _scalar_sign(qonnx_model, nxt)
             self.q_layers.append((node.output[0], act, k))
             self.q_signs.append(signs)
         self.s_layers: list[tuple[str, str | None]] = []
@@ -294,6 +316,14 @@ class _Graphs:
         # The few tensors compared per image, per graph (sliced out of batched contexts).
         self.q_needed = [self.q.graph.output[0].name] + [t for o, a, _ in self.q_layers for t in (o, a) if t]
         self.s_needed = [self.s.graph.output[0].name] + [t for o, a in self.s_layers for t in (o, a) if t]
+
+    def hw_activation(self, node: Any) -> str:
+        """The MVAU's binary output: its own, or its standalone Thresholding layer's
+        (FINN's standalone_thresholds, as ``--runtime-weights`` compiles)."""
+        nxt = self.h.find_consumer(node.output[0])
+        if nxt is not None and nxt.op_type.startswith("Thresholding"):
+            return nxt.output[0]
+        return node.output[0]
 
     def hw_accumulator(self, node: Any, context: dict[str, np.ndarray]) -> np.ndarray:
         """The MVAU's integer accumulator: the same node run without its thresholds."""
@@ -349,7 +379,7 @@ class _Graphs:
             if s_act is not None and q_act is not None:
                 q_bits = (_to_nhwc(cq[q_act]) > 0).astype(np.float32)
                 s_bits = cs[s_act]
-                h_bits = ch[h_node.output[0]]
+                h_bits = ch[self.hw_activation(h_node)]
                 if not np.array_equal(q_bits.reshape(s_bits.shape), s_bits):
                     problems.append("activations differ between QONNX and streamlined graphs")
                     act_ok = False

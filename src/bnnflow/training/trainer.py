@@ -107,10 +107,12 @@ class TrainConfig:
         for name in ("gamma", "sigma"):
             if not 0.0 <= getattr(cfg, name) <= 1.0:
                 raise BnnflowError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
-        if cfg.tau is not None and not cfg.tau >= 0.0:
-            raise BnnflowError(f"--tau must be >= 0, got {cfg.tau}")
-        if not cfg.lr > 0.0:
-            raise BnnflowError(f"--lr must be positive, got {cfg.lr}")
+        if cfg.tau is not None and not 0.0 <= cfg.tau < math.inf:
+            raise BnnflowError(f"--tau must be a finite number >= 0, got {cfg.tau}")
+        if not 0.0 < cfg.lr < math.inf:
+            raise BnnflowError(f"--lr must be a finite positive number, got {cfg.lr}")
+        if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+            raise BnnflowError(f"--run {cfg.run_dir} is a file, not a folder")
         return cfg
 
 
