@@ -227,3 +227,24 @@ def test_negative_final_scale_becomes_flipped_weights(runs: dict[str, Path], tmp
     assert [la.changed_values for la in result.layers[:-1]] == [
         la.changed_values for la in normal.layers[:-1]
     ]
+
+
+def test_runtime_weights_design_runs_in_the_cpu_engine(runs: dict[str, Path]) -> None:
+    """Standalone thresholds fold back into the MVAUs of the CPU model file, which equals FINN."""
+    from helpers import finn_reference
+
+    from bnnflow.cpu import MODEL_FILE, CpuEngine, read_model
+    from bnnflow.data import load_arrays
+
+    out = runs["compiled"]
+    assert json.loads((out / "compile.json").read_text())["cpu_model"] == MODEL_FILE
+    model = read_model(out / MODEL_FILE)
+    assert [(la.kind.name, la.output_type.name) for la in model.layers] == [
+        ("THRESHOLD", "BITS"), ("MVAU", "BITS"), ("MVAU", "BITS"), ("MVAU", "INT32"),
+        ("LABEL_SELECT", "CLASS"),
+    ]  # fmt: skip
+    images, _ = load_arrays("digits", "test")
+    want_classes, want_scores = finn_reference(out, images)
+    with CpuEngine(out / MODEL_FILE) as engine:
+        classes, scores = engine.run(images)
+    assert np.array_equal(classes, want_classes) and np.array_equal(scores, want_scores)

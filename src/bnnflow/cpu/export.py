@@ -12,6 +12,9 @@ CNV's NCHW->NHWC input Transpose becomes input_order HWC.
 Node patterns, in graph order (op types with or without FINN's _hls/_rtl
 specialisation suffix):
 
+* MVAU without activation + Thresholding on its accumulators (FINN's
+  standalone thresholds, as ``compile --runtime-weights`` builds) -> MVAU
+  with thresholds
 * Reshape (flatten of the NCHW input) + Thresholding on UINT8 -> THRESHOLD
   reading the image flat (TFC, SFC, LFC, digits); Thresholding on the
   transposed image -> THRESHOLD on H x W x C (CNV).
@@ -136,6 +139,9 @@ class _Walker:
 
     def thresholding(self, node: Any) -> None:
         inst = self.get(node)
+        if self.layers and self.layers[-1].kind == LayerKind.MVAU and self.vtype == ValueType.INT32:
+            self.standalone_thresholds(node)
+            return
         if self.layers or self.vtype != ValueType.UINT8:
             raise _fail(node, "Thresholding is supported only on the uint8 input, as the first layer")
         h, w, c = self.shape
@@ -178,6 +184,31 @@ class _Walker:
             )
         )
         self.vtype = out_t
+
+    def standalone_thresholds(self, node: Any) -> None:
+        """A Thresholding on an MVAU's accumulators (FINN's standalone_thresholds, used with
+        runtime-writable weights): the same function as the MVAU's own thresholds, so it
+        becomes them. FINN's MVAU without activation outputs its accumulator, and
+        Thresholding compares that value with its thresholds exactly as an MVAU does."""
+        inst = self.get(node)
+        mvau = self.layers[-1]
+        c = mvau.out_c
+        if int(inst.get_nodeattr("NumChannels")) != c:
+            raise _fail(node, f"NumChannels {inst.get_nodeattr('NumChannels')} != the MVAU's {c} outputs")
+        act = int(inst.get_nodeattr("ActVal"))
+        if act != 0:
+            raise _fail(node, f"ActVal {act} on the accumulators is not supported (only 0)")
+        _bits_type(node, inst.get_nodeattr("outputDataType"), "output")
+        thr = self.init(node, 1, "thresholds")
+        if thr.ndim != 2 or thr.shape[0] not in (1, c):
+            raise _fail(node, f"thresholds of shape {thr.shape}, expected ({c}, 1)")
+        if thr.shape[1] != 1:
+            raise _fail(
+                node, f"{thr.shape[1]} thresholds per channel: multi-bit activations are not supported"
+            )
+        mvau.thresholds = np.broadcast_to(_ints(node, thr, "thresholds"), (c, 1))[:, 0].astype(np.int32)
+        mvau.output_type = ValueType.BITS
+        self.vtype = ValueType.BITS
 
     def window(self, node: Any) -> tuple[int, int, tuple[int, int]]:
         """A sliding-window generator's (kernel, stride, output h x w), checked against the input."""
