@@ -538,7 +538,11 @@ def format_bench(report: dict[str, Any]) -> str:
             )
     pub = report["published"]
     if pub is not None:
-        lines.append(f"published: {pub['source']}; {pub['board']}")
+        lines.append(
+            f"published: {pub['network']} {pub['images_per_s']:,.0f} images/s at {pub['clock_mhz']:g} MHz, "
+            f"{pub['dram_in_mb_s']:,.0f} MB/s of input read for {pub['in_bytes']:,} B per image; "
+            f"{pub['source']}; {pub['board']}"
+        )
     for problem in report["problems"]:
         lines.append(f"PROBLEM: {problem}")
     return "\n".join(lines)
