@@ -223,3 +223,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
         line = _one_line_error(capsys.readouterr().err)
         assert line.startswith("bnnflow: error: ") and message in line, (args, line)
         assert not out.exists(), args
+    # an --out that holds something else is refused before anything is measured, and left as it was
+    before = sorted(p.name for p in bad.iterdir())
+    assert main(["bench", str(digits_dir), "--out", str(bad)]) == 1
+    assert "refusing to replace" in _one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in bad.iterdir()) == before

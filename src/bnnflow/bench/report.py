@@ -178,9 +178,7 @@ def _estimate(compile_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cpu(
-    compile_dir: Path, data_dir: Any, limit: int | None, finn_images: int, log: Log
-) -> tuple[dict[str, Any], Any]:
+def _cpu(compile_dir: Path, data_dir: Any, limit: int | None, finn_images: int, log: Log) -> dict[str, Any]:
     from bnnflow.cpu.evaluate import evaluate_cpu
 
     log(f"the C engine on {compile_dir}'s test set ...")
@@ -191,7 +189,7 @@ def _cpu(
         latency = {
             "median_us": float(tool["latency_us"]["median"]),
             "p99_us": float(tool["latency_us"]["p99"]),
-            "min_us": float(tool["latency_us"].get("min", float("nan"))),
+            "min_us": tool["latency_us"].get("min"),
             "runs": int(tool.get("runs", 0)),
             "timed_by": "bnnflow-cpu bench --json (C, no Python in the loop)",
             "kernels": str(tool.get("kernels", ev.kernels)),
@@ -205,15 +203,13 @@ def _cpu(
             "timed_by": f"evaluate_cpu, per call from Python (ctypes overhead included): {why}",
             "kernels": ev.kernels,
         }
-    threads = [name for name in ev.images_per_s if name != "1 thread"]
-    cpu = {
+    return {
         "where": "measured here",
         "host": {"cpu": host_cpu(), "machine": platform.machine(), "cores": os.cpu_count() or 1},
         "engine": "bnncpu",
         "kernels": ev.kernels,
         "latency_batch1": latency,
         "images_per_s": dict(ev.images_per_s),
-        "all_cores": threads[0] if threads else "1 thread",
         "throughput_batch": ev.throughput_batch,
         "dataset": ev.dataset,
         "n_images": ev.n_images,
@@ -227,7 +223,6 @@ def _cpu(
         "c_bench": tool,
         "c_bench_missing": why or None,
     }
-    return cpu, ev
 
 
 def _ratios(cpu: dict[str, Any], est: dict[str, Any], board: dict[str, Any] | None) -> dict[str, Any]:
@@ -277,6 +272,15 @@ def _problems(cpu: dict[str, Any], board: dict[str, Any] | None) -> list[str]:
     return problems
 
 
+def _check_out(out_dir: Path) -> None:
+    """The report folder can be written: new, empty, or an earlier report (atomic_directory's rule)."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir() or out_dir.is_symlink():
+            raise BnnflowError(f"refusing to replace {out_dir}: it is not a folder")
+        if any(out_dir.iterdir()) and not (out_dir / REPORT_FILE).exists():
+            raise BnnflowError(f"refusing to replace {out_dir}: it is not empty and holds no {REPORT_FILE}")
+
+
 def bench_design(
     path: str | Path,
     board: str | None = None,
@@ -307,13 +311,14 @@ def bench_design(
         design = _design(compile_dir, engine)
     out_dir = Path(out) if out is not None else compile_dir / OUT_DIR
     # everything that can be refused is refused before anything is measured
+    _check_out(out_dir)
     board_summary = (
         read_board_report(board_report, design["board"], design["model_sha256"])
         if board_report is not None
         else None
     )
     est = _estimate(compile_dir, design["compile"])
-    cpu, _ = _cpu(compile_dir, data_dir, limit, finn_images, log)
+    cpu = _cpu(compile_dir, data_dir, limit, finn_images, log)
     published = PUBLISHED.get(design["network"] or "")
     design.pop("compile")
     report: dict[str, Any] = {
