@@ -134,7 +134,7 @@ def test_bench_with_the_simulated_boards_report(
     assert len(sim_rows) == 3  # FPGA accelerator, FPGA end-to-end, the CPU engine
     assert all("measured" not in row for row in sim_rows)
     assert not any(row.startswith(("FPGA, measured", "ARM CPU, measured")) for row in rows)
-    assert "FINN python on this machine" in sim_rows[0]
+    assert "FPGA = FINN python here" in sim_rows[0] and "CPU engine here" in sim_rows[2]
     assert "not FPGA timings" in text
     assert r["ratios"]["fpga_measured_over_arm_cpu"] is None
     assert "simulated board" in r["ratios"]["fpga_measured_over_arm_cpu_why"]

@@ -413,8 +413,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         acc_f = f"{100 * brd['fpga']['accuracy']:.2f}% of {n:,}"
         if brd["simulated"]:
             where_f = where_c = "simulated board"
-            fpga_name = f"FPGA = FINN {brd['simulated_fpga']['exec']} on this machine"
-            cpu_name = f"CPU engine on this machine ({brd['board_cpu']})"
+            fpga_name = f"FPGA = FINN {brd['simulated_fpga']['exec']} here"
+            cpu_name = f"CPU engine here ({brd['board_cpu']})"
         else:
             where_f = f"FPGA, measured on {brd['board']}"
             where_c = f"ARM CPU, measured on {brd['board']}"
