@@ -476,6 +476,7 @@ def format_bench(report: dict[str, Any]) -> str:
     d, cpu, est, brd = report["design"], report["cpu"], report["fpga_estimate"], report["board_report"]
     name = d["run"] or Path(d["compile_dir"]).name
     what = d["model"] or d["network"]
+    what = None if what == name else what
     lines = [
         f"FPGA against CPU: {name}{f' ({what})' if what else ''} for {d['board']} at "
         f"{d['clock_mhz']:g} MHz, {d['dataset']}: {d['compile_dir']}",
@@ -545,7 +546,7 @@ def format_bench(report: dict[str, Any]) -> str:
     if pub is not None:
         lines.append(
             f"published: {pub['network']} {pub['images_per_s']:,.0f} images/s at {pub['clock_mhz']:g} MHz, "
-            f"{pub['dram_in_mb_s']:,.0f} MB/s of input read for {pub['in_bytes']:,} B per image; "
+            f"{pub['dram_in_mb_s']:.4g} MB/s of input read for {pub['in_bytes']:,} B per image; "
             f"{pub['source']}; {pub['board']}"
         )
     for problem in report["problems"]:
