@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from bnnflow.cli import main
-from bnnflow.demo import run_demo
+from bnnflow.demo import BOARD_CLI, BOARD_IMAGES, run_demo
 
 
 def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    summary = run_demo(tmp_path / "demo", epochs=1, progress=False, board="Pynq-Z2", n_verify=5)
+    # FINN's Python execution on the simulated board: the demo's C simulation costs a minute more
+    summary = run_demo(
+        tmp_path / "demo", epochs=1, progress=False, board="Pynq-Z2", n_verify=5, sim_exec="python"
+    )
     out = capsys.readouterr().out
     assert {"bop", "bop-compact", "latent-adam"} == set(summary["training"])
     assert "bytes/weight" in out and "frames/s" in out
@@ -31,6 +34,39 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
     for sub in ("bop", "bop-compact", "latent-adam"):
         assert (tmp_path / "demo" / sub / "best.pt").is_file()
     assert (tmp_path / "demo" / "bop" / "compile" / "Pynq-Z2").is_dir()
+
+    # the ending: the design packaged, on the simulated board, then the FPGA-against-CPU table
+    bench = summary["bench"]
+    assert out.rstrip().splitlines()[-1].startswith("report in ") and "== FPGA against CPU" in out
+    table = out[out.index("== FPGA against CPU") :]
+    assert "CPU, measured here" in table and "FPGA, estimated" in table
+    assert bench["cpu"]["finn"]["classes_agree"] == 5 and bench["problems"] == []
+    sim = summary["simulated_board"]
+    if BOARD_CLI.is_file():
+        assert sim["exit_code"] == 0 and "--simulated-board" in sim["command"]
+        brd = bench["board_report"]
+        assert brd["simulated"] and brd["agreement"] == "100%" and brd["n_images"] == BOARD_IMAGES
+        assert brd["fpga"]["classes_agree"] == brd["cpu"]["scores_agree"] == BOARD_IMAGES
+        sim_rows = [
+            line for line in table.splitlines() if line.startswith("simulated board  ")
+        ]  # the rows, not the note
+        assert len(sim_rows) == 3 and not any("measured" in line for line in sim_rows)
+    else:  # no board environment: said plainly, and the table without board figures
+        assert "make board-env" in sim["skipped"] and bench["board_report"] is None
+        assert "`make board-env` builds" in out
+
+
+def test_demo_without_the_board_environment_says_so(
+    tmp_path: Path, digits_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bnnflow.demo import _simulated_board
+
+    missing = tmp_path / "no-board-env" / "bin" / "bnnflow-board"
+    result = _simulated_board(tmp_path / "run", digits_dir, missing, "python")
+    out = capsys.readouterr().out
+    assert result["skipped"].startswith(f"{missing} not found") and "report" not in result
+    assert f"simulated board: not run: {missing} not found: `make board-env` builds" in out
+    assert (tmp_path / "run" / "deploy" / "manifest.json").is_file()  # the package is made all the same
 
 
 def test_demo_rejects_unknown_board_before_training(

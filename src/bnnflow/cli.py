@@ -23,6 +23,7 @@ STAGES = (
     "bnnflow.hls.commands",
     "bnnflow.cpu.commands",
     "bnnflow.deploy.commands",
+    "bnnflow.bench.commands",
     "bnnflow.demo",
 )
 

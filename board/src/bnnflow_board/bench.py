@@ -210,6 +210,8 @@ def bench(
                 "board": pkg.board,
                 "model": pkg.manifest.get("model"),
                 "created": pkg.manifest.get("created"),
+                # which design this report is for: the host's `bnnflow bench` matches it to a compile folder
+                "model_sha256": pkg.manifest["files"].get(pkg.manifest["cpu"]["model"]),
             },
             "checks": [c.__dict__ for c in checks],
             "package_warnings": list(pkg.manifest.get("warnings", [])),
