@@ -191,10 +191,9 @@ def test_io_bound_rejects_other_graphs(tfc_compiled, tmp_path: Path) -> None:
 def test_published_tfc_is_dma_bound(tfc_compiled) -> None:
     """finn-examples' tfc-w1a1 folding computes faster than 784 bytes a frame arrive.
 
-    Measured by finn-examples on the Pynq-Z2 at 100 MHz: 837,019 images/s,
-    which they state is DMA-bound (784 B per image at 656 MB/s). The 64-bit
-    port at 100 MHz moves 800 MB/s, so the bound must lie above that figure
-    and not far from it.
+    Measured by finn-examples at 100 MHz (board not named): 837,019 images/s,
+    784 B per image at 656 MB/s. The 64-bit port at 100 MHz moves 800 MB/s,
+    so the bound must lie above that figure and not far from it.
     """
     from bnnflow.hls import io_bound
 
