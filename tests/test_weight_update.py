@@ -296,6 +296,7 @@ def test_simulated_accelerator_runs_written_weights(deployed: dict[str, Path]) -
     """The simulated board's FINN process: memory words in, FINN's execution with those values out."""
     from bnnflow.deploy.simulated_accelerator import Accelerator
     from bnnflow.deploy.weight_memory import MIN_APERTURE
+    from bnnflow.hls.runtime_weights import writable_nodes
 
     pkg, upd = deployed["deploy"], deployed["update"]
     m = json.loads((upd / "manifest.json").read_text())
@@ -325,3 +326,9 @@ def test_simulated_accelerator_runs_written_weights(deployed: dict[str, Path]) -
         assert np.array_equal(acc.run(frames)[:, 0], old)
         with pytest.raises(BnnflowError, match="StreamingDataflowPartition_1 has no runtime-writable memory"):
             acc.write_parameters([("StreamingDataflowPartition_1", init)])
+        # C simulation executes model_hw.onnx, whose layers carry the design's names (not compiled here)
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        acc.mode, acc.model = "cppsim", ModelWrapper(str(deployed["compiled"] / "model_hw.onnx"))
+        acc._map_parameters()
+        assert acc._targets == {n.name: n.input[1] for n in writable_nodes(acc.model)}

@@ -130,9 +130,22 @@ def update_problems(upd: Update) -> list[str]:
     return out
 
 
+# What an update's layer must share with the design's, in the order a difference is named:
+# FINN's file and its words, then the memory layout behind the layer's AXI-lite port.
+LAYER_KEYS = ("file", "node", "kind", "datatype", "pe", "simd", "rows", "cols", "words", "fold",
+              "slot_words", "memory words", "aperture")  # fmt: skip
+
+
 def _layer_key(layer: dict[str, Any]) -> dict[str, Any]:
-    return {"file": layer["file"], "node": layer["node"], "kind": layer["kind"], "words": layer["words"],
-            **layer.get("layout", {})}  # fmt: skip
+    layout = dict(layer.get("layout", {}))
+    layout["memory words"] = layout.pop("words", None)
+    return {
+        **layout,
+        "file": layer["file"],
+        "node": layer["node"],
+        "kind": layer["kind"],
+        "words": layer["words"],
+    }
 
 
 def check_belongs(pkg: Package, upd: Update) -> None:
@@ -152,7 +165,7 @@ def check_belongs(pkg: Package, upd: Update) -> None:
             f"has {len(ours)}"
         )
     for a, b in zip(ours, theirs, strict=True):
-        for key in a.keys() | b.keys():
+        for key in [*LAYER_KEYS, *sorted((a.keys() | b.keys()) - set(LAYER_KEYS))]:
             if a.get(key) != b.get(key):
                 raise BoardError(
                     f"the update is for another design: {a['file']} {key} is {b.get(key)!r} in the update, "
@@ -331,8 +344,9 @@ def update_weights(
 
     ``sim``: a ``bench.SimulatedBoard`` to run on the simulated board.
     ``runner``: an ``overlay.FpgaRunner`` whose FPGA already runs this
-    package's design (not programmed again); by default the FPGA is
-    programmed with the package's bitfile first.
+    package's design (not programmed again; with ``sim`` where it runs on the
+    simulated board); by default the FPGA is programmed with the package's
+    bitfile first.
     """
     from bnnflow_board.bench import _cpu_engine, _simulated_device, check_package, first_mismatch, fpga_input
     from bnnflow_board.checks import FAIL

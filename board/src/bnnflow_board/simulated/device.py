@@ -233,6 +233,7 @@ class SimulatedBoardDevice(pynq.Device):
         self.faults: list[str] = []
         self.bitfile_name = ""
         self.timestamp = ""
+        self.downloads = 0  # times the PL was programmed
         self.output_stream = _Stream()
         self._ps = _Register32()
         self._ips: dict[int, tuple[int, Any]] = {}  # base -> (range, _IODMA or _WeightMemory)
@@ -269,6 +270,7 @@ class SimulatedBoardDevice(pynq.Device):
             # The FPGA manager refuses a bitstream for another device.
             raise BoardError(f"{self.name}: cannot program a bitstream for {part} into a {want}")
         self._reset_pl()
+        self.downloads += 1
         if self.fabric is not None and self.fault != "never-done":
             self.fabric.prepare()
         memories = self.fabric.memories if self.fabric is not None else {}
