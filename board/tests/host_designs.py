@@ -12,7 +12,8 @@ Writes, under OUT:
   board's .bit/.hwh and a timing summary whose worst negative slack is
   negative standing in for Vivado's outputs (no Vivado here);
 * ``rtw/``, ``rtw-pkg/`` (100 test images): the digits MLP compiled with
-  ``--runtime-weights``; ``rtw-later/`` the same run trained on (120 Adam steps
+  ``--runtime-weights`` (folded so that MVAU_hls_1's weight memory entries are
+  128 bits, four AXI-lite words each); ``rtw-later/`` the same run trained on (120 Adam steps
   instead of 40) and ``rtw-update/`` its weights-only update for ``rtw-pkg``;
   ``rtw-other/`` and ``rtw-other-pkg/``: the same network folded otherwise.
 """
@@ -74,7 +75,7 @@ def runtime_weight_designs(out: Path) -> dict[str, str]:
     later = quick_checkpoint(out / "rtw-later" / "best.pt", "digits-mlp", "digits", 120, 16).parent
     export_model(run, n_verify=20)
     compiled = compile_model(
-        run, "Pynq-Z2", folding="fps:20000", n_verify=20, runtime_weights=True, log=None
+        run, "Pynq-Z2", folding="fps:100000", n_verify=20, runtime_weights=True, log=None
     ).out_dir
     pkg = build_package(compiled, out / "rtw-pkg", n_images=100, log=None)
     build_weights_update(later, pkg, out / "rtw-update", n_verify=10, log=None)
@@ -82,7 +83,7 @@ def runtime_weight_designs(out: Path) -> dict[str, str]:
         run,
         "Pynq-Z2",
         out_dir=out / "rtw-other",
-        folding="fps:100000",
+        folding="fps:20000",
         n_verify=0,
         runtime_weights=True,
         log=None,

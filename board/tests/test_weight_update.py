@@ -9,6 +9,7 @@ test image, and not the old ones on all: the weights really changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -39,6 +40,8 @@ def test_update_weights_round_trip(designs: Path, sim_cache: Path, tmp_path: Pat
     pkg = _copy(designs, tmp_path)
     upd = designs / "rtw-update"
     manifest = json.loads((upd / "manifest.json").read_text())
+    # entries wider than an AXI-lite word: the memory commits them on their last word
+    assert max(la["layout"]["fold"] for la in manifest["runtime_weights"]["layers"]) == 4
     # FINN's Python execution of the hardware layers: C simulation of this design's HLS would add a
     # minute of compilation (docs/board.md shows that run)
     r = board_cli("update-weights", str(pkg), str(upd), "--simulated-board", "--sim-exec", "python",
@@ -175,6 +178,27 @@ def test_update_weights_refusals(designs: Path, sim_cache: Path, tmp_path: Path)
     # the arguments the wrong way round
     err = _one_error(board_cli("update-weights", str(upd), str(pkg), "--simulated-board"))
     assert "is not a bnnflow deployment manifest" in err
+    assert not (pkg / "weights").exists()
+
+    # golden outputs that the updated FPGA does not give (re-signed, so only the bench can tell):
+    # the mismatch is named and nothing is recorded
+    wrong = tmp_path / "wrong-update"
+    shutil.copytree(upd, wrong)
+    golden = wrong / "testset" / "golden_classes.i32"
+    classes = np.fromfile(golden, dtype="<i4")
+    classes[3] = (classes[3] + 1) % 10
+    golden.write_bytes(classes.astype("<i4").tobytes())
+    m = json.loads((wrong / "manifest.json").read_text())
+    m["files"]["testset/golden_classes.i32"] = hashlib.sha256(golden.read_bytes()).hexdigest()
+    (wrong / "manifest.json").write_text(json.dumps(m))
+    r = board_cli("update-weights", str(pkg), str(wrong), "--simulated-board", "--sim-exec", "python",
+                  "--sim-cache", str(sim_cache), "--no-cpu", timeout=600)  # fmt: skip
+    err = _one_error(r)
+    assert err.startswith(
+        "bnnflow-board: error: after the update the outputs differ from its golden outputs: "
+    )
+    assert f"image 3 (label {int(np.fromfile(pkg / 'testset' / 'labels.u8', dtype=np.uint8)[3])}): " in err
+    assert err.endswith(f"{pkg} still records the compiled design's weights")
     assert not (pkg / "weights").exists()
 
     # a weight memory that does not hold what was written: the read-back names the word

@@ -110,6 +110,14 @@ def load_update(path: str | Path) -> Update:
     for key in ("board", "design", "runtime_weights", "cpu", "testset", "files"):
         if key not in manifest:
             raise BoardError(f"{mf} lacks {key!r}: the update package is damaged")
+    try:
+        named = [*manifest["files"], manifest["runtime_weights"]["dir"], manifest["cpu"]["model"]]
+        named += [manifest["testset"][k] for k in ("golden_classes", "golden_scores")]
+    except (KeyError, TypeError):
+        raise BoardError(f"{mf} is incomplete: the update package is damaged") from None
+    for rel in named:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BoardError(f"{mf} names {rel}, outside the update package")
     return Update(root.absolute(), manifest, hashlib.sha256(raw).hexdigest())
 
 
