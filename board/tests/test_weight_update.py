@@ -219,3 +219,36 @@ def test_update_needs_the_running_design(designs: Path) -> None:
     with pytest.raises(BoardError, match="without runtime-writable weights"):
         check_belongs(load_package(designs / "digits-pkg"), upd)
     check_belongs(load_package(designs / "rtw-pkg"), upd)
+
+
+def test_simulated_weight_memory_behaves_as_finns_adapter() -> None:
+    """Entries wider than a word commit on their last word and are captured by a read of their first;
+    a Thresholding layer's padding entries (PE 3 of a 2-bit PE field, 3 of 4 steps) store nothing."""
+    from bnnflow_board.simulated.device import _WeightMemory
+
+    spec = {"kind": "weights", "fold": 3, "slot_words": 4, "words": 8, "n": 8, "pe": 2, "cols": 2, "rows": 48}
+    mem = _WeightMemory("m", spec, np.arange(8, dtype=np.uint32), 4096, flip=False)
+    mem.write(0x10, 0xA)
+    mem.write(0x14, 0xB)
+    assert mem.read(0x10) == 4 and mem.read(0x14) == 5  # not committed yet
+    mem.write(0x18, 0xC)  # the last slice commits the entry
+    mem.write(0x1C, 0xD)  # no fourth slice: dropped
+    assert [mem.read(a) for a in (0x10, 0x14, 0x18, 0x1C)] == [0xA, 0xB, 0xC, 0]
+    assert mem.take().tolist() == [0, 1, 2, 3, 0xA, 0xB, 0xC, 7] and mem.take() is None
+
+    spec = {
+        "kind": "thresholds",
+        "fold": 1,
+        "slot_words": 1,
+        "words": 64,
+        "n": 64,
+        "pe": 3,
+        "cols": 3,
+        "rows": 12,
+    }
+    mem = _WeightMemory("t", spec, np.zeros(64, dtype=np.uint32), 4096, flip=False)
+    for a in range(64):
+        mem.write(4 * a, a + 100)
+    got = [mem.read(4 * a) for a in range(64)]
+    stored = [a for a in range(64) if a % 4 < 3 and (a // 4) % 4 < 3 and a // 16 < 4]
+    assert [a for a in range(64) if got[a]] == stored and len(stored) == 12 * 3

@@ -26,8 +26,8 @@ board can decode what a driver wrote and the tests can compare the two:
   complement for a signed threshold type; the address is
   ``clog2(CF) + clog2(PE) + clog2(N) + clog2(FOLD) + 2`` bits. Entries of a
   PE or step beyond the real ones (PE or N not a power of two) are padding:
-  the RTL drops writes to them and answers reads with another value, which
-  this model does not reproduce.
+  the RTL drops writes to them and reads them as 0 (a read-back travels the
+  pipeline with value 0 and no stage replaces it); FINN's file holds 0 there.
 
 FINN's block design gives each port an aperture of ``2**address bits``
 bytes, at least 4 KiB (``assign_axi_addr_proc`` in FINN's Zynq templates).

@@ -166,13 +166,37 @@ class _IODMA:
             self.device.record_fault(f"{self.name}: {exc}")
 
 
+def _stored_entries(spec: dict[str, Any]) -> np.ndarray:
+    """Which entries of the address space hold something (bool per entry).
+
+    A Thresholding layer's address concatenates channel fold, PE and step, each
+    field a power of two wide; entries of a PE or step beyond the real ones, or
+    of a channel fold beyond the last, store nothing: FINN's thresholding.sv
+    drops writes to them and reads them as 0 (a read-back goes down the
+    pipeline with value 0 and no stage replaces it). An MVAU's entries are its
+    memory lines, all stored.
+    """
+    entries = int(spec["words"]) // int(spec["slot_words"])
+    if spec["kind"] != "thresholds":
+        return np.ones(entries, dtype=bool)
+    pe, steps, channels = int(spec["pe"]), int(spec["cols"]), int(spec["rows"])
+    nb, pb = max(steps - 1, 0).bit_length(), max(pe - 1, 0).bit_length()
+    e = np.arange(entries)
+    return (
+        ((e & ((1 << nb) - 1)) < steps)
+        & (((e >> nb) & ((1 << pb) - 1)) < pe)
+        & ((e >> (nb + pb)) < channels // pe)
+    )
+
+
 class _WeightMemory:
     """A runtime-writable layer's parameter memory behind FINN's AXI-lite adapter (axilite.sv)."""
 
     def __init__(self, name: str, spec: dict[str, Any], init: np.ndarray, size: int, flip: bool) -> None:
         self.name, self.spec = name, spec
         self.fold, self.slot = int(spec["fold"]), int(spec["slot_words"])
-        self.words = np.zeros(size // 4, dtype=np.uint32)
+        self.stored = _stored_entries(spec)
+        self.words = np.zeros(len(self.stored) * self.slot, dtype=np.uint32)
         self.words[: len(init)] = init
         self.flip = flip
         self.staged = [0] * self.fold  # slices of an entry waiting for its last one
@@ -183,8 +207,8 @@ class _WeightMemory:
     def write(self, offset: int, value: int) -> None:
         word = offset // 4
         line, part = divmod(word, self.slot)
-        if part >= self.fold or word >= len(self.words):
-            return  # no slice there: the adapter drops the write
+        if part >= self.fold or line >= len(self.stored) or not self.stored[line]:
+            return  # no slice or no entry there: the write is dropped
         if self.flip and word == 0:
             value ^= 1
         with self.lock:
@@ -199,7 +223,7 @@ class _WeightMemory:
     def read(self, offset: int) -> int:
         word = offset // 4
         line, part = divmod(word, self.slot)
-        if part >= self.fold or word >= len(self.words):
+        if part >= self.fold or line >= len(self.stored) or not self.stored[line]:
             return 0
         if self.fold == 1:
             return int(self.words[word])
