@@ -60,6 +60,23 @@ def tfc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rtw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The digits MLP after 40 Adam steps, compiled with --runtime-weights, and the same run
+    trained on to 120 steps (its first 40 steps are the first run's): the retrained checkpoint."""
+    from helpers import quick_checkpoint
+
+    from bnnflow.export import export_model
+    from bnnflow.hls import compile_model
+
+    root = tmp_path_factory.mktemp("rtw")
+    first = quick_checkpoint(root / "first" / "best.pt", "digits-mlp", "digits", 40, 16).parent
+    later = quick_checkpoint(root / "later" / "best.pt", "digits-mlp", "digits", 120, 16).parent
+    export_model(first, n_verify=50)
+    compiled = compile_model(first, "Pynq-Z2", n_verify=20, runtime_weights=True, log=None)
+    return {"first": first, "later": later, "compiled": compiled.out_dir}
+
+
+@pytest.fixture(scope="session")
 def cnv_dir(tmp_path_factory: pytest.TempPathFactory, cifar10_dir: Path) -> Path:
     from helpers import compiled_with_negative_scales
 

@@ -63,6 +63,10 @@ def test_package_layout_and_manifest(digits_package: Path, digits_compiled: Path
     assert (digits_package / "model.bnn").read_bytes() == (digits_compiled / "model.bnn").read_bytes()
     assert os.access(digits_package / "install.sh", os.X_OK)
     assert not list(digits_package.parent.glob(".*.tmp"))
+    # weights fixed in the bitstream: no runtime weight files, no AXI-lite port but the DMAs'
+    assert m["runtime_weights"] is None and not (digits_package / "driver" / "runtime_weights").exists()
+    assert len(m["design"]["fingerprint"]) == 64
+    assert [i["axilite_bytes"] for i in m["instances"] if i["role"] == "kernel"] == [0]
 
 
 def test_driver_settings_are_finns_with_zynq_dma_names(digits_package: Path) -> None:

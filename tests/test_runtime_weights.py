@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
-from bnnflow.export import export_model
-from bnnflow.hls import compile_model
 from bnnflow.hls.runtime_weights import (
     SUMMARY_FILE,
     finn_weight_files,
@@ -24,14 +21,9 @@ from bnnflow.hls.runtime_weights import (
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The digits MLP after 40 Adam steps (compiled) and the same run trained on to 120 steps."""
-    root = tmp_path_factory.mktemp("rtw")
-    first = quick_checkpoint(root / "first" / "best.pt", "digits-mlp", "digits", 40, 16).parent
-    later = quick_checkpoint(root / "later" / "best.pt", "digits-mlp", "digits", 120, 16).parent
-    export_model(first, n_verify=50)
-    compiled = compile_model(first, "Pynq-Z2", n_verify=20, runtime_weights=True, log=None)
-    return {"first": first, "later": later, "compiled": compiled.out_dir}
+def runs(rtw_runs: dict[str, Path]) -> dict[str, Path]:
+    """conftest.py's rtw_runs: first (compiled with --runtime-weights) and later (retrained)."""
+    return rtw_runs
 
 
 def _design(compile_dir: Path):  # type: ignore[no-untyped-def]

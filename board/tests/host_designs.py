@@ -10,7 +10,12 @@ Writes, under OUT:
 * ``digits-vivado/`` and ``digits-vivado-pkg/``: the digits design as a
   ``bnnflow bitstream`` folder would hold it after Vivado, with the simulated
   board's .bit/.hwh and a timing summary whose worst negative slack is
-  negative standing in for Vivado's outputs (no Vivado here).
+  negative standing in for Vivado's outputs (no Vivado here);
+* ``rtw/``, ``rtw-pkg/`` (100 test images): the digits MLP compiled with
+  ``--runtime-weights`` (folded so that MVAU_hls_1's weight memory entries are
+  128 bits, four AXI-lite words each); ``rtw-later/`` the same run trained on (120 Adam steps
+  instead of 40) and ``rtw-update/`` its weights-only update for ``rtw-pkg``;
+  ``rtw-other/`` and ``rtw-other-pkg/``: the same network folded otherwise.
 """
 
 from __future__ import annotations
@@ -58,6 +63,35 @@ def design(out: Path, name: str, model: str, dataset: str, steps: int, pixel_max
     return compiled
 
 
+def runtime_weight_designs(out: Path) -> dict[str, str]:
+    from bnnflow.deploy.package import build_package
+    from bnnflow.deploy.update import build_weights_update
+    from bnnflow.export import export_model
+    from bnnflow.hls import compile_model
+    from helpers import quick_checkpoint
+
+    run = out / "rtw"
+    quick_checkpoint(run / "best.pt", "digits-mlp", "digits", 40, 16)
+    later = quick_checkpoint(out / "rtw-later" / "best.pt", "digits-mlp", "digits", 120, 16).parent
+    export_model(run, n_verify=20)
+    compiled = compile_model(
+        run, "Pynq-Z2", folding="fps:100000", n_verify=20, runtime_weights=True, log=None
+    ).out_dir
+    pkg = build_package(compiled, out / "rtw-pkg", n_images=100, log=None)
+    build_weights_update(later, pkg, out / "rtw-update", n_verify=10, log=None)
+    other = compile_model(
+        run,
+        "Pynq-Z2",
+        out_dir=out / "rtw-other",
+        folding="fps:20000",
+        n_verify=0,
+        runtime_weights=True,
+        log=None,
+    ).out_dir
+    build_package(other, out / "rtw-other-pkg", n_images=8, log=None)
+    return {"rtw": str(compiled), "rtw-other": str(other)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -90,6 +124,7 @@ def main() -> int:
     (vivado / "report" / "post_route_timing.rpt").write_text(FAILED_TIMING)
     build_package(vivado, out / "digits-vivado-pkg", n_images=8, log=None)
     made["digits-vivado"] = str(vivado)
+    made.update(runtime_weight_designs(out))
     (out / "made.json").write_text(json.dumps(made))
     return 0
 

@@ -194,7 +194,10 @@ def bench(
         log(f"bnnflow-board {__version__}: {pkg.manifest.get('model')} on {board.describe()}; checks passed")
         for warning in pkg.manifest.get("warnings", []):
             log(f"warning from bnnflow package: {warning}")
-        ts = pkg.testset()
+        from bnnflow_board.weights import active_weights
+
+        weights = active_weights(pkg)  # the compiled design's, or the update update-weights applied
+        ts = pkg.testset((weights.golden_classes, weights.golden_scores, weights.golden_source))
         report: dict[str, Any] = {
             "bnnflow_board": __version__,
             "simulated_board": board.simulated,
@@ -216,6 +219,7 @@ def bench(
             "checks": [c.__dict__ for c in checks],
             "package_warnings": list(pkg.manifest.get("warnings", [])),
             "testset": {"n": len(ts.images), "dataset": ts.dataset, "golden_source": ts.golden_source},
+            "weights": weights.label,
         }
         requested, achieved = (
             read_hwh(Path(bitfile).with_suffix(".hwh")).clock_mhz() if bitfile else (None, None)
@@ -235,7 +239,14 @@ def bench(
             report["simulated_board_fpga"] = {"exec": fabric.exec_mode, "design": str(fabric.design)}
         base = opts.timeout_s if opts.timeout_s is not None else (600.0 if board.simulated else 5.0)
         per_frame = 2.0 if board.simulated else 0.01
-        runner = FpgaRunner(Path(bitfile), pkg.driver, device=device, timeout_s=base, per_frame_s=per_frame)
+        runner = FpgaRunner(
+            Path(bitfile),
+            pkg.driver,
+            device=device,
+            timeout_s=base,
+            per_frame_s=per_frame,
+            runtime_weight_dir=weights.runtime_dir,
+        )
         frames = fpga_input(pkg, ts.images)
         chunk = max(opts.batch_sizes)
         classes = np.concatenate(
@@ -274,7 +285,7 @@ def bench(
         # --- CPU ------------------------------------------------------------------------------
         report["cpu"] = {"available": False}
         if opts.cpu:
-            engine, why = _cpu_engine(pkg, board, work)
+            engine, why = _cpu_engine(pkg, board, work, weights.model)
             if engine is None:
                 report["cpu"]["why"] = why
                 log(f"CPU engine: not run: {why}")
@@ -354,11 +365,12 @@ def _simulated_device(pkg: Package, sim: SimulatedBoard, work: Path, log: Callab
     return SimulatedBoardDevice(spec, fabric, sim.fault)
 
 
-def _cpu_engine(pkg: Package, board: Any, work: Path) -> tuple[Any, str]:
+def _cpu_engine(pkg: Package, board: Any, work: Path, model: Path | None = None) -> tuple[Any, str]:
+    """The package's engine built here, running ``model`` (default: the package's model.bnn)."""
     from bnnflow_board.cpu_engine import CpuEngine, CpuEngineUnavailable, build_engine
 
     try:
         lib = build_engine(pkg.root / pkg.manifest["cpu"]["sources"], work / "cpu-build", platform.machine())
     except CpuEngineUnavailable as exc:
         return None, str(exc)
-    return CpuEngine(lib, pkg.root / pkg.manifest["cpu"]["model"]), ""
+    return CpuEngine(lib, model or pkg.root / pkg.manifest["cpu"]["model"]), ""

@@ -47,6 +47,26 @@ def run_checks(pkg: Package, board: RunningBoard, bitfile: Path | None) -> list[
             True,
         )
 
+    from bnnflow_board.weights import active_weights
+
+    try:
+        weights = active_weights(pkg)
+        if weights.update is not None:
+            add(
+                "weights",
+                True,
+                f"{weights.label} ({weights.update.root.relative_to(pkg.root)}), applied by update-weights",
+            )
+        elif weights.runtime_dir is not None:
+            add(
+                "weights",
+                True,
+                "the compiled design's, written at run time from "
+                + str(pkg.manifest["runtime_weights"]["dir"]),
+            )
+    except BoardError as exc:
+        add("weights", False, str(exc))
+
     try:
         spec = get_board(pkg.board)
     except BoardError as exc:

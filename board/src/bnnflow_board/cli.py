@@ -1,4 +1,5 @@
-"""``bnnflow-board``: check a deployment package, or bench it (FPGA against the ARM CPU engine)."""
+"""``bnnflow-board``: check a deployment package, bench it (FPGA against the ARM CPU engine), or
+write a weights-only update into its FPGA."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ def _simulated(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--sim-cache", default=None, help="where compiled C simulations are kept")
     g.add_argument(
-        "--sim-fault", choices=("never-done",), default=None, help="make the simulated FPGA misbehave"
+        "--sim-fault",
+        choices=("never-done", "flip-weight-bit"),
+        default=None,
+        help="make the simulated FPGA misbehave: never finish, or hold one weight word wrong",
     )
 
 
@@ -103,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cpu", action="store_true", help="run the FPGA only")
     _simulated(b)
     b.set_defaults(func=_bench)
+
+    u = sub.add_parser(
+        "update-weights",
+        help="write a weights-only update (bnnflow package --weights-only) into the FPGA, no new bitstream",
+        description="Check that the update belongs to the package's design (compiled with "
+        "--runtime-weights), program the FPGA, write the update's runtime weight files with "
+        "finn-plus-driver, read every word back, require the FPGA and the CPU engine to equal the "
+        "update's golden outputs on the whole test set, then record the update as the package's "
+        "active weights (bench uses them from then on).",
+    )
+    u.add_argument("package", help="the deployment package folder")
+    u.add_argument("update", help="the update package folder (bnnflow package --weights-only)")
+    u.add_argument(
+        "--timeout", type=float, default=None, help="seconds an FPGA run may take before it is stuck"
+    )
+    u.add_argument("--no-cpu", action="store_true", help="check the FPGA only")
+    _simulated(u)
+    u.set_defaults(func=_update_weights)
     return parser
 
 
@@ -137,6 +159,13 @@ def _bench(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
     )
     bench(args.package, opts, _sim(args))
+    return 0
+
+
+def _update_weights(args: argparse.Namespace) -> int:
+    from bnnflow_board.weights import update_weights
+
+    update_weights(args.package, args.update, _sim(args), timeout_s=args.timeout, cpu=not args.no_cpu)
     return 0
 
 

@@ -7,6 +7,16 @@ polls the same register with a deadline and then fails with a clear error;
 everything else (buffers, packing, DMA programming) is finn-plus-driver's.
 ``FpgaRunner`` adds the checks a user's images need before they reach the
 packing code (whose own checks are bare asserts).
+
+Runtime-writable weights (a design compiled with ``--runtime-weights``) are
+written by finn-plus-driver's ``load_runtime_weights`` (each
+``<partition>_<layer>_<node>.dat`` to ``StreamingDataflowPartition_<partition>``'s
+AXI-lite port from offset 0), when the overlay loads and again by
+``FpgaRunner.load_weights``. Its own check of what it wrote is a bare
+``assert`` over a numpy copy of the port's memory map, which is no numpy
+array where PYNQ reaches the registers by reads and writes; here every word
+is read back through the same MMIO and a difference is a
+``WeightReadbackError`` naming the file, the word and both values.
 """
 
 from __future__ import annotations
@@ -33,6 +43,23 @@ class AcceleratorTimeout(BoardError):
     pass
 
 
+class WeightReadbackError(BoardError):
+    """A runtime-writable layer's memory does not read back what was written into it."""
+
+
+def runtime_weight_files(folder: Path) -> list[tuple[Path, int, np.ndarray]]:
+    """The .dat files finn-plus-driver loads from ``folder``: (file, partition index, 32-bit words)."""
+    out = []
+    for path in sorted(folder.glob("*.dat")):
+        try:
+            words = np.array([int(x, 16) for x in path.read_text().split()], dtype=np.uint32)
+            sdp = int(path.name.split("_")[0])
+        except (OSError, ValueError) as exc:
+            raise BoardError(f"{path} is not one of FINN's runtime weight files: {exc}") from None
+        out.append((path, sdp, words))
+    return out
+
+
 class DeadlineDMAOverlay(FINNDMAOverlay):
     """FINNDMAOverlay whose wait for the output DMA gives up at a deadline."""
 
@@ -42,6 +69,31 @@ class DeadlineDMAOverlay(FINNDMAOverlay):
         self.stuck = False
         self._batch_in_flight = 1
         super().__init__(*args, **kwargs)
+
+    def load_runtime_weights(self, flush_accel: bool = True, verify: bool = True) -> None:
+        """finn-plus-driver's writes, then every word read back and compared, then the flush run."""
+        try:
+            super().load_runtime_weights(flush_accel=False, verify=False)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise BoardError(f"runtime weights: {str(exc).splitlines()[0]}") from None
+        folder = Path(self.runtime_weight_dir)
+        files = runtime_weight_files(folder) if folder.is_dir() else []
+        self.runtime_weights_written = [(f.name, len(w)) for f, _, w in files]
+        if verify:
+            for path, sdp, words in files:
+                name = f"StreamingDataflowPartition_{sdp}"
+                got = np.fromiter((int(v) for v in getattr(self, name).mmio.array[: len(words)]), np.uint32)
+                bad = np.flatnonzero(got != words)
+                if len(bad):
+                    i = int(bad[0])
+                    raise WeightReadbackError(
+                        f"runtime weights read back wrong: {path.name}: word {i} (offset 0x{4 * i:x} of "
+                        f"{name}) reads 0x{int(got[i]):08x}, 0x{int(words[i]):08x} was written "
+                        f"({len(bad)} of {len(words)} words differ)"
+                    )
+        if flush_accel and files:
+            # as finn-plus-driver does: one run pushes stale weights out of the weight streamers' FIFOs
+            self.execute_on_buffers()
 
     def execute_on_buffers(self, asynch: bool = False, batch_size: int | None = None) -> None:
         if self.stuck:
@@ -58,6 +110,10 @@ class DeadlineDMAOverlay(FINNDMAOverlay):
         for o, odma in enumerate(self.odma):
             status = odma.read(0x00)
             while not status & AP_DONE:
+                faults = getattr(self.device, "faults", None)  # the simulated board's record of a failure
+                if faults:
+                    self.stuck = True
+                    raise BoardError(f"simulated board: the accelerator failed: {faults[0]}")
                 now = time.monotonic()
                 if now > deadline:
                     self.stuck = True
@@ -84,7 +140,10 @@ class FpgaRunner:
         device: Any = None,
         timeout_s: float = 10.0,
         per_frame_s: float = 0.01,
+        runtime_weight_dir: Path | None = None,
     ) -> None:
+        """Program the FPGA with ``bitfile``; finn-plus-driver then writes the runtime weight files of
+        ``runtime_weight_dir`` (the package's ``driver/runtime_weights``, or the active update's)."""
         self.driver = driver
         shapes = driver["io_shape_dict"]
         self.in_shape = tuple(int(d) for d in shapes["ishape_normal"][0][1:])
@@ -97,8 +156,8 @@ class FpgaRunner:
                 batch_size=1,
                 fclk_mhz=driver.get("fclk_mhz", 100.0),
                 device=device,
-                # the package's driver/ holds no runtime weights (bnnflow keeps weights in the fabric)
-                runtime_weight_dir=str(Path(bitfile).parent / "runtime_weights"),
+                # a design without runtime-writable layers has no such folder, and the driver skips it
+                runtime_weight_dir=str(runtime_weight_dir or Path(bitfile).parent / "runtime_weights"),
                 runtime_weights=driver.get("runtime_weights", False),
                 timeout_s=timeout_s,
                 per_frame_s=per_frame_s,
@@ -142,3 +201,12 @@ class FpgaRunner:
 
     def run_loaded(self) -> None:
         self.overlay.execute_on_buffers()
+
+    def load_weights(self, folder: Path) -> list[tuple[str, int]]:
+        """Write a folder of runtime weight files into the running FPGA (no new bitstream), read every
+        word back, flush; returns (file, words) per layer written."""
+        if not list(Path(folder).glob("*.dat")):
+            raise BoardError(f"{folder} holds no runtime weight files")
+        self.overlay.runtime_weight_dir = str(folder)
+        self.overlay.load_runtime_weights()
+        return list(self.overlay.runtime_weights_written)

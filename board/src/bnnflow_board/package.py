@@ -15,8 +15,9 @@ from bnnflow_board.errors import BoardError
 MANIFEST = "manifest.json"
 FORMAT = "bnnflow-deploy"
 FORMAT_VERSION = 1
-# What bnnflow-board itself writes inside a package folder; not part of the package.
-LOCAL_DIRS = ("bench", "build")
+# What bnnflow-board itself writes inside a package folder; not part of the package
+# (weights/: the updates update-weights applied, each checked against its own manifest).
+LOCAL_DIRS = ("bench", "build", "weights")
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Package:
     def path(self, key: str) -> Path:
         return self.root / self.manifest["testset"][key]
 
-    def testset(self) -> TestSet:
+    def testset(self, golden: tuple[Path, Path, str] | None = None) -> TestSet:
+        """The test set; ``golden``: (classes, scores, source) of other weights than the compiled ones."""
         ts = self.manifest["testset"]
         n, shape, k = int(ts["n"]), [int(d) for d in ts["image_shape"]], int(ts["n_classes"])
 
@@ -66,12 +68,22 @@ class Package:
             return raw
 
         images = read("images", "u1", n * int(np.prod(shape))).reshape(n, *shape)
+        if golden is None:
+            classes, scores = read("golden_classes", "<i4", n), read("golden_scores", "<i4", n * k)
+            source = str(ts.get("golden_source", "?"))
+        else:
+            classes, scores = np.fromfile(golden[0], dtype="<i4"), np.fromfile(golden[1], dtype="<i4")
+            if classes.size != n or scores.size != n * k:
+                raise BoardError(
+                    f"{golden[0].parent}: golden outputs for {classes.size} images, the test set has {n}"
+                )
+            source = golden[2]
         return TestSet(
             images=images,
             labels=read("labels", "u1", n).astype(np.int64),
-            golden_classes=read("golden_classes", "<i4", n).astype(np.int64),
-            golden_scores=read("golden_scores", "<i4", n * k).astype(np.int64).reshape(n, k),
-            golden_source=str(ts.get("golden_source", "?")),
+            golden_classes=classes.astype(np.int64),
+            golden_scores=scores.astype(np.int64).reshape(n, k),
+            golden_source=source,
             dataset=str(ts.get("dataset", "?")),
         )
 

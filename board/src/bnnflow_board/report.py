@@ -18,6 +18,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['package']['model']} for {r['package']['board']} on {where}{sim}; "
         f"{n} {r['testset']['dataset']} test images, golden outputs from {r['testset']['golden_source']}",
     ]
+    if r.get("weights", "the compiled design's") != "the compiled design's":
+        lines.append(f"weights: {r['weights']} (bnnflow-board update-weights), golden outputs its own")
     clk = r["accelerator_clock_mhz"]
     if clk["achieved"] is not None:
         lines.append(

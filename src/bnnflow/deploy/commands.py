@@ -17,8 +17,36 @@ def register(sub: Any) -> None:
         "with its golden outputs, a sha256 per file and the install script. Without Vivado the package holds "
         "everything but the bitfile and says so.",
     )
-    p.add_argument("design", help="run folder (runs/<name>), compile folder or `bnnflow bitstream` folder")
-    p.add_argument("--out", default=None, help="package folder (default bitstreams/<model>-<board>/deploy)")
+    p.add_argument(
+        "design",
+        nargs="?",
+        default=None,
+        help="run folder (runs/<name>), compile folder or `bnnflow bitstream` folder",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="package folder (default bitstreams/<model>-<board>/deploy; with --weights-only "
+        "weights-<run> beside the deployment package)",
+    )
+    w = p.add_argument_group(
+        "weights-only update (a design compiled with --runtime-weights: new weights, no new bitstream)"
+    )
+    w.add_argument(
+        "--weights-only",
+        metavar="CHECKPOINT_OR_RUN",
+        default=None,
+        help="write an update package with this checkpoint's weights and thresholds for --design, "
+        "for `bnnflow-board update-weights`",
+    )
+    w.add_argument(
+        "--design",
+        dest="target",
+        metavar="COMPILE_OR_DEPLOY_DIR",
+        default=None,
+        help="the design the update is for: its deployment package (its test set is reused) or its "
+        "compile folder",
+    )
     p.add_argument(
         "--board", default=None, help="which compiled design of a run folder (when it has several)"
     )
@@ -34,6 +62,28 @@ def register(sub: Any) -> None:
 
 
 def _package(args: argparse.Namespace) -> int:
+    from bnnflow.errors import BnnflowError
+
+    if args.weights_only is not None or args.target is not None:
+        if args.weights_only is None or args.target is None:
+            raise BnnflowError(
+                "a weights-only update needs both --weights-only CHECKPOINT_OR_RUN and --design DIR"
+            )
+        if args.design is not None:
+            raise BnnflowError("--weights-only takes the design from --design, not as a positional folder")
+        from bnnflow.deploy.update import build_weights_update
+
+        build_weights_update(
+            args.weights_only,
+            args.target,
+            args.out,
+            board=args.board,
+            n_images=args.images,
+            data_dir=args.data_dir,
+        )
+        return 0
+    if args.design is None:
+        raise BnnflowError("give the run, compile or bitstream folder to package")
     from bnnflow.deploy.package import build_package
 
     build_package(args.design, args.out, board=args.board, n_images=args.images, data_dir=args.data_dir)

@@ -53,6 +53,7 @@ DEFAULT_IMAGES = 1000
 BITFILE = "bitfile/finn-accel.bit"
 HWH = "bitfile/finn-accel.hwh"
 TIMING_REPORT = "report/post_route_timing.rpt"
+RUNTIME_WEIGHTS = "driver/runtime_weights"  # FINN's deployment layout: next to settings.json
 MODEL_MAGIC = b"BNNCPU\0\0"  # bnncpu.h: the model file's first 8 bytes
 MODEL_FORMAT_MAJOR = 1
 
@@ -217,10 +218,19 @@ def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     return out
 
 
-def _driver_settings(source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log) -> dict[str, Any]:
-    """settings.json: FINN's from the Vivado build, or FINN's MakePYNQDriver on the prepared graph."""
+def _driver_settings(
+    source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log, runtime_dst: Path
+) -> dict[str, Any]:
+    """settings.json: FINN's from the Vivado build, or FINN's MakePYNQDriver on the prepared graph.
+
+    The runtime weight files FINN writes next to it (``runtime_weights/``, for a
+    design compiled with --runtime-weights) are copied to ``runtime_dst``:
+    finn-plus-driver writes them into the FPGA when it loads the overlay.
+    """
     if source.vivado and (source.compile_dir / "driver" / "settings.json").is_file():
-        settings = json.loads((source.compile_dir / "driver" / "settings.json").read_text())
+        driver_dir = source.compile_dir / "driver"
+        settings = json.loads((driver_dir / "settings.json").read_text())
+        _copy_runtime_weights(driver_dir, runtime_dst)
     else:
         from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
 
@@ -228,10 +238,10 @@ def _driver_settings(source: Source, parent: Any, clock_ns: float, tmp: Path, lo
 
         with open(tmp / "finn.log", "a") as sink, quiet_finn(sink):
             driven = parent.transform(MakePYNQDriver("zynq-iodma", "FINNDMAOverlay", clk_period_ns=clock_ns))
-        settings = json.loads(
-            (Path(driven.get_metadata_prop("pynq_driver_dir")) / "settings.json").read_text()
-        )
-        shutil.rmtree(driven.get_metadata_prop("pynq_driver_dir"), ignore_errors=True)
+        driver_dir = Path(driven.get_metadata_prop("pynq_driver_dir"))
+        settings = json.loads((driver_dir / "settings.json").read_text())
+        _copy_runtime_weights(driver_dir, runtime_dst)
+        shutil.rmtree(driver_dir, ignore_errors=True)
     info = settings.get("driver_information", {})
     shapes = info.get("io_shape_dict", {})
     if info.get("driver_type") != "FINNDMAOverlay" or info.get("platform") != "zynq-iodma":
@@ -240,8 +250,51 @@ def _driver_settings(source: Source, parent: Any, clock_ns: float, tmp: Path, lo
         raise BnnflowError("FINN's driver settings name no DMA instances")
     if shapes.get("num_inputs") != 1 or shapes.get("num_outputs") != 1:
         raise BnnflowError("the design must have one input and one output to be deployed")
+    if bool(info.get("runtime_weights")) != runtime_dst.is_dir():
+        raise BnnflowError("FINN's driver settings and its runtime weight files disagree")
     log(f"  driver/settings.json: FINN MakePYNQDriver, DMAs {shapes['idma_names']} -> {shapes['odma_names']}")
     return settings
+
+
+def _copy_runtime_weights(driver_dir: Path, dst: Path) -> None:
+    files = sorted((driver_dir / "runtime_weights").glob("*.dat"))
+    if files:
+        dst.mkdir(parents=True)
+        for f in files:
+            shutil.copy2(f, dst / f.name)
+
+
+def runtime_weight_layers(model_hw: Any, folder: Path) -> list[dict[str, Any]]:
+    """FINN's runtime weight files in ``folder``, one per writable layer of the design, described.
+
+    Names are FINN's ``<partition>_<layer>_<node>.dat``; ``words`` counts the
+    32-bit words finn-plus-driver writes; the memory layout is the layer's
+    behind its AXI-lite port (weight_memory.py), which a weights-only update
+    must share with the design.
+    """
+    from bnnflow.deploy.weight_memory import memory_layout
+    from bnnflow.hls.runtime_weights import writable_nodes
+
+    files = {f.stem.split("_", 2)[2]: f for f in sorted(folder.glob("*.dat"))}
+    nodes = writable_nodes(model_hw)
+    if sorted(files) != sorted(n.name for n in nodes):
+        raise BnnflowError(
+            f"FINN wrote runtime weight files for {sorted(files)}, the design's writable layers are "
+            f"{sorted(n.name for n in nodes)}"
+        )
+    out = []
+    for node in nodes:
+        layout = memory_layout(node)
+        out.append(
+            {
+                "file": files[node.name].name,
+                "node": node.name,
+                "kind": layout.kind,
+                "words": len(files[node.name].read_text().split()),
+                "layout": layout.to_json(),
+            }
+        )
+    return out
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -320,7 +373,16 @@ def build_package(
         model_hw = ModelWrapper(str(source.compile_dir / "model_hw.onnx"))
         with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
             parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
-        settings = _driver_settings(source, parent, clock_ns, Path(work), log)
+        runtime_dir = tmp / RUNTIME_WEIGHTS
+        settings = _driver_settings(source, parent, clock_ns, Path(work), log, runtime_dir)
+        from bnnflow.hls.runtime_weights import structure_fingerprint
+
+        fingerprint = structure_fingerprint(model_hw)
+        runtime_layers = runtime_weight_layers(model_hw, runtime_dir) if runtime_dir.is_dir() else None
+        if bool(source.compile_info.get("runtime_weights")) != (runtime_layers is not None):
+            raise BnnflowError(
+                f"{source.compile_dir}: compile.json and FINN's driver disagree on runtime-writable weights"
+            )
         risks = xnor_accumulator_risks(model_hw)
         if risks:
             raise BnnflowError(
@@ -393,6 +455,10 @@ def build_package(
                 "DMA instance names as FINN's MakeZYNQProject names them",
             },
             "instances": [i.to_json() for i in instances(parent)],
+            "design": {"fingerprint": fingerprint},
+            "runtime_weights": None
+            if runtime_layers is None
+            else {"dir": RUNTIME_WEIGHTS, "layers": runtime_layers},
             "fpga_input": {
                 "from_images": ops,
                 "shape": shapes["ishape_normal"][0],

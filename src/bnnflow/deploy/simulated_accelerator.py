@@ -18,6 +18,17 @@ accelerator's output frames back. How it computes:
   the same partition, the same I/O), where no HLS headers are available.
 * ``auto``: cppsim where hls-sim is found, python otherwise.
 
+Runtime-writable weights (``compile --runtime-weights``): the hello message
+describes each layer memory behind an AXI-lite port (weight_memory.py: the
+layout of FINN's RTL) and carries its content as the bitstream initialises
+it, the compiled values. The simulated board keeps those memories, takes
+finn-plus-driver's writes and reads, and sends the words of every memory
+written since the last run before the next frames (``op: parameters``); they
+are decoded here from the hardware's layout, not by FINN's file writer, and
+become the initializers of the graph FINN executes (node by node name in the
+cppsim graph, by position among the writable layers in the Python one, whose
+nodes carry the names from before specialisation).
+
 It never runs the CPU engine (what the board compares the FPGA against) and
 holds no table of answers: every frame goes through FINN.
 
@@ -98,13 +109,26 @@ class Accelerator:
 
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.deploy.zynq import iodmas, zynq_dataflow_model
+        from bnnflow.deploy.weight_memory import encode, memory_layout
+        from bnnflow.deploy.zynq import instances, iodmas, zynq_dataflow_model
 
+        self.design = ModelWrapper(str(model_hw))
         with tempfile.TemporaryDirectory() as tmp:
             parent = zynq_dataflow_model(ModelWrapper(str(model_hw)), board, tmp)
             self.iodmas = [d.to_json() for d in iodmas(parent)]
+            writable = {i.name: i.writable for i in instances(parent) if i.writable}
+        by_name = {n.name: n for n in self.design.graph.node}
+        # instance -> (layout, the words the bitstream initialises the memory with)
+        self.memories: dict[str, tuple[Any, Any]] = {}
+        for instance, node_name in writable.items():
+            if node_name not in by_name:
+                raise BnnflowError(f"{instance}'s runtime-writable layer {node_name} is not in model_hw.onnx")
+            node = by_name[node_name]
+            layout = memory_layout(node)
+            self.memories[instance] = (layout, encode(layout, self.design.get_initializer(node.input[1])))
         self.mode = mode
         self.model: Any = None
+        self._targets: dict[str, str] = {}  # design node -> parameter tensor of the executed graph
 
     def prepare(self) -> None:
         """Load the graph for the mode; cppsim compiles the HLS once per design (kept under the cache)."""
@@ -114,10 +138,12 @@ class Accelerator:
             self.model = ModelWrapper(
                 str(self.compile_dir / "intermediate_models" / "step_create_dataflow_partition.onnx")
             )
+            self._map_parameters()
             return
         compiled = self.work / "model_cppsim.onnx"
         if compiled.is_file():
             self.model = ModelWrapper(str(compiled))
+            self._map_parameters()
             return
         from finn.transformation.fpgadataflow.compile_cppsim import CompileCppSim
         from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
@@ -129,6 +155,54 @@ class Accelerator:
         model.save(str(tmp))
         os.replace(tmp, compiled)
         self.model = model
+        self._map_parameters()
+
+    def _map_parameters(self) -> None:
+        """Which tensor of the executed graph each runtime-writable layer's memory feeds."""
+        from bnnflow.errors import BnnflowError
+        from bnnflow.hls.runtime_weights import _base, writable_nodes
+
+        ours = writable_nodes(self.design)
+        theirs = [n for n in self.model.graph.node if _base(n.op_type) in ("MVAU", "Thresholding")]
+        if [_base(n.op_type) for n in ours] != [_base(n.op_type) for n in theirs]:
+            raise BnnflowError("the executed graph's MVAU and Thresholding layers are not the design's")
+        for a, b in zip(ours, theirs, strict=True):
+            if self.mode == "cppsim" and a.name != b.name:
+                raise BnnflowError(f"the executed graph has {b.name} where the design has {a.name}")
+            self._targets[a.name] = b.input[1]
+
+    def write_parameters(self, memories: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """Memory words as the simulated board holds them -> the executed graph's initializers.
+
+        Returns, per memory, how many values differ from what the graph held before.
+        """
+        import numpy as np
+
+        from bnnflow.deploy.weight_memory import decode
+        from bnnflow.errors import BnnflowError
+
+        if self.model is None:
+            self.prepare()
+        out = []
+        for instance, words in memories:
+            if instance not in self.memories:
+                raise BnnflowError(f"{instance} has no runtime-writable memory in this design")
+            layout, _ = self.memories[instance]
+            values = decode(layout, words)
+            tensor = self._targets[layout.node]
+            before = self.model.get_initializer(tensor)
+            if layout.kind == "thresholds":
+                if layout.cols > 1 and np.any(np.diff(values, axis=1) < 0):
+                    # FINN's RTL thresholding searches sorted thresholds; unsorted ones give other answers
+                    raise BnnflowError(f"{layout.node}: the written thresholds are not in ascending order")
+                if before.shape[0] == 1 and np.all(values == values[:1]):
+                    values = values[:1]
+            changed = (
+                int(np.sum(np.broadcast_to(before, values.shape) != values)) if before is not None else -1
+            )
+            self.model.set_initializer(tensor, np.ascontiguousarray(values, dtype=np.float32))
+            out.append({"instance": instance, "node": layout.node, "changed_values": changed})
+        return out
 
     def run(self, frames: Any) -> Any:
         import numpy as np
@@ -171,8 +245,20 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
         traceback.print_exc()
         _write(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
         return 1
+    memories, init = [], []
+    for instance, (layout, words) in acc.memories.items():
+        memories.append({"instance": instance, "n": int(len(words)), **layout.to_json()})
+        init.append(np.asarray(words, dtype="<u4").tobytes())
     _write(
-        proto_out, {"exec": mode, "iodmas": acc.iodmas, "design": str(acc.compile_dir), "hls_sim": str(kit)}
+        proto_out,
+        {
+            "exec": mode,
+            "iodmas": acc.iodmas,
+            "memories": memories,
+            "design": str(acc.compile_dir),
+            "hls_sim": str(kit),
+        },
+        b"".join(init),
     )
     idma = next(d for d in acc.iodmas if d["direction"] == "in")
     while True:
@@ -184,6 +270,14 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
             if header.get("op") == "prepare":
                 acc.prepare()
                 _write(proto_out, {"prepared": acc.mode})
+                continue
+            if header.get("op") == "parameters":
+                words = np.frombuffer(payload, dtype="<u4")
+                items, at = [], 0
+                for mem in header["memories"]:
+                    items.append((str(mem["instance"]), words[at : at + int(mem["n"])]))
+                    at += int(mem["n"])
+                _write(proto_out, {"parameters": acc.write_parameters(items)})
                 continue
             n = int(header["n"])
             frames = np.frombuffer(payload, dtype="<i8").reshape(n, *idma["shape"][1:])

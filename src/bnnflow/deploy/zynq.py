@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnnflow.deploy.weight_memory import MIN_APERTURE, memory_layout
 from bnnflow.errors import BnnflowError
 from bnnflow.hls.boards import get_board
 
@@ -37,6 +38,8 @@ class Instance:
     axilite: bool  # has an AXI-lite control interface (the IODMAs always do)
     in_width: int  # AXI-stream widths in bits (0 where there is no such stream)
     out_width: int
+    axilite_bytes: int = 0  # the AXI-lite port's address range in the block design (0: no port)
+    writable: str | None = None  # the runtime-writable layer behind a kernel's AXI-lite port
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,8 @@ class Instance:
             "vlnv": f"xilinx_finn:finn:{self.module}:1.0",
             "role": self.role,
             "axilite": self.axilite,
+            "axilite_bytes": self.axilite_bytes,
+            "writable": self.writable,
             "in_width": self.in_width,
             "out_width": self.out_width,
         }
@@ -115,13 +120,37 @@ def instances(parent: Any) -> list[Instance]:
         in_width = 0 if role == "idma" else int(first.get_instream_width())
         out_width = 0 if role == "odma" else int(last.get_outstream_width())
         # Only IODMAs and layers with runtime-writable parameters get an AXI-lite
-        # port in FINN's stitched IP; bnnflow's designs keep weights in the fabric.
-        axilite = role != "kernel" or any(
-            getCustomOp(n).get_nodeattr("runtime_writeable_weights")
+        # port in FINN's stitched IP (compile --runtime-weights makes every MVAU and
+        # Thresholding writable, each heading a partition of its own).
+        writable = [
+            n
             for n in kernel.graph.node
             if "runtime_writeable_weights" in getCustomOp(n).get_nodeattr_types()
+            and getCustomOp(n).get_nodeattr("runtime_writeable_weights")
+        ]
+        if len(writable) > 1:
+            raise BnnflowError(
+                f"{name} holds {len(writable)} runtime-writable layers behind one AXI-lite port; "
+                "finn-plus-driver writes only one"
+            )
+        if role != "kernel":
+            aperture = MIN_APERTURE  # the IODMA's control registers: 6 address bits
+        elif writable:
+            aperture = memory_layout(writable[0]).aperture
+        else:
+            aperture = 0
+        out.append(
+            Instance(
+                name,
+                node.name,
+                role,
+                aperture > 0,
+                in_width,
+                out_width,
+                aperture,
+                writable[0].name if writable else None,
+            )
         )
-        out.append(Instance(name, node.name, role, bool(axilite), in_width, out_width))
     return out
 
 

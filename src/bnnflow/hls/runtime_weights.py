@@ -38,6 +38,7 @@ partition's AXI-lite at offset 0 and flushes the pipeline with a dummy frame.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -125,12 +126,17 @@ class RuntimeWeights:
     checkpoint: str
     layers: list[LayerUpdate] = field(default_factory=list)
     verified_images: int = 0
+    # structure_fingerprint of the new checkpoint's hardware graph (equal to the design's)
+    fingerprint: str = ""
+    # the compiled design carrying the new weights and thresholds (a ModelWrapper), what the board runs
+    hardware_graph: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "compile_dir": str(self.compile_dir),
             "checkpoint": self.checkpoint,
             "verified_images": self.verified_images,
+            "fingerprint": self.fingerprint,
             "layers": [vars(layer) for layer in self.layers],
             "changed_words": sum(la.changed_words for la in self.layers),
             "words": sum(la.words for la in self.layers),
@@ -205,6 +211,58 @@ def first_difference(ref: Any, new: Any) -> str | None:
                 return f"graph {kind} of shape {nshape}, the design has {rshape}"
             if ref.get_tensor_datatype(rt.name) != new.get_tensor_datatype(nt.name):
                 return f"graph {kind} of type {new.get_tensor_datatype(nt.name).name}"
+    return None
+
+
+def structure_fingerprint(model: Any) -> str:
+    """sha256 of everything ``first_difference`` compares: equal for graphs that differ only in values.
+
+    A deployment package and a weights-only update record it, so the board can
+    tell whether an update belongs to the design it runs.
+    """
+    nodes = []
+    for node in model.graph.node:
+        params = []
+        for name in node.input:
+            init = model.get_initializer(name)
+            if init is not None:
+                params.append([list(init.shape), model.get_tensor_datatype(name).name])
+            else:
+                params.append(None)
+        attrs = {k: repr(v) for k, v in sorted(_attrs(node).items())}
+        nodes.append([node.name, node.op_type, attrs, params])
+    io = [
+        [list(model.get_tensor_shape(t.name)), model.get_tensor_datatype(t.name).name]
+        for t in [*model.graph.input, *model.graph.output]
+    ]
+    text = json.dumps({"nodes": nodes, "io": io}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _shared_thresholds_changed(design: Any, new: Any) -> str | None:
+    """A Thresholding layer whose one threshold row serves every channel, changed: FINN cannot write it.
+
+    FINN's runtime weight file for such a layer (Thresholding_rtl's
+    make_weight_file, decoupled_runtime) holds the row once per PE only, which
+    rewrites the first PE channels and leaves the others at the bitstream's
+    value, so the FPGA would apply two different thresholds.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    by_name = {n.name: n for n in new.graph.node}
+    for node in writable_nodes(design):
+        if _base(node.op_type) != "Thresholding":
+            continue
+        inst = getCustomOp(node)
+        before = design.get_initializer(node.input[1])
+        after = new.get_initializer(by_name[node.name].input[1])
+        channels, pe = int(inst.get_nodeattr("NumChannels")), int(inst.get_nodeattr("PE"))
+        if before.shape[0] == 1 and channels > pe and not np.array_equal(before, after):
+            return (
+                f"{node.name} holds one threshold row for all {channels} channels and it changed; FINN's "
+                f"runtime weight file rewrites only the first {pe} of them, so this update cannot be written "
+                "at run time"
+            )
     return None
 
 
@@ -415,6 +473,9 @@ def write_runtime_weights(
         diff = first_difference(design, new)
         if diff is not None:
             raise BnnflowError(f"weights from another architecture: {diff}")
+        shared = _shared_thresholds_changed(design, new)
+        if shared is not None:
+            raise BnnflowError(shared)
         patched = _with_parameters(design, new)
 
         verified = 0
@@ -444,6 +505,8 @@ def write_runtime_weights(
             compile_dir=compile_dir,
             checkpoint=str(Path(checkpoint_or_run).absolute()),
             verified_images=verified,
+            fingerprint=structure_fingerprint(new),
+            hardware_graph=patched,
         )
         for node in writable_nodes(design):
             old_w, new_w = _words(old_files[node.name]), _words(new_files[node.name])

@@ -25,10 +25,23 @@ run unchanged on top of it:
   to DDR, then raises ap_done. The stream between them is a queue, so frames
   wait for an output DMA that has not been started, as back-pressure makes
   them wait in hardware.
+* The runtime-writable layers' parameter memories (a design compiled with
+  ``--runtime-weights``): each behind its AXI-lite port at the .hwh's
+  address, holding at programming time what the bitstream initialises it
+  with (the compiled values, from the accelerator process), taking
+  finn-plus-driver's writes and answering its reads as FINN's ``axilite.sv``
+  adapter does (an entry wider than 32 bits is committed when its last word
+  is written and captured when its first word is read). Before the next
+  frames, every memory written since the last run goes to the accelerator
+  process, which decodes it and has FINN execute the graph with those
+  weights and thresholds.
 * Programming checks the .bit header's part against the simulated board's.
 
 ``fault="never-done"`` makes the accelerator swallow its input, so the
 output IODMA never finishes: what a stuck design does to a driver.
+``fault="flip-weight-bit"`` stores the first word of the first weight
+memory with its lowest bit inverted: a memory that does not hold what was
+written.
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from bnnflow_board.errors import BoardError
 from bnnflow_board.simulated import streams
 from bnnflow_board.simulated.fabric import Fabric
 
-FAULTS = ("never-done",)
+FAULTS = ("never-done", "flip-weight-bit")
 _DDR_BASE = 0x1000_0000  # buffers are placed from here; both boards' DDR starts at 0
 _PAGE = 4096
 
@@ -153,6 +166,80 @@ class _IODMA:
             self.device.record_fault(f"{self.name}: {exc}")
 
 
+def _stored_entries(spec: dict[str, Any]) -> np.ndarray:
+    """Which entries of the address space hold something (bool per entry).
+
+    A Thresholding layer's address concatenates channel fold, PE and step, each
+    field a power of two wide; entries of a PE or step beyond the real ones, or
+    of a channel fold beyond the last, store nothing: FINN's thresholding.sv
+    drops writes to them and reads them as 0 (a read-back goes down the
+    pipeline with value 0 and no stage replaces it). An MVAU's entries are its
+    memory lines, all stored.
+    """
+    entries = int(spec["words"]) // int(spec["slot_words"])
+    if spec["kind"] != "thresholds":
+        return np.ones(entries, dtype=bool)
+    pe, steps, channels = int(spec["pe"]), int(spec["cols"]), int(spec["rows"])
+    nb, pb = max(steps - 1, 0).bit_length(), max(pe - 1, 0).bit_length()
+    e = np.arange(entries)
+    return (
+        ((e & ((1 << nb) - 1)) < steps)
+        & (((e >> nb) & ((1 << pb) - 1)) < pe)
+        & ((e >> (nb + pb)) < channels // pe)
+    )
+
+
+class _WeightMemory:
+    """A runtime-writable layer's parameter memory behind FINN's AXI-lite adapter (axilite.sv)."""
+
+    def __init__(self, name: str, spec: dict[str, Any], init: np.ndarray, size: int, flip: bool) -> None:
+        self.name, self.spec = name, spec
+        self.fold, self.slot = int(spec["fold"]), int(spec["slot_words"])
+        self.stored = _stored_entries(spec)
+        self.words = np.zeros(len(self.stored) * self.slot, dtype=np.uint32)
+        self.words[: len(init)] = init
+        self.flip = flip
+        self.staged = [0] * self.fold  # slices of an entry waiting for its last one
+        self.captured = [0] * self.fold  # the entry fetched by the last read of its first slice
+        self.dirty = True  # the accelerator has not seen this content yet
+        self.lock = threading.Lock()
+
+    def write(self, offset: int, value: int) -> None:
+        word = offset // 4
+        line, part = divmod(word, self.slot)
+        if part >= self.fold or line >= len(self.stored) or not self.stored[line]:
+            return  # no slice or no entry there: the write is dropped
+        if self.flip and word == 0:
+            value ^= 1
+        with self.lock:
+            if self.fold == 1:
+                self.words[word] = value
+            else:
+                self.staged[part] = value
+                if part == self.fold - 1:
+                    self.words[line * self.slot : line * self.slot + self.fold] = self.staged
+            self.dirty = True
+
+    def read(self, offset: int) -> int:
+        word = offset // 4
+        line, part = divmod(word, self.slot)
+        if part >= self.fold or line >= len(self.stored) or not self.stored[line]:
+            return 0
+        if self.fold == 1:
+            return int(self.words[word])
+        if part == 0:
+            self.captured = [int(w) for w in self.words[line * self.slot : line * self.slot + self.fold]]
+        return self.captured[part]
+
+    def take(self) -> np.ndarray | None:
+        """The memory's words if written since the last call, else None."""
+        with self.lock:
+            if not self.dirty:
+                return None
+            self.dirty = False
+            return self.words[: int(self.spec["n"])].copy()
+
+
 class SimulatedBoardDevice(pynq.Device):
     """A Pynq-Z2 or Ultra96 in software; see the module docstring."""
 
@@ -170,9 +257,12 @@ class SimulatedBoardDevice(pynq.Device):
         self.faults: list[str] = []
         self.bitfile_name = ""
         self.timestamp = ""
+        self.downloads = 0  # times the PL was programmed
         self.output_stream = _Stream()
         self._ps = _Register32()
-        self._ips: dict[int, tuple[int, _IODMA]] = {}
+        self._ips: dict[int, tuple[int, Any]] = {}  # base -> (range, _IODMA or _WeightMemory)
+        self.memories: dict[str, _WeightMemory] = {}
+        self.parameter_writes: list[list[dict[str, Any]]] = []  # what the accelerator took, per run
         self._buffers: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # bo -> (address, ddr, host)
         self._next_bo = 1
         self._next_address = _DDR_BASE
@@ -204,8 +294,10 @@ class SimulatedBoardDevice(pynq.Device):
             # The FPGA manager refuses a bitstream for another device.
             raise BoardError(f"{self.name}: cannot program a bitstream for {part} into a {want}")
         self._reset_pl()
+        self.downloads += 1
         if self.fabric is not None and self.fault != "never-done":
             self.fabric.prepare()
+        memories = self.fabric.memories if self.fabric is not None else {}
         for name, ip in (parser.ip_dict if parser is not None else {}).items():
             if name.startswith(("idma", "odma")):
                 if self.fabric is None or name not in self.fabric.iodmas:
@@ -214,6 +306,25 @@ class SimulatedBoardDevice(pynq.Device):
                     int(ip["addr_range"]),
                     _IODMA(self, name, self.fabric.iodmas[name]),
                 )
+            elif name.startswith("StreamingDataflowPartition_"):
+                if name not in memories:
+                    raise BoardError(
+                        f"{self.name}: the .hwh gives {name} an AXI-lite port, but it holds no "
+                        "runtime-writable layer of the compiled design"
+                    )
+                spec, init = memories[name]
+                size = int(ip["addr_range"])
+                if size < 4 * int(spec["words"]):
+                    raise BoardError(
+                        f"{self.name}: the .hwh gives {name} {size} bytes, its memory spans "
+                        f"{4 * int(spec['words'])}"
+                    )
+                flip = self.fault == "flip-weight-bit" and not self.memories
+                self.memories[name] = _WeightMemory(name, spec, init, size, flip)
+                self._ips[int(ip["phys_addr"])] = (size, self.memories[name])
+        missing = sorted(set(memories) - set(self.memories))
+        if missing:
+            raise BoardError(f"{self.name}: the .hwh has no AXI-lite port for {', '.join(missing)}")
         # pynq.ps.Clocks keeps one instance per process, bound to the first device it saw
         if getattr(pynq.ps.Clocks, "_real_instance", None) is not None:
             del pynq.ps.Clocks._real_instance
@@ -223,6 +334,7 @@ class SimulatedBoardDevice(pynq.Device):
         self.output_stream.close()
         self.output_stream = _Stream()
         self._ips.clear()
+        self.memories.clear()
         self.faults.clear()
 
     def close(self) -> None:
@@ -235,6 +347,9 @@ class SimulatedBoardDevice(pynq.Device):
         if self.fault == "never-done":
             return
         assert self.fabric is not None
+        written = [(name, words) for name, mem in self.memories.items() if (words := mem.take()) is not None]
+        if written:
+            self.parameter_writes.append(self.fabric.write_parameters(written))
         idma = next(d for d in self.fabric.iodmas.values() if d["direction"] == "in")
         odma = next(d for d in self.fabric.iodmas.values() if d["direction"] == "out")
         out = self.fabric.run(frames, idma["shape"], odma["shape"])

@@ -6,11 +6,15 @@ compiler's Python (``python -m bnnflow.deploy.simulated_accelerator``), which
 executes the compile folder's graph with FINN: C simulation of the generated
 HLS where ../shared/hls-sim provides the headers, FINN's Python execution of
 the hardware layers otherwise. The simulated IODMAs hand it the frames they
-decoded from memory and get the accelerator's output frames back.
+decoded from memory and get the accelerator's output frames back; the
+simulated weight memories hand it their words whenever they were written
+(``write_parameters``), and it runs the next frames with those values.
 
 Wire format on the child's stdin/stdout, both directions: a little-endian u32
 length and that many bytes of JSON header, then a u64 length and that many
-bytes of payload (int64 little-endian values, frame after frame).
+bytes of payload (int64 little-endian values, frame after frame; uint32
+little-endian memory words for the weight memories: the hello message's
+initial contents, the ``parameters`` request's written ones).
 """
 
 from __future__ import annotations
@@ -99,6 +103,13 @@ class Fabric:
         self.info: dict[str, Any] = hello[0]
         self.exec_mode = str(self.info["exec"])
         self.iodmas: dict[str, dict[str, Any]] = {d["instance"]: d for d in self.info["iodmas"]}
+        # instance -> (layout description, the words the bitstream initialises the memory with)
+        self.memories: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+        words, at = np.frombuffer(hello[1], dtype="<u4"), 0
+        for mem in self.info.get("memories", []):
+            n = int(mem["n"])
+            self.memories[str(mem["instance"])] = (mem, words[at : at + n].copy())
+            at += n
 
     def _receive(self) -> tuple[dict[str, Any], bytes]:
         assert self._proc.stdout is not None
@@ -122,6 +133,23 @@ class Fabric:
             header, _ = self._receive()
         if "error" in header:
             raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
+
+    def write_parameters(self, memories: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+        """Weight memories' words -> the weights and thresholds FINN runs the next frames with."""
+        header = {"op": "parameters", "memories": [{"instance": name, "n": len(w)} for name, w in memories]}
+        payload = b"".join(np.ascontiguousarray(w, dtype="<u4").tobytes() for _, w in memories)
+        with self._lock:
+            assert self._proc.stdin is not None
+            try:
+                write_message(self._proc.stdin, header, payload)
+            except BrokenPipeError:
+                raise BoardError(
+                    f"simulated board: the accelerator process stopped; see {self.log_path}"
+                ) from None
+            reply, _ = self._receive()
+        if "error" in reply:
+            raise BoardError(f"simulated board: the written weights could not be used: {reply['error']}")
+        return list(reply["parameters"])
 
     def run(self, frames: np.ndarray, in_shape: Sequence[int], out_shape: Sequence[int]) -> np.ndarray:
         """The accelerator's output frames (n x elements) for n input frames."""

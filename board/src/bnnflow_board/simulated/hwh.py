@@ -11,8 +11,9 @@ for the accelerator clock, and one IP instance per dataflow partition named
 as FINN names them (``idma0``, ``StreamingDataflowPartition_1``, ``odma0``),
 the IODMAs with the AXI-lite register map Vitis HLS gives FINN's IODMA
 (control at 0x00, the buffer address at 0x10/0x14, ``numReps`` at 0x1C),
-placed from the shell's first peripheral address in 4 KiB steps as FINN's
-``assign_axi_addr_proc`` places them.
+placed from the shell's first peripheral address as FINN's
+``assign_axi_addr_proc`` places them: each port's range (4 KiB, or a
+runtime-writable layer's memory) aligned to itself.
 
 They are marked as made for the simulated board, in an XML comment and in the
 bitfile's header, and ``bnnflow-board check`` refuses them on a real board:
@@ -320,25 +321,44 @@ def make_hwh(
         if role in ("idma", "odma"):
             b.bus(mod, "m_axi_gmem0", "aximm", "MASTER", _AXILITE, {"AWADDR": 64, "ARADDR": 64})
         if inst.get("axilite"):
+            # A runtime-writable layer's port spans its parameter memory (the manifest's
+            # axilite_bytes, from FINN's RTL); the IODMAs' registers fit in the minimum.
+            # Interface names as FINN's stitched IP names them: the HLS IODMA's
+            # s_axi_control, a layer's s_axilite, numbered per IP.
+            window = int(inst.get("axilite_bytes") or IODMA_WINDOW)
+            dma = role in ("idma", "odma")
+            intf = "s_axi_control_0" if dma else "s_axilite_0"
+            bits = 6 if dma else max(window.bit_length() - 1, 2)
             b.bus(
                 mod,
-                "s_axi_control_0",
+                intf,
                 "aximm",
                 "SLAVE",
                 _AXILITE,
-                {"AWADDR": 6, "ARADDR": 6, "WDATA": 32, "RDATA": 32},
+                {"AWADDR": bits, "ARADDR": bits, "WDATA": 32, "RDATA": 32},
             )
-            base = (addr + IODMA_WINDOW - 1) & ~(IODMA_WINDOW - 1)
-            addr = base + IODMA_WINDOW
+            base = (addr + window - 1) & ~(window - 1)
+            addr = base + window
             bases[name] = base
             params = mod.find("PARAMETERS")
             assert params is not None
             ET.SubElement(params, "PARAMETER", {"NAME": "C_BASEADDR", "VALUE": f"0x{base:08X}"})
-            ET.SubElement(
-                params, "PARAMETER", {"NAME": "C_HIGHADDR", "VALUE": f"0x{base + IODMA_WINDOW - 1:08X}"}
-            )
-            if role in ("idma", "odma"):
+            ET.SubElement(params, "PARAMETER", {"NAME": "C_HIGHADDR", "VALUE": f"0x{base + window - 1:08X}"})
+            if dma:
                 _iodma_registers(mod, "in0_V" if role == "idma" else "out0_V")
+            else:  # a memory, no registers (FINN addresses it as the segment Reg*)
+                blocks = ET.SubElement(mod, "ADDRESSBLOCKS")
+                ET.SubElement(
+                    blocks,
+                    "ADDRESSBLOCK",
+                    {
+                        "ACCESS": "",
+                        "INTERFACE": intf,
+                        "NAME": "Reg0",
+                        "RANGE": str(window),
+                        "USAGE": "memory",
+                    },
+                )
             ET.SubElement(
                 memmap,
                 "MEMRANGE",
@@ -347,13 +367,13 @@ def make_hwh(
                     "BASENAME": "C_BASEADDR",
                     "BASEVALUE": f"0x{base:08X}",
                     "HIGHNAME": "C_HIGHADDR",
-                    "HIGHVALUE": f"0x{base + IODMA_WINDOW - 1:08X}",
+                    "HIGHVALUE": f"0x{base + window - 1:08X}",
                     "INSTANCE": name,
                     "IS_DATA": "TRUE",
                     "IS_INSTRUCTION": "TRUE",
                     "MASTERBUSINTERFACE": ps["master"],
                     "MEMTYPE": "REGISTER",
-                    "SLAVEBUSINTERFACE": "s_axi_control_0",
+                    "SLAVEBUSINTERFACE": intf,
                 },
             )
 

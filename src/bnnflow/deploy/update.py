@@ -1,0 +1,301 @@
+"""``bnnflow package --weights-only``: a retrained checkpoint for a design already on the board.
+
+A design compiled with ``--runtime-weights`` takes new weights and thresholds
+through its AXI-lite ports, without a new bitstream. The update package holds
+what the board needs to load them and to check the result::
+
+    weights-<run>/
+      manifest.json            format bnnflow-weights: the design it belongs to, words changed per
+                               layer, the test set it was checked on, a sha256 per file
+      runtime_weights/*.dat    FINN's runtime weight files (write_runtime_weights), what
+                               finn-plus-driver writes into the FPGA
+      runtime_weights/runtime_weights.json   values and words changed per layer
+      model.bnn                the CPU engine's model file of the design carrying the new values
+      testset/golden_classes.i32, golden_scores.i32   the new golden outputs for the
+                               deployment package's test images, from the CPU engine
+
+The design is a compile folder (then the test images are the dataset's first
+``n_images``, as ``bnnflow package`` takes them) or a deployment package
+(its own test images, and its compile folder from its manifest). Either way
+the manifest records the sha256 of the images the golden outputs belong to
+and the design's structure fingerprint, which ``bnnflow-board update-weights``
+compares with the deployment package before it writes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnflow.deploy.package import (
+    DEFAULT_IMAGES,
+    MANIFEST,
+    Log,
+    Source,
+    _sha256,
+    default_out,
+    resolve_source,
+    runtime_weight_layers,
+)
+from bnnflow.errors import BnnflowError
+from bnnflow.runs import atomic_directory, atomic_write_json
+
+UPDATE_FORMAT = "bnnflow-weights"
+UPDATE_VERSION = 1
+DEPLOY_FORMAT = "bnnflow-deploy"
+RUNTIME_DIR = "runtime_weights"
+MODEL = "model.bnn"
+GOLDEN_CLASSES = "testset/golden_classes.i32"
+GOLDEN_SCORES = "testset/golden_scores.i32"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Design:
+    """Where a weights-only update is going: the compiled design, and its deployment package if given."""
+
+    compile_dir: Path
+    board: str
+    model_name: str
+    compile_info: dict[str, Any]
+    deploy: Path | None = None
+    deploy_manifest: dict[str, Any] | None = None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BnnflowError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BnnflowError(f"{path} is not {what}")
+    return data
+
+
+def resolve_design(path: str | Path, board: str | None = None) -> Design:
+    """A deployment package, compile or run folder of a --runtime-weights design; else a one-line error."""
+    path = Path(path)
+    deploy = manifest = None
+    if (path / MANIFEST).is_file():
+        manifest = _read_json(path / MANIFEST, "a package manifest")
+        if manifest.get("format") == UPDATE_FORMAT:
+            raise BnnflowError(f"{path} is a weights-only update, not a design: give the deployment package")
+        if manifest.get("format") != DEPLOY_FORMAT:
+            raise BnnflowError(f"{path / MANIFEST} is not a bnnflow deployment manifest")
+        deploy = path.absolute()
+        compile_dir = Path(str(manifest.get("host", {}).get("compile_dir", "")))
+        if not (compile_dir / "compile.json").is_file():
+            raise BnnflowError(
+                f"{path} was packaged from {compile_dir}, which is not here: give --design that compile "
+                "folder"
+            )
+        path = compile_dir
+    source = resolve_source(path, board)
+    if not source.compile_info.get("runtime_weights"):
+        raise BnnflowError(
+            f"{source.compile_dir} was compiled without --runtime-weights: its weights and thresholds are "
+            "fixed in the bitstream"
+        )
+    design = Design(source.compile_dir, source.board, source.run_name, source.compile_info, deploy, manifest)
+    if manifest is not None:
+        if not manifest.get("runtime_weights"):
+            raise BnnflowError(
+                f"{deploy} holds no runtime weight files (packaged by an older bnnflow): package "
+                f"{source.compile_dir} again"
+            )
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from bnnflow.hls.finn_env import prepare_finn
+        from bnnflow.hls.runtime_weights import structure_fingerprint
+
+        prepare_finn()
+        now = structure_fingerprint(ModelWrapper(str(source.compile_dir / "model_hw.onnx")))
+        if manifest.get("design", {}).get("fingerprint") != now:
+            raise BnnflowError(
+                f"{source.compile_dir} is no longer the design {deploy} was packaged from (compiled again "
+                "since): package it again"
+            )
+    return design
+
+
+def _deploy_testset(design: Design) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """The deployment package's test images (checked against its manifest), labels, dataset, golden."""
+    assert design.deploy is not None and design.deploy_manifest is not None
+    ts, files = design.deploy_manifest["testset"], design.deploy_manifest.get("files", {})
+    arrays = {}
+    for key in ("images", "labels", "golden_classes"):
+        rel = ts[key]
+        p = design.deploy / rel
+        if not p.is_file():
+            raise BnnflowError(f"{design.deploy}: {rel} is missing")
+        if files.get(rel) != _sha256(p):
+            raise BnnflowError(f"{design.deploy}: {rel} does not match its sha256 (changed after packaging)")
+        arrays[key] = p.read_bytes()
+    n, shape = int(ts["n"]), [int(d) for d in ts["image_shape"]]
+    images = np.frombuffer(arrays["images"], dtype=np.uint8)
+    if images.size != n * int(np.prod(shape)):
+        raise BnnflowError(f"{design.deploy}: {ts['images']} does not hold {n} images of {shape}")
+    labels = np.frombuffer(arrays["labels"], dtype=np.uint8).astype(np.int64)
+    golden = np.frombuffer(arrays["golden_classes"], dtype="<i4").astype(np.int64)
+    return images.reshape(n, *shape), labels, str(ts["dataset"]), golden
+
+
+def _default_name(checkpoint_or_run: Path) -> str:
+    if checkpoint_or_run.is_dir():
+        return f"weights-{checkpoint_or_run.absolute().name}"
+    stem = checkpoint_or_run.stem
+    run = checkpoint_or_run.absolute().parent.name
+    return f"weights-{run}" if stem in ("best", "checkpoint") else f"weights-{run}-{stem}"
+
+
+def build_weights_update(
+    checkpoint_or_run: str | Path,
+    design: str | Path,
+    out: str | Path | None = None,
+    board: str | None = None,
+    n_images: int = DEFAULT_IMAGES,
+    data_dir: str | Path | None = None,
+    n_verify: int = 100,
+    log: Log | None = _stderr,
+) -> Path:
+    """Write the weights-only update package for ``checkpoint_or_run`` onto ``design``; returns its folder.
+
+    Refuses a design compiled without --runtime-weights, a checkpoint of
+    another architecture (naming the first difference, from
+    write_runtime_weights), missing or changed files, and an ``out`` that
+    holds anything but an earlier update. Nothing is written unless
+    everything succeeds.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.cpu import build_cpu_model, write_model
+    from bnnflow.cpu.export import PARENT_GRAPH
+    from bnnflow.deploy.golden import model_golden_outputs
+    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.hls.flow import load_test_images
+    from bnnflow.hls.runtime_weights import write_runtime_weights
+
+    log = log or (lambda _msg: None)
+    if n_images < 1:
+        raise BnnflowError(f"--images must be at least 1, got {n_images}")
+    checkpoint = Path(checkpoint_or_run)
+    if not checkpoint.exists():
+        raise BnnflowError(f"checkpoint not found: {checkpoint}")
+    target = resolve_design(design, board)
+    prepare_finn()
+    parent = ModelWrapper(str(target.compile_dir / PARENT_GRAPH))
+    if target.deploy is not None:
+        images, labels, dataset, old_golden = _deploy_testset(target)
+        final = Path(out) if out is not None else target.deploy.parent / _default_name(checkpoint)
+    else:
+        in_shape = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name))[1:]
+        images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
+        if labels is None or len(images) == 0:
+            raise BnnflowError(f"no labelled {dataset} test images found")
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        old_golden = None
+        source = Source(target.compile_dir, False, target.board, target.model_name, target.compile_info)
+        final = Path(out) if out is not None else default_out(source).parent / _default_name(checkpoint)
+    final = final.absolute()
+    if (final / MANIFEST).is_file():
+        found = _read_json(final / MANIFEST, "a package manifest").get("format")
+        if found != UPDATE_FORMAT:
+            raise BnnflowError(f"refusing to replace {final}: it holds a {found or 'non-bnnflow'} package")
+    if target.deploy is not None and (final == target.deploy or final.is_relative_to(target.deploy)):
+        raise BnnflowError(f"refusing to write the update into the deployment package {target.deploy}")
+
+    log(f"weights-only update of {target.compile_dir} ({target.board}) from {checkpoint}")
+    with atomic_directory(final, marker=MANIFEST) as tmp:
+        result = write_runtime_weights(
+            target.compile_dir, checkpoint, tmp / RUNTIME_DIR, data_dir=data_dir, n_verify=n_verify, log=log
+        )
+        layers = runtime_weight_layers(result.hardware_graph, tmp / RUNTIME_DIR)
+        if target.deploy_manifest is not None:
+            deployed = [
+                (la["file"], la["words"]) for la in target.deploy_manifest["runtime_weights"]["layers"]
+            ]
+            if deployed != [(la["file"], la["words"]) for la in layers]:
+                raise BnnflowError(
+                    f"FINN's runtime weight files {[la['file'] for la in layers]} are not those of "
+                    f"{target.deploy}"
+                )
+        changes = {la.node: la for la in result.layers}
+        for la in layers:
+            change = changes[la["node"]]
+            la.update(
+                changed_words=change.changed_words, values=change.values, changed_values=change.changed_values
+            )
+
+        write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent))
+        t0 = time.perf_counter()
+        classes, scores, golden_source = model_golden_outputs(tmp / MODEL, images)
+        (tmp / "testset").mkdir()
+        (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
+        (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
+        accuracy = float(np.mean(classes == np.asarray(labels)))
+        changed = None if old_golden is None else int(np.sum(classes != old_golden))
+        log(
+            f"  new golden outputs for {len(images)} {dataset} test images ({golden_source}) in "
+            f"{time.perf_counter() - t0:.1f} s: accuracy {100 * accuracy:.2f}%"
+            + ("" if changed is None else f", class changed on {changed} images")
+        )
+
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        from bnnflow import __version__
+
+        manifest = {
+            "format": UPDATE_FORMAT,
+            "version": UPDATE_VERSION,
+            "bnnflow": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "board": target.board,
+            "model": target.model_name,
+            "checkpoint": result.checkpoint,
+            "design": {
+                "fingerprint": result.fingerprint,
+                "compile_dir": str(target.compile_dir),
+                "deploy": None if target.deploy is None else str(target.deploy),
+            },
+            "runtime_weights": {
+                "dir": RUNTIME_DIR,
+                "layers": layers,
+                "words": sum(la["words"] for la in layers),
+                "changed_words": sum(la["changed_words"] for la in layers),
+                "changed_against": "the compiled design",
+                "verified_images": result.verified_images,
+            },
+            "cpu": {"model": MODEL},
+            "testset": {
+                "dataset": dataset,
+                "n": int(len(images)),
+                "n_classes": int(scores.shape[1]),
+                "images_sha256": _sha256_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes()),
+                "golden_classes": GOLDEN_CLASSES,
+                "golden_scores": GOLDEN_SCORES,
+                "golden_source": golden_source,
+                "golden_accuracy": accuracy,
+                "classes_changed": changed,
+            },
+            "files": files,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+    total = manifest["runtime_weights"]
+    log(
+        f"weights-only update in {final}: {total['changed_words']:,} of {total['words']:,} words changed "
+        f"in {len(layers)} layers"
+    )
+    return final
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
