@@ -48,6 +48,17 @@ def _node(op: str, **attrs):  # type: ignore[no-untyped-def]
     return ModelWrapper(helper.make_model(helper.make_graph([node], "g", io[:1], io[1:])))
 
 
+def _finns_file_and_layout(model, values: np.ndarray, dt, tmp_path: Path) -> tuple[np.ndarray, object]:
+    """FINN's runtime weight file for the one-node ``model`` carrying ``values``, and bnnflow's layout."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    model.set_initializer("p", values)
+    model.set_tensor_datatype("p", dt)
+    node = model.graph.node[0]
+    getCustomOp(node).make_weight_file(values, "decoupled_runtime", str(tmp_path / "p.dat"))
+    return _finn_words(tmp_path / "p.dat"), memory_layout(node)
+
+
 @pytest.mark.parametrize(
     "mw, mh, pe, simd, wdt",
     [
@@ -63,7 +74,6 @@ def test_weight_memory_layout_is_finns(
 ) -> None:
     """The layout written from FINN's RTL gives the words FINN's own runtime weight file holds."""
     from qonnx.core.datatype import DataType
-    from qonnx.custom_op.registry import getCustomOp
 
     from bnnflow.hls.finn_env import prepare_finn
 
@@ -78,12 +88,7 @@ def test_weight_memory_layout_is_finns(
     w = rng.integers(int(dt.min()), int(dt.max()) + 1, size=(mw, mh)).astype(np.float32)
     if wdt == "BIPOLAR":
         w = np.where(w > 0, 1.0, -1.0).astype(np.float32)
-    model.set_initializer("p", w)
-    model.set_tensor_datatype("p", dt)
-    node = model.graph.node[0]
-    getCustomOp(node).make_weight_file(w, "decoupled_runtime", str(tmp_path / "w.dat"))
-    finn = _finn_words(tmp_path / "w.dat")
-    layout = memory_layout(node)
+    finn, layout = _finns_file_and_layout(model, w, dt, tmp_path)
     assert layout.words == len(finn) and layout.fold == (pe * simd * dt.bitwidth() + 31) // 32
     assert np.array_equal(encode(layout, w), finn)
     assert np.array_equal(decode(layout, finn), w)
@@ -97,7 +102,6 @@ def test_threshold_memory_layout_is_finns(
     channels: int, steps: int, pe: int, tdt: str, tmp_path: Path
 ) -> None:
     from qonnx.core.datatype import DataType
-    from qonnx.custom_op.registry import getCustomOp
 
     from bnnflow.hls.finn_env import prepare_finn
 
@@ -110,12 +114,7 @@ def test_threshold_memory_layout_is_finns(
     t = np.sort(rng.integers(int(dt.min()), int(dt.max()) + 1, size=(channels, steps)), axis=1).astype(
         np.float32
     )
-    model.set_initializer("p", t)
-    model.set_tensor_datatype("p", dt)
-    node = model.graph.node[0]
-    getCustomOp(node).make_weight_file(t, "decoupled_runtime", str(tmp_path / "t.dat"))
-    finn = _finn_words(tmp_path / "t.dat")
-    layout = memory_layout(node)
+    finn, layout = _finns_file_and_layout(model, t, dt, tmp_path)
     # FINN's file stops after the last real channel; the address space spans whole powers of two
     assert len(finn) <= layout.words
     assert np.array_equal(encode(layout, t)[: len(finn)], finn)

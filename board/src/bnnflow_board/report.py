@@ -10,6 +10,16 @@ def _pct(k: int, n: int) -> str:
     return f"{k}/{n} ({100.0 * k / n:.2f}%)" if n else "-"
 
 
+def agreement_lines(fpga: dict[str, Any], cpu: dict[str, Any], agreement: str, golden: str) -> list[str]:
+    """Each side's first mismatch, then the verdict against ``golden`` (bench and update-weights)."""
+    lines = [
+        f"  first mismatch: {who['first_mismatch']['text']}"
+        for who in (fpga, cpu)
+        if who.get("first_mismatch")
+    ]
+    return [*lines, f"agreement with {golden}: {agreement}"]
+
+
 def format_report(r: dict[str, Any]) -> str:
     n = r["testset"]["n"]
     sim = " (simulated board)" if r["simulated_board"] else ""
@@ -43,10 +53,7 @@ def format_report(r: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"{cpu_name:<22}  not run: {cpu.get('why', '?')}")
-    for who in (fpga, cpu):
-        if who.get("first_mismatch"):
-            lines.append(f"  first mismatch: {who['first_mismatch']['text']}")
-    lines.append(f"agreement with the golden outputs: {r['agreement']}")
+    lines += agreement_lines(fpga, cpu, r["agreement"], "the golden outputs")
     lines += [
         "",
         f"{'engine':<6} {'mode':<12} {'batch':>6} {'median ms':>10} {'p99 ms':>10} {'images/s':>12} "

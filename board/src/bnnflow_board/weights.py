@@ -51,6 +51,7 @@ import numpy as np
 from bnnflow_board import __version__
 from bnnflow_board.errors import BoardError
 from bnnflow_board.package import MANIFEST, Package, sha256
+from bnnflow_board.report import agreement_lines
 
 UPDATE_FORMAT = "bnnflow-weights"
 UPDATE_VERSION = 1
@@ -332,10 +333,7 @@ def format_update(r: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"CPU engine: not run: {cpu.get('why', '?')}")
-    for who in (fpga, cpu):
-        if who.get("first_mismatch"):
-            lines.append(f"  first mismatch: {who['first_mismatch']['text']}")
-    lines.append(f"agreement with the new golden outputs: {r['agreement']}")
+    lines += agreement_lines(fpga, cpu, r["agreement"], "the new golden outputs")
     return "\n".join(lines)
 
 

@@ -125,19 +125,8 @@ class Fabric:
             raise BoardError(f"simulated board: the accelerator process stopped ({why}); see {self.log_path}")
         return msg
 
-    def prepare(self) -> None:
-        """Load the design (cppsim: compile the generated HLS), as programming an FPGA takes its time."""
-        with self._lock:
-            assert self._proc.stdin is not None
-            write_message(self._proc.stdin, {"op": "prepare"})
-            header, _ = self._receive()
-        if "error" in header:
-            raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
-
-    def write_parameters(self, memories: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
-        """Weight memories' words -> the weights and thresholds FINN runs the next frames with."""
-        header = {"op": "parameters", "memories": [{"instance": name, "n": len(w)} for name, w in memories]}
-        payload = b"".join(np.ascontiguousarray(w, dtype="<u4").tobytes() for _, w in memories)
+    def _request(self, header: dict[str, Any], payload: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """One message to the accelerator process and its reply, one request at a time."""
         with self._lock:
             assert self._proc.stdin is not None
             try:
@@ -146,7 +135,19 @@ class Fabric:
                 raise BoardError(
                     f"simulated board: the accelerator process stopped; see {self.log_path}"
                 ) from None
-            reply, _ = self._receive()
+            return self._receive()
+
+    def prepare(self) -> None:
+        """Load the design (cppsim: compile the generated HLS), as programming an FPGA takes its time."""
+        header, _ = self._request({"op": "prepare"})
+        if "error" in header:
+            raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
+
+    def write_parameters(self, memories: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+        """Weight memories' words -> the weights and thresholds FINN runs the next frames with."""
+        header = {"op": "parameters", "memories": [{"instance": name, "n": len(w)} for name, w in memories]}
+        payload = b"".join(np.ascontiguousarray(w, dtype="<u4").tobytes() for _, w in memories)
+        reply, _ = self._request(header, payload)
         if "error" in reply:
             raise BoardError(f"simulated board: the written weights could not be used: {reply['error']}")
         return list(reply["parameters"])
@@ -155,17 +156,7 @@ class Fabric:
         """The accelerator's output frames (n x elements) for n input frames."""
         frames = np.ascontiguousarray(frames, dtype="<i8")
         n = int(frames.shape[0])
-        with self._lock:
-            assert self._proc.stdin is not None
-            try:
-                write_message(
-                    self._proc.stdin, {"op": "run", "n": n, "shape": list(in_shape)}, frames.tobytes()
-                )
-            except BrokenPipeError:
-                raise BoardError(
-                    f"simulated board: the accelerator process stopped; see {self.log_path}"
-                ) from None
-            header, payload = self._receive()
+        header, payload = self._request({"op": "run", "n": n, "shape": list(in_shape)}, frames.tobytes())
         if "error" in header:
             raise BoardError(f"simulated board: the accelerator failed: {header['error']}")
         out = np.frombuffer(payload, dtype="<i8")
