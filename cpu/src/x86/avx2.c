@@ -45,6 +45,20 @@ AVX2_TARGET static INLINE __m256i popcount_bytes(__m256i x, __m256i table, __m25
     return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
 }
 
+/* Byte counters -> the 64-bit sums (vpsadbw against zero adds 8 bytes at a
+ * time), then cleared: every MAX_WORDS_PER_FLUSH words, and once at the end. */
+AVX2_TARGET static INLINE void flush_byte_counts(__m256i bytes[][2], __m256i sums[][2], const int P)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    UNROLL
+    for (int q = 0; q < P; q++)
+        UNROLL
+        for (int h = 0; h < 2; h++) {
+            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+            bytes[q][h] = zero;
+        }
+}
+
 /* The mismatch sums of P pixels x 8 channels -> output bytes or scores. */
 AVX2_TARGET static INLINE void finish_block(const struct bnn_bgemm_job *j, __m256i sums[][2], uint32_t p0,
                                             uint32_t b, const int P)
@@ -103,22 +117,12 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], popcount_bytes(_mm256_xor_si256(x, w1), table, low));
             }
             if (++pending == MAX_WORDS_PER_FLUSH) {
-                UNROLL
-                for (int q = 0; q < P; q++)
-                    UNROLL
-                    for (int h = 0; h < 2; h++) {
-                        sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
-                        bytes[q][h] = zero;
-                    }
+                flush_byte_counts(bytes, sums, P);
                 pending = 0;
             }
         }
     }
-    UNROLL
-    for (int q = 0; q < P; q++)
-        UNROLL
-        for (int h = 0; h < 2; h++)
-            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+    flush_byte_counts(bytes, sums, P);
 
     finish_block(j, sums, p0, b, P);
 }
@@ -159,22 +163,12 @@ AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, 
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh1)));
             }
             if (++pending == MAX_WORDS_PER_FLUSH) {
-                UNROLL
-                for (int q = 0; q < P; q++)
-                    UNROLL
-                    for (int h = 0; h < 2; h++) {
-                        sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
-                        bytes[q][h] = zero;
-                    }
+                flush_byte_counts(bytes, sums, P);
                 pending = 0;
             }
         }
     }
-    UNROLL
-    for (int q = 0; q < P; q++)
-        UNROLL
-        for (int h = 0; h < 2; h++)
-            sums[q][h] = _mm256_add_epi64(sums[q][h], _mm256_sad_epu8(bytes[q][h], zero));
+    flush_byte_counts(bytes, sums, P);
     finish_block(j, sums, p0, b, P);
 }
 
