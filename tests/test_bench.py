@@ -131,10 +131,16 @@ def test_bench_with_the_simulated_boards_report(
     # labelled "simulated board" throughout, never as a measurement
     rows = _table(text)
     sim_rows = [row for row in rows if row.startswith("simulated board")]
-    assert len(sim_rows) == 3  # FPGA accelerator, FPGA end-to-end, the CPU engine
+    # FPGA accelerator, FPGA end-to-end, the CPU engine, the CPU engine's own C loop
+    assert len(sim_rows) == 4
     assert all("measured" not in row for row in sim_rows)
     assert not any(row.startswith(("FPGA, measured", "ARM CPU, measured")) for row in rows)
     assert "FPGA = FINN python here" in sim_rows[0] and "CPU engine here" in sim_rows[2]
+    loop = raw["cpu"]["c_loop"]
+    assert f"C loop ({loop['kernels']}), 1 thread" in sim_rows[3]
+    one_thread = next(x for x in loop["throughput"] if x["threads"] == 1)
+    assert brd["cpu"]["c_loop"]["images_per_s_1_thread"] == one_thread["images_per_s"]
+    assert brd["cpu"]["c_loop"]["latency_ms"]["median"] == pytest.approx(loop["latency_us"]["median"] / 1000)
     assert "not FPGA timings" in text
     assert r["ratios"]["fpga_measured_over_arm_cpu"] is None
     assert "simulated board" in r["ratios"]["fpga_measured_over_arm_cpu_why"]
@@ -154,7 +160,14 @@ def test_a_board_reports_rows_and_ratio(digits_dir: Path, sim_report: Path, tmp_
         "FPGA, measured on Pynq-Z2",
         "FPGA, measured on Pynq-Z2",
         "ARM CPU, measured on Pynq-Z2",
+        "ARM CPU, measured on Pynq-Z2",
     ]
+    assert "C loop" in rows[8] and "C loop" not in rows[7]
+    # a report from before the C loop was timed reads as before, without that row
+    del raw["cpu"]["c_loop"]
+    relabelled.write_text(json.dumps(raw))
+    older = bench_design(digits_dir, board_report=relabelled, out=tmp_path / "c", finn_images=0, log=None)
+    assert len(_table(older.text)) == len(rows) - 1 and "C loop" not in older.text
     m = r.report["ratios"]["fpga_measured_over_arm_cpu"]
     brd = r.report["board_report"]
     assert m["accelerator"] == pytest.approx(
@@ -203,6 +216,9 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
     del older["package"]["model_sha256"]
     (bad / "older.json").write_text(json.dumps(older))
     (bad / "list.json").write_text("[1, 2]")
+    bad_loop = json.loads(json.dumps(raw))
+    bad_loop["cpu"]["c_loop"]["throughput"] = [{"threads": "one"}]
+    (bad / "loop.json").write_text(json.dumps(bad_loop))
     cases = [
         ([str(tmp_path / "missing")], "not a folder"),
         ([str(bad)], "neither a compile folder nor a run"),
@@ -213,6 +229,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
         ),
         ([str(digits_dir), "--board-report", str(bad / "list.json")], "not a bnnflow-board bench report"),
         ([str(digits_dir), "--board-report", str(bad / "ultra96.json")], "is a report for Ultra96"),
+        ([str(digits_dir), "--board-report", str(bad / "loop.json")], "threads is not a number"),
         ([str(digits_dir), "--board-report", str(bad / "older.json")], "does not say which design"),
         ([str(digits_dir), "--board-report", str(bad / "none.json")], "no board report at"),
         ([str(tfc_dir), "--board-report", str(sim_report)], "is a report for another design"),

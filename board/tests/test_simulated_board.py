@@ -42,6 +42,14 @@ def _bench_ok(pkg: Path, out: Path, sim_cache: Path, *extra: str) -> dict:
     cpu = report["cpu"]
     assert cpu["available"] and cpu["first_mismatch"] is None
     assert cpu["agree_classes"] == cpu["agree_scores"] == report["testset"]["n"]
+    # and its own C loop (bnnflow-cpu bench, built from the package) timed the same model file
+    loop = cpu["c_loop"]
+    assert "why" not in loop, loop
+    assert loop["kernels"] in {"scalar", "popcnt", "avx2", "avx512", "neon"} and loop["runs"] >= 1000
+    assert 0 < loop["latency_us"]["min"] <= loop["latency_us"]["median"] <= loop["latency_us"]["p99"]
+    assert [x["threads"] for x in loop["throughput"]][0] == 1
+    assert all(x["images_per_s"] > 0 for x in loop["throughput"])
+    assert f"cpu    C loop ({loop['kernels']} kernels, bnnflow-cpu bench, no Python)" in r.stdout
     return report
 
 

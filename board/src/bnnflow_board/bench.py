@@ -316,6 +316,7 @@ def bench(
                             opts.warmup,
                         )
                     )
+                report["cpu"]["c_loop"] = _c_loop(pkg, work, weights.model)
         else:
             report["cpu"]["why"] = "skipped (--no-cpu)"
         report["timing"] = [t.to_json() for t in timings]
@@ -363,6 +364,20 @@ def _simulated_device(pkg: Package, sim: SimulatedBoard, work: Path, log: Callab
     log(f"simulated board {spec.name}: FINN runs {design} ({sim.exec_mode} execution; cppsim compiles first)")
     fabric = Fabric(design, pkg.board, python, sim.exec_mode, sim.cache, work / "simulated-accelerator.log")
     return SimulatedBoardDevice(spec, fabric, sim.fault)
+
+
+def _c_loop(pkg: Package, work: Path, model: Path | None) -> dict[str, Any]:
+    """The engine's own C timing loop on the same model (bnnflow-cpu bench), or why there is none."""
+    from bnnflow_board.cpu_engine import CpuEngineUnavailable, c_loop_bench
+
+    try:
+        return c_loop_bench(
+            pkg.root / pkg.manifest["cpu"]["sources"],
+            work / "cpu-build",
+            model or pkg.root / pkg.manifest["cpu"]["model"],
+        )
+    except CpuEngineUnavailable as exc:
+        return {"why": str(exc)}
 
 
 def _cpu_engine(pkg: Package, board: Any, work: Path, model: Path | None = None) -> tuple[Any, str]:

@@ -20,6 +20,25 @@ def agreement_lines(fpga: dict[str, Any], cpu: dict[str, Any], agreement: str, g
     return [*lines, f"agreement with {golden}: {agreement}"]
 
 
+def c_loop_lines(cpu: dict[str, Any]) -> list[str]:
+    """The engine timed by its own C loop, beside the rows timed through Python above."""
+    loop = cpu.get("c_loop")
+    if not loop:
+        return []
+    if "why" in loop:
+        return [f"cpu    C loop: not run: {loop['why']}"]
+    lat = loop["latency_us"]
+    rates = ", ".join(
+        f"{x['images_per_s']:,.0f} images/s on {x['threads']} thread{'s' if x['threads'] > 1 else ''}"
+        for x in loop["throughput"]
+    )
+    return [
+        f"cpu    C loop ({loop['kernels']} kernels, bnnflow-cpu bench, no Python): batch 1 median "
+        f"{lat['median']:,.2f} us, p99 {lat['p99']:,.2f} us over {loop['runs']:,} runs; "
+        f"batch {loop['batch']}: {rates}"
+    ]
+
+
 def format_report(r: dict[str, Any]) -> str:
     n = r["testset"]["n"]
     sim = " (simulated board)" if r["simulated_board"] else ""
@@ -64,6 +83,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"{t['engine']:<6} {t['mode']:<12} {t['batch']:>6} {t['median_ms']:>10.3f} {t['p99_ms']:>10.3f} "
             f"{t['throughput_fps']:>12,.0f} {t['repeats']:>5}"
         )
+    lines += c_loop_lines(cpu)
     if r["simulated_board"]:
         lines.append(
             "(simulated board: FPGA times are those of the software simulation, not of an FPGA; "

@@ -80,6 +80,24 @@ def _series(timings: list[dict[str, Any]], engine: str, mode: str | None) -> dic
     }
 
 
+def _c_loop(loop: Any) -> dict[str, Any] | None:
+    """The board engine's own C timing loop (``bnnflow-cpu bench`` on the board), where it ran."""
+    if not loop or "why" in loop:
+        return None  # older reports have none; where it did not run, the board's report says why
+    rates = {int(_number(x, "threads")): _number(x, "images_per_s") for x in _get(loop, "throughput")}
+    if not rates:
+        raise _NotAReport("cpu.c_loop has no throughput")
+    return {
+        "kernels": str(_get(loop, "kernels")),
+        "runs": int(_number(loop, "runs")),
+        "latency_ms": {k: _number(loop, "latency_us", k) / 1000.0 for k in ("median", "p99")},
+        "batch": int(_number(loop, "batch")),
+        "images_per_s_1_thread": rates.get(1),
+        "threads": max(rates),
+        "images_per_s_all": rates[max(rates)],
+    }
+
+
 def read_board_report(path: str | Path, design_board: str, model_sha256: str) -> dict[str, Any]:
     """The figures of a ``bnnflow-board bench`` report for this design, or a one-line error."""
     path = Path(path)
@@ -120,6 +138,7 @@ def read_board_report(path: str | Path, design_board: str, model_sha256: str) ->
                 scores_agree=int(_number(cpu_in, "agree_scores")),
                 first_mismatch=(cpu_in.get("first_mismatch") or {}).get("text"),
                 threads=cpu_in.get("threads"),
+                c_loop=_c_loop(cpu_in.get("c_loop")),
             )
         else:
             cpu["why"] = str(cpu_in.get("why", "not run"))

@@ -450,6 +450,17 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "agreement": f"golden {_pct(c['scores_agree'], n)}",
                 }
             )
+            if c.get("c_loop"):  # the same engine timed by its own C loop: no Python per call
+                loop = c["c_loop"]
+                out.append(
+                    {
+                        "kind": "simulated" if brd["simulated"] else "board",
+                        "where": where_c,
+                        "what": f"{cpu_name}, C loop ({loop['kernels']}), 1 thread",
+                        "latency": _latency(loop["latency_ms"]),
+                        "images_per_s": loop["images_per_s_1_thread"],
+                    }
+                )
         else:
             out.append(
                 {
