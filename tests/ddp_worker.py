@@ -5,7 +5,7 @@ import sys
 
 import torch.distributed as dist
 
-from bnnflow.training.trainer import TrainConfig, train
+from bnnflow.training.trainer import TrainConfig, finish_distributed, train
 
 summary = train(
     TrainConfig(
@@ -25,4 +25,4 @@ dist.all_gather_object(digests, summary["binary_weights_sha256"])
 if dist.get_rank() == 0:
     with open(sys.argv[2], "w") as f:
         json.dump({"summary": summary, "digests": digests}, f)
-dist.destroy_process_group()
+finish_distributed()  # what `bnnflow train` does after training

