@@ -410,6 +410,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     if brd is not None:
         n = brd["n_images"]
+        kind = "simulated" if brd["simulated"] else "board"
         acc_f = f"{100 * brd['fpga']['accuracy']:.2f}% of {n:,}"
         if brd["simulated"]:
             where_f = where_c = "simulated board"
@@ -425,7 +426,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             out.append(
                 {
-                    "kind": "simulated" if brd["simulated"] else "board",
+                    "kind": kind,
                     "where": where_f,
                     "what": f"{fpga_name}, {mode}, batch {series['batch']:,}",
                     "latency": _latency(series["latency_batch1_ms"]),
@@ -441,7 +442,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             t = c["timing"]
             out.append(
                 {
-                    "kind": "simulated" if brd["simulated"] else "board",
+                    "kind": kind,
                     "where": where_c,
                     "what": f"{cpu_name}, {t['mode']}, batch {t['batch']:,}",
                     "latency": _latency(c["latency_batch1_ms"]),
@@ -454,7 +455,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 loop = c["c_loop"]
                 out.append(
                     {
-                        "kind": "simulated" if brd["simulated"] else "board",
+                        "kind": kind,
                         "where": where_c,
                         "what": f"{cpu_name}, C loop ({loop['kernels']}), 1 thread",
                         "latency": _latency(loop["latency_ms"]),
@@ -464,7 +465,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             out.append(
                 {
-                    "kind": "simulated" if brd["simulated"] else "board",
+                    "kind": kind,
                     "where": where_c,
                     "what": f"{cpu_name}: not run: {c.get('why', '?')}",
                 }
