@@ -47,6 +47,8 @@ class CpuEngineUnavailable(BoardError):
     """The package's engine cannot be built here; the bench reports the FPGA alone and says why."""
 
 
+# struct bnn_model_info of bnncpu.h. The host's binding (bnnflow.cpu.engine) declares it too:
+# the board cannot import bnnflow (torch, FINN, numpy 2), so each side declares what it calls.
 class _ModelInfo(ctypes.Structure):
     _fields_ = [
         ("in_c", ctypes.c_uint32),
