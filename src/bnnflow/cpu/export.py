@@ -89,6 +89,15 @@ def _ints(node: Any, values: np.ndarray, what: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def _one_threshold_per_channel(node: Any, thr: np.ndarray, channels: int) -> np.ndarray:
+    """A binary activation's thresholds, one per channel (a single row is every channel's), as int32."""
+    if thr.ndim != 2 or thr.shape[0] not in (1, channels):
+        raise _fail(node, f"thresholds of shape {thr.shape}, expected ({channels}, 1)")
+    if thr.shape[1] != 1:
+        raise _fail(node, f"{thr.shape[1]} thresholds per channel: multi-bit activations are not supported")
+    return np.broadcast_to(_ints(node, thr, "thresholds"), (channels, 1))[:, 0].astype(np.int32)
+
+
 def _bits_type(node: Any, dt: str, what: str) -> None:
     """Only BINARY (0/1) activations between layers."""
     if dt == "BINARY":
@@ -199,14 +208,7 @@ class _Walker:
         if act != 0:
             raise _fail(node, f"ActVal {act} on the accumulators is not supported (only 0)")
         _bits_type(node, inst.get_nodeattr("outputDataType"), "output")
-        thr = self.init(node, 1, "thresholds")
-        if thr.ndim != 2 or thr.shape[0] not in (1, c):
-            raise _fail(node, f"thresholds of shape {thr.shape}, expected ({c}, 1)")
-        if thr.shape[1] != 1:
-            raise _fail(
-                node, f"{thr.shape[1]} thresholds per channel: multi-bit activations are not supported"
-            )
-        mvau.thresholds = np.broadcast_to(_ints(node, thr, "thresholds"), (c, 1))[:, 0].astype(np.int32)
+        mvau.thresholds = _one_threshold_per_channel(node, self.init(node, 1, "thresholds"), c)
         mvau.output_type = ValueType.BITS
         self.vtype = ValueType.BITS
 
@@ -310,14 +312,7 @@ class _Walker:
             if act != 0:
                 raise _fail(node, f"ActVal {act} is not supported on an MVAU (only 0)")
             _bits_type(node, inst.get_nodeattr("outputDataType"), "output")
-            thr = self.init(node, 2, "thresholds")
-            if thr.ndim != 2 or thr.shape[0] not in (1, mh):
-                raise _fail(node, f"thresholds of shape {thr.shape}, expected ({mh}, 1)")
-            if thr.shape[1] != 1:
-                raise _fail(
-                    node, f"{thr.shape[1]} thresholds per channel: multi-bit activations are not supported"
-                )
-            thresholds = np.broadcast_to(_ints(node, thr, "thresholds"), (mh, 1))[:, 0].astype(np.int32)
+            thresholds = _one_threshold_per_channel(node, self.init(node, 2, "thresholds"), mh)
         self.layers.append(
             Layer(
                 LayerKind.MVAU,
