@@ -45,8 +45,8 @@ demo: install
 	$(VENV)/bin/bnnflow demo --board-cli $(BOARD_VENV)/bin/bnnflow-board
 
 test: install board-env
-	$(PY) -m pytest -q
-	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q
+	$(PY) -m pytest -q --durations=25
+	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -27,7 +27,9 @@ def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             return Path(candidate)
     script = Path(__file__).resolve().parents[2] / "shared" / "data" / "make_cifar10_bin.py"
     if not script.is_file():
-        pytest.skip(f"no CIFAR-10: {script} not found and BNNFLOW_CIFAR10 not set")
+        from helpers import unavailable
+
+        unavailable(f"no CIFAR-10: {script} not found and BNNFLOW_CIFAR10 not set")
     out = tmp_path_factory.mktemp("cifar10")
     subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=600)
     return out
@@ -50,10 +52,9 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tfc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from helpers import SHARED_DATA, compiled_with_negative_scales
+    from helpers import SHARED_DATA, compiled_with_negative_scales, need_mnist
 
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip("MNIST files not found in ../shared/data/mnist")
+    need_mnist()
     return compiled_with_negative_scales(
         tmp_path_factory.mktemp("cpu") / "tfc", "tfc", "mnist", 25, 255, SHARED_DATA
     )

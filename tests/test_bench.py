@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from helpers import unavailable
+
 from bnnflow.bench import PUBLISHED, bench_design, identify_network
 from bnnflow.cli import main
 from bnnflow.cpu import CpuEngine
@@ -40,7 +42,7 @@ def digits_package(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 def sim_report(digits_package: Path) -> Path:
     """bench.json as ``bnnflow-board bench --simulated-board`` writes it for the digits package."""
     if not BOARD_CLI.is_file():
-        pytest.skip(f"no simulated board environment at {BOARD_CLI}: `make board-env` builds it")
+        unavailable(f"no simulated board environment at {BOARD_CLI}: `make board-env` builds it")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     cmd = [str(BOARD_CLI), "bench", str(digits_package), "--simulated-board", "--sim-exec", "python"]
     cmd += ["--batch-sizes", "1,4", "--warmup", "0", "--repeats", "2"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, finn_reference
+from helpers import SHARED_DATA, finn_reference, unavailable
 
 from bnnflow.cpu import MODEL_FILE, CpuEngine, kernel_name
 from bnnflow.data import load_arrays
@@ -126,9 +126,9 @@ def test_board_cores_under_qemu_match_finn(design, built: None, tmp_path: Path, 
     compiler, runner = CROSS[arch]
     package = {"armhf": "gcc-arm-linux-gnueabihf", "aarch64": "gcc-aarch64-linux-gnu"}[arch]
     if not shutil.which(compiler):
-        pytest.skip(f"{package} not installed: the {arch} engine is not tested on real models")
+        unavailable(f"{package} not installed: the {arch} engine is not tested on real models")
     if not shutil.which(runner[0]):
-        pytest.skip(f"qemu-user not installed: the {arch} engine is not tested on real models")
+        unavailable(f"qemu-user not installed: the {arch} engine is not tested on real models")
     subprocess.run(
         ["make", "-s", "-C", str(CPU), f"cli-{arch}"], check=True, capture_output=True, timeout=900
     )

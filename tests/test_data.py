@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import unavailable
+
 from bnnflow import data
 from bnnflow.data import DATASETS, ImageDataset, dataset_names, get_dataset_info, load_arrays
 from bnnflow.errors import BnnflowError
@@ -125,8 +127,9 @@ def test_digits_split_is_fixed_stratified_and_copied() -> None:
 
 
 # --------------------------------------------------------------------------- MNIST
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"{SHARED_MNIST} not present")
 def test_mnist_shared_files() -> None:
+    if not SHARED_MNIST.is_dir():
+        unavailable(f"{SHARED_MNIST} not present")
     x_train, y_train = load_arrays("mnist", "train", SHARED_MNIST.parent)  # found in mnist/
     x_test, y_test = load_arrays("mnist", "test", SHARED_MNIST)
     assert x_train.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SHARED_DATA, quick_checkpoint
+from helpers import SHARED_DATA, need_mnist, quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
@@ -61,8 +61,7 @@ def digits_export(digits_run: Path):
 
 @pytest.fixture(scope="module")
 def tfc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (MNIST_DIR / "mnist").is_dir():
-        pytest.skip("MNIST files not found in ../shared/data/mnist")
+    need_mnist()
     path = tmp_path_factory.mktemp("tfc") / "best.pt"
     # Trained on test images 200.. so only the small test file is parsed; verification
     # uses test images 0..199, which training never saw.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, quick_checkpoint
+from helpers import SHARED_DATA, need_mnist, quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
@@ -39,8 +39,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tfc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (DATA_DIR / "mnist").is_dir():
-        pytest.skip("MNIST files not found in ../shared/data/mnist")
+    need_mnist()
     return _train_run(tmp_path_factory.mktemp("runs") / "tfc", "tfc", "mnist", 25, 255, DATA_DIR)
 
 

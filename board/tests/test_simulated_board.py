@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HLS_SIM, HOST_PYTHON, board_cli
+from conftest import HLS_SIM, HOST_PYTHON, board_cli, unavailable
 
 from bnnflow_board.boards import get_board
 from bnnflow_board.errors import BoardError
@@ -67,7 +67,7 @@ def test_bench_digits_on_the_simulated_board(
 
 def test_bench_tfc_on_the_simulated_board(made: dict, designs: Path, sim_cache: Path, tmp_path: Path) -> None:
     if "tfc" not in made:
-        pytest.skip("MNIST files not found in ../shared/data/mnist")
+        unavailable("MNIST files not found in ../shared/data/mnist")
     # FINN's Python execution of the hardware layers: the C simulation of TFC's HLS is
     # what the digits test runs, at a minute of compilation per design
     report = _bench_ok(designs / "tfc-pkg", tmp_path / "bench", sim_cache, "--sim-exec", "python")
