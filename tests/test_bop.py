@@ -55,10 +55,18 @@ def test_zero_average_never_flips_even_with_zero_threshold() -> None:
 def test_weights_stay_exactly_binary() -> None:
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.where(torch.randn(1000) >= 0, 1.0, -1.0))
+    start = w.detach().clone()
     opt = Bop([w], gamma=0.1, tau=1e-3)
+    flipped = 0
     for _ in range(20):
+        before = w.detach().clone()
         _step(opt, w, torch.randn(1000).tolist())
         assert set(w.unique().tolist()) <= {-1.0, 1.0}
+        flipped += int((w != before).sum())
+    # The weights did move (a step that does nothing would pass the check above), and every
+    # change was a flip counted by the optimizer.
+    assert flipped > 0 and int((w != start).sum()) > 0
+    assert opt.flip_counts()[0][1] == flipped
 
 
 def test_param_without_grad_is_skipped() -> None:

@@ -15,6 +15,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import cpu_reference
 import numpy as np
 import pytest
 from helpers import SHARED_DATA, need_mnist, unavailable
@@ -111,7 +112,9 @@ def test_x86_kernel_set_tested(check_output: str, kernel_set: str, flags: set[st
 
 def test_sanitize(built: None, tmp_path: Path) -> None:
     if not _compiles("cc", "-fsanitize=address,undefined", tmp=tmp_path):
-        unavailable("cc cannot link -fsanitize=address,undefined (gcc, libc6-dev): sanitizer run not possible")
+        unavailable(
+            "cc cannot link -fsanitize=address,undefined (gcc, libc6-dev): sanitizer run not possible"
+        )
     assert "sanitize: all tests passed" in _make("sanitize")
 
 
@@ -237,12 +240,23 @@ def test_run_real_mnist_test_set(built: None, tmp_path: Path) -> None:
     need_mnist()
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (tmp_path / name).write_bytes(gzip.decompress((SHARED_DATA / "mnist" / f"{name}.gz").read_bytes()))
+    model = _model(tmp_path, "tfc")
     proc = _cli(
-        "run", _model(tmp_path, "tfc"), tmp_path / "t10k-images-idx3-ubyte",
-        "--labels", tmp_path / "t10k-labels-idx1-ubyte", "--quiet",
+        "run", model, tmp_path / "t10k-images-idx3-ubyte", "--labels", tmp_path / "t10k-labels-idx1-ubyte",
+        "--quiet", "--classes-out", tmp_path / "classes.bin",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "10000 images (MNIST IDX)" in proc.stdout and "/10000)" in proc.stdout
+    classes = np.fromfile(tmp_path / "classes.bin", dtype="<i4")
+    labels = np.frombuffer((tmp_path / "t10k-labels-idx1-ubyte").read_bytes()[8:], dtype=np.uint8)
+    assert len(classes) == 10000
+    # The IDX reader's images, as the numpy interpreter of the file classifies them (the first
+    # 500: it is slow); the accuracy printed is that of the classes written.
+    pixels = np.frombuffer((tmp_path / "t10k-images-idx3-ubyte").read_bytes()[16:], dtype=np.uint8)
+    want, _ = cpu_reference.run(cpu_reference.load(model), pixels.reshape(10000, 1, 28, 28)[:500])
+    assert (classes[:500] == want).all()
+    correct = int((classes == labels).sum())
+    assert "10000 images (MNIST IDX)" in proc.stdout
+    assert f"accuracy {correct / 100:.2f}% ({correct}/10000)" in proc.stdout
 
 
 def test_bench_json(built: None, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,7 +234,17 @@ def test_two_bit_layer_is_named() -> None:
 
 def test_reference_models_pass_the_layer_check() -> None:
     for name in ("tfc", "sfc", "cnv", "digits-mlp"):  # lfc is tfc's class with wider layers
-        check_supported_layers(PixelScale(build_model(name), 255))
+        model = PixelScale(build_model(name), 255)
+        check_supported_layers(model)
+        # The check walked this model's inner layers: its last BatchNorm made a ReLU is refused.
+        parent_name, _, child = [n for n, m in model.named_modules() if "BatchNorm" in type(m).__name__][
+            -1
+        ].rpartition(".")
+        setattr(model.get_submodule(parent_name), child, torch.nn.ReLU())
+        with pytest.raises(
+            BnnflowError, match=rf"'{re.escape(parent_name)}\.{child}' \(ReLU\) is not supported"
+        ):
+            check_supported_layers(model)
     assert get_spec("lfc").hidden == (1024, 1024, 1024)
 
 
