@@ -45,7 +45,7 @@ demo: install
 	$(VENV)/bin/bnnflow demo --board-cli $(BOARD_VENV)/bin/bnnflow-board
 
 test: install board-env
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=25
 	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q --durations=10
 
 lint: install

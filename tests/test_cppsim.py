@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, need_mnist, quick_checkpoint, unavailable
+from helpers import SHARED_DATA, quick_checkpoint, unavailable
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
@@ -289,21 +289,16 @@ def test_missing_kit_is_one_line_error(tmp_path: Path) -> None:
 
 
 @needs_kit
-def test_tfc_end_to_end(tmp_path: Path) -> None:
-    need_mnist()
-    run = _train_run(tmp_path / "tfc", "tfc", "mnist", 25, 255, SHARED_DATA)
+def test_tfc_end_to_end(tfc_dir: Path) -> None:
+    """The session's TFC (published folding): every *_hls node as C++, on real MNIST images.
+
+    compile_model's own --cppsim path is the digits CLI test's; this one checks a larger design.
+    """
+    from bnnflow.data import load_arrays
+
+    images, _ = load_arrays("mnist", "test", data_dir=SHARED_DATA, limit=3)
     before = _finn_state()
-    res = compile_model(
-        run,
-        "Pynq-Z2",
-        folding="published",
-        n_verify=0,
-        n_cppsim=3,
-        hls_sim=KIT,
-        data_dir=SHARED_DATA,
-        log=None,
-    )
-    cppsim = res.cppsim
+    cppsim = check_compile_dir(tfc_dir, images, find_hls_sim(KIT))
     assert cppsim.ok and cppsim.mode == "end-to-end" and cppsim.images_identical == 3
     assert cppsim.cpp_nodes == ["MVAU_hls_0", "MVAU_hls_1", "MVAU_hls_2", "MVAU_hls_3", "LabelSelect_hls_0"]
     assert cppsim.python_nodes == ["Reshape_rtl_0", "Thresholding_rtl_0"]
@@ -315,12 +310,11 @@ def test_tfc_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cnv_compiled(tmp_path_factory: pytest.TempPathFactory, cifar10_dir: Path) -> Path:
+def cnv_compiled(cnv_dir: Path) -> Path:
+    """The session's CNV (tests/conftest.py), compiled once for the whole suite."""
     if KIT is None:
         unavailable(KIT_MISSING)
-    base = tmp_path_factory.mktemp("cnv")
-    run = _train_run(base / "cnv", "cnv", "cifar10", 5, 255, cifar10_dir, n_verify=4)
-    return compile_model(run, "Pynq-Z2", base / "out", folding="fps:2000", n_verify=0, log=None).out_dir
+    return cnv_dir
 
 
 @needs_kit

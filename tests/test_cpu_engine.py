@@ -26,6 +26,9 @@ from bnnflow.errors import BnnflowError
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "cpu"
+# Both modules run make targets in cpu/build that share objects (the cross builds, the
+# sanitizer and fuzz builds): under pytest-xdist they run on one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("cpu-make")
 CLI = CPU / "build" / "bnnflow-cpu"
 SRC = ROOT / "src"
 N_IMAGES = {"digits": 360, "mnist": 300, "cifar10": 200}

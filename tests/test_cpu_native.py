@@ -21,6 +21,9 @@ import pytest
 from helpers import SHARED_DATA, need_mnist, unavailable
 
 CPU = Path(__file__).resolve().parents[1] / "cpu"
+# Both modules run make targets in cpu/build that share objects (the cross builds, the
+# sanitizer and fuzz builds): under pytest-xdist they run on one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("cpu-make")
 BUILD = CPU / "build"
 CLI = BUILD / "bnnflow-cpu"
 MAKE_MODEL = BUILD / "make-model"
