@@ -190,6 +190,18 @@ static inline void bnn_i8gemm_finish(const struct bnn_i8gemm_job *j, uint32_t p,
     }
 }
 
+/* A kernel set and the CPU features it needs. */
+struct bnn_kernel_set {
+    const struct bnn_kernels *kernels;
+    unsigned needs; /* enum bnn_cpu_feature bits */
+};
+/* Every kernel set of this build, worst first: the one table that selection,
+ * listing and the tests read. */
+size_t bnn_kernel_sets(const struct bnn_kernel_set **sets);
+/* The features the CPU has, before BNNCPU_DISABLE. */
+unsigned bnn_detect_features(void);
+/* The features a BNNCPU_DISABLE value (NULL for none) switches off. */
+unsigned bnn_features_named(const char *setting);
 /* The kernel set for this process: the best the CPU has after BNNCPU_DISABLE,
  * chosen once. */
 const struct bnn_kernels *bnn_select_kernels(void);

@@ -154,46 +154,61 @@ static void test_crc(void)
     CHECK(bnn_crc32(buf, sizeof(buf), 24) == gen_get32(buf + 24), "CRC-32 with the field as zero");
 }
 
-static int disabled_by_env(const char *feature)
+/* BNNCPU_DISABLE's parsing, on its own: names, "all", and names it must not
+ * mistake for features. */
+static void test_feature_names(void)
 {
-    const char *s = getenv("BNNCPU_DISABLE");
-    if (!s)
-        return 0;
-    size_t len = strlen(feature);
-    for (const char *p = s; *p;) {
-        size_t l = strcspn(p, ",");
-        if ((l == 3 && !strncmp(p, "all", 3)) || (l == len && !strncmp(p, feature, len)))
-            return 1;
-        p += l;
-        if (*p == ',')
-            p++;
+    const struct {
+        const char *setting;
+        unsigned want;
+    } cases[] = {
+        {NULL, 0},
+        {"", 0},
+        {"avx512", BNN_CPU_AVX512},
+        {"avx2", BNN_CPU_AVX2},
+        {"popcnt", BNN_CPU_POPCNT},
+        {"neon", BNN_CPU_NEON},
+        {"avx2,neon", BNN_CPU_AVX2 | BNN_CPU_NEON},
+        {"avx512,avx2,popcnt", BNN_CPU_AVX512 | BNN_CPU_AVX2 | BNN_CPU_POPCNT},
+        {"all", ~0u},
+        {"neon,all", ~0u},
+        {"avx", 0},
+        {"avx2x", 0},
+        {"sse,,popcnt,", BNN_CPU_POPCNT},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned got = bnn_features_named(cases[i].setting);
+        CHECK(got == cases[i].want, "BNNCPU_DISABLE=%s names %#x, expected %#x",
+              cases[i].setting ? cases[i].setting : "(unset)", got, cases[i].want);
     }
-    return 0;
 }
 
+/* Selection and listing against the library's table of kernel sets, so the
+ * rules (which features a set needs, which set ranks above which) live there
+ * alone. */
 static void test_selection(void)
 {
-    /* The expected set: the last (best) available set none of whose
-     * features BNNCPU_DISABLE names. */
-    const char *expect = "scalar";
-    for (size_t s = 0; s < g_n_sets; s++) {
-        const char *n = g_sets[s]->name;
-        int off = (!strcmp(n, "popcnt") && disabled_by_env("popcnt")) ||
-                  (!strcmp(n, "avx2") && (disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
-                  (!strcmp(n, "avx512") &&
-                   (disabled_by_env("avx512") || disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
-                  (!strcmp(n, "neon") && disabled_by_env("neon"));
-        if (!off)
-            expect = n;
-    }
+    const struct bnn_kernel_set *sets;
+    size_t n_sets = bnn_kernel_sets(&sets);
     const char *env = getenv("BNNCPU_DISABLE");
-    CHECK(!strcmp(bnn_kernel_name(), expect), "BNNCPU_DISABLE=%s: kernels %s, expected %s", env ? env : "",
-          bnn_kernel_name(), expect);
-    unsigned f = bnn_cpu_features();
-    CHECK(!(disabled_by_env("avx2") && (f & BNN_CPU_AVX2)), "avx2 still reported");
-    CHECK(!(disabled_by_env("avx512") && (f & BNN_CPU_AVX512)), "avx512 still reported");
-    CHECK(!(disabled_by_env("popcnt") && (f & BNN_CPU_POPCNT)), "popcnt still reported");
-    CHECK(!(disabled_by_env("neon") && (f & BNN_CPU_NEON)), "neon still reported");
+    unsigned have = bnn_detect_features(), on = have & ~bnn_features_named(env);
+    const char *expect = NULL;
+    size_t n_listed = 0;
+    for (size_t s = 0; s < n_sets; s++) {
+        if ((sets[s].needs & have) != sets[s].needs)
+            continue;
+        CHECK(n_listed < g_n_sets && g_sets[n_listed] == sets[s].kernels,
+              "available set %zu is not %s, the table's next set this CPU has", n_listed, sets[s].kernels->name);
+        n_listed++;
+        if ((sets[s].needs & on) == sets[s].needs)
+            expect = sets[s].kernels->name;
+    }
+    CHECK(n_listed == g_n_sets, "%zu sets listed as available, the table gives %zu", g_n_sets, n_listed);
+    CHECK(n_sets > 0 && sets[0].needs == 0, "the first (fallback) set needs no feature");
+    CHECK(expect && !strcmp(bnn_kernel_name(), expect), "BNNCPU_DISABLE=%s: kernels %s, expected %s",
+          env ? env : "", bnn_kernel_name(), expect ? expect : "none");
+    CHECK(bnn_cpu_features() == on, "BNNCPU_DISABLE=%s: features %#x reported, expected %#x", env ? env : "",
+          bnn_cpu_features(), on);
     printf("kernels: %s (available:", bnn_kernel_name());
     for (size_t s = 0; s < g_n_sets; s++)
         printf(" %s", g_sets[s]->name);
@@ -815,6 +830,7 @@ int main(int argc, char **argv)
     g_n_sets = bnn_available_kernels(g_sets, 8);
     double t0 = seconds();
     test_crc();
+    test_feature_names();
     test_selection();
     test_ties();
     test_shapes();
