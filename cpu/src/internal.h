@@ -123,6 +123,32 @@ struct bnn_kernels {
     void (*threshold_bits)(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out);
 };
 
+/*
+ * Contracts: what a kernel assumes of its job (pointers, sizes, the alignment
+ * of its vector loads, a window inside its input) and what the runner assumes
+ * of its buffers and thread slices. The sanitizer and fuzz builds define
+ * BNN_CONTRACTS, so a broken assumption stops where it is made instead of
+ * surfacing as a wrong bit or a stray read deep inside a SIMD loop; other
+ * builds compile the checks out, so the hot path pays nothing.
+ */
+#ifdef BNN_CONTRACTS
+void bnn_contract_failed(const char *cond, const char *file, int line);
+#define BNN_REQUIRE(cond) ((cond) ? (void)0 : bnn_contract_failed(#cond, __FILE__, __LINE__))
+/* align: the alignment the kernel's weight loads need. */
+void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align);
+void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align);
+void bnn_require_threshold_bits(const uint8_t *x, const uint8_t *t, size_t n, const uint64_t *out);
+#define BNN_REQUIRE_BGEMM(j, align) bnn_require_bgemm(j, align)
+#define BNN_REQUIRE_I8GEMM(j, align) bnn_require_i8gemm(j, align)
+#define BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out) bnn_require_threshold_bits(x, t, n, out)
+#else
+/* sizeof keeps the operands "used" without evaluating them. */
+#define BNN_REQUIRE(cond) ((void)sizeof((cond) ? 1 : 0))
+#define BNN_REQUIRE_BGEMM(j, align) ((void)0)
+#define BNN_REQUIRE_I8GEMM(j, align) ((void)0)
+#define BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out) ((void)0)
+#endif
+
 extern const struct bnn_kernels bnn_kernels_scalar;
 #ifdef BNN_X86
 extern const struct bnn_kernels bnn_kernels_popcnt;
