@@ -99,6 +99,7 @@ static const struct bnn_kernel_set g_kernel_sets[] = {
     {&bnn_kernels_scalar, 0},
 #ifdef BNN_X86
     {&bnn_kernels_popcnt, BNN_CPU_POPCNT},
+    /* Built for target("avx2,popcnt"): the compiler may use POPCNT anywhere in it. */
     {&bnn_kernels_avx2, BNN_CPU_POPCNT | BNN_CPU_AVX2},
     /* The AVX-512 set reuses the AVX2 8-bit and threshold kernels. */
     {&bnn_kernels_avx512, BNN_CPU_POPCNT | BNN_CPU_AVX2 | BNN_CPU_AVX512},
