@@ -496,6 +496,7 @@ struct edit {
     uint64_t value; /* ADD*: added (wrapping); APPEND: zero bytes added at the end */
 };
 
+#define UNCHANGED {{KEEP, HEADER, 0, 0}}
 #define FIX_CRC 1
 #define AS_IS 0
 
@@ -509,9 +510,9 @@ static const struct reader_case {
     int want;
     const char *needle; /* NULL: any one-line message */
 } reader_cases[] = {
-    {"valid digits", DIGITS, {{KEEP}}, AS_IS, BNN_OK, NULL},
+    {"valid digits", DIGITS, UNCHANGED, AS_IS, BNN_OK, NULL},
     {"magic", DIGITS, {{SET8, HEADER, 0, 'X'}}, AS_IS, BNN_ERR_MAGIC, "magic"},
-    {"zip file", ZIP, {{KEEP}}, AS_IS, BNN_ERR_MAGIC, NULL},
+    {"zip file", ZIP, UNCHANGED, AS_IS, BNN_ERR_MAGIC, NULL},
     {"major 2", DIGITS, {{SET32, HEADER, 8, 2}}, FIX_CRC, BNN_ERR_VERSION, "version"},
     {"minor 1", DIGITS, {{SET32, HEADER, 8, 1 | 1u << 16}}, FIX_CRC, BNN_ERR_VERSION, "version"},
     {"header_bytes 72", DIGITS, {{SET32, HEADER, 12, 72}}, FIX_CRC, BNN_ERR_VERSION, "header_bytes"},
@@ -558,19 +559,19 @@ static const struct reader_case {
     {"no LABEL_SELECT at the end", DIGITS, {{SET32, 4, 0, BNN_LAYER_MAXPOOL}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
     /* Two layers exchanging places: the grammar. */
     {"THRESHOLD in the middle", DIGITS, {{SET32, 1, 0, BNN_LAYER_THRESHOLD}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
-    {"K = 63", K63, {{KEEP}}, AS_IS, BNN_OK, NULL},
+    {"K = 63", K63, UNCHANGED, AS_IS, BNN_OK, NULL},
     /* Bit 63 of row 3. */
     {"weight bit past K", K63, {{XOR8, 1, 64 + 8 * 3 + 7, 0x80}}, FIX_CRC, BNN_ERR_SHAPE, "past K"},
-    {"1x1x3", THREE_CHANNELS, {{KEEP}}, AS_IS, BNN_OK, NULL},
+    {"1x1x3", THREE_CHANNELS, UNCHANGED, AS_IS, BNN_OK, NULL},
     {"nonzero padding", THREE_CHANNELS, {{SET8, 0, 64 + 12, 1}}, FIX_CRC, BNN_ERR_SHAPE, "padding"},
-    {"HWC 3x4x4", HWC_3X4X4, {{KEEP}}, AS_IS, BNN_OK, NULL},
+    {"HWC 3x4x4", HWC_3X4X4, UNCHANGED, AS_IS, BNN_OK, NULL},
     /* CHW order with a spatial multi-channel first layer has no meaning. */
     {"CHW with a spatial 3-channel first layer", HWC_3X4X4, {{SET32, HEADER, 44, BNN_ORDER_CHW}}, FIX_CRC,
      BNN_ERR_SHAPE, "CHW"},
-    {"K past BNN_MAX_K", HUGE_K, {{KEEP}}, AS_IS, BNN_ERR_TOO_LARGE, "K ="},
+    {"K past BNN_MAX_K", HUGE_K, UNCHANGED, AS_IS, BNN_ERR_TOO_LARGE, "K ="},
     /* Refused before anything is allocated. */
-    {"a 1 GiB image", HUGE_IMAGE, {{KEEP}}, AS_IS, BNN_ERR_TOO_LARGE, "limit"},
-    {"MAXPOOL after THRESHOLD", POOL_FIRST, {{KEEP}}, AS_IS, BNN_ERR_SHAPE, "MVAU must come between"},
+    {"a 1 GiB image", HUGE_IMAGE, UNCHANGED, AS_IS, BNN_ERR_TOO_LARGE, "limit"},
+    {"MAXPOOL after THRESHOLD", POOL_FIRST, UNCHANGED, AS_IS, BNN_ERR_SHAPE, "MVAU must come between"},
 };
 
 /* f has room for APPEND's bytes past *size. */
