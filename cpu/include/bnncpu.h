@@ -124,6 +124,15 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: the functions marked here are
+ * its whole ABI, and `make check` fails if the shared library exports any
+ * other symbol (the kernels and the reader's helpers stay internal). */
+#if defined(__GNUC__) || defined(__clang__)
+#define BNN_API __attribute__((visibility("default")))
+#else
+#define BNN_API
+#endif
+
 #define BNN_FORMAT_MAJOR 1
 #define BNN_FORMAT_MINOR 0
 #define BNN_MAGIC "BNNCPU\0\0"
@@ -168,7 +177,7 @@ enum bnn_status {
 };
 
 /* A short English description of a status code ("checksum mismatch"). */
-const char *bnn_strerror(int status);
+BNN_API const char *bnn_strerror(int status);
 
 typedef struct bnn_model bnn_model;     /* immutable once loaded; share it between threads */
 typedef struct bnn_context bnn_context; /* one thread's working buffers for one model */
@@ -176,9 +185,9 @@ typedef struct bnn_context bnn_context; /* one thread's working buffers for one 
 /* Load and validate a model. On failure *out is NULL, the status is returned and,
  * if err is not NULL, a one-line message naming the problem (and the layer) is
  * written to err (at most errlen bytes, NUL-terminated). */
-int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
-int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen);
-void bnn_model_free(bnn_model *model);
+BNN_API int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
+BNN_API int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen);
+BNN_API void bnn_model_free(bnn_model *model);
 
 typedef struct {
     uint32_t in_c, in_h, in_w;  /* one image: in_c * in_h * in_w uint8, CHW */
@@ -191,7 +200,7 @@ typedef struct {
     uint64_t context_bytes;     /* working buffers of one context */
 } bnn_model_info;
 
-void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
+BNN_API void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
 
 /* One layer as the file describes it, plus what it costs per image. */
 typedef struct {
@@ -204,28 +213,28 @@ typedef struct {
 } bnn_layer_info;
 
 /* Layer index (0 .. n_layers - 1); BNN_ERR_ARG past the end. */
-int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *info);
-const char *bnn_layer_kind_name(uint32_t kind); /* "MVAU" */
-const char *bnn_type_name(uint32_t type);       /* "bits", "int8", ... */
+BNN_API int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *info);
+BNN_API const char *bnn_layer_kind_name(uint32_t kind); /* "MVAU" */
+BNN_API const char *bnn_type_name(uint32_t type);       /* "bits", "int8", ... */
 
 /* One thread's working buffers; NULL when out of memory. */
-bnn_context *bnn_context_new(const bnn_model *model);
-void bnn_context_free(bnn_context *ctx);
+BNN_API bnn_context *bnn_context_new(const bnn_model *model);
+BNN_API void bnn_context_free(bnn_context *ctx);
 
 /* Run n images (n * in_c * in_h * in_w uint8, CHW, back to back) on the calling
  * thread. classes[n] receives the class indices; scores, if not NULL,
  * n * n_classes int32 (the last MVAU's accumulators). */
-int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores);
+BNN_API int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores);
 
 /* bnn_context_run that also adds the nanoseconds spent in each layer to
  * layer_ns[n_layers] (which the caller zeroes): for profiling, not for speed. */
-int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
-                          uint64_t *layer_ns);
+BNN_API int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes,
+                                  int32_t *scores, uint64_t *layer_ns);
 
 /* The same, with the batch split over n_threads threads (0: the online cores).
  * Contexts are made and freed inside; results do not depend on n_threads. */
-int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
-            int n_threads);
+BNN_API int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                    int n_threads);
 
 /* CPU features, detected once. BNNCPU_DISABLE (comma-separated names, or "all")
  * switches features off before the kernels are chosen, so every kernel can be
@@ -237,11 +246,11 @@ enum bnn_cpu_feature {
     BNN_CPU_NEON = 1u << 2,   /* ARMv7 NEON or AArch64 ASIMD */
     BNN_CPU_AVX512 = 1u << 3, /* x86 AVX-512 F, BW and VPOPCNTDQ (Ice Lake, Zen 4 and later) */
 };
-unsigned bnn_cpu_features(void);
+BNN_API unsigned bnn_cpu_features(void);
 /* The kernel set in use: "scalar", "popcnt", "avx2", "avx512", "neon". */
-const char *bnn_kernel_name(void);
+BNN_API const char *bnn_kernel_name(void);
 
-const char *bnn_version(void);
+BNN_API const char *bnn_version(void);
 
 #ifdef __cplusplus
 }

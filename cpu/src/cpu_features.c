@@ -35,7 +35,7 @@ static uint64_t read_xcr0(void)
 }
 #endif
 
-static unsigned detect(void)
+unsigned bnn_detect_features(void)
 {
     unsigned f = 0;
 #ifdef BNN_X86
@@ -64,24 +64,28 @@ static unsigned detect(void)
     return f;
 }
 
-/* The features named in BNNCPU_DISABLE; unknown names are ignored so that one
- * setting serves every architecture. */
-static unsigned disabled(void)
+/* The names BNNCPU_DISABLE knows ("all" aside). */
+static const struct {
+    const char *name;
+    unsigned feature;
+} g_feature_names[] = {
+    {"avx512", BNN_CPU_AVX512},
+    {"avx2", BNN_CPU_AVX2},
+    {"popcnt", BNN_CPU_POPCNT},
+    {"neon", BNN_CPU_NEON},
+};
+
+/* Unknown names are ignored so that one setting serves every architecture. */
+unsigned bnn_features_named(const char *s)
 {
-    const char *s = getenv("BNNCPU_DISABLE");
     unsigned mask = 0;
     while (s && *s) {
         size_t len = strcspn(s, ",");
         if (len == 3 && !strncmp(s, "all", 3))
             mask |= ~0u;
-        else if (len == 6 && !strncmp(s, "avx512", 6))
-            mask |= BNN_CPU_AVX512;
-        else if (len == 4 && !strncmp(s, "avx2", 4))
-            mask |= BNN_CPU_AVX2;
-        else if (len == 6 && !strncmp(s, "popcnt", 6))
-            mask |= BNN_CPU_POPCNT;
-        else if (len == 4 && !strncmp(s, "neon", 4))
-            mask |= BNN_CPU_NEON;
+        for (size_t i = 0; i < sizeof(g_feature_names) / sizeof(g_feature_names[0]); i++)
+            if (len == strlen(g_feature_names[i].name) && !strncmp(s, g_feature_names[i].name, len))
+                mask |= g_feature_names[i].feature;
         s += len;
         if (*s == ',')
             s++;
@@ -89,33 +93,43 @@ static unsigned disabled(void)
     return mask;
 }
 
+/* Worst first: selection takes the last set whose features the CPU has, so a
+ * set's place here is its rank. */
+static const struct bnn_kernel_set g_kernel_sets[] = {
+    {&bnn_kernels_scalar, 0},
+#ifdef BNN_X86
+    {&bnn_kernels_popcnt, BNN_CPU_POPCNT},
+    /* Built for target("avx2,popcnt"): the compiler may use POPCNT anywhere in it. */
+    {&bnn_kernels_avx2, BNN_CPU_POPCNT | BNN_CPU_AVX2},
+    /* The AVX-512 set reuses the AVX2 8-bit and threshold kernels. */
+    {&bnn_kernels_avx512, BNN_CPU_POPCNT | BNN_CPU_AVX2 | BNN_CPU_AVX512},
+#endif
+#ifdef BNN_ARM
+    {&bnn_kernels_neon, BNN_CPU_NEON},
+#endif
+};
+
+size_t bnn_kernel_sets(const struct bnn_kernel_set **sets)
+{
+    *sets = g_kernel_sets;
+    return sizeof(g_kernel_sets) / sizeof(g_kernel_sets[0]);
+}
+
+static int runs_on(const struct bnn_kernel_set *set, unsigned features)
+{
+    return (set->needs & features) == set->needs;
+}
+
 static unsigned g_features;
 static const struct bnn_kernels *g_kernels;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static const struct bnn_kernels *best_for(unsigned f)
-{
-#ifdef BNN_X86
-    /* The AVX-512 set reuses the AVX2 8-bit and threshold kernels. */
-    if ((f & BNN_CPU_AVX512) && (f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT))
-        return &bnn_kernels_avx512;
-    if ((f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT))
-        return &bnn_kernels_avx2;
-    if (f & BNN_CPU_POPCNT)
-        return &bnn_kernels_popcnt;
-#endif
-#ifdef BNN_ARM
-    if (f & BNN_CPU_NEON)
-        return &bnn_kernels_neon;
-#endif
-    (void)f;
-    return &bnn_kernels_scalar;
-}
-
 static void init_once(void)
 {
-    g_features = detect() & ~disabled();
-    g_kernels = best_for(g_features);
+    g_features = bnn_detect_features() & ~bnn_features_named(getenv("BNNCPU_DISABLE"));
+    for (size_t i = 0; i < sizeof(g_kernel_sets) / sizeof(g_kernel_sets[0]); i++)
+        if (runs_on(&g_kernel_sets[i], g_features))
+            g_kernels = g_kernel_sets[i].kernels;
 }
 
 unsigned bnn_cpu_features(void)
@@ -137,22 +151,10 @@ const char *bnn_kernel_name(void)
 
 size_t bnn_available_kernels(const struct bnn_kernels **out, size_t max)
 {
-    unsigned f = detect();
+    unsigned f = bnn_detect_features();
     size_t n = 0;
-    if (n < max)
-        out[n++] = &bnn_kernels_scalar;
-#ifdef BNN_X86
-    if ((f & BNN_CPU_POPCNT) && n < max)
-        out[n++] = &bnn_kernels_popcnt;
-    if ((f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT) && n < max)
-        out[n++] = &bnn_kernels_avx2;
-    if ((f & BNN_CPU_AVX512) && (f & BNN_CPU_AVX2) && (f & BNN_CPU_POPCNT) && n < max)
-        out[n++] = &bnn_kernels_avx512;
-#endif
-#ifdef BNN_ARM
-    if ((f & BNN_CPU_NEON) && n < max)
-        out[n++] = &bnn_kernels_neon;
-#endif
-    (void)f;
+    for (size_t i = 0; i < sizeof(g_kernel_sets) / sizeof(g_kernel_sets[0]) && n < max; i++)
+        if (runs_on(&g_kernel_sets[i], f))
+            out[n++] = g_kernel_sets[i].kernels;
     return n;
 }

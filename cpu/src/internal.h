@@ -123,6 +123,32 @@ struct bnn_kernels {
     void (*threshold_bits)(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out);
 };
 
+/*
+ * Contracts: what a kernel assumes of its job (pointers, sizes, the alignment
+ * of its vector loads, a window inside its input) and what the runner assumes
+ * of its buffers and thread slices. The sanitizer and fuzz builds define
+ * BNN_CONTRACTS, so a broken assumption stops where it is made instead of
+ * surfacing as a wrong bit or a stray read deep inside a SIMD loop; other
+ * builds compile the checks out, so the hot path pays nothing.
+ */
+#ifdef BNN_CONTRACTS
+void bnn_contract_failed(const char *cond, const char *file, int line);
+#define BNN_REQUIRE(cond) ((cond) ? (void)0 : bnn_contract_failed(#cond, __FILE__, __LINE__))
+/* align: the alignment the kernel's weight loads need. */
+void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align);
+void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align);
+void bnn_require_threshold_bits(const uint8_t *x, const uint8_t *t, size_t n, const uint64_t *out);
+#define BNN_REQUIRE_BGEMM(j, align) bnn_require_bgemm(j, align)
+#define BNN_REQUIRE_I8GEMM(j, align) bnn_require_i8gemm(j, align)
+#define BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out) bnn_require_threshold_bits(x, t, n, out)
+#else
+/* sizeof keeps the operands "used" without evaluating them. */
+#define BNN_REQUIRE(cond) ((void)sizeof((cond) ? 1 : 0))
+#define BNN_REQUIRE_BGEMM(j, align) ((void)0)
+#define BNN_REQUIRE_I8GEMM(j, align) ((void)0)
+#define BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out) ((void)0)
+#endif
+
 extern const struct bnn_kernels bnn_kernels_scalar;
 #ifdef BNN_X86
 extern const struct bnn_kernels bnn_kernels_popcnt;
@@ -190,6 +216,18 @@ static inline void bnn_i8gemm_finish(const struct bnn_i8gemm_job *j, uint32_t p,
     }
 }
 
+/* A kernel set and the CPU features it needs. */
+struct bnn_kernel_set {
+    const struct bnn_kernels *kernels;
+    unsigned needs; /* enum bnn_cpu_feature bits */
+};
+/* Every kernel set of this build, worst first: the one table that selection,
+ * listing and the tests read. */
+size_t bnn_kernel_sets(const struct bnn_kernel_set **sets);
+/* The features the CPU has, before BNNCPU_DISABLE. */
+unsigned bnn_detect_features(void);
+/* The features a BNNCPU_DISABLE value (NULL for none) switches off. */
+unsigned bnn_features_named(const char *setting);
 /* The kernel set for this process: the best the CPU has after BNNCPU_DISABLE,
  * chosen once. */
 const struct bnn_kernels *bnn_select_kernels(void);

@@ -136,17 +136,8 @@ static int check_dim(char *err, size_t errlen, uint32_t i, uint32_t n, const str
     return BNN_OK;
 }
 
-/* Reads and checks one record's header and its own consistency (not yet how
- * it chains to its neighbours). */
-static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, uint32_t i, uint32_t n,
-                       struct record *r, char *err, size_t errlen)
+static void parse_record(const uint8_t *h, struct record *r)
 {
-    memset(r, 0, sizeof(*r));
-    r->offset = offset;
-    if (offset + BNN_LAYER_HEADER_BYTES > file_bytes)
-        return fail(err, errlen, BNN_ERR_TRUNCATED,
-                    "layer %u/%u: its header runs past the end of the file", i + 1, n);
-    const uint8_t *h = p + offset;
     r->kind = rd32(h + 0);
     r->record_bytes = rd32(h + 4);
     r->in_h = rd32(h + 8);
@@ -163,18 +154,29 @@ static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, u
     r->act_val = (int32_t)rd32(h + 52);
     r->reserved0 = rd32(h + 56);
     r->reserved1 = rd32(h + 60);
+}
 
+/* The kind and the record's extent, before anything is read from its payload. */
+static int check_framing(const struct record *r, uint64_t file_bytes, uint32_t i, uint32_t n, char *err,
+                         size_t errlen)
+{
     if (r->kind < BNN_LAYER_THRESHOLD || r->kind > BNN_LAYER_LABEL_SELECT)
         return fail(err, errlen, BNN_ERR_KIND, "layer %u/%u: unknown layer kind %u", i + 1, n, r->kind);
     if (r->record_bytes < BNN_LAYER_HEADER_BYTES || r->record_bytes % 8 != 0)
         return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "record_bytes %u is not 64 + payload rounded up to 8",
                     LAYER_ARGS(i, n, r), r->record_bytes);
-    if (offset + r->record_bytes > file_bytes)
+    if (r->offset + r->record_bytes > file_bytes)
         return fail(err, errlen, BNN_ERR_TRUNCATED, LAYER_FMT "its %u-byte record runs past the end of the file",
                     LAYER_ARGS(i, n, r), r->record_bytes);
     if (r->reserved0 || r->reserved1)
         return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "reserved header fields are not zero", LAYER_ARGS(i, n, r));
+    return BNN_OK;
+}
 
+/* What every kind shares: dimensions in range, known types, act_val on
+ * THRESHOLD only. */
+static int check_fields(const struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
     int st;
     const struct {
         const char *what;
@@ -192,85 +194,113 @@ static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, u
     if (r->kind != BNN_LAYER_THRESHOLD && r->act_val != 0)
         return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "act_val is %d, only THRESHOLD has one",
                     LAYER_ARGS(i, n, r), (int)r->act_val);
+    return BNN_OK;
+}
 
-    /* Windows (MVAU, MAXPOOL) must fit their input and give the stated output;
-     * the other kinds map pixels one to one. */
-    if (r->kind == BNN_LAYER_MVAU || r->kind == BNN_LAYER_MAXPOOL) {
-        if (r->kernel > r->in_h || r->kernel > r->in_w)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u does not fit the %ux%u input",
-                        LAYER_ARGS(i, n, r), r->kernel, r->in_h, r->in_w);
-        uint32_t oh = (r->in_h - r->kernel) / r->stride + 1, ow = (r->in_w - r->kernel) / r->stride + 1;
-        if (r->out_h != oh || r->out_w != ow)
-            return fail(err, errlen, BNN_ERR_SHAPE,
-                        LAYER_FMT "kernel %u stride %u on %ux%u gives %ux%u, not the stated %ux%u",
-                        LAYER_ARGS(i, n, r), r->kernel, r->stride, r->in_h, r->in_w, oh, ow, r->out_h, r->out_w);
-    } else {
+/* Windows (MVAU, MAXPOOL) must fit their input and give the stated output;
+ * the other kinds map pixels one to one. */
+static int check_window(const struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
+    if (r->kind != BNN_LAYER_MVAU && r->kind != BNN_LAYER_MAXPOOL) {
         if (r->kernel != 1 || r->stride != 1)
             return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u stride %u, must be 1 and 1",
                         LAYER_ARGS(i, n, r), r->kernel, r->stride);
+        return BNN_OK;
     }
+    if (r->kernel > r->in_h || r->kernel > r->in_w)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u does not fit the %ux%u input",
+                    LAYER_ARGS(i, n, r), r->kernel, r->in_h, r->in_w);
+    uint32_t oh = (r->in_h - r->kernel) / r->stride + 1, ow = (r->in_w - r->kernel) / r->stride + 1;
+    if (r->out_h != oh || r->out_w != ow)
+        return fail(err, errlen, BNN_ERR_SHAPE,
+                    LAYER_FMT "kernel %u stride %u on %ux%u gives %ux%u, not the stated %ux%u", LAYER_ARGS(i, n, r),
+                    r->kernel, r->stride, r->in_h, r->in_w, oh, ow, r->out_h, r->out_w);
+    return BNN_OK;
+}
 
+static int check_threshold(struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
+    if (r->in_type != BNN_TYPE_UINT8 || (r->out_type != BNN_TYPE_BITS && r->out_type != BNN_TYPE_INT8))
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be uint8 -> bits or int8",
+                    LAYER_ARGS(i, n, r), type_name(r->in_type), type_name(r->out_type));
+    if (r->out_h != r->in_h || r->out_w != r->in_w || r->out_c != r->in_c)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "output %ux%ux%u differs from input %ux%ux%u",
+                    LAYER_ARGS(i, n, r), r->out_h, r->out_w, r->out_c, r->in_h, r->in_w, r->in_c);
+    if (r->n_thresholds < 1 || r->n_thresholds > 255)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds per channel, must be 1..255",
+                    LAYER_ARGS(i, n, r), r->n_thresholds);
+    int64_t lo = r->act_val, hi = (int64_t)r->act_val + r->n_thresholds;
+    int64_t min = r->out_type == BNN_TYPE_BITS ? 0 : -128, max = r->out_type == BNN_TYPE_BITS ? 1 : 127;
+    if (lo < min || hi > max)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "act_val %d with %u thresholds gives %lld..%lld, outside %s",
+                    LAYER_ARGS(i, n, r), (int)r->act_val, r->n_thresholds, (long long)lo, (long long)hi,
+                    type_name(r->out_type));
+    r->payload_bytes = (uint64_t)r->in_c * r->n_thresholds * 4;
+    return BNN_OK;
+}
+
+static int check_mvau(struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
+    if (r->in_type != BNN_TYPE_BITS && r->in_type != BNN_TYPE_UINT8 && r->in_type != BNN_TYPE_INT8)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "input %s, must be bits, uint8 or int8",
+                    LAYER_ARGS(i, n, r), type_name(r->in_type));
+    if (!((r->out_type == BNN_TYPE_BITS && r->n_thresholds == 1) ||
+          (r->out_type == BNN_TYPE_INT32 && r->n_thresholds == 0)))
+        return fail(err, errlen, BNN_ERR_SHAPE,
+                    LAYER_FMT "output %s with %u thresholds, must be bits with 1 or int32 with 0",
+                    LAYER_ARGS(i, n, r), type_name(r->out_type), r->n_thresholds);
+    r->k = (uint64_t)r->kernel * r->kernel * r->in_c;
+    if (r->k > BNN_MAX_K)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "K = %ux%ux%u = %llu is past the limit of %u",
+                    LAYER_ARGS(i, n, r), r->kernel, r->kernel, r->in_c, (unsigned long long)r->k, BNN_MAX_K);
+    r->payload_bytes = (uint64_t)r->out_c * ceil_div(r->k, 64) * 8 + (uint64_t)r->n_thresholds * r->out_c * 4;
+    return BNN_OK;
+}
+
+static int check_maxpool(struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
+    if (r->in_type != BNN_TYPE_BITS || r->out_type != BNN_TYPE_BITS)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be bits -> bits", LAYER_ARGS(i, n, r),
+                    type_name(r->in_type), type_name(r->out_type));
+    if (r->out_c != r->in_c)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u channels in, %u out", LAYER_ARGS(i, n, r), r->in_c,
+                    r->out_c);
+    if (r->n_thresholds != 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
+                    r->n_thresholds);
+    return BNN_OK;
+}
+
+static int check_label_select(struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
+    if (r->in_type != BNN_TYPE_INT32 || r->out_type != BNN_TYPE_CLASS)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be int32 -> class", LAYER_ARGS(i, n, r),
+                    type_name(r->in_type), type_name(r->out_type));
+    if (r->in_h != 1 || r->in_w != 1 || r->out_h != 1 || r->out_w != 1 || r->out_c != 1)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%ux%ux%u -> %ux%ux%u, must be 1x1xC -> 1x1x1",
+                    LAYER_ARGS(i, n, r), r->in_h, r->in_w, r->in_c, r->out_h, r->out_w, r->out_c);
+    if (r->n_thresholds != 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
+                    r->n_thresholds);
+    return BNN_OK;
+}
+
+/* Types, shapes and the payload size of one kind (check_framing has made sure
+ * the kind is one of these). */
+static int check_kind(struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
+{
     switch (r->kind) {
-    case BNN_LAYER_THRESHOLD: {
-        if (r->in_type != BNN_TYPE_UINT8 || (r->out_type != BNN_TYPE_BITS && r->out_type != BNN_TYPE_INT8))
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be uint8 -> bits or int8",
-                        LAYER_ARGS(i, n, r), type_name(r->in_type), type_name(r->out_type));
-        if (r->out_h != r->in_h || r->out_w != r->in_w || r->out_c != r->in_c)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "output %ux%ux%u differs from input %ux%ux%u",
-                        LAYER_ARGS(i, n, r), r->out_h, r->out_w, r->out_c, r->in_h, r->in_w, r->in_c);
-        if (r->n_thresholds < 1 || r->n_thresholds > 255)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds per channel, must be 1..255",
-                        LAYER_ARGS(i, n, r), r->n_thresholds);
-        int64_t lo = r->act_val, hi = (int64_t)r->act_val + r->n_thresholds;
-        int64_t min = r->out_type == BNN_TYPE_BITS ? 0 : -128, max = r->out_type == BNN_TYPE_BITS ? 1 : 127;
-        if (lo < min || hi > max)
-            return fail(err, errlen, BNN_ERR_SHAPE,
-                        LAYER_FMT "act_val %d with %u thresholds gives %lld..%lld, outside %s",
-                        LAYER_ARGS(i, n, r), (int)r->act_val, r->n_thresholds, (long long)lo, (long long)hi,
-                        type_name(r->out_type));
-        r->payload_bytes = (uint64_t)r->in_c * r->n_thresholds * 4;
-        break;
+    case BNN_LAYER_THRESHOLD: return check_threshold(r, i, n, err, errlen);
+    case BNN_LAYER_MVAU: return check_mvau(r, i, n, err, errlen);
+    case BNN_LAYER_MAXPOOL: return check_maxpool(r, i, n, err, errlen);
+    default: return check_label_select(r, i, n, err, errlen);
     }
-    case BNN_LAYER_MVAU: {
-        if (r->in_type != BNN_TYPE_BITS && r->in_type != BNN_TYPE_UINT8 && r->in_type != BNN_TYPE_INT8)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "input %s, must be bits, uint8 or int8",
-                        LAYER_ARGS(i, n, r), type_name(r->in_type));
-        if (!((r->out_type == BNN_TYPE_BITS && r->n_thresholds == 1) ||
-              (r->out_type == BNN_TYPE_INT32 && r->n_thresholds == 0)))
-            return fail(err, errlen, BNN_ERR_SHAPE,
-                        LAYER_FMT "output %s with %u thresholds, must be bits with 1 or int32 with 0",
-                        LAYER_ARGS(i, n, r), type_name(r->out_type), r->n_thresholds);
-        r->k = (uint64_t)r->kernel * r->kernel * r->in_c;
-        if (r->k > BNN_MAX_K)
-            return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "K = %ux%ux%u = %llu is past the limit of %u",
-                        LAYER_ARGS(i, n, r), r->kernel, r->kernel, r->in_c, (unsigned long long)r->k, BNN_MAX_K);
-        r->payload_bytes = (uint64_t)r->out_c * ceil_div(r->k, 64) * 8 + (uint64_t)r->n_thresholds * r->out_c * 4;
-        break;
-    }
-    case BNN_LAYER_MAXPOOL:
-        if (r->in_type != BNN_TYPE_BITS || r->out_type != BNN_TYPE_BITS)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be bits -> bits", LAYER_ARGS(i, n, r),
-                        type_name(r->in_type), type_name(r->out_type));
-        if (r->out_c != r->in_c)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u channels in, %u out", LAYER_ARGS(i, n, r),
-                        r->in_c, r->out_c);
-        if (r->n_thresholds != 0)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
-                        r->n_thresholds);
-        break;
-    case BNN_LAYER_LABEL_SELECT:
-        if (r->in_type != BNN_TYPE_INT32 || r->out_type != BNN_TYPE_CLASS)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%s -> %s, must be int32 -> class",
-                        LAYER_ARGS(i, n, r), type_name(r->in_type), type_name(r->out_type));
-        if (r->in_h != 1 || r->in_w != 1 || r->out_h != 1 || r->out_w != 1 || r->out_c != 1)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%ux%ux%u -> %ux%ux%u, must be 1x1xC -> 1x1x1",
-                        LAYER_ARGS(i, n, r), r->in_h, r->in_w, r->in_c, r->out_h, r->out_w, r->out_c);
-        if (r->n_thresholds != 0)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "%u thresholds, must be 0", LAYER_ARGS(i, n, r),
-                        r->n_thresholds);
-        break;
-    }
+}
 
+/* record_bytes is exactly the payload rounded up to 8, the rounding zero. */
+static int check_payload(const uint8_t *h, const struct record *r, uint32_t i, uint32_t n, char *err,
+                         size_t errlen)
+{
     uint64_t want = round_up(BNN_LAYER_HEADER_BYTES + r->payload_bytes, 8);
     if (r->record_bytes < want)
         return fail(err, errlen, BNN_ERR_TRUNCATED, LAYER_FMT "record is %u bytes, its payload needs %llu",
@@ -283,17 +313,44 @@ static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, u
         if (*q)
             return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "padding after the payload is not zero",
                         LAYER_ARGS(i, n, r));
-    if (r->kind == BNN_LAYER_MVAU && r->k % 64 != 0) {
-        /* The format promises zero bits past K, so a writer's packing mistake
-         * shows up here instead of as a silently different network. */
-        uint64_t words = ceil_div(r->k, 64), tail_mask = ~0ull << (r->k % 64);
-        const uint8_t *w = h + BNN_LAYER_HEADER_BYTES;
-        for (uint32_t o = 0; o < r->out_c; o++)
-            if (rd64(w + (o * words + words - 1) * 8) & tail_mask)
-                return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "weight row %u has bits set past K = %llu",
-                            LAYER_ARGS(i, n, r), o, (unsigned long long)r->k);
-    }
     return BNN_OK;
+}
+
+/* The format promises zero bits past K, so a writer's packing mistake shows
+ * up here instead of as a silently different network. */
+static int check_weight_tails(const uint8_t *h, const struct record *r, uint32_t i, uint32_t n, char *err,
+                              size_t errlen)
+{
+    if (r->kind != BNN_LAYER_MVAU || r->k % 64 == 0)
+        return BNN_OK;
+    uint64_t words = ceil_div(r->k, 64), tail_mask = ~0ull << (r->k % 64);
+    const uint8_t *w = h + BNN_LAYER_HEADER_BYTES;
+    for (uint32_t o = 0; o < r->out_c; o++)
+        if (rd64(w + (o * words + words - 1) * 8) & tail_mask)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "weight row %u has bits set past K = %llu",
+                        LAYER_ARGS(i, n, r), o, (unsigned long long)r->k);
+    return BNN_OK;
+}
+
+/* Reads and checks one record's header and its own consistency (not yet how
+ * it chains to its neighbours). */
+static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, uint32_t i, uint32_t n,
+                       struct record *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    r->offset = offset;
+    if (offset + BNN_LAYER_HEADER_BYTES > file_bytes)
+        return fail(err, errlen, BNN_ERR_TRUNCATED,
+                    "layer %u/%u: its header runs past the end of the file", i + 1, n);
+    const uint8_t *h = p + offset;
+    parse_record(h, r);
+    int st;
+    if ((st = check_framing(r, file_bytes, i, n, err, errlen)) != BNN_OK ||
+        (st = check_fields(r, i, n, err, errlen)) != BNN_OK || (st = check_window(r, i, n, err, errlen)) != BNN_OK ||
+        (st = check_kind(r, i, n, err, errlen)) != BNN_OK ||
+        (st = check_payload(h, r, i, n, err, errlen)) != BNN_OK)
+        return st;
+    return check_weight_tails(h, r, i, n, err, errlen);
 }
 
 /* The grammar THRESHOLD? MVAU (MVAU | MAXPOOL)* LABEL_SELECT and the chaining
@@ -465,7 +522,154 @@ static int weight_bit(const uint8_t *row, uint64_t j)
     return (row[j / 8] >> (j % 8)) & 1;
 }
 
-/* Repacks one validated record into the engine's layout (see internal.h). */
+/* Bits out: one threshold per channel (act_val 0), x >= t for uint8 x. A
+ * threshold <= 0 always fires (t8 = 0); one past 255 never does, which uint8
+ * cannot say, so those channels are masked off. */
+static void build_threshold_bits(struct bnn_layer *L, const struct record *r, const uint8_t *t, uint8_t **cursor)
+{
+    L->t8 = take(cursor, round_up(r->in_c, 64));
+    L->never = take(cursor, L->in_wpp * 8);
+    memset(L->t8, 255, round_up(r->in_c, 64));
+    memset(L->never, 0, L->in_wpp * 8);
+    for (uint32_t c = 0; c < r->in_c; c++) {
+        int32_t v = (int32_t)rd32(t + 4 * (uint64_t)c);
+        L->t8[c] = v <= 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+        if (v > 255) {
+            L->never[c / 64] |= 1ull << (c % 64);
+            L->has_never = 1;
+        }
+    }
+}
+
+/* int8 out: several thresholds (not necessarily sorted), so a 256-entry table
+ * per channel of act_val + the number of thresholds <= x, plus 128. */
+static void build_threshold_lut(struct bnn_layer *L, const struct record *r, const uint8_t *t, uint8_t **cursor)
+{
+    L->lut = take(cursor, (uint64_t)r->in_c * 256);
+    for (uint32_t c = 0; c < r->in_c; c++) {
+        const uint8_t *tc = t + 4 * (uint64_t)c * r->n_thresholds;
+        for (int x = 0; x < 256; x++) {
+            int count = 0;
+            for (uint32_t j = 0; j < r->n_thresholds; j++)
+                count += x >= (int32_t)rd32(tc + 4 * j);
+            L->lut[(uint64_t)c * 256 + x] = (uint8_t)(r->act_val + count + 128);
+        }
+    }
+}
+
+/* The canonical rows into blocks of BNN_BLOCK channels, every window pixel
+ * padded to whole words. */
+static void pack_binary_weights(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint64_t window)
+{
+    const uint64_t row_bytes = ceil_div(r->k, 64) * 8;
+    memset(L->bw, 0, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
+    for (uint32_t o = 0; o < r->out_c; o++) {
+        const uint8_t *row = payload + o * row_bytes;
+        uint64_t *dst = L->bw + (uint64_t)(o / BNN_BLOCK) * window * BNN_BLOCK + o % BNN_BLOCK;
+        /* Input j of the canonical row is (pixel j / in_c of the window,
+         * channel j % in_c); the engine pads every pixel to whole words. */
+        for (uint64_t j = 0; j < r->k; j++)
+            if (weight_bit(row, j)) {
+                uint64_t pix = j / r->in_c, ch = j % r->in_c;
+                dst[(pix * L->in_wpp + ch / 64) * BNN_BLOCK] |= 1ull << (ch % 64);
+            }
+    }
+}
+
+static void split_nibbles(struct bnn_layer *L, uint64_t window, uint8_t **cursor)
+{
+    const uint64_t low = 0x0F0F0F0F0F0F0F0Full, words = (uint64_t)L->n_blocks * window;
+    L->bw_split = take(cursor, 2 * words * BNN_BLOCK * 8);
+    for (uint64_t w = 0; w < words; w++)
+        for (int c = 0; c < BNN_BLOCK; c++) {
+            uint64_t v = L->bw[w * BNN_BLOCK + c];
+            L->bw_split[w * 2 * BNN_BLOCK + c] = v & low;
+            L->bw_split[w * 2 * BNN_BLOCK + BNN_BLOCK + c] = (v >> 4) & low;
+        }
+}
+
+/* MVAU on bits: packed weights, their nibble split if asked, and limits on the
+ * mismatch count. */
+static void build_mvau_bits(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor,
+                            int split)
+{
+    const uint8_t *thr = payload + (uint64_t)r->out_c * ceil_div(r->k, 64) * 8;
+    uint32_t window = r->kernel * r->kernel * L->in_wpp;
+    L->n_blocks = (uint32_t)ceil_div(r->out_c, BNN_BLOCK);
+    /* A window as wide as the input has its rows back to back in memory:
+     * one run instead of kernel runs. */
+    if (r->kernel == r->in_w) {
+        L->n_rows = 1;
+        L->row_words = window;
+    } else {
+        L->n_rows = r->kernel;
+        L->row_words = r->kernel * L->in_wpp;
+    }
+    L->bw = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
+    L->limit = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * 4);
+    pack_binary_weights(L, r, payload, window);
+    if (split)
+        split_nibbles(L, window, cursor);
+    for (uint32_t o = 0; o < L->n_blocks * BNN_BLOCK; o++) {
+        int64_t lim = -1;
+        if (o < r->out_c && r->n_thresholds == 1) {
+            /* acc = K - m >= t  <=>  m <= K - t, clamped to -1 (never) .. K (always). */
+            int64_t t = (int32_t)rd32(thr + 4 * (uint64_t)o);
+            lim = (int64_t)r->k - t;
+            lim = lim < -1 ? -1 : lim > (int64_t)r->k ? (int64_t)r->k : lim;
+        }
+        L->limit[o] = (int32_t)lim;
+    }
+}
+
+/* Output channel o's row as +-1 bytes in the pair-interleaved blocks; returns
+ * the sum of its weights. */
+static int64_t pack_byte_weights(struct bnn_layer *L, const struct record *r, const uint8_t *row, uint32_t o)
+{
+    const uint64_t run = (uint64_t)r->kernel * r->in_c, n_pairs = (uint64_t)r->kernel * L->run_pairs;
+    int64_t sumw = 0;
+    for (uint64_t j = 0; j < r->k; j++) {
+        int w = weight_bit(row, j) ? 1 : -1;
+        sumw += w;
+        /* Input j is byte j % run of kernel row j / run; rows start on whole
+         * pairs. */
+        uint64_t jp = j / run * L->run_pairs * 2 + j % run;
+        L->w8[(((uint64_t)(o / BNN_BLOCK8) * n_pairs + jp / 2) * BNN_BLOCK8 + o % BNN_BLOCK8) * 2 + jp % 2] = (int8_t)w;
+    }
+    return sumw;
+}
+
+/* MVAU on 8-bit input: +-1 byte weights, limits and score offsets that fold in
+ * int8's +128 (see internal.h). */
+static void build_mvau_bytes(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor)
+{
+    const uint64_t row_bytes = ceil_div(r->k, 64) * 8;
+    const uint8_t *thr = payload + (uint64_t)r->out_c * row_bytes;
+    L->n_blocks8 = (uint32_t)ceil_div(r->out_c, BNN_BLOCK8);
+    L->run_pairs = (uint32_t)ceil_div((uint64_t)r->kernel * r->in_c, 2);
+    uint64_t wbytes = (uint64_t)L->n_blocks8 * r->kernel * L->run_pairs * BNN_BLOCK8 * 2;
+    L->w8 = take(cursor, wbytes);
+    L->limit8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
+    L->offset8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
+    memset(L->w8, 0, wbytes);
+    int64_t off = r->in_type == BNN_TYPE_INT8 ? 128 : 0;
+    /* |sum(u * w)| <= 255 K < 2^28: limits clamped to +-2^30 keep their meaning. */
+    const int64_t big = (int64_t)1 << 30;
+    for (uint32_t o = 0; o < L->n_blocks8 * BNN_BLOCK8; o++) {
+        int64_t sumw = o < r->out_c ? pack_byte_weights(L, r, payload + o * row_bytes, o) : 0;
+        int64_t lim = big;
+        if (o < r->out_c && r->n_thresholds == 1) {
+            /* sum((u - off) w) >= t  <=>  sum(u w) >= t + off * sum(w). */
+            lim = (int64_t)(int32_t)rd32(thr + 4 * (uint64_t)o) + off * sumw;
+            lim = lim < -big ? -big : lim > big ? big : lim;
+        }
+        L->limit8[o] = (int32_t)lim;
+        L->offset8[o] = (int32_t)(off * sumw);
+    }
+}
+
+/* Repacks one validated record into the engine's layout (see internal.h);
+ * MAXPOOL and LABEL_SELECT have no arrays. */
 static void build_layer(struct bnn_layer *L, const struct record *r, const uint8_t *payload, uint8_t **cursor,
                         int split)
 {
@@ -482,143 +686,51 @@ static void build_layer(struct bnn_layer *L, const struct record *r, const uint8
     L->weight_bytes = r->payload_bytes;
 
     if (r->kind == BNN_LAYER_THRESHOLD) {
-        const uint8_t *t = payload;
-        if (r->out_type == BNN_TYPE_BITS) {
-            /* One threshold per channel (act_val 0): x >= t for uint8 x. A
-             * threshold <= 0 always fires (t8 = 0); one past 255 never does,
-             * which uint8 cannot say, so those channels are masked off. */
-            L->t8 = take(cursor, round_up(r->in_c, 64));
-            L->never = take(cursor, L->in_wpp * 8);
-            memset(L->t8, 255, round_up(r->in_c, 64));
-            memset(L->never, 0, L->in_wpp * 8);
-            for (uint32_t c = 0; c < r->in_c; c++) {
-                int32_t v = (int32_t)rd32(t + 4 * (uint64_t)c);
-                L->t8[c] = v <= 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-                if (v > 255) {
-                    L->never[c / 64] |= 1ull << (c % 64);
-                    L->has_never = 1;
-                }
-            }
+        if (r->out_type == BNN_TYPE_BITS)
+            build_threshold_bits(L, r, payload, cursor);
+        else
+            build_threshold_lut(L, r, payload, cursor);
+    } else if (r->kind == BNN_LAYER_MVAU) {
+        uint64_t macs = (uint64_t)r->out_h * r->out_w * r->out_c * r->k;
+        if (r->in_type == BNN_TYPE_BITS) {
+            L->binary_macs = macs;
+            build_mvau_bits(L, r, payload, cursor, split);
         } else {
-            /* Several thresholds (not necessarily sorted): a 256-entry table per
-             * channel of act_val + the number of thresholds <= x, plus 128. */
-            L->lut = take(cursor, (uint64_t)r->in_c * 256);
-            for (uint32_t c = 0; c < r->in_c; c++) {
-                const uint8_t *tc = t + 4 * (uint64_t)c * r->n_thresholds;
-                for (int x = 0; x < 256; x++) {
-                    int count = 0;
-                    for (uint32_t j = 0; j < r->n_thresholds; j++)
-                        count += x >= (int32_t)rd32(tc + 4 * j);
-                    L->lut[(uint64_t)c * 256 + x] = (uint8_t)(r->act_val + count + 128);
-                }
-            }
+            L->integer_macs = macs;
+            build_mvau_bytes(L, r, payload, cursor);
         }
-        return;
-    }
-    if (r->kind != BNN_LAYER_MVAU)
-        return;
-
-    uint64_t row_bytes = ceil_div(r->k, 64) * 8;
-    const uint8_t *thr = payload + (uint64_t)r->out_c * row_bytes;
-    L->binary_macs = r->in_type == BNN_TYPE_BITS ? (uint64_t)r->out_h * r->out_w * r->out_c * r->k : 0;
-    L->integer_macs = r->in_type != BNN_TYPE_BITS ? (uint64_t)r->out_h * r->out_w * r->out_c * r->k : 0;
-
-    if (r->in_type == BNN_TYPE_BITS) {
-        uint32_t wpp = L->in_wpp, window = r->kernel * r->kernel * wpp;
-        L->n_blocks = (uint32_t)ceil_div(r->out_c, BNN_BLOCK);
-        /* A window as wide as the input has its rows back to back in memory:
-         * one run instead of kernel runs. */
-        if (r->kernel == r->in_w) {
-            L->n_rows = 1;
-            L->row_words = window;
-        } else {
-            L->n_rows = r->kernel;
-            L->row_words = r->kernel * wpp;
-        }
-        L->bw = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
-        L->limit = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * 4);
-        memset(L->bw, 0, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
-        for (uint32_t o = 0; o < r->out_c; o++) {
-            const uint8_t *row = payload + o * row_bytes;
-            uint64_t *dst = L->bw + (uint64_t)(o / BNN_BLOCK) * window * BNN_BLOCK + o % BNN_BLOCK;
-            /* Input j of the canonical row is (pixel j / in_c of the window,
-             * channel j % in_c); the engine pads every pixel to whole words. */
-            for (uint64_t j = 0; j < r->k; j++)
-                if (weight_bit(row, j)) {
-                    uint64_t pix = j / r->in_c, ch = j % r->in_c;
-                    dst[(pix * wpp + ch / 64) * BNN_BLOCK] |= 1ull << (ch % 64);
-                }
-        }
-        if (split) {
-            const uint64_t low = 0x0F0F0F0F0F0F0F0Full, words = (uint64_t)L->n_blocks * window;
-            L->bw_split = take(cursor, 2 * words * BNN_BLOCK * 8);
-            for (uint64_t w = 0; w < words; w++)
-                for (int c = 0; c < BNN_BLOCK; c++) {
-                    uint64_t v = L->bw[w * BNN_BLOCK + c];
-                    L->bw_split[w * 2 * BNN_BLOCK + c] = v & low;
-                    L->bw_split[w * 2 * BNN_BLOCK + BNN_BLOCK + c] = (v >> 4) & low;
-                }
-        }
-        for (uint32_t o = 0; o < L->n_blocks * BNN_BLOCK; o++) {
-            int64_t lim = -1;
-            if (o < r->out_c && r->n_thresholds == 1) {
-                /* acc = K - m >= t  <=>  m <= K - t, clamped to -1 (never) .. K (always). */
-                int64_t t = (int32_t)rd32(thr + 4 * (uint64_t)o);
-                lim = (int64_t)r->k - t;
-                lim = lim < -1 ? -1 : lim > (int64_t)r->k ? (int64_t)r->k : lim;
-            }
-            L->limit[o] = (int32_t)lim;
-        }
-        return;
-    }
-
-    /* 8-bit input. */
-    L->n_blocks8 = (uint32_t)ceil_div(r->out_c, BNN_BLOCK8);
-    const uint64_t run = (uint64_t)r->kernel * r->in_c;
-    L->run_pairs = (uint32_t)ceil_div(run, 2);
-    const uint64_t n_pairs = (uint64_t)r->kernel * L->run_pairs;
-    uint64_t wbytes = (uint64_t)L->n_blocks8 * n_pairs * BNN_BLOCK8 * 2;
-    L->w8 = take(cursor, wbytes);
-    L->limit8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
-    L->offset8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
-    memset(L->w8, 0, wbytes);
-    int64_t off = r->in_type == BNN_TYPE_INT8 ? 128 : 0;
-    /* |sum(u * w)| <= 255 K < 2^28: limits clamped to +-2^30 keep their meaning. */
-    const int64_t big = (int64_t)1 << 30;
-    for (uint32_t o = 0; o < L->n_blocks8 * BNN_BLOCK8; o++) {
-        int64_t sumw = 0;
-        if (o < r->out_c) {
-            const uint8_t *row = payload + o * row_bytes;
-            for (uint64_t j = 0; j < r->k; j++) {
-                int w = weight_bit(row, j) ? 1 : -1;
-                sumw += w;
-                /* Input j is byte j % run of kernel row j / run; rows start on
-                 * whole pairs. */
-                uint64_t jp = j / run * L->run_pairs * 2 + j % run;
-                L->w8[(((uint64_t)(o / BNN_BLOCK8) * n_pairs + jp / 2) * BNN_BLOCK8 + o % BNN_BLOCK8) * 2 + jp % 2] =
-                    (int8_t)w;
-            }
-        }
-        int64_t lim = big;
-        if (o < r->out_c && r->n_thresholds == 1) {
-            /* sum((u - off) w) >= t  <=>  sum(u w) >= t + off * sum(w). */
-            lim = (int64_t)(int32_t)rd32(thr + 4 * (uint64_t)o) + off * sumw;
-            lim = lim < -big ? -big : lim > big ? big : lim;
-        }
-        L->limit8[o] = (int32_t)lim;
-        L->offset8[o] = (int32_t)(off * sumw);
     }
 }
 
-int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen)
+/* The header's layer count, image, order, dataset and (zero) flags. */
+static int check_image_header(const uint8_t *p, uint32_t major, uint32_t minor, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
-    if (out)
-        *out = NULL;
-    if (!out || (!data && size))
-        return fail(err, errlen, BNN_ERR_ARG, "bnn_model_load_memory: NULL argument");
-    const uint8_t *p = data;
+    uint32_t n = rd32(p + 28);
+    if (n == 0)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: no layers");
+    if (n > BNN_MAX_LAYERS)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "header: %u layers, past the limit of %u", n, BNN_MAX_LAYERS);
+    int st;
+    if ((st = check_header_dim(err, errlen, "in_c", rd32(p + 32))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "in_h", rd32(p + 36))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "in_w", rd32(p + 40))) != BNN_OK ||
+        (st = check_header_dim(err, errlen, "n_classes", rd32(p + 48))) != BNN_OK)
+        return st;
+    uint32_t order = rd32(p + 44), dataset = rd32(p + 52);
+    if (order != BNN_ORDER_CHW && order != BNN_ORDER_HWC)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown input_order %u", order);
+    if (dataset > BNN_DATASET_DIGITS)
+        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown dataset %u", dataset);
+    if (rd32(p + 56) != 0 || rd32(p + 60) != 0)
+        return fail(err, errlen, BNN_ERR_VERSION,
+                    "header: flags or reserved fields set that format %u.%u does not have", major, minor);
+    return BNN_OK;
+}
+
+/* The 64-byte file header: magic, version, size, checksum, then the image and
+ * layer count. */
+static int check_file_header(const uint8_t *p, size_t size, char *err, size_t errlen)
+{
     size_t m = size < 8 ? size : 8;
     if (memcmp(p, BNN_MAGIC, m) != 0)
         return fail(err, errlen, BNN_ERR_MAGIC, "not a bnncpu model file (no BNNCPU magic)");
@@ -646,28 +758,14 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
     if (stored != actual)
         return fail(err, errlen, BNN_ERR_CHECKSUM, "checksum mismatch: the header says %08x, the content gives %08x",
                     stored, actual);
+    return check_image_header(p, major, minor, err, errlen);
+}
 
-    uint32_t n = rd32(p + 28);
-    if (n == 0)
-        return fail(err, errlen, BNN_ERR_SHAPE, "header: no layers");
-    if (n > BNN_MAX_LAYERS)
-        return fail(err, errlen, BNN_ERR_TOO_LARGE, "header: %u layers, past the limit of %u", n, BNN_MAX_LAYERS);
+/* Every record in turn, then nothing after the last. */
+static int read_records(const uint8_t *p, uint64_t file_bytes, uint32_t n, struct record *rec, char *err,
+                        size_t errlen)
+{
     int st;
-    if ((st = check_header_dim(err, errlen, "in_c", rd32(p + 32))) != BNN_OK ||
-        (st = check_header_dim(err, errlen, "in_h", rd32(p + 36))) != BNN_OK ||
-        (st = check_header_dim(err, errlen, "in_w", rd32(p + 40))) != BNN_OK ||
-        (st = check_header_dim(err, errlen, "n_classes", rd32(p + 48))) != BNN_OK)
-        return st;
-    uint32_t order = rd32(p + 44), dataset = rd32(p + 52);
-    if (order != BNN_ORDER_CHW && order != BNN_ORDER_HWC)
-        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown input_order %u", order);
-    if (dataset > BNN_DATASET_DIGITS)
-        return fail(err, errlen, BNN_ERR_SHAPE, "header: unknown dataset %u", dataset);
-    if (rd32(p + 56) != 0 || rd32(p + 60) != 0)
-        return fail(err, errlen, BNN_ERR_VERSION, "header: flags or reserved fields set that format %u.%u does not have",
-                    major, minor);
-
-    struct record rec[BNN_MAX_LAYERS];
     uint64_t offset = BNN_HEADER_BYTES;
     for (uint32_t i = 0; i < n; i++) {
         if ((st = read_record(p, file_bytes, offset, i, n, &rec[i], err, errlen)) != BNN_OK)
@@ -677,31 +775,29 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
     if (offset != file_bytes)
         return fail(err, errlen, BNN_ERR_TOO_LARGE, "%llu bytes after the last layer",
                     (unsigned long long)(file_bytes - offset));
-    int transpose = 0;
-    if ((st = check_chain(p, rec, n, &transpose, err, errlen)) != BNN_OK)
-        return st;
-    uint64_t image_bytes = (uint64_t)rd32(p + 32) * rd32(p + 36) * rd32(p + 40);
-    struct plan pl;
-    if ((st = plan_model(rec, n, image_bytes, &pl, err, errlen)) != BNN_OK)
-        return st;
+    return BNN_OK;
+}
 
-    /* Everything is checked: now allocate. */
+/* Allocates the model for a fully checked file and repacks every layer. */
+static int new_model(const uint8_t *p, const struct record *rec, uint32_t n, int transpose, const struct plan *pl,
+                     bnn_model **out, char *err, size_t errlen)
+{
     bnn_model *model = calloc(1, sizeof(*model));
     struct bnn_layer *layers = calloc(n, sizeof(*layers));
-    void *arena = bnn_alloc((size_t)pl.arena);
+    void *arena = bnn_alloc((size_t)pl->arena);
     if (!model || !layers || !arena) {
         free(model);
         free(layers);
         bnn_free(arena);
         return fail(err, errlen, BNN_ERR_NOMEM, "out of memory for a %llu-byte model",
-                    (unsigned long long)pl.arena);
+                    (unsigned long long)pl->arena);
     }
     model->in_c = rd32(p + 32);
     model->in_h = rd32(p + 36);
     model->in_w = rd32(p + 40);
-    model->input_order = order;
+    model->input_order = rd32(p + 44);
     model->n_classes = rd32(p + 48);
-    model->dataset = dataset;
+    model->dataset = rd32(p + 52);
     model->n_layers = n;
     model->transpose_input = transpose;
     /* An MVAU reading the image's bytes itself reads one byte past an odd run:
@@ -717,15 +813,42 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
         model->binary_macs += layers[i].binary_macs;
         model->integer_macs += layers[i].integer_macs;
     }
-    model->act_bytes = (size_t)round_up(pl.act + BNN_SLACK, BNN_ALIGN);
-    model->image_bytes = (size_t)pl.image;
-    model->score_count = (size_t)pl.scores;
-    model->split_bytes = (size_t)round_up(pl.split, BNN_ALIGN);
-    model->model_bytes = pl.arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
-    model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl.image + BNN_SLACK, BNN_ALIGN) +
-                           round_up(pl.scores * 4, BNN_ALIGN) + model->split_bytes;
+    model->act_bytes = (size_t)round_up(pl->act + BNN_SLACK, BNN_ALIGN);
+    model->image_bytes = (size_t)pl->image;
+    model->score_count = (size_t)pl->scores;
+    model->split_bytes = (size_t)round_up(pl->split, BNN_ALIGN);
+    model->model_bytes = pl->arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
+    model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl->image + BNN_SLACK, BNN_ALIGN) +
+                           round_up(pl->scores * 4, BNN_ALIGN) + model->split_bytes;
     *out = model;
     return BNN_OK;
+}
+
+int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (out)
+        *out = NULL;
+    if (!out || (!data && size))
+        return fail(err, errlen, BNN_ERR_ARG, "bnn_model_load_memory: NULL argument");
+    const uint8_t *p = data;
+    int st;
+    if ((st = check_file_header(p, size, err, errlen)) != BNN_OK)
+        return st;
+    uint32_t n = rd32(p + 28);
+    struct record rec[BNN_MAX_LAYERS];
+    if ((st = read_records(p, rd64(p + 16), n, rec, err, errlen)) != BNN_OK)
+        return st;
+    int transpose = 0;
+    if ((st = check_chain(p, rec, n, &transpose, err, errlen)) != BNN_OK)
+        return st;
+    uint64_t image_bytes = (uint64_t)rd32(p + 32) * rd32(p + 36) * rd32(p + 40);
+    struct plan pl;
+    if ((st = plan_model(rec, n, image_bytes, &pl, err, errlen)) != BNN_OK)
+        return st;
+    /* Everything is checked: now allocate. */
+    return new_model(p, rec, n, transpose, &pl, out, err, errlen);
 }
 
 int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen)

@@ -5,6 +5,7 @@
  * independent, so the split cannot change a result).
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,55 @@ static size_t align_up(size_t v)
 {
     return (v + BNN_ALIGN - 1) / BNN_ALIGN * BNN_ALIGN;
 }
+
+#ifdef BNN_CONTRACTS
+void bnn_contract_failed(const char *cond, const char *file, int line)
+{
+    fprintf(stderr, "bnncpu: contract violated at %s:%d: %s\n", file, line, cond);
+    abort();
+}
+
+static int aligned(const void *p, size_t align)
+{
+    return (uintptr_t)p % align == 0;
+}
+
+void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align)
+{
+    BNN_REQUIRE(j && j->in && j->weights && aligned(j->in, 8) && aligned(j->weights, align));
+    BNN_REQUIRE(j->in_w > 0 && j->in_wpp > 0 && j->out_h > 0 && j->out_w > 0 && j->stride > 0);
+    BNN_REQUIRE(j->n_blocks > 0 && j->n_rows > 0 && j->row_words > 0);
+    /* Runs of one window do not overlap, and K counts window bits. */
+    BNN_REQUIRE(j->n_rows == 1 || j->row_words <= j->row_stride);
+    BNN_REQUIRE(j->k >= 0 && (uint64_t)j->k <= (uint64_t)j->n_rows * j->row_words * 64);
+    /* The last output pixel's last run ends inside the input tensor. */
+    const size_t last = ((size_t)(j->out_h - 1) * j->stride * j->in_w + (size_t)(j->out_w - 1) * j->stride) * j->in_wpp;
+    BNN_REQUIRE(last + (size_t)(j->n_rows - 1) * j->row_stride + j->row_words <= j->in_words);
+    if (!j->scores)
+        BNN_REQUIRE(j->out && j->limit && j->n_blocks <= j->out_pixel_bytes);
+    if (j->weights_split)
+        BNN_REQUIRE(aligned(j->weights_split, align) && j->split && aligned(j->split, 8));
+}
+
+void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align)
+{
+    BNN_REQUIRE(j && j->in && j->weights && aligned(j->weights, align));
+    BNN_REQUIRE(j->in_w > 0 && j->in_c > 0 && j->out_h > 0 && j->out_w > 0 && j->kernel > 0 && j->stride > 0);
+    BNN_REQUIRE(j->n_blocks > 0);
+    /* A row's pairs cover its kernel * in_c bytes, with at most one pad byte. */
+    const uint64_t run = (uint64_t)j->kernel * j->in_c;
+    BNN_REQUIRE(2 * (uint64_t)j->run_pairs >= run && 2 * (uint64_t)j->run_pairs <= run + 1);
+    if (j->scores)
+        BNN_REQUIRE(j->offset != NULL);
+    else
+        BNN_REQUIRE(j->out && j->limit && 2 * (size_t)j->n_blocks <= j->out_pixel_bytes);
+}
+
+void bnn_require_threshold_bits(const uint8_t *x, const uint8_t *t, size_t n, const uint64_t *out)
+{
+    BNN_REQUIRE(x && t && out && n > 0 && aligned(out, 8));
+}
+#endif
 
 bnn_context *bnn_context_new(const bnn_model *model)
 {
@@ -68,9 +118,14 @@ static void transpose_chw_to_hwc(const uint8_t *src, uint8_t *dst, uint32_t c, u
             dst[i * c + ch] = src[ch * plane + i];
 }
 
-static void run_threshold(const struct bnn_kernels *kern, const struct bnn_layer *L, const uint8_t *x, uint8_t *out)
+/* in_bytes, out_bytes here and below: what the buffers hold, slack included. */
+static void run_threshold(const struct bnn_kernels *kern, const struct bnn_layer *L, const uint8_t *x,
+                          size_t in_bytes, uint8_t *out, size_t out_bytes)
 {
     const size_t n_pix = (size_t)L->in_h * L->in_w, c = L->in_c;
+    BNN_REQUIRE(n_pix * c <= in_bytes);
+    BNN_REQUIRE(L->out_type == BNN_TYPE_BITS ? L->out_wpp == (c + 63) / 64 && n_pix * L->out_wpp * 8 <= out_bytes
+                                             : n_pix * c <= out_bytes);
     if (L->out_type == BNN_TYPE_BITS) {
         uint64_t *o = (uint64_t *)(void *)out;
         for (size_t p = 0; p < n_pix; p++) {
@@ -98,10 +153,14 @@ static void clear_pad_bytes(const struct bnn_layer *L, uint8_t *out, size_t writ
         memset(out + p * pixel + written, 0, pixel - written);
 }
 
-static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, const void *in, uint8_t *out,
-                     int32_t *scores, uint64_t *split)
+static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const void *in, size_t in_bytes, uint8_t *out,
+                     size_t out_bytes)
 {
+    const bnn_model *m = ctx->model;
+    const struct bnn_kernels *kern = m->kernels;
+    int32_t *scores = ctx->scores;
     const int want_scores = L->out_type == BNN_TYPE_INT32;
+    const size_t n_pix = (size_t)L->out_h * L->out_w;
     if (L->in_type == BNN_TYPE_BITS) {
         struct bnn_bgemm_job j = {
             .in = in,
@@ -121,9 +180,13 @@ static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, 
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
             .weights_split = L->bw_split,
-            .split = split,
+            .split = ctx->split,
             .in_words = (size_t)L->in_h * L->in_w * L->in_wpp,
         };
+        BNN_REQUIRE(j.in_words * 8 <= in_bytes);
+        BNN_REQUIRE(want_scores ? n_pix * L->n_blocks * BNN_BLOCK <= m->score_count
+                                : n_pix * j.out_pixel_bytes <= out_bytes);
+        BNN_REQUIRE(!j.weights_split || 2 * j.in_words * 8 <= m->split_bytes);
         if (!want_scores)
             clear_pad_bytes(L, out, L->n_blocks);
         kern->bgemm(&j);
@@ -145,6 +208,13 @@ static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, 
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
         };
+        /* The last pixel's last kernel row, pad byte included, is inside the
+         * input (the kernels may read into its slack past that). */
+        const size_t last_row = (((size_t)(L->out_h - 1) * L->stride + L->kernel - 1) * L->in_w +
+                                 (size_t)(L->out_w - 1) * L->stride) * L->in_c;
+        BNN_REQUIRE(last_row + 2 * (size_t)L->run_pairs <= in_bytes);
+        BNN_REQUIRE(want_scores ? n_pix * L->n_blocks8 * BNN_BLOCK8 <= m->score_count
+                                : n_pix * j.out_pixel_bytes <= out_bytes);
         if (!want_scores)
             clear_pad_bytes(L, out, 2 * (size_t)L->n_blocks8);
         kern->i8gemm(&j);
@@ -152,9 +222,13 @@ static void run_mvau(const struct bnn_kernels *kern, const struct bnn_layer *L, 
 }
 
 /* FINN's max-pooling on {0, 1} is the OR of the window, a word at a time. */
-static void run_maxpool(const struct bnn_layer *L, const uint64_t *in, uint64_t *out)
+static void run_maxpool(const struct bnn_layer *L, const uint64_t *in, size_t in_bytes, uint64_t *out,
+                        size_t out_bytes)
 {
     const uint32_t wpp = L->in_wpp, k = L->kernel, s = L->stride;
+    BNN_REQUIRE(L->out_wpp == wpp && (uint64_t)(L->out_h - 1) * s + k <= L->in_h &&
+                (uint64_t)(L->out_w - 1) * s + k <= L->in_w);
+    BNN_REQUIRE((size_t)L->in_h * L->in_w * wpp * 8 <= in_bytes && (size_t)L->out_h * L->out_w * wpp * 8 <= out_bytes);
     for (uint32_t oy = 0; oy < L->out_h; oy++)
         for (uint32_t ox = 0; ox < L->out_w; ox++) {
             uint64_t *o = out + ((size_t)oy * L->out_w + ox) * wpp;
@@ -193,38 +267,46 @@ static int32_t run_image(bnn_context *ctx, const uint8_t *image, int32_t *scores
     const bnn_model *m = ctx->model;
     const struct bnn_kernels *kern = m->kernels;
     const void *src = image;
+    size_t src_bytes = m->image_bytes;
     int cur = 0;
     int32_t cls = 0;
     uint64_t t0 = layer_ns ? now_ns() : 0;
     if (m->transpose_input) {
         transpose_chw_to_hwc(image, ctx->image, m->in_c, m->in_h, m->in_w);
         src = ctx->image;
+        src_bytes = align_up(m->image_bytes + BNN_SLACK);
     } else if (m->copy_input) {
         memcpy(ctx->image, image, m->image_bytes);
         src = ctx->image;
+        src_bytes = align_up(m->image_bytes + BNN_SLACK);
     }
     for (uint32_t i = 0; i < m->n_layers; i++) {
         const struct bnn_layer *L = &m->layers[i];
         uint8_t *dst = ctx->act[cur];
+        size_t dst_bytes = m->act_bytes;
         switch (L->kind) {
         case BNN_LAYER_THRESHOLD:
-            run_threshold(kern, L, src, dst);
+            run_threshold(kern, L, src, src_bytes, dst, dst_bytes);
             break;
         case BNN_LAYER_MVAU:
-            run_mvau(kern, L, src, dst, ctx->scores, ctx->split);
-            if (L->out_type == BNN_TYPE_INT32)
+            run_mvau(ctx, L, src, src_bytes, dst, dst_bytes);
+            if (L->out_type == BNN_TYPE_INT32) {
                 dst = (uint8_t *)ctx->scores;
+                dst_bytes = m->score_count * 4;
+            }
             break;
         case BNN_LAYER_MAXPOOL:
-            run_maxpool(L, src, (uint64_t *)(void *)dst);
+            run_maxpool(L, src, src_bytes, (uint64_t *)(void *)dst, dst_bytes);
             break;
         case BNN_LAYER_LABEL_SELECT:
+            BNN_REQUIRE((size_t)L->in_c * 4 <= src_bytes);
             cls = label_select(src, L->in_c);
             if (scores_out)
                 memcpy(scores_out, src, (size_t)L->in_c * 4);
             break;
         }
         src = dst;
+        src_bytes = dst_bytes;
         cur ^= 1;
         if (layer_ns) {
             uint64_t t1 = now_ns();
@@ -312,6 +394,7 @@ int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *cl
                                    scores ? scores + start * model->n_classes : NULL, BNN_OK};
         start += len;
     }
+    BNN_REQUIRE(start == n);
     /* The calling thread takes the first slice itself. */
     int started = 0, status = BNN_OK;
     for (int t = 1; t < n_threads; t++) {

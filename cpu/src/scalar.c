@@ -19,6 +19,7 @@ static inline uint32_t popcount64(uint64_t x)
  * window) stay in L1 while every output pixel streams past them. */
 static void bgemm_scalar(const struct bnn_bgemm_job *j)
 {
+    BNN_REQUIRE_BGEMM(j, 8);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t b = 0; b < j->n_blocks; b++) {
@@ -42,6 +43,7 @@ static void bgemm_scalar(const struct bnn_bgemm_job *j)
  * kernel row, as byte pairs (see internal.h). */
 void bnn_i8gemm_scalar(const struct bnn_i8gemm_job *j)
 {
+    BNN_REQUIRE_I8GEMM(j, 1);
     const uint32_t n_pix = j->out_h * j->out_w;
     const size_t block_bytes = (size_t)j->kernel * j->run_pairs * BNN_BLOCK8 * 2;
     for (uint32_t p = 0; p < n_pix; p++) {
@@ -61,6 +63,7 @@ void bnn_i8gemm_scalar(const struct bnn_i8gemm_job *j)
 
 void bnn_threshold_bits_scalar(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
 {
+    BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     for (size_t w = 0; w * 64 < n; w++) {
         size_t end = n - w * 64 < 64 ? n - w * 64 : 64;
         uint64_t word = 0;

@@ -154,46 +154,61 @@ static void test_crc(void)
     CHECK(bnn_crc32(buf, sizeof(buf), 24) == gen_get32(buf + 24), "CRC-32 with the field as zero");
 }
 
-static int disabled_by_env(const char *feature)
+/* BNNCPU_DISABLE's parsing, on its own: names, "all", and names it must not
+ * mistake for features. */
+static void test_feature_names(void)
 {
-    const char *s = getenv("BNNCPU_DISABLE");
-    if (!s)
-        return 0;
-    size_t len = strlen(feature);
-    for (const char *p = s; *p;) {
-        size_t l = strcspn(p, ",");
-        if ((l == 3 && !strncmp(p, "all", 3)) || (l == len && !strncmp(p, feature, len)))
-            return 1;
-        p += l;
-        if (*p == ',')
-            p++;
+    const struct {
+        const char *setting;
+        unsigned want;
+    } cases[] = {
+        {NULL, 0},
+        {"", 0},
+        {"avx512", BNN_CPU_AVX512},
+        {"avx2", BNN_CPU_AVX2},
+        {"popcnt", BNN_CPU_POPCNT},
+        {"neon", BNN_CPU_NEON},
+        {"avx2,neon", BNN_CPU_AVX2 | BNN_CPU_NEON},
+        {"avx512,avx2,popcnt", BNN_CPU_AVX512 | BNN_CPU_AVX2 | BNN_CPU_POPCNT},
+        {"all", ~0u},
+        {"neon,all", ~0u},
+        {"avx", 0},
+        {"avx2x", 0},
+        {"sse,,popcnt,", BNN_CPU_POPCNT},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned got = bnn_features_named(cases[i].setting);
+        CHECK(got == cases[i].want, "BNNCPU_DISABLE=%s names %#x, expected %#x",
+              cases[i].setting ? cases[i].setting : "(unset)", got, cases[i].want);
     }
-    return 0;
 }
 
+/* Selection and listing against the library's table of kernel sets, so the
+ * rules (which features a set needs, which set ranks above which) live there
+ * alone. */
 static void test_selection(void)
 {
-    /* The expected set: the last (best) available set none of whose
-     * features BNNCPU_DISABLE names. */
-    const char *expect = "scalar";
-    for (size_t s = 0; s < g_n_sets; s++) {
-        const char *n = g_sets[s]->name;
-        int off = (!strcmp(n, "popcnt") && disabled_by_env("popcnt")) ||
-                  (!strcmp(n, "avx2") && (disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
-                  (!strcmp(n, "avx512") &&
-                   (disabled_by_env("avx512") || disabled_by_env("avx2") || disabled_by_env("popcnt"))) ||
-                  (!strcmp(n, "neon") && disabled_by_env("neon"));
-        if (!off)
-            expect = n;
-    }
+    const struct bnn_kernel_set *sets;
+    size_t n_sets = bnn_kernel_sets(&sets);
     const char *env = getenv("BNNCPU_DISABLE");
-    CHECK(!strcmp(bnn_kernel_name(), expect), "BNNCPU_DISABLE=%s: kernels %s, expected %s", env ? env : "",
-          bnn_kernel_name(), expect);
-    unsigned f = bnn_cpu_features();
-    CHECK(!(disabled_by_env("avx2") && (f & BNN_CPU_AVX2)), "avx2 still reported");
-    CHECK(!(disabled_by_env("avx512") && (f & BNN_CPU_AVX512)), "avx512 still reported");
-    CHECK(!(disabled_by_env("popcnt") && (f & BNN_CPU_POPCNT)), "popcnt still reported");
-    CHECK(!(disabled_by_env("neon") && (f & BNN_CPU_NEON)), "neon still reported");
+    unsigned have = bnn_detect_features(), on = have & ~bnn_features_named(env);
+    const char *expect = NULL;
+    size_t n_listed = 0;
+    for (size_t s = 0; s < n_sets; s++) {
+        if ((sets[s].needs & have) != sets[s].needs)
+            continue;
+        CHECK(n_listed < g_n_sets && g_sets[n_listed] == sets[s].kernels,
+              "available set %zu is not %s, the table's next set this CPU has", n_listed, sets[s].kernels->name);
+        n_listed++;
+        if ((sets[s].needs & on) == sets[s].needs)
+            expect = sets[s].kernels->name;
+    }
+    CHECK(n_listed == g_n_sets, "%zu sets listed as available, the table gives %zu", g_n_sets, n_listed);
+    CHECK(n_sets > 0 && sets[0].needs == 0, "the first (fallback) set needs no feature");
+    CHECK(expect && !strcmp(bnn_kernel_name(), expect), "BNNCPU_DISABLE=%s: kernels %s, expected %s",
+          env ? env : "", bnn_kernel_name(), expect ? expect : "none");
+    CHECK(bnn_cpu_features() == on, "BNNCPU_DISABLE=%s: features %#x reported, expected %#x", env ? env : "",
+          bnn_cpu_features(), on);
     printf("kernels: %s (available:", bnn_kernel_name());
     for (size_t s = 0; s < g_n_sets; s++)
         printf(" %s", g_sets[s]->name);
@@ -362,14 +377,6 @@ static int expect_status(const uint8_t *file, size_t size, int want, const char 
     return st;
 }
 
-/* A copy of file with one u32 field changed and the checksum fixed. */
-static void patch(const uint8_t *file, size_t size, uint8_t *out, size_t at, uint32_t v)
-{
-    memcpy(out, file, size);
-    gen_set32(out + at, v);
-    gen_fix_crc(out, size);
-}
-
 /* A model file from raw layer records (used for shapes the generator cannot
  * afford to write, such as a huge K). */
 static uint8_t *raw_file(uint32_t c, uint32_t h, uint32_t w, uint32_t order, uint32_t n_classes,
@@ -398,273 +405,264 @@ static uint8_t *raw_file(uint32_t c, uint32_t h, uint32_t w, uint32_t order, uin
     return f;
 }
 
-static void test_reader_errors(int thorough)
+/* The valid files the reader's error cases start from. */
+enum reader_base {
+    DIGITS,         /* the digits architecture: THRESHOLD, 3 MVAUs, LABEL_SELECT */
+    ZIP,            /* "PK\3\4": some other format's magic */
+    K63,            /* an MVAU with K = 63, so the last bit of each weight row is past K */
+    THREE_CHANNELS, /* a 1x1x3 THRESHOLD: 12 bytes of thresholds and 4 of padding */
+    HWC_3X4X4,      /* a spatial 3-channel first layer */
+    HUGE_K,         /* MVAU 17x17x4096 bits, kernel 17: K = 1,183,744 > 2^20 */
+    HUGE_IMAGE,     /* a 64x4096x4096 image (1 GiB) through tiny layers */
+    POOL_FIRST,     /* a MAXPOOL straight after THRESHOLD */
+    N_BASES
+};
+
+/* Shapes the generator cannot afford to write, or that break its grammar. */
+static uint8_t *raw_base(enum reader_base b, size_t *size)
+{
+    static const uint32_t huge_k[][14] = {
+        {BNN_LAYER_THRESHOLD, 0, 17, 17, 4096, 17, 17, 4096, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
+        {BNN_LAYER_MVAU, 0, 17, 17, 4096, 1, 1, 10, 17, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
+        {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 10, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
+    };
+    static const uint32_t huge_k_payload[] = {4096 * 4, 0, 0};
+    static const uint32_t huge_image[][14] = {
+        {BNN_LAYER_THRESHOLD, 0, 4096, 4096, 64, 4096, 4096, 64, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
+        {BNN_LAYER_MVAU, 0, 4096, 4096, 64, 4096, 4096, 8, 1, 1, BNN_TYPE_BITS, BNN_TYPE_BITS, 1, 0},
+        {BNN_LAYER_MAXPOOL, 0, 4096, 4096, 8, 1, 1, 8, 4096, 1, BNN_TYPE_BITS, BNN_TYPE_BITS, 0, 0},
+        {BNN_LAYER_MVAU, 0, 1, 1, 8, 1, 1, 10, 1, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
+        {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 10, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
+    };
+    static const uint32_t huge_image_payload[] = {64 * 4, 8 * 8 + 8 * 4, 0, 10 * 8, 0};
+    static const uint32_t pool_first[][14] = {
+        {BNN_LAYER_THRESHOLD, 0, 2, 2, 1, 2, 2, 1, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
+        {BNN_LAYER_MAXPOOL, 0, 2, 2, 1, 1, 1, 1, 2, 2, BNN_TYPE_BITS, BNN_TYPE_BITS, 0, 0},
+        {BNN_LAYER_MVAU, 0, 1, 1, 1, 1, 1, 2, 1, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
+        {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 2, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
+    };
+    static const uint32_t pool_first_payload[] = {4, 0, 16, 0};
+    if (b == HUGE_K)
+        return raw_file(4096, 17, 17, BNN_ORDER_HWC, 10, huge_k, 3, huge_k_payload, size);
+    if (b == HUGE_IMAGE)
+        return raw_file(64, 4096, 4096, BNN_ORDER_HWC, 10, huge_image, 5, huge_image_payload, size);
+    return raw_file(1, 2, 2, BNN_ORDER_CHW, 2, pool_first, 4, pool_first_payload, size);
+}
+
+static uint8_t *reader_base(enum reader_base b, size_t *size)
 {
     struct gen_model g;
-    gen_arch(&g, "digits");
-    size_t size;
-    uint8_t *file = gen_write(&g, 9, &size);
-    uint8_t *bad = malloc(size + 64);
-    expect_status(file, size, BNN_OK, "valid digits", NULL);
-
-    /* Truncated at every length. */
-    for (size_t len = 0; len < size; len++) {
-        char what[64];
-        snprintf(what, sizeof(what), "truncated to %zu bytes", len);
-        expect_status(file, len, BNN_ERR_TRUNCATED, what, NULL);
+    switch (b) {
+    case DIGITS:
+        gen_arch(&g, "digits");
+        return gen_write(&g, 9, size);
+    case ZIP: {
+        uint8_t *f = malloc(4);
+        memcpy(f, "PK\3\4", 4);
+        *size = 4;
+        return f;
     }
-    /* Every byte (thorough: every bit) of a small model with every layer kind
-     * flipped: refused without a fixed-up checksum; with one it may load (a
-     * weight or threshold changed), and then the engine must still agree with
-     * the naive reference on every kernel set. */
-    {
-        struct gen_model gs;
-        gen_start(&gs, 3, 6, 6, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
-        gen_threshold(&gs, BNN_TYPE_INT8, 5, -2);
-        gen_mvau(&gs, 3, 1, 9, 0);  /* 8-bit conv: 4x4x9 bits */
-        gen_mvau(&gs, 2, 1, 17, 0); /* 3x3x17 */
-        gen_maxpool(&gs, 2, 1);     /* 2x2x17 */
-        gen_fc(&gs, 5, 1);
-        gen_label_select(&gs);
-        size_t ss;
-        uint8_t *small = gen_write(&gs, 11, &ss);
-        uint8_t *flip = malloc(ss);
-        gen_rng r = {3};
-        uint8_t image[108];
-        for (size_t i = 0; i < sizeof(image); i++)
-            image[i] = (uint8_t)gen_next(&r);
-        size_t loaded = 0, tried = 0;
-        for (size_t at = 0; at < ss; at++)
-            for (int bit = 0; bit < 8; bit++) {
-                if (!thorough && bit != (int)(at % 8))
-                    continue;
-                memcpy(flip, small, ss);
-                flip[at] ^= (uint8_t)(1u << bit);
-                tried++;
-                bnn_model *m = NULL;
-                int st = bnn_model_load_memory(flip, ss, &m, NULL, 0);
-                CHECK(st != BNN_OK, "byte %zu bit %d flipped without a checksum fix: loaded", at, bit);
-                bnn_model_free(m);
-                gen_fix_crc(flip, ss);
-                m = NULL;
-                char err[256];
-                st = bnn_model_load_memory(flip, ss, &m, err, sizeof(err));
-                if (st == BNN_OK) {
-                    bnn_model_free(m);
-                    loaded++;
-                    char what[64];
-                    snprintf(what, sizeof(what), "byte %zu bit %d flipped, checksum fixed", at, bit);
-                    against_naive(flip, ss, image, 1, 1, what);
-                } else {
-                    CHECK(err[0] && !strchr(err, '\n'), "byte %zu: one-line message", at);
-                }
-            }
-        /* Most of the file is weights and thresholds, where any value is valid. */
-        CHECK(loaded > tried / 4, "flips in weights and thresholds load: %zu of %zu", loaded, tried);
-        for (size_t len = 0; len < ss; len++)
-            expect_status(small, len, BNN_ERR_TRUNCATED, "small model truncated", NULL);
-        free(flip);
-        free(small);
+    case K63:
+        gen_start(&g, 1, 1, 63, BNN_ORDER_CHW, BNN_DATASET_NONE, 1);
+        gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
+        gen_mvau(&g, 1, 1, 10, 1);
+        break;
+    case THREE_CHANNELS:
+        gen_start(&g, 3, 1, 1, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
+        gen_mvau(&g, 1, 1, 2, 1);
+        break;
+    case HWC_3X4X4:
+        gen_start(&g, 3, 4, 4, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
+        gen_fc(&g, 2, 1);
+        break;
+    default:
+        return raw_base(b, size);
     }
+    gen_label_select(&g);
+    return gen_write(&g, 1, size);
+}
 
-    memcpy(bad, file, size);
-    bad[0] = 'X';
-    expect_status(bad, size, BNN_ERR_MAGIC, "magic", "magic");
-    expect_status((const uint8_t *)"PK\3\4", 4, BNN_ERR_MAGIC, "zip file", NULL);
-    patch(file, size, bad, 8, 2);
-    expect_status(bad, size, BNN_ERR_VERSION, "major 2", "version");
-    patch(file, size, bad, 8, 1 | 1u << 16);
-    expect_status(bad, size, BNN_ERR_VERSION, "minor 1", "version");
-    patch(file, size, bad, 12, 72);
-    expect_status(bad, size, BNN_ERR_VERSION, "header_bytes 72", "header_bytes");
-    patch(file, size, bad, 56, 1);
-    expect_status(bad, size, BNN_ERR_VERSION, "flags", "flags");
+/* One change to a file: where (a layer's record, the file header, or counted
+ * back from the end) and what. */
+enum edit_kind { KEEP, SET8, XOR8, SET32, ADD32, SET64, ADD64, APPEND };
+#define HEADER (-1)
+#define FROM_END (-2)
+struct edit {
+    enum edit_kind kind;
+    int layer;      /* 0..n-1, HEADER or FROM_END */
+    uint32_t at;    /* bytes into the layer's record or the header, or back from the end */
+    uint64_t value; /* ADD*: added (wrapping); APPEND: zero bytes added at the end */
+};
 
-    memcpy(bad, file, size);
-    memset(bad + size, 0, 8);
-    expect_status(bad, size + 8, BNN_ERR_TOO_LARGE, "8 bytes past file_bytes", "header says");
-    memcpy(bad, file, size);
-    memset(bad + size, 0, 8);
-    gen_set64(bad + 16, size + 8);
-    gen_fix_crc(bad, size + 8);
-    expect_status(bad, size + 8, BNN_ERR_TOO_LARGE, "8 bytes after the last layer", "after the last layer");
-    memcpy(bad, file, size);
-    gen_set64(bad + 16, (1ull << 31) + 8);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "file_bytes past the limit", "limit");
-    memcpy(bad, file, size);
-    gen_set64(bad + 16, size + 8);
-    expect_status(bad, size, BNN_ERR_TRUNCATED, "file_bytes past the end", "header says");
+#define UNCHANGED {{KEEP, HEADER, 0, 0}}
+#define FIX_CRC 1
+#define AS_IS 0
 
-    memcpy(bad, file, size);
-    bad[size - 1] ^= 1;
-    expect_status(bad, size, BNN_ERR_CHECKSUM, "last byte flipped", "checksum");
-    memcpy(bad, file, size);
-    bad[25] ^= 0x10;
-    expect_status(bad, size, BNN_ERR_CHECKSUM, "crc field flipped", "checksum");
-
-    patch(file, size, bad, 28, 65);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "65 layers", "limit");
-    patch(file, size, bad, 28, 0);
-    expect_status(bad, size, BNN_ERR_SHAPE, "0 layers", NULL);
-    patch(file, size, bad, 28, 6);
-    expect_status(bad, size, BNN_ERR_TRUNCATED, "one layer more than there is", "past the end");
-    patch(file, size, bad, 28, 4);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "one layer less", "after the last layer");
-    patch(file, size, bad, 40, 9);
-    expect_status(bad, size, BNN_ERR_SHAPE, "image width that does not chain", "layer 1/5");
-    patch(file, size, bad, 32, 5000);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "in_c 5000", "limit");
-    patch(file, size, bad, 48, 11);
-    expect_status(bad, size, BNN_ERR_SHAPE, "n_classes 11 for 10 scores", "classes");
-    patch(file, size, bad, 44, 2);
-    expect_status(bad, size, BNN_ERR_SHAPE, "input_order 2", "input_order");
-    patch(file, size, bad, 52, 9);
-    expect_status(bad, size, BNN_ERR_SHAPE, "dataset 9", "dataset");
-
-    size_t l0 = gen_layer_offset(file, 0), l1 = gen_layer_offset(file, 1), l2 = gen_layer_offset(file, 2);
-    size_t l4 = gen_layer_offset(file, 4);
-    patch(file, size, bad, l1, 9);
-    expect_status(bad, size, BNN_ERR_KIND, "kind 9", "kind 9");
-    patch(file, size, bad, l1, 0);
-    expect_status(bad, size, BNN_ERR_KIND, "kind 0", NULL);
-    patch(file, size, bad, l1 + 4, gen_get32(file + l1 + 4) + 4);
-    expect_status(bad, size, BNN_ERR_SHAPE, "record_bytes not a multiple of 8", "record_bytes");
-    patch(file, size, bad, l1 + 4, gen_get32(file + l1 + 4) - 8);
-    expect_status(bad, size, BNN_ERR_TRUNCATED, "record 8 bytes short", "layer 2/5");
-    patch(file, size, bad, l1 + 4, 32);
-    expect_status(bad, size, BNN_ERR_SHAPE, "record_bytes 32", "record_bytes");
-    patch(file, size, bad, l1 + 4, 0x7FFFFFF8);
-    expect_status(bad, size, BNN_ERR_TRUNCATED, "record_bytes past the end", "past the end");
-    patch(file, size, bad, l2 + 16, 300);
-    expect_status(bad, size, BNN_ERR_TRUNCATED, "in_c changes the payload size", "payload needs");
-    patch(file, size, bad, l2 + 28, 200);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "out_c shrinks the payload", "payload needs");
-    patch(file, size, bad, l0 + 48, 0);
-    expect_status(bad, size, BNN_ERR_SHAPE, "THRESHOLD with 0 thresholds", "thresholds");
-    patch(file, size, bad, l0 + 48, 256);
-    expect_status(bad, size, BNN_ERR_SHAPE, "THRESHOLD with 256 thresholds", "thresholds");
-    patch(file, size, bad, l0 + 52, 1);
-    expect_status(bad, size, BNN_ERR_SHAPE, "bits THRESHOLD with act_val 1", "act_val");
-    patch(file, size, bad, l0 + 52, (uint32_t)-1);
-    expect_status(bad, size, BNN_ERR_SHAPE, "bits THRESHOLD with act_val -1", "act_val");
-    patch(file, size, bad, l0 + 44, BNN_TYPE_INT32);
-    expect_status(bad, size, BNN_ERR_SHAPE, "THRESHOLD to int32", "THRESHOLD");
-    patch(file, size, bad, l1 + 52, 3);
-    expect_status(bad, size, BNN_ERR_SHAPE, "MVAU with act_val", "act_val");
-    patch(file, size, bad, l1 + 56, 3);
-    expect_status(bad, size, BNN_ERR_SHAPE, "reserved field", "reserved");
-    patch(file, size, bad, l1 + 32, 2);
-    expect_status(bad, size, BNN_ERR_SHAPE, "kernel 2 on a 1x1 input", "kernel");
-    patch(file, size, bad, l1 + 36, 0);
-    expect_status(bad, size, BNN_ERR_SHAPE, "stride 0", "stride");
-    patch(file, size, bad, l1 + 28, 5000);
-    expect_status(bad, size, BNN_ERR_TOO_LARGE, "out_c 5000", "limit");
-    patch(file, size, bad, l1 + 48, 0);
-    expect_status(bad, size, BNN_ERR_SHAPE, "bits MVAU with 0 thresholds", "thresholds");
-    patch(file, size, bad, l4 + 8, 2);
-    expect_status(bad, size, BNN_ERR_SHAPE, "LABEL_SELECT on 2x1", NULL);
-    patch(file, size, bad, l4 + 16, 11);
-    expect_status(bad, size, BNN_ERR_SHAPE, "LABEL_SELECT input that does not chain", "does not match");
-    patch(file, size, bad, l4, BNN_LAYER_MAXPOOL);
-    expect_status(bad, size, BNN_ERR_SHAPE, "no LABEL_SELECT at the end", NULL);
+/* Every file-level error the reader reports: one corruption each, with the
+ * status and a word of the message it must give. */
+static const struct reader_case {
+    const char *what;
+    enum reader_base base;
+    struct edit edits[2];
+    int crc;            /* FIX_CRC: recompute the checksum after the edits */
+    int want;
+    const char *needle; /* NULL: any one-line message */
+} reader_cases[] = {
+    {"valid digits", DIGITS, UNCHANGED, AS_IS, BNN_OK, NULL},
+    {"magic", DIGITS, {{SET8, HEADER, 0, 'X'}}, AS_IS, BNN_ERR_MAGIC, "magic"},
+    {"zip file", ZIP, UNCHANGED, AS_IS, BNN_ERR_MAGIC, NULL},
+    {"major 2", DIGITS, {{SET32, HEADER, 8, 2}}, FIX_CRC, BNN_ERR_VERSION, "version"},
+    {"minor 1", DIGITS, {{SET32, HEADER, 8, 1 | 1u << 16}}, FIX_CRC, BNN_ERR_VERSION, "version"},
+    {"header_bytes 72", DIGITS, {{SET32, HEADER, 12, 72}}, FIX_CRC, BNN_ERR_VERSION, "header_bytes"},
+    {"flags", DIGITS, {{SET32, HEADER, 56, 1}}, FIX_CRC, BNN_ERR_VERSION, "flags"},
+    {"8 bytes past file_bytes", DIGITS, {{APPEND, HEADER, 0, 8}}, AS_IS, BNN_ERR_TOO_LARGE, "header says"},
+    {"8 bytes after the last layer", DIGITS, {{APPEND, HEADER, 0, 8}, {ADD64, HEADER, 16, 8}}, FIX_CRC,
+     BNN_ERR_TOO_LARGE, "after the last layer"},
+    {"file_bytes past the limit", DIGITS, {{SET64, HEADER, 16, (1ull << 31) + 8}}, AS_IS, BNN_ERR_TOO_LARGE,
+     "limit"},
+    {"file_bytes past the end", DIGITS, {{ADD64, HEADER, 16, 8}}, AS_IS, BNN_ERR_TRUNCATED, "header says"},
+    {"last byte flipped", DIGITS, {{XOR8, FROM_END, 1, 1}}, AS_IS, BNN_ERR_CHECKSUM, "checksum"},
+    {"crc field flipped", DIGITS, {{XOR8, HEADER, 25, 0x10}}, AS_IS, BNN_ERR_CHECKSUM, "checksum"},
+    {"65 layers", DIGITS, {{SET32, HEADER, 28, 65}}, FIX_CRC, BNN_ERR_TOO_LARGE, "limit"},
+    {"0 layers", DIGITS, {{SET32, HEADER, 28, 0}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
+    {"one layer more than there is", DIGITS, {{SET32, HEADER, 28, 6}}, FIX_CRC, BNN_ERR_TRUNCATED, "past the end"},
+    {"one layer less", DIGITS, {{SET32, HEADER, 28, 4}}, FIX_CRC, BNN_ERR_TOO_LARGE, "after the last layer"},
+    {"image width that does not chain", DIGITS, {{SET32, HEADER, 40, 9}}, FIX_CRC, BNN_ERR_SHAPE, "layer 1/5"},
+    {"in_c 5000", DIGITS, {{SET32, HEADER, 32, 5000}}, FIX_CRC, BNN_ERR_TOO_LARGE, "limit"},
+    {"n_classes 11 for 10 scores", DIGITS, {{SET32, HEADER, 48, 11}}, FIX_CRC, BNN_ERR_SHAPE, "classes"},
+    {"input_order 2", DIGITS, {{SET32, HEADER, 44, 2}}, FIX_CRC, BNN_ERR_SHAPE, "input_order"},
+    {"dataset 9", DIGITS, {{SET32, HEADER, 52, 9}}, FIX_CRC, BNN_ERR_SHAPE, "dataset"},
+    {"kind 9", DIGITS, {{SET32, 1, 0, 9}}, FIX_CRC, BNN_ERR_KIND, "kind 9"},
+    {"kind 0", DIGITS, {{SET32, 1, 0, 0}}, FIX_CRC, BNN_ERR_KIND, NULL},
+    {"record_bytes not a multiple of 8", DIGITS, {{ADD32, 1, 4, 4}}, FIX_CRC, BNN_ERR_SHAPE, "record_bytes"},
+    {"record 8 bytes short", DIGITS, {{ADD32, 1, 4, (uint32_t)-8}}, FIX_CRC, BNN_ERR_TRUNCATED, "layer 2/5"},
+    {"record_bytes 32", DIGITS, {{SET32, 1, 4, 32}}, FIX_CRC, BNN_ERR_SHAPE, "record_bytes"},
+    {"record_bytes past the end", DIGITS, {{SET32, 1, 4, 0x7FFFFFF8}}, FIX_CRC, BNN_ERR_TRUNCATED, "past the end"},
+    {"in_c changes the payload size", DIGITS, {{SET32, 2, 16, 300}}, FIX_CRC, BNN_ERR_TRUNCATED, "payload needs"},
+    {"out_c shrinks the payload", DIGITS, {{SET32, 2, 28, 200}}, FIX_CRC, BNN_ERR_TOO_LARGE, "payload needs"},
+    {"THRESHOLD with 0 thresholds", DIGITS, {{SET32, 0, 48, 0}}, FIX_CRC, BNN_ERR_SHAPE, "thresholds"},
+    {"THRESHOLD with 256 thresholds", DIGITS, {{SET32, 0, 48, 256}}, FIX_CRC, BNN_ERR_SHAPE, "thresholds"},
+    {"bits THRESHOLD with act_val 1", DIGITS, {{SET32, 0, 52, 1}}, FIX_CRC, BNN_ERR_SHAPE, "act_val"},
+    {"bits THRESHOLD with act_val -1", DIGITS, {{SET32, 0, 52, (uint32_t)-1}}, FIX_CRC, BNN_ERR_SHAPE, "act_val"},
+    {"THRESHOLD to int32", DIGITS, {{SET32, 0, 44, BNN_TYPE_INT32}}, FIX_CRC, BNN_ERR_SHAPE, "THRESHOLD"},
+    {"MVAU with act_val", DIGITS, {{SET32, 1, 52, 3}}, FIX_CRC, BNN_ERR_SHAPE, "act_val"},
+    {"reserved field", DIGITS, {{SET32, 1, 56, 3}}, FIX_CRC, BNN_ERR_SHAPE, "reserved"},
+    {"kernel 2 on a 1x1 input", DIGITS, {{SET32, 1, 32, 2}}, FIX_CRC, BNN_ERR_SHAPE, "kernel"},
+    {"stride 0", DIGITS, {{SET32, 1, 36, 0}}, FIX_CRC, BNN_ERR_SHAPE, "stride"},
+    {"out_c 5000", DIGITS, {{SET32, 1, 28, 5000}}, FIX_CRC, BNN_ERR_TOO_LARGE, "limit"},
+    {"bits MVAU with 0 thresholds", DIGITS, {{SET32, 1, 48, 0}}, FIX_CRC, BNN_ERR_SHAPE, "thresholds"},
+    {"LABEL_SELECT on 2x1", DIGITS, {{SET32, 4, 8, 2}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
+    {"LABEL_SELECT input that does not chain", DIGITS, {{SET32, 4, 16, 11}}, FIX_CRC, BNN_ERR_SHAPE,
+     "does not match"},
+    {"no LABEL_SELECT at the end", DIGITS, {{SET32, 4, 0, BNN_LAYER_MAXPOOL}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
     /* Two layers exchanging places: the grammar. */
-    patch(file, size, bad, l1, BNN_LAYER_THRESHOLD);
-    expect_status(bad, size, BNN_ERR_SHAPE, "THRESHOLD in the middle", NULL);
-
-    /* Weight bits past K (64 -> 256 has K = 64: make the 1/5 layer K 63 by
-     * editing a 1x1 model instead). */
-    {
-        struct gen_model g2;
-        gen_start(&g2, 1, 1, 63, BNN_ORDER_CHW, BNN_DATASET_NONE, 1);
-        gen_threshold(&g2, BNN_TYPE_BITS, 1, 0);
-        gen_mvau(&g2, 1, 1, 10, 1);
-        gen_label_select(&g2);
-        size_t s2;
-        uint8_t *f2 = gen_write(&g2, 1, &s2);
-        expect_status(f2, s2, BNN_OK, "K = 63", NULL);
-        size_t w = gen_layer_offset(f2, 1) + 64 + 8 * 3;
-        f2[w + 7] |= 0x80; /* bit 63 of row 3 */
-        gen_fix_crc(f2, s2);
-        expect_status(f2, s2, BNN_ERR_SHAPE, "weight bit past K", "past K");
-        free(f2);
-    }
-    /* Nonzero padding after a payload that is not a multiple of 8: a 1x1x3
-     * THRESHOLD has 12 bytes of thresholds and 4 of padding. */
-    {
-        struct gen_model g3;
-        gen_start(&g3, 3, 1, 1, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
-        gen_threshold(&g3, BNN_TYPE_BITS, 1, 0);
-        gen_mvau(&g3, 1, 1, 2, 1);
-        gen_label_select(&g3);
-        size_t s3;
-        uint8_t *f3 = gen_write(&g3, 1, &s3);
-        expect_status(f3, s3, BNN_OK, "1x1x3", NULL);
-        f3[64 + 64 + 12] = 1;
-        gen_fix_crc(f3, s3);
-        expect_status(f3, s3, BNN_ERR_SHAPE, "nonzero padding", "padding");
-        free(f3);
-    }
+    {"THRESHOLD in the middle", DIGITS, {{SET32, 1, 0, BNN_LAYER_THRESHOLD}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
+    {"K = 63", K63, UNCHANGED, AS_IS, BNN_OK, NULL},
+    /* Bit 63 of row 3. */
+    {"weight bit past K", K63, {{XOR8, 1, 64 + 8 * 3 + 7, 0x80}}, FIX_CRC, BNN_ERR_SHAPE, "past K"},
+    {"1x1x3", THREE_CHANNELS, UNCHANGED, AS_IS, BNN_OK, NULL},
+    {"nonzero padding", THREE_CHANNELS, {{SET8, 0, 64 + 12, 1}}, FIX_CRC, BNN_ERR_SHAPE, "padding"},
+    {"HWC 3x4x4", HWC_3X4X4, UNCHANGED, AS_IS, BNN_OK, NULL},
     /* CHW order with a spatial multi-channel first layer has no meaning. */
-    {
-        struct gen_model g4;
-        gen_start(&g4, 3, 4, 4, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
-        gen_threshold(&g4, BNN_TYPE_BITS, 1, 0);
-        gen_fc(&g4, 2, 1);
-        gen_label_select(&g4);
-        size_t s4;
-        uint8_t *f4 = gen_write(&g4, 1, &s4);
-        expect_status(f4, s4, BNN_OK, "HWC 3x4x4", NULL);
-        gen_set32(f4 + 44, BNN_ORDER_CHW);
-        gen_fix_crc(f4, s4);
-        expect_status(f4, s4, BNN_ERR_SHAPE, "CHW with a spatial 3-channel first layer", "CHW");
-        free(f4);
-    }
-    /* Shapes the generator cannot afford to write. */
-    {
-        /* MVAU 17x17x4096 bits, kernel 17: K = 1,183,744 > 2^20. */
-        const uint32_t recs[][14] = {
-            {BNN_LAYER_THRESHOLD, 0, 17, 17, 4096, 17, 17, 4096, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
-            {BNN_LAYER_MVAU, 0, 17, 17, 4096, 1, 1, 10, 17, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
-            {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 10, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
-        };
-        const uint32_t payload[] = {4096 * 4, 0, 0};
-        size_t s5;
-        uint8_t *f5 = raw_file(4096, 17, 17, BNN_ORDER_HWC, 10, recs, 3, payload, &s5);
-        expect_status(f5, s5, BNN_ERR_TOO_LARGE, "K past BNN_MAX_K", "K =");
-        free(f5);
-    }
-    {
-        /* A 64x4096x4096 image (1 GiB) through tiny layers: refused before
-         * anything is allocated. */
-        const uint32_t recs[][14] = {
-            {BNN_LAYER_THRESHOLD, 0, 4096, 4096, 64, 4096, 4096, 64, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
-            {BNN_LAYER_MVAU, 0, 4096, 4096, 64, 4096, 4096, 8, 1, 1, BNN_TYPE_BITS, BNN_TYPE_BITS, 1, 0},
-            {BNN_LAYER_MAXPOOL, 0, 4096, 4096, 8, 1, 1, 8, 4096, 1, BNN_TYPE_BITS, BNN_TYPE_BITS, 0, 0},
-            {BNN_LAYER_MVAU, 0, 1, 1, 8, 1, 1, 10, 1, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
-            {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 10, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
-        };
-        const uint32_t payload[] = {64 * 4, 8 * 8 + 8 * 4, 0, 10 * 8, 0};
-        size_t s6;
-        uint8_t *f6 = raw_file(64, 4096, 4096, BNN_ORDER_HWC, 10, recs, 5, payload, &s6);
-        expect_status(f6, s6, BNN_ERR_TOO_LARGE, "a 1 GiB image", "limit");
-        free(f6);
-    }
-    {
-        /* A MAXPOOL straight after THRESHOLD breaks the grammar. */
-        const uint32_t recs[][14] = {
-            {BNN_LAYER_THRESHOLD, 0, 2, 2, 1, 2, 2, 1, 1, 1, BNN_TYPE_UINT8, BNN_TYPE_BITS, 1, 0},
-            {BNN_LAYER_MAXPOOL, 0, 2, 2, 1, 1, 1, 1, 2, 2, BNN_TYPE_BITS, BNN_TYPE_BITS, 0, 0},
-            {BNN_LAYER_MVAU, 0, 1, 1, 1, 1, 1, 2, 1, 1, BNN_TYPE_BITS, BNN_TYPE_INT32, 0, 0},
-            {BNN_LAYER_LABEL_SELECT, 0, 1, 1, 2, 1, 1, 1, 1, 1, BNN_TYPE_INT32, BNN_TYPE_CLASS, 0, 0},
-        };
-        const uint32_t payload[] = {4, 0, 16, 0};
-        size_t s7;
-        uint8_t *f7 = raw_file(1, 2, 2, BNN_ORDER_CHW, 2, recs, 4, payload, &s7);
-        expect_status(f7, s7, BNN_ERR_SHAPE, "MAXPOOL after THRESHOLD", "MVAU must come between");
-        /* The same with the MAXPOOL's output size wrong. */
-        free(f7);
-    }
+    {"CHW with a spatial 3-channel first layer", HWC_3X4X4, {{SET32, HEADER, 44, BNN_ORDER_CHW}}, FIX_CRC,
+     BNN_ERR_SHAPE, "CHW"},
+    {"K past BNN_MAX_K", HUGE_K, UNCHANGED, AS_IS, BNN_ERR_TOO_LARGE, "K ="},
+    /* Refused before anything is allocated. */
+    {"a 1 GiB image", HUGE_IMAGE, UNCHANGED, AS_IS, BNN_ERR_TOO_LARGE, "limit"},
+    {"MAXPOOL after THRESHOLD", POOL_FIRST, UNCHANGED, AS_IS, BNN_ERR_SHAPE, "MVAU must come between"},
+};
 
+/* f has room for APPEND's bytes past *size. */
+static void apply_edit(uint8_t *f, size_t *size, const struct edit *e)
+{
+    if (e->kind == APPEND) {
+        memset(f + *size, 0, (size_t)e->value);
+        *size += (size_t)e->value;
+        return;
+    }
+    size_t at = e->layer == HEADER ? e->at : e->layer == FROM_END ? *size - e->at
+                                                                  : gen_layer_offset(f, (uint32_t)e->layer) + e->at;
+    uint64_t old64 = e->kind == ADD64 ? gen_get32(f + at) | (uint64_t)gen_get32(f + at + 4) << 32 : 0;
+    switch (e->kind) {
+    case SET8: f[at] = (uint8_t)e->value; break;
+    case XOR8: f[at] ^= (uint8_t)e->value; break;
+    case SET32: gen_set32(f + at, (uint32_t)e->value); break;
+    case ADD32: gen_set32(f + at, gen_get32(f + at) + (uint32_t)e->value); break;
+    case SET64: gen_set64(f + at, e->value); break;
+    case ADD64: gen_set64(f + at, old64 + e->value); break;
+    default: break;
+    }
+}
+
+/* The file truncated at every length. */
+static void test_truncations(const uint8_t *file, size_t size, const char *what)
+{
+    for (size_t len = 0; len < size; len++) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "%s truncated to %zu bytes", what, len);
+        expect_status(file, len, BNN_ERR_TRUNCATED, msg, NULL);
+    }
+}
+
+/* Every byte (thorough: every bit) of a small model with every layer kind
+ * flipped: refused without a fixed-up checksum; with one it may load (a
+ * weight or threshold changed), and then the engine must still agree with
+ * the naive reference on every kernel set. */
+static void test_flips(int thorough)
+{
+    struct gen_model gs;
+    gen_start(&gs, 3, 6, 6, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+    gen_threshold(&gs, BNN_TYPE_INT8, 5, -2);
+    gen_mvau(&gs, 3, 1, 9, 0);  /* 8-bit conv: 4x4x9 bits */
+    gen_mvau(&gs, 2, 1, 17, 0); /* 3x3x17 */
+    gen_maxpool(&gs, 2, 1);     /* 2x2x17 */
+    gen_fc(&gs, 5, 1);
+    gen_label_select(&gs);
+    size_t ss;
+    uint8_t *small = gen_write(&gs, 11, &ss);
+    uint8_t *flip = malloc(ss);
+    gen_rng r = {3};
+    uint8_t image[108];
+    for (size_t i = 0; i < sizeof(image); i++)
+        image[i] = (uint8_t)gen_next(&r);
+    size_t loaded = 0, tried = 0;
+    for (size_t at = 0; at < ss; at++)
+        for (int bit = 0; bit < 8; bit++) {
+            if (!thorough && bit != (int)(at % 8))
+                continue;
+            memcpy(flip, small, ss);
+            flip[at] ^= (uint8_t)(1u << bit);
+            tried++;
+            bnn_model *m = NULL;
+            int st = bnn_model_load_memory(flip, ss, &m, NULL, 0);
+            CHECK(st != BNN_OK, "byte %zu bit %d flipped without a checksum fix: loaded", at, bit);
+            bnn_model_free(m);
+            gen_fix_crc(flip, ss);
+            m = NULL;
+            char err[256];
+            st = bnn_model_load_memory(flip, ss, &m, err, sizeof(err));
+            if (st == BNN_OK) {
+                bnn_model_free(m);
+                loaded++;
+                char what[64];
+                snprintf(what, sizeof(what), "byte %zu bit %d flipped, checksum fixed", at, bit);
+                against_naive(flip, ss, image, 1, 1, what);
+            } else {
+                CHECK(err[0] && !strchr(err, '\n'), "byte %zu: one-line message", at);
+            }
+        }
+    /* Most of the file is weights and thresholds, where any value is valid. */
+    CHECK(loaded > tried / 4, "flips in weights and thresholds load: %zu of %zu", loaded, tried);
+    test_truncations(small, ss, "small model");
+    free(flip);
+    free(small);
+}
+
+/* Errors of the API rather than of a file. */
+static void test_argument_errors(const uint8_t *file, size_t size)
+{
     bnn_model *m = NULL;
     char err[256];
     CHECK(bnn_model_load_file("/nonexistent/model.bnn", &m, err, sizeof(err)) == BNN_ERR_IO && m == NULL,
@@ -675,8 +673,31 @@ static void test_reader_errors(int thorough)
     CHECK(bnn_run(NULL, NULL, 0, NULL, NULL, 1) == BNN_ERR_ARG, "bnn_run without a model");
     CHECK(bnn_context_run(NULL, NULL, 0, NULL, NULL) == BNN_ERR_ARG, "bnn_context_run without a context");
     CHECK(!strcmp(bnn_strerror(BNN_ERR_CHECKSUM), "checksum mismatch"), "strerror");
-    free(bad);
-    free(file);
+}
+
+static void test_reader_errors(int thorough)
+{
+    uint8_t *bases[N_BASES];
+    size_t sizes[N_BASES];
+    for (int b = 0; b < N_BASES; b++)
+        bases[b] = reader_base((enum reader_base)b, &sizes[b]);
+    for (size_t i = 0; i < sizeof(reader_cases) / sizeof(reader_cases[0]); i++) {
+        const struct reader_case *c = &reader_cases[i];
+        size_t size = sizes[c->base];
+        uint8_t *f = malloc(size + 64);
+        memcpy(f, bases[c->base], size);
+        for (int e = 0; e < 2 && c->edits[e].kind != KEEP; e++)
+            apply_edit(f, &size, &c->edits[e]);
+        if (c->crc == FIX_CRC)
+            gen_fix_crc(f, size);
+        expect_status(f, size, c->want, c->what, c->needle);
+        free(f);
+    }
+    test_truncations(bases[DIGITS], sizes[DIGITS], "digits");
+    test_flips(thorough);
+    test_argument_errors(bases[DIGITS], sizes[DIGITS]);
+    for (int b = 0; b < N_BASES; b++)
+        free(bases[b]);
 }
 
 static void test_threads(void)
@@ -815,6 +836,7 @@ int main(int argc, char **argv)
     g_n_sets = bnn_available_kernels(g_sets, 8);
     double t0 = seconds();
     test_crc();
+    test_feature_names();
     test_selection();
     test_ties();
     test_shapes();

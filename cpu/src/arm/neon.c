@@ -96,6 +96,7 @@ static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb
 
 static void bgemm_neon(const struct bnn_bgemm_job *j)
 {
+    BNN_REQUIRE_BGEMM(j, 8);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t b = 0; b < j->n_blocks; b++) {
@@ -119,6 +120,7 @@ static INLINE void widen(int16x8_t *lo, int16x8_t *hi, int32x4_t *acc32)
 
 static void i8gemm_neon(const struct bnn_i8gemm_job *j)
 {
+    BNN_REQUIRE_I8GEMM(j, 1);
     const uint32_t n_pix = j->out_h * j->out_w;
     const size_t block_bytes = (size_t)j->kernel * j->run_pairs * BNN_BLOCK8 * 2;
     for (uint32_t p = 0; p < n_pix; p++) {
@@ -165,6 +167,7 @@ static INLINE uint32_t ge_mask16(const uint8_t *x, const uint8_t *t)
 
 static void threshold_bits_neon(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
 {
+    BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         uint64_t word = 0;

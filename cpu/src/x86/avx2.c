@@ -176,6 +176,7 @@ AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, 
  * one. Channel blocks outermost: a block's weights stay in L1. */
 AVX2_TARGET static void bgemm_avx2(const struct bnn_bgemm_job *j)
 {
+    BNN_REQUIRE_BGEMM(j, 32);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
     if (j->weights_split) {
@@ -279,6 +280,7 @@ AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, uin
 
 AVX2_TARGET void bnn_i8gemm_avx2(const struct bnn_i8gemm_job *j)
 {
+    BNN_REQUIRE_I8GEMM(j, 32);
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t p = 0; p < n_pix; p++) {
         uint32_t b = 0;
@@ -298,6 +300,7 @@ AVX2_TARGET static INLINE uint32_t ge_mask32(const uint8_t *x, const uint8_t *t)
 
 AVX2_TARGET void bnn_threshold_bits_avx2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
 {
+    BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     size_t i = 0;
     for (; i + 64 <= n; i += 64)
         out[i / 64] = (uint64_t)ge_mask32(x + i, t + i) | (uint64_t)ge_mask32(x + i + 32, t + i + 32) << 32;

@@ -74,6 +74,7 @@ AVX512_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, cons
 
 AVX512_TARGET static void bgemm_avx512(const struct bnn_bgemm_job *j)
 {
+    BNN_REQUIRE_BGEMM(j, 64);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t b = 0; b < j->n_blocks; b++) {
@@ -184,6 +185,7 @@ AVX512_TARGET static INLINE void i8gemm_pixels(const struct bnn_i8gemm_job *j, u
 
 AVX512_TARGET static void i8gemm_avx512(const struct bnn_i8gemm_job *j)
 {
+    BNN_REQUIRE_I8GEMM(j, 32);
     if ((uint64_t)j->kernel * j->run_pairs > 64 || j->kernel > I8_MAX_ROWS) {
         bnn_i8gemm_avx2(j);
         return;

@@ -23,6 +23,7 @@
  * registers and every activation word is loaded once per block. */
 POPCNT_TARGET static void bgemm_popcnt(const struct bnn_bgemm_job *j)
 {
+    BNN_REQUIRE_BGEMM(j, 8);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t b = 0; b < j->n_blocks; b++) {
@@ -65,6 +66,7 @@ static inline __m128i widen_hi(__m128i v)
 
 static void i8gemm_sse2(const struct bnn_i8gemm_job *j)
 {
+    BNN_REQUIRE_I8GEMM(j, 16);
     const uint32_t n_pix = j->out_h * j->out_w;
     const size_t block_bytes = (size_t)j->kernel * j->run_pairs * BNN_BLOCK8 * 2;
     for (uint32_t p = 0; p < n_pix; p++) {
@@ -103,6 +105,7 @@ static inline uint64_t ge_mask16(const uint8_t *x, const uint8_t *t)
 
 static void threshold_bits_sse2(const uint8_t *x, const uint8_t *t, size_t n, uint64_t *out)
 {
+    BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     size_t i = 0;
     for (; i + 64 <= n; i += 64)
         out[i / 64] = ge_mask16(x + i, t + i) | ge_mask16(x + i + 16, t + i + 16) << 16 |
