@@ -23,7 +23,8 @@ setup(
             sources=sources,
             include_dirs=[str(CPU / "include"), str(CPU / "src")],
             define_macros=[("_POSIX_C_SOURCE", "200809L")],
-            extra_compile_args=["-std=c11", "-O2"],
+            # Only the API of bnncpu.h is exported, as from `make -C cpu` (BNN_API).
+            extra_compile_args=["-std=c11", "-O2", "-fvisibility=hidden"],
             libraries=["pthread", "m"],
         )
     ]
