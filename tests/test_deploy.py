@@ -1,6 +1,6 @@
 """Tests for bnnflow.deploy: the deployment package (host side).
 
-The board side (bnnflow-board, the simulated board) is tested in board/tests,
+The board side (bnnflow-board, the simulated board) is tested in host_driver/tests,
 in .venv-board; these tests build packages from real compiled designs.
 """
 

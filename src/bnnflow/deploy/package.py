@@ -316,7 +316,7 @@ def _sha256(path: Path) -> str:
 
 
 def _board_runtime(dst: Path) -> None:
-    board = REPO / "board"
+    board = REPO / "host_driver"
     if not (board / "pyproject.toml").is_file():
         raise BnnflowError(f"bnnflow-board's sources are not at {board}: run bnnflow from its source tree")
     dst.mkdir()
@@ -419,7 +419,7 @@ def build_package(
         shutil.copy2(source.compile_dir / "model.bnn", tmp / "model.bnn")
         _copy_tree(cpu_src, tmp / "cpu")
         _board_runtime(tmp / "bnnflow-board")
-        shutil.copy2(REPO / "board" / "install.sh", tmp / "install.sh")
+        shutil.copy2(REPO / "host_driver" / "install.sh", tmp / "install.sh")
         os.chmod(tmp / "install.sh", 0o755)
 
         ts = tmp / "testset"
