@@ -154,8 +154,8 @@ def test_a_design_that_never_finishes_times_out(designs: Path, tmp_path: Path) -
 @pytest.fixture
 def simulated_runner(designs: Path, made: dict, sim_cache: Path, tmp_path: Path):
     """An FpgaRunner over the simulated board, in this process (FINN's Python execution)."""
-    from bnnflow_board.bench import simulated_bitfile
     from bnnflow_board.overlay import FpgaRunner
+    from bnnflow_board.session import simulated_bitfile
     from bnnflow_board.simulated.device import SimulatedBoardDevice
     from bnnflow_board.simulated.fabric import Fabric
 

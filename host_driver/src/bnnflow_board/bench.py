@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -37,12 +36,14 @@ from typing import Any
 import numpy as np
 
 from bnnflow_board import __version__
-from bnnflow_board.boards import get_board
-from bnnflow_board.checks import FAIL, run_checks
-from bnnflow_board.detect import running_board
+from bnnflow_board.active_weights import ActiveWeights, active_weights
+from bnnflow_board.agreement import engine_mismatch, first_mismatch, verdict
+from bnnflow_board.deployformat import BENCH_CHART, BENCH_DIR, BENCH_REPORT, REPORT_MODEL_SHA256, TIMING_KEYS
 from bnnflow_board.errors import BoardError
 from bnnflow_board.hwh import read_hwh
-from bnnflow_board.package import Package, load_package
+from bnnflow_board.package import TestSet
+from bnnflow_board.report import format_report, plot_report, write_report
+from bnnflow_board.session import Session, SimulatedBoard
 
 DEFAULT_BATCHES = (1, 64, 1000)
 
@@ -58,18 +59,6 @@ class BenchOptions:
 
 
 @dataclass
-class SimulatedBoard:
-    """What the simulated board needs: the board to be, the compiled design and the compiler's Python."""
-
-    board: str | None = None  # None: the package's board
-    design: Path | None = None  # None: the compile folder the manifest names
-    python: Path | None = None  # None: the Python that wrote the package
-    exec_mode: str = "auto"
-    cache: Path | None = None
-    fault: str | None = None
-
-
-@dataclass
 class Timing:
     engine: str
     mode: str
@@ -81,17 +70,9 @@ class Timing:
     def to_json(self) -> dict[str, Any]:
         s = np.asarray(self.seconds)
         med = float(np.median(s))
-        return {
-            "engine": self.engine,
-            "mode": self.mode,
-            "batch": self.batch,
-            "threads": self.threads,
-            "warmup": self.warmup,
-            "repeats": len(s),
-            "median_ms": med * 1e3,
-            "p99_ms": float(np.percentile(s, 99)) * 1e3,
-            "throughput_fps": self.batch / med,
-        }
+        values = (self.engine, self.mode, self.batch, self.threads, self.warmup, len(s), med * 1e3,
+                  float(np.percentile(s, 99)) * 1e3, self.batch / med)  # fmt: skip
+        return dict(zip(TIMING_KEYS, values, strict=True))
 
 
 def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
@@ -105,69 +86,13 @@ def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
     return out
 
 
-def first_mismatch(
-    golden: np.ndarray, got: np.ndarray, labels: np.ndarray, what: str, scores: bool = False
-) -> dict[str, Any] | None:
-    """The lowest image index where ``got`` differs from the golden outputs, described."""
-    bad = np.flatnonzero(np.any(golden != got, axis=1) if scores else golden != got)
-    if not len(bad):
-        return None
-    i = int(bad[0])
-    if scores:
-        j = int(np.flatnonzero(golden[i] != got[i])[0])
-        text = f"image {i}: {what} score {j} is {int(got[i, j])}, golden {int(golden[i, j])}"
-    else:
-        text = f"image {i} (label {int(labels[i])}): {what} says class {int(got[i])}, golden {int(golden[i])}"
-    return {"image": i, "count": int(len(bad)), "text": text}
-
-
-def fpga_input(pkg: Package, images: np.ndarray) -> np.ndarray:
-    """Dataset images in the accelerator's input layout (the host-side ops FINN left, as packaged)."""
-    x = images
-    for op in pkg.manifest["fpga_input"]["from_images"]:
-        if op["op"] == "transpose":
-            x = np.transpose(x, op["perm"])
-        elif op["op"] == "reshape":
-            x = x.reshape([x.shape[0], *op["shape"][1:]])
-        else:
-            raise BoardError(f"unknown host-side op {op['op']!r} in the manifest")
-    return np.ascontiguousarray(x)
-
-
-def simulated_bitfile(pkg: Package, folder: Path) -> Path:
-    """Vivado's bitfile where the package has one, else a .bit/.hwh made for the simulated board."""
-    if pkg.bitfile is not None:
-        return pkg.bitfile
-    from bnnflow_board.simulated.hwh import make_bit, make_hwh
-
-    spec = get_board(pkg.board)
-    folder.mkdir(parents=True, exist_ok=True)
-    text, _ = make_hwh(spec, pkg.manifest["instances"], float(pkg.manifest["clock_mhz"]))
-    (folder / "finn-accel.hwh").write_text(text)
-    (folder / "finn-accel.bit").write_bytes(make_bit(spec))
-    return folder / "finn-accel.bit"
+def check_options(opts: BenchOptions) -> None:
+    if not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.repeats < 1 or opts.warmup < 0:
+        raise BoardError("batch sizes and repeats must be at least 1, warm-up at least 0")
 
 
 def _cycle(images: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])))
-
-
-def check_package(
-    path: str | Path, sim: SimulatedBoard | None = None, work: Path | None = None
-) -> tuple[Package, Any, Path | None, list[Any]]:
-    """(package, running board, bitfile, checks), the board simulated where asked."""
-    pkg = load_package(path)
-    device_stub = None
-    if sim is not None:
-        device_stub = type(
-            "SimulatedIdentity", (), {"simulated_board": get_board(sim.board or pkg.board).name}
-        )()
-    board = running_board(device_stub)
-    bitfile = pkg.bitfile
-    if sim is not None:
-        bitfile = simulated_bitfile(pkg, (work or Path(tempfile.mkdtemp())) / "simulated-bitfile")
-    checks = run_checks(pkg, board, bitfile)
-    return pkg, board, bitfile, checks
 
 
 def bench(
@@ -177,215 +102,145 @@ def bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the bench; returns the report (also written to options.out, default <package>/bench)."""
-    from bnnflow_board.report import format_report, plot_report, write_report
-
     opts = options or BenchOptions()
-    if not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.repeats < 1 or opts.warmup < 0:
-        raise BoardError("batch sizes and repeats must be at least 1, warm-up at least 0")
-    work = Path(tempfile.mkdtemp(prefix="bnnflow-board-"))
-    device = runner = engine = None
-    try:
-        pkg, board, bitfile, checks = check_package(path, sim, work)
-        out = Path(opts.out) if opts.out else pkg.root / "bench"
-        label = " (simulated board)" if board.simulated else ""
-        failed = [c for c in checks if c.status == FAIL]
-        if failed:
-            raise BoardError(f"check failed: {failed[0].name}: {failed[0].detail}")
-        log(f"bnnflow-board {__version__}: {pkg.manifest.get('model')} on {board.describe()}; checks passed")
+    check_options(opts)
+    with Session(path, sim) as session:
+        pkg = session.pkg
+        out = Path(opts.out) if opts.out else pkg.root / BENCH_DIR
+        session.require_checks()
+        where = session.board.describe()
+        log(f"bnnflow-board {__version__}: {pkg.manifest.get('model')} on {where}; checks passed")
         for warning in pkg.manifest.get("warnings", []):
             log(f"warning from bnnflow package: {warning}")
-        from bnnflow_board.weights import active_weights
-
         weights = active_weights(pkg)  # the compiled design's, or the update update-weights applied
         ts = pkg.testset((weights.golden_classes, weights.golden_scores, weights.golden_source))
-        report: dict[str, Any] = {
-            "bnnflow_board": __version__,
-            "simulated_board": board.simulated,
-            "board": {
-                "name": board.name,
-                "family": board.family,
-                "cpu": board.cpu,
-                "arch": board.arch,
-                "source": board.source,
-            },
-            "package": {
-                "path": str(pkg.root),
-                "board": pkg.board,
-                "model": pkg.manifest.get("model"),
-                "created": pkg.manifest.get("created"),
-                # which design this report is for: the host's `bnnflow bench` matches it to a compile folder
-                "model_sha256": pkg.manifest["files"].get(pkg.manifest["cpu"]["model"]),
-            },
-            "checks": [c.__dict__ for c in checks],
-            "package_warnings": list(pkg.manifest.get("warnings", [])),
-            "testset": {"n": len(ts.images), "dataset": ts.dataset, "golden_source": ts.golden_source},
-            "weights": weights.label,
-        }
-        requested, achieved = (
-            read_hwh(Path(bitfile).with_suffix(".hwh")).clock_mhz() if bitfile else (None, None)
-        )
-        report["accelerator_clock_mhz"] = {
-            "requested": requested,
-            "achieved": achieved,
-            "from": "hwh clk_wiz_0",
-        }
-
-        # --- FPGA -------------------------------------------------------------------------------
-        from bnnflow_board.overlay import FpgaRunner
-
-        if sim is not None:
-            device = _simulated_device(pkg, sim, work, log)
-            fabric = device.fabric
-            report["simulated_board_fpga"] = {"exec": fabric.exec_mode, "design": str(fabric.design)}
-        base = opts.timeout_s if opts.timeout_s is not None else (600.0 if board.simulated else 5.0)
-        per_frame = 2.0 if board.simulated else 0.01
-        runner = FpgaRunner(
-            Path(bitfile),
-            pkg.driver,
-            device=device,
-            timeout_s=base,
-            per_frame_s=per_frame,
-            runtime_weight_dir=weights.runtime_dir,
-        )
-        frames = fpga_input(pkg, ts.images)
-        chunk = max(opts.batch_sizes)
-        classes = np.concatenate(
-            [runner.classify(frames[i : i + chunk]) for i in range(0, len(frames), chunk)]
-        )
-        fpga = {
-            "accuracy": float(np.mean(classes == ts.labels)),
-            "agree_classes": int(np.sum(classes == ts.golden_classes)),
-            "first_mismatch": first_mismatch(ts.golden_classes, classes, ts.labels, "the FPGA"),
-        }
-        report["fpga"] = fpga
-        log(f"FPGA{label}: {fpga['agree_classes']}/{len(ts.images)} classes agree with the golden outputs")
-        timings = []
-        for b in opts.batch_sizes:
-            batch = _cycle(frames, b)
-            runner.load(batch)
-            t = Timing(
-                "fpga",
-                "accelerator",
-                b,
-                None,
-                measure(runner.run_loaded, opts.warmup, opts.repeats),
-                opts.warmup,
-            )
-            timings.append(t)
-            t = Timing(
-                "fpga",
-                "end-to-end",
-                b,
-                None,
-                measure(lambda batch=batch: runner.classify(batch), opts.warmup, opts.repeats),
-                opts.warmup,
-            )
-            timings.append(t)
-
-        # --- CPU ------------------------------------------------------------------------------
-        report["cpu"] = {"available": False}
-        if opts.cpu:
-            engine, why = _cpu_engine(pkg, board, work, weights.model)
-            if engine is None:
-                report["cpu"]["why"] = why
-                log(f"CPU engine: not run: {why}")
-            else:
-                cls, scores = engine.run(ts.images, threads=0)
-                report["cpu"] = {
-                    "available": True,
-                    "accuracy": float(np.mean(cls == ts.labels)),
-                    "agree_classes": int(np.sum(cls == ts.golden_classes)),
-                    "agree_scores": int(np.sum(np.all(scores == ts.golden_scores, axis=1))),
-                    "first_mismatch": first_mismatch(ts.golden_classes, cls, ts.labels, "the CPU engine")
-                    or first_mismatch(ts.golden_scores, scores, ts.labels, "the CPU engine's", scores=True),
-                    "threads": os.cpu_count(),
-                }
-                for b in opts.batch_sizes:
-                    batch = _cycle(ts.images, b)
-                    threads = 1 if b == 1 else 0
-                    secs = measure(
-                        lambda batch=batch, t=threads: engine.run(batch, threads=t), opts.warmup, opts.repeats
-                    )
-                    timings.append(
-                        Timing(
-                            "cpu",
-                            "1 thread" if threads == 1 else "all cores",
-                            b,
-                            1 if threads == 1 else os.cpu_count(),
-                            secs,
-                            opts.warmup,
-                        )
-                    )
-                report["cpu"]["c_loop"] = _c_loop(pkg, work, weights.model)
-        else:
-            report["cpu"]["why"] = "skipped (--no-cpu)"
+        report = _report_head(session, weights, ts)
+        timings = _bench_fpga(session, opts, weights, ts, report, log)
+        timings += _bench_cpu(session, opts, weights, ts, report, log)
         report["timing"] = [t.to_json() for t in timings]
-
-        ok = fpga["first_mismatch"] is None and (
-            not report["cpu"]["available"] or report["cpu"]["first_mismatch"] is None
-        )
+        ok = verdict(report["fpga"], report["cpu"])
         report["agreement"] = "100%" if ok else "MISMATCH"
         text = format_report(report)
         log(text)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bench-"))  # renamed into place when complete
-        write_report(report, text, tmp)
-        report["chart"] = plot_report(report, tmp / "bench.png")
-        if sim is not None and pkg.bitfile is None:
-            shutil.copytree(work / "simulated-bitfile", tmp / "simulated-bitfile")
-        (tmp / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        log(
-            f"report in {out}: bench.json, bench.txt"
-            + (", bench.png" if report["chart"] == "bench.png" else f" (no chart: {report['chart']})")
-        )
+        _write(session, report, text, out, log)
         if not ok:
-            first = fpga["first_mismatch"] or report["cpu"]["first_mismatch"]
+            first = report["fpga"]["first_mismatch"] or report["cpu"]["first_mismatch"]
             raise BoardError(f"outputs differ from the golden outputs: {first['text']}")
         return report
-    finally:
-        if engine is not None:
-            engine.close()
-        if device is not None:
-            device.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
-def _simulated_device(pkg: Package, sim: SimulatedBoard, work: Path, log: Callable[[str], None]) -> Any:
-    from bnnflow_board.simulated.device import SimulatedBoardDevice
-    from bnnflow_board.simulated.fabric import Fabric
+def _report_head(session: Session, weights: ActiveWeights, ts: TestSet) -> dict[str, Any]:
+    """What was benched, where and against what: the report before anything runs."""
+    pkg, board, bitfile = session.pkg, session.board, session.bitfile
+    report: dict[str, Any] = {
+        "bnnflow_board": __version__,
+        "simulated_board": board.simulated,
+        "board": {
+            "name": board.name,
+            "family": board.family,
+            "cpu": board.cpu,
+            "arch": board.arch,
+            "source": board.source,
+        },
+        "package": {
+            "path": str(pkg.root),
+            "board": pkg.board,
+            "model": pkg.manifest.get("model"),
+            "created": pkg.manifest.get("created"),
+            # which design this report is for: the host's `bnnflow bench` matches it to a compile folder
+            REPORT_MODEL_SHA256: pkg.manifest["files"].get(pkg.manifest["cpu"]["model"]),
+        },
+        "checks": [c.__dict__ for c in session.checks],
+        "package_warnings": list(pkg.manifest.get("warnings", [])),
+        "testset": {"n": len(ts.images), "dataset": ts.dataset, "golden_source": ts.golden_source},
+        "weights": weights.label,
+    }
+    requested, achieved = read_hwh(Path(bitfile).with_suffix(".hwh")).clock_mhz() if bitfile else (None, None)
+    report["accelerator_clock_mhz"] = {"requested": requested, "achieved": achieved, "from": "hwh clk_wiz_0"}
+    return report
 
-    host = pkg.manifest.get("host", {})
-    design = sim.design or Path(host.get("compile_dir", ""))
-    python = sim.python or Path(host.get("python", ""))
-    spec = get_board(sim.board or pkg.board)
-    log(f"simulated board {spec.name}: FINN runs {design} ({sim.exec_mode} execution; cppsim compiles first)")
-    fabric = Fabric(design, pkg.board, python, sim.exec_mode, sim.cache, work / "simulated-accelerator.log")
-    return SimulatedBoardDevice(spec, fabric, sim.fault)
+
+def _bench_fpga(
+    session: Session, opts: BenchOptions, weights: ActiveWeights, ts: TestSet, report: dict[str, Any],
+    log: Callable[[str], None],
+) -> list[Timing]:  # fmt: skip
+    """The test set through the FPGA against the golden outputs (report["fpga"]), then its timings."""
+    runner = session.open_fpga(weights.runtime_dir, opts.timeout_s, log)
+    if session.device is not None:
+        fabric = session.device.fabric
+        report["simulated_board_fpga"] = {"exec": fabric.exec_mode, "design": str(fabric.design)}
+    frames = session.pkg.fpga_input(ts.images)
+    classes = runner.classify_all(frames, max(opts.batch_sizes))
+    fpga = {
+        "accuracy": float(np.mean(classes == ts.labels)),
+        "agree_classes": int(np.sum(classes == ts.golden_classes)),
+        "first_mismatch": first_mismatch(ts.golden_classes, classes, ts.labels, "the FPGA"),
+    }
+    report["fpga"] = fpga
+    log(
+        f"FPGA{session.label}: {fpga['agree_classes']}/{len(ts.images)} classes agree with the golden outputs"
+    )
+    timings = []
+    for b in opts.batch_sizes:
+        batch = _cycle(frames, b)
+        runner.load(batch)
+        loaded = measure(runner.run_loaded, opts.warmup, opts.repeats)
+        timings.append(Timing("fpga", "accelerator", b, None, loaded, opts.warmup))
+        whole = measure(lambda batch=batch: runner.classify(batch), opts.warmup, opts.repeats)
+        timings.append(Timing("fpga", "end-to-end", b, None, whole, opts.warmup))
+    return timings
 
 
-def _c_loop(pkg: Package, work: Path, model: Path | None) -> dict[str, Any]:
-    """The engine's own C timing loop on the same model (bnnflow-cpu bench), or why there is none."""
-    from bnnflow_board.cpu_engine import CpuEngineUnavailable, c_loop_bench
+def _bench_cpu(
+    session: Session, opts: BenchOptions, weights: ActiveWeights, ts: TestSet, report: dict[str, Any],
+    log: Callable[[str], None],
+) -> list[Timing]:  # fmt: skip
+    """The CPU engine on the same images (report["cpu"]), then its timings: batch 1 on one thread,
+    larger batches on every core."""
+    report["cpu"] = {"available": False}
+    if not opts.cpu:
+        report["cpu"]["why"] = "skipped (--no-cpu)"
+        return []
+    engine, why = session.open_cpu_engine(weights.model)
+    if engine is None:
+        report["cpu"]["why"] = why
+        log(f"CPU engine: not run: {why}")
+        return []
+    cls, scores = engine.run(ts.images, threads=0)
+    report["cpu"] = {
+        "available": True,
+        "accuracy": float(np.mean(cls == ts.labels)),
+        "agree_classes": int(np.sum(cls == ts.golden_classes)),
+        "agree_scores": int(np.sum(np.all(scores == ts.golden_scores, axis=1))),
+        "first_mismatch": engine_mismatch(cls, scores, ts.golden_classes, ts.golden_scores, ts.labels),
+        "threads": os.cpu_count(),
+    }
+    timings = []
+    for b in opts.batch_sizes:
+        batch = _cycle(ts.images, b)
+        threads = 1 if b == 1 else 0
+        secs = measure(lambda batch=batch, t=threads: engine.run(batch, threads=t), opts.warmup, opts.repeats)
+        mode, used = ("1 thread", 1) if threads == 1 else ("all cores", os.cpu_count())
+        timings.append(Timing("cpu", mode, b, used, secs, opts.warmup))
+    report["cpu"]["c_loop"] = session.c_loop(weights.model)
+    return timings
 
-    try:
-        return c_loop_bench(
-            pkg.root / pkg.manifest["cpu"]["sources"],
-            work / "cpu-build",
-            model or pkg.root / pkg.manifest["cpu"]["model"],
-        )
-    except CpuEngineUnavailable as exc:
-        return {"why": str(exc)}
 
-
-def _cpu_engine(pkg: Package, board: Any, work: Path, model: Path | None = None) -> tuple[Any, str]:
-    """The package's engine built here, running ``model`` (default: the package's model.bnn)."""
-    from bnnflow_board.cpu_engine import CpuEngine, CpuEngineUnavailable, build_engine
-
-    try:
-        lib = build_engine(pkg.root / pkg.manifest["cpu"]["sources"], work / "cpu-build", platform.machine())
-    except CpuEngineUnavailable as exc:
-        return None, str(exc)
-    return CpuEngine(lib, model or pkg.root / pkg.manifest["cpu"]["model"]), ""
+def _write(
+    session: Session, report: dict[str, Any], text: str, out: Path, log: Callable[[str], None]
+) -> None:
+    """bench.txt, bench.png and bench.json, built beside ``out`` and renamed into place when complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bench-"))  # renamed into place when complete
+    write_report(report, text, tmp)
+    report["chart"] = plot_report(report, tmp / BENCH_CHART)
+    if session.sim is not None and session.pkg.bitfile is None:
+        shutil.copytree(session.work / "simulated-bitfile", tmp / "simulated-bitfile")
+    (tmp / BENCH_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    log(
+        f"report in {out}: bench.json, bench.txt"
+        + (", bench.png" if report["chart"] == BENCH_CHART else f" (no chart: {report['chart']})")
+    )

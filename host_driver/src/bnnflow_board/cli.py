@@ -59,7 +59,7 @@ def _simulated(p: argparse.ArgumentParser) -> None:
 
 
 def _sim(args: argparse.Namespace):  # noqa: ANN202
-    from bnnflow_board.bench import SimulatedBoard
+    from bnnflow_board.session import SimulatedBoard
 
     if args.simulated_board is None:
         return None
@@ -129,13 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from bnnflow_board.bench import check_package
     from bnnflow_board.checks import failures, format_checks
+    from bnnflow_board.session import Session
 
-    with tempfile.TemporaryDirectory() as work:
-        pkg, board, _, checks = check_package(args.package, _sim(args), Path(work))
+    with Session(args.package, _sim(args)) as session:
+        pkg, board, checks = session.pkg, session.board, session.checks
     if args.json:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
