@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,10 +39,11 @@ from bnnflow_board.active_weights import ActiveWeights, active_weights
 from bnnflow_board.agreement import engine_mismatch, first_mismatch, verdict
 from bnnflow_board.deployformat import BENCH_CHART, BENCH_DIR, BENCH_REPORT, REPORT_MODEL_SHA256, TIMING_KEYS
 from bnnflow_board.errors import BoardError
+from bnnflow_board.fsutil import atomic_directory, check_replaceable
 from bnnflow_board.hwh import read_hwh
 from bnnflow_board.package import TestSet
 from bnnflow_board.report import format_report, plot_report, write_report
-from bnnflow_board.session import Session, SimulatedBoard
+from bnnflow_board.session import Session, SimulatedBoard, check_timeout
 
 DEFAULT_BATCHES = (1, 64, 1000)
 
@@ -89,6 +89,7 @@ def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
 def check_options(opts: BenchOptions) -> None:
     if not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.repeats < 1 or opts.warmup < 0:
         raise BoardError("batch sizes and repeats must be at least 1, warm-up at least 0")
+    check_timeout(opts.timeout_s)
 
 
 def _cycle(images: np.ndarray, n: int) -> np.ndarray:
@@ -101,13 +102,19 @@ def bench(
     sim: SimulatedBoard | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the bench; returns the report (also written to options.out, default <package>/bench)."""
+    """Run the bench; returns the report (also written to options.out, default <package>/bench).
+
+    ``options.out`` may be absent, an empty folder or an earlier bench report's
+    folder, which the new report replaces once complete; anything else is refused
+    before the bench starts.
+    """
     opts = options or BenchOptions()
     check_options(opts)
     with Session(path, sim) as session:
         pkg = session.pkg
         out = Path(opts.out) if opts.out else pkg.root / BENCH_DIR
         session.require_checks()
+        check_replaceable(out, BENCH_REPORT)
         where = session.board.describe()
         log(f"bnnflow-board {__version__}: {pkg.manifest.get('model')} on {where}; checks passed")
         for warning in pkg.manifest.get("warnings", []):
@@ -230,16 +237,12 @@ def _write(
     session: Session, report: dict[str, Any], text: str, out: Path, log: Callable[[str], None]
 ) -> None:
     """bench.txt, bench.png and bench.json, built beside ``out`` and renamed into place when complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bench-"))  # renamed into place when complete
-    write_report(report, text, tmp)
-    report["chart"] = plot_report(report, tmp / BENCH_CHART)
-    if session.sim is not None and session.pkg.bitfile is None:
-        shutil.copytree(session.work / "simulated-bitfile", tmp / "simulated-bitfile")
-    (tmp / BENCH_REPORT).write_text(json.dumps(report, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_directory(out, marker=BENCH_REPORT, prefix=".bench-") as tmp:
+        write_report(report, text, tmp)
+        report["chart"] = plot_report(report, tmp / BENCH_CHART)
+        if session.sim is not None and session.pkg.bitfile is None:
+            shutil.copytree(session.work / "simulated-bitfile", tmp / "simulated-bitfile")
+        (tmp / BENCH_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     log(
         f"report in {out}: bench.json, bench.txt"
         + (", bench.png" if report["chart"] == BENCH_CHART else f" (no chart: {report['chart']})")

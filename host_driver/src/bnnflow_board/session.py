@@ -11,6 +11,7 @@ the work folder they were built in.
 
 from __future__ import annotations
 
+import math
 import platform
 import shutil
 import tempfile
@@ -68,6 +69,12 @@ def check_package(
         bitfile = simulated_bitfile(pkg, (work or Path(tempfile.mkdtemp())) / "simulated-bitfile")
     checks = run_checks(pkg, board, bitfile)
     return pkg, board, bitfile, checks
+
+
+def check_timeout(timeout_s: float | None) -> None:
+    """A deadline is a finite number of seconds above 0 (nan and inf would never expire)."""
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise BoardError(f"the timeout must be a finite number of seconds above 0, got {timeout_s}")
 
 
 class Session:

@@ -47,7 +47,7 @@ from bnnflow_board.agreement import engine_mismatch, first_mismatch, verdict
 from bnnflow_board.errors import BoardError
 from bnnflow_board.package import Package, TestSet
 from bnnflow_board.report import agreement_lines
-from bnnflow_board.session import Session
+from bnnflow_board.session import Session, check_timeout
 from bnnflow_board.update_package import Update, check_belongs, load_update, update_problems
 
 
@@ -110,6 +110,7 @@ def update_weights(
     simulated board); by default the FPGA is programmed with the package's
     bitfile first.
     """
+    check_timeout(timeout_s)
     with Session(deploy, sim, prefix="bnnflow-board-update-") as session:
         session.require_checks()
         pkg = session.pkg
