@@ -31,6 +31,8 @@ WORKDIR /opt/bnnflow
 COPY pyproject.toml README.md Makefile ./
 COPY requirements ./requirements
 COPY src ./src
+# make install installs bnnflow-board too: the deployment format is defined there
+COPY host_driver ./host_driver
 RUN make install PYTHON=python3.11 && rm -rf /root/.cache/pip
 
 COPY benchmarks ./benchmarks

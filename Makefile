@@ -10,7 +10,7 @@ EPOCHS ?= 10
 
 .PHONY: install board-env demo test lint bench bitstream clean
 
-install: $(VENV)/.installed $(VENV)/.bnncpu
+install: $(VENV)/.installed $(VENV)/.bnncpu $(VENV)/.host_driver
 
 $(VENV)/.installed: pyproject.toml setup.py requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +26,21 @@ $(VENV)/.bnncpu: $(CPU_SOURCES) | $(VENV)/.installed
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# bnnflow-board (host_driver/) in .venv too: the host reads and writes the deployment format
+# through its numpy-free bnnflow_board.deployformat, the one definition both sides share.
+$(VENV)/.host_driver: host_driver/pyproject.toml | $(VENV)/.installed
+	$(PIP) install --quiet --no-deps --no-build-isolation -e host_driver
+	touch $@
+
 # The simulated board's environment: the board-side stack (pynq, finn-plus-driver,
 # numpy 1.x, bnnflow-board) apart from .venv, whose numpy 2 finn-plus needs.
 BOARD_VENV ?= .venv-board
 board-env: $(BOARD_VENV)/.installed
 
-$(BOARD_VENV)/.installed: requirements/board-lock.txt board/pyproject.toml
+$(BOARD_VENV)/.installed: requirements/board-lock.txt host_driver/pyproject.toml
 	$(PYTHON) -m venv $(BOARD_VENV)
 	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/board-lock.txt
-	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e board
+	$(BOARD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e host_driver
 	$(BOARD_VENV)/bin/python -c "import numpy, pynq, finn_plus_driver, bnnflow_board; print('board env: numpy', numpy.__version__, 'pynq', pynq.__version__)"
 	touch $@
 
@@ -46,12 +52,12 @@ demo: install
 
 test: install board-env
 	$(PY) -m pytest -q -n auto --dist loadgroup --durations=25
-	cd board && ../$(BOARD_VENV)/bin/python -m pytest -q --durations=10
+	cd host_driver && ../$(BOARD_VENV)/bin/python -m pytest -q --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	cd board && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
+	cd host_driver && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) benchmarks/train_mnist.py --models sfc --epochs $(EPOCHS)

@@ -1,6 +1,6 @@
 """Tests for bnnflow.deploy: the deployment package (host side).
 
-The board side (bnnflow-board, the simulated board) is tested in board/tests,
+The board side (bnnflow-board, the simulated board) is tested in host_driver/tests,
 in .venv-board; these tests build packages from real compiled designs.
 """
 
@@ -179,6 +179,39 @@ def test_package_from_a_vivado_build_folder(
     (build / "bitfile" / "finn-accel.hwh").unlink()
     with pytest.raises(BnnflowError, match="has no finn-accel.hwh beside it"):
         build_package(build, tmp_path / "again", log=None)
+
+
+def test_host_and_board_share_the_deployment_format() -> None:
+    """The host writes and reads packages and reports with the board's own definitions, not copies."""
+    from bnnflow_board import deployformat
+
+    from bnnflow.bench import boardreport, report
+    from bnnflow.deploy import package, update
+    from bnnflow.hls import boards
+
+    shared = {
+        package: ("MANIFEST", "FORMAT", "BITFILE", "HWH", "TIMING_REPORT", "RUNTIME_WEIGHTS",
+                  "DRIVER_SETTINGS", "MODEL", "CPU_SOURCES", "TESTSET_IMAGES", "TESTSET_LABELS",
+                  "GOLDEN_CLASSES", "GOLDEN_SCORES", "BOARD_RUNTIME", "INSTALL_SCRIPT", "apply_input_ops",
+                  "transpose_op", "reshape_op", "sha256"),
+        update: ("MANIFEST", "FORMAT", "UPDATE_FORMAT", "UPDATE_RUNTIME_WEIGHTS", "MODEL", "GOLDEN_CLASSES",
+                 "GOLDEN_SCORES", "sha256", "sha256_bytes"),
+        boardreport: ("BENCH_DIR", "BENCH_REPORT", "REPORT_KEYS", "REPORT_MODEL_SHA256", "same_board"),
+        report: ("sha256",),
+        boards: ("find_board",),
+    }  # fmt: skip
+    for module, names in shared.items():
+        for name in names:
+            assert getattr(module, name) is getattr(deployformat, name), f"{module.__name__}.{name}"
+    # one board table: the compiler's boards are the deployment format's, FINN's parts included
+    assert list(boards.BOARDS) == list(deployformat.BOARDS)
+    for name, board in boards.BOARDS.items():
+        assert (board.part, board.cpu) == (deployformat.BOARDS[name].part, deployformat.BOARDS[name].cpu)
+    assert boards.get_board("pynq_z2") is boards.get_board("PYNQ-Z2") is boards.BOARDS["Pynq-Z2"]
+    with pytest.raises(
+        BnnflowError, match="unknown board 'Zybo'; choose one of: Pynq-Z2, Ultra96, Ultra96-V2"
+    ):
+        boards.get_board("Zybo")
 
 
 def test_host_input_ops_follow_finns_parent_graph(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ package of a --runtime-weights design, ``bnnflow package --weights-only``, and t
 board's accelerator taking written weights.
 
 The board side (``bnnflow-board update-weights`` on the simulated board) is tested in
-board/tests/test_weight_update.py.
+host_driver/tests/test_weight_update.py.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bnnflow.errors import BnnflowError
+from bnnflow_board.deployformat import BENCH_DIR, BENCH_REPORT, REPORT_KEYS, REPORT_MODEL_SHA256, same_board
 
-REPORT_FILE = "bench.json"
-REQUIRED = ("bnnflow_board", "simulated_board", "board", "package", "testset", "fpga", "cpu", "timing")
+from bnnflow.errors import BnnflowError
 
 
 class _NotAReport(Exception):
@@ -102,23 +101,23 @@ def read_board_report(path: str | Path, design_board: str, model_sha256: str) ->
     """The figures of a ``bnnflow-board bench`` report for this design, or a one-line error."""
     path = Path(path)
     if path.is_dir():
-        path = path / REPORT_FILE
+        path = path / BENCH_REPORT
     if not path.is_file():
         raise BnnflowError(
-            f"no board report at {path}: give the bench.json that `bnnflow-board bench DEPLOY_DIR` wrote "
-            "(DEPLOY_DIR/bench/bench.json)"
+            f"no board report at {path}: give the {BENCH_REPORT} that `bnnflow-board bench DEPLOY_DIR` wrote "
+            f"(DEPLOY_DIR/{BENCH_DIR}/{BENCH_REPORT})"
         )
     try:
         report = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BnnflowError(f"{path} is not readable JSON ({exc})") from None
     try:
-        missing = [k for k in REQUIRED if not isinstance(report, dict) or k not in report]
+        missing = [k for k in REPORT_KEYS if not isinstance(report, dict) or k not in report]
         if missing:
             raise _NotAReport(f"no {', '.join(missing)}")
         made_for = str(_get(report, "package", "board"))
         ran_on = report["board"].get("name") if isinstance(report["board"], dict) else None
-        sha = report["package"].get("model_sha256")
+        sha = report["package"].get(REPORT_MODEL_SHA256)
         timings = _get(report, "timing")
         if not isinstance(timings, list):
             raise _NotAReport("timing is not a list")
@@ -147,7 +146,7 @@ def read_board_report(path: str | Path, design_board: str, model_sha256: str) ->
     except (AttributeError, TypeError, ValueError) as exc:
         raise BnnflowError(f"{path} is not a bnnflow-board bench report ({exc})") from None
 
-    if made_for.lower() != design_board.lower() or (ran_on and str(ran_on).lower() != design_board.lower()):
+    if not same_board(made_for, design_board) or (ran_on and not same_board(str(ran_on), design_board)):
         raise BnnflowError(
             f"{path} is a report for {made_for}"
             + (f" run on {ran_on}" if ran_on and ran_on != made_for else "")

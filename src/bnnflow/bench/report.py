@@ -20,7 +20,6 @@ The report is printed, and written as ``bench.json``, ``bench.txt`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bnnflow_board.deployformat import sha256
 
 from bnnflow.errors import BnnflowError
 
@@ -53,14 +54,6 @@ class BenchResult:
     @property
     def ok(self) -> bool:
         return not self.report["problems"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def host_cpu() -> str:
@@ -155,7 +148,7 @@ def _design(compile_dir: Path, engine: Any) -> dict[str, Any]:
         "part": info.get("part"),
         "clock_mhz": 1e3 / float(info["clock_ns"]),
         "dataset": engine.dataset,
-        "model_sha256": _sha256(Path(engine.path)),
+        "model_sha256": sha256(Path(engine.path)),
         "compile": info,
     }
 

@@ -29,7 +29,6 @@ and the manifest says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -42,18 +41,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bnnflow_board.deployformat import (
+    BITFILE,
+    BOARD_RUNTIME,
+    CPU_SOURCES,
+    DRIVER_SETTINGS,
+    FORMAT,
+    FORMAT_VERSION,
+    GOLDEN_CLASSES,
+    GOLDEN_SCORES,
+    HWH,
+    INSTALL_SCRIPT,
+    MANIFEST,
+    MODEL,
+    RUNTIME_WEIGHTS,
+    TESTSET_IMAGES,
+    TESTSET_LABELS,
+    TIMING_REPORT,
+    apply_input_ops,
+    reshape_op,
+    sha256,
+    transpose_op,
+)
 
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_directory, atomic_write_json
 
-MANIFEST = "manifest.json"
-FORMAT = "bnnflow-deploy"
-FORMAT_VERSION = 1
 DEFAULT_IMAGES = 1000
-BITFILE = "bitfile/finn-accel.bit"
-HWH = "bitfile/finn-accel.hwh"
-TIMING_REPORT = "report/post_route_timing.rpt"
-RUNTIME_WEIGHTS = "driver/runtime_weights"  # FINN's deployment layout: next to settings.json
 MODEL_MAGIC = b"BNNCPU\0\0"  # bnncpu.h: the model file's first 8 bytes
 MODEL_FORMAT_MAJOR = 1
 
@@ -112,7 +126,7 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
     for item in ("intermediate_models/step_convert_to_hw.onnx", "intermediate_models/dataflow_parent.onnx"):
         if not (path / item).is_file():
             raise BnnflowError(f"{path} is incomplete: {item} is missing")
-    check_model_file(path / "model.bnn")
+    check_model_file(path / MODEL)
     vivado = (path / BITFILE).is_file()
     if vivado and not (path / HWH).is_file():
         raise BnnflowError(f"{path / BITFILE} has no {Path(HWH).name} beside it")
@@ -161,11 +175,9 @@ def host_input_ops(parent: Any) -> list[dict[str, Any]]:
         if node.op_type == "StreamingDataflowPartition":
             break
         if node.op_type == "Transpose":
-            ops.append(
-                {"op": "transpose", "perm": [int(p) for p in get_by_name(node.attribute, "perm").ints]}
-            )
+            ops.append(transpose_op(get_by_name(node.attribute, "perm").ints))
         elif node.op_type == "Reshape":
-            ops.append({"op": "reshape", "shape": [int(d) for d in parent.get_tensor_shape(node.output[0])]})
+            ops.append(reshape_op(parent.get_tensor_shape(node.output[0])))
         else:
             raise BnnflowError(f"layer {node.name} ({node.op_type}) runs on the host: it cannot be deployed")
         tensor = node.output[0]
@@ -175,17 +187,6 @@ def host_input_ops(parent: Any) -> list[dict[str, Any]]:
             "layers after the accelerator would run on the host: this design cannot be deployed"
         )
     return ops
-
-
-def apply_input_ops(images: np.ndarray, ops: list[dict[str, Any]]) -> np.ndarray:
-    """Dataset images (N, C, H, W) in the accelerator's input layout (as bnnflow-board does on the board)."""
-    x = images
-    for op in ops:
-        if op["op"] == "transpose":
-            x = np.transpose(x, op["perm"])
-        else:
-            x = x.reshape([x.shape[0], *op["shape"][1:]])
-    return np.ascontiguousarray(x)
 
 
 def xnor_accumulator_risks(model_hw: Any) -> list[str]:
@@ -227,7 +228,7 @@ def _driver_settings(
     design compiled with --runtime-weights) are copied to ``runtime_dst``:
     finn-plus-driver writes them into the FPGA when it loads the overlay.
     """
-    if source.vivado and (source.compile_dir / "driver" / "settings.json").is_file():
+    if source.vivado and (source.compile_dir / DRIVER_SETTINGS).is_file():
         driver_dir = source.compile_dir / "driver"
         settings = json.loads((driver_dir / "settings.json").read_text())
         _copy_runtime_weights(driver_dir, runtime_dst)
@@ -307,16 +308,8 @@ def _copy_tree(src: Path, dst: Path) -> None:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _board_runtime(dst: Path) -> None:
-    board = REPO / "board"
+    board = REPO / "host_driver"  # copied whole: the deployment package's layout is the package's own
     if not (board / "pyproject.toml").is_file():
         raise BnnflowError(f"bnnflow-board's sources are not at {board}: run bnnflow from its source tree")
     dst.mkdir()
@@ -399,14 +392,14 @@ def build_package(
             )
         if [int(d) for d in shapes["oshape_normal"][0]] != [1, 1]:
             raise BnnflowError("the accelerator must output one class index per image to be deployed")
-        atomic_write_json(tmp / "driver" / "settings.json", settings)
+        atomic_write_json(tmp / DRIVER_SETTINGS, settings)
 
         if source.vivado:
-            (tmp / "bitfile").mkdir()
+            (tmp / BITFILE).parent.mkdir()
             shutil.copy2(source.compile_dir / BITFILE, tmp / BITFILE)
             shutil.copy2(source.compile_dir / HWH, tmp / HWH)
             if (source.compile_dir / TIMING_REPORT).is_file():
-                (tmp / "report").mkdir()
+                (tmp / TIMING_REPORT).parent.mkdir()
                 shutil.copy2(source.compile_dir / TIMING_REPORT, tmp / TIMING_REPORT)
             bitfile = {"present": True, "bit": BITFILE, "hwh": HWH, "source": "vivado"}
         else:
@@ -416,21 +409,20 @@ def build_package(
                 "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
             }
 
-        shutil.copy2(source.compile_dir / "model.bnn", tmp / "model.bnn")
-        _copy_tree(cpu_src, tmp / "cpu")
-        _board_runtime(tmp / "bnnflow-board")
-        shutil.copy2(REPO / "board" / "install.sh", tmp / "install.sh")
-        os.chmod(tmp / "install.sh", 0o755)
+        shutil.copy2(source.compile_dir / MODEL, tmp / MODEL)
+        _copy_tree(cpu_src, tmp / CPU_SOURCES)
+        _board_runtime(tmp / BOARD_RUNTIME)
+        shutil.copy2(REPO / "host_driver" / INSTALL_SCRIPT, tmp / INSTALL_SCRIPT)
+        os.chmod(tmp / INSTALL_SCRIPT, 0o755)
 
-        ts = tmp / "testset"
-        ts.mkdir()
-        (ts / "images.u8").write_bytes(images.tobytes())
-        (ts / "labels.u8").write_bytes(np.asarray(labels, dtype=np.uint8).tobytes())
-        (ts / "golden_classes.i32").write_bytes(classes.astype("<i4").tobytes())
-        (ts / "golden_scores.i32").write_bytes(scores.astype("<i4").tobytes())
+        (tmp / TESTSET_IMAGES).parent.mkdir()
+        (tmp / TESTSET_IMAGES).write_bytes(images.tobytes())
+        (tmp / TESTSET_LABELS).write_bytes(np.asarray(labels, dtype=np.uint8).tobytes())
+        (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
+        (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
 
         files = {
-            str(p.relative_to(tmp)): _sha256(p)
+            str(p.relative_to(tmp)): sha256(p)
             for p in sorted(tmp.rglob("*"))
             if p.is_file() and p.name != MANIFEST
         }
@@ -448,7 +440,7 @@ def build_package(
             "bitfile": bitfile,
             "timing_report": TIMING_REPORT if (tmp / TIMING_REPORT).is_file() else None,
             "driver": {
-                "settings": "driver/settings.json",
+                "settings": DRIVER_SETTINGS,
                 "made_by": "Vivado build (FINN step_make_driver)"
                 if source.vivado
                 else "FINN MakePYNQDriver on the graph prepared as FINN's ZynqBuild prepares it; "
@@ -464,16 +456,16 @@ def build_package(
                 "shape": shapes["ishape_normal"][0],
                 "datatype": shapes["idt"][0],
             },
-            "cpu": {"sources": "cpu", "model": "model.bnn", "cli": "bnnflow-cpu run"},
+            "cpu": {"sources": CPU_SOURCES, "model": MODEL, "cli": "bnnflow-cpu run"},
             "testset": {
                 "dataset": dataset,
                 "n": int(len(images)),
                 "image_shape": list(in_shape),
                 "n_classes": int(scores.shape[1]),
-                "images": "testset/images.u8",
-                "labels": "testset/labels.u8",
-                "golden_classes": "testset/golden_classes.i32",
-                "golden_scores": "testset/golden_scores.i32",
+                "images": TESTSET_IMAGES,
+                "labels": TESTSET_LABELS,
+                "golden_classes": GOLDEN_CLASSES,
+                "golden_scores": GOLDEN_SCORES,
                 "golden_source": golden_source,
                 "golden_accuracy": float(np.mean(classes == np.asarray(labels))),
             },

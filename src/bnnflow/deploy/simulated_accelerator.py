@@ -32,23 +32,24 @@ nodes carry the names from before specialisation).
 It never runs the CPU engine (what the board compares the FPGA against) and
 holds no table of answers: every frame goes through FINN.
 
-Wire format: see bnnflow_board/simulated/fabric.py. stdout carries only that
-protocol; everything FINN and the compilers print goes to stderr.
+Wire format: bnnflow_board/simulated/wire.py, which both processes import.
+stdout carries only that protocol; everything FINN and the compilers print
+goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import IO, Any
+
+from bnnflow_board.simulated.wire import read_message, write_message
 
 HLS_SIM_ENV = ("XILINX_HLS", "FINN_DEPS", "FINN_CUSTOM_HLS")
 
@@ -73,22 +74,6 @@ def hls_sim_environment(kit: Path) -> dict[str, str]:
     ).stdout.decode()
     env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
     return {k: env[k] for k in HLS_SIM_ENV}
-
-
-def _write(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
-    raw = json.dumps(header).encode()
-    stream.write(struct.pack("<I", len(raw)) + raw + struct.pack("<Q", len(payload)) + payload)
-    stream.flush()
-
-
-def _read(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
-    head = stream.read(4)
-    if len(head) < 4:
-        return None
-    (n,) = struct.unpack("<I", head)
-    header = json.loads(stream.read(n))
-    (m,) = struct.unpack("<Q", stream.read(8))
-    return header, stream.read(m)
 
 
 class Accelerator:
@@ -243,13 +228,13 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
         acc = Accelerator(Path(args.compile_dir).absolute(), args.board, mode, cache)
     except Exception as exc:
         traceback.print_exc()
-        _write(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+        write_message(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
         return 1
     memories, init = [], []
     for instance, (layout, words) in acc.memories.items():
         memories.append({"instance": instance, "n": int(len(words)), **layout.to_json()})
         init.append(np.asarray(words, dtype="<u4").tobytes())
-    _write(
+    write_message(
         proto_out,
         {
             "exec": mode,
@@ -262,14 +247,17 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
     )
     idma = next(d for d in acc.iodmas if d["direction"] == "in")
     while True:
-        msg = _read(proto_in)
+        try:
+            msg = read_message(proto_in)
+        except EOFError:  # the board side died mid-message: nobody is left to answer
+            return 0
         if msg is None or msg[0].get("op") == "quit":
             return 0
         header, payload = msg
         try:
             if header.get("op") == "prepare":
                 acc.prepare()
-                _write(proto_out, {"prepared": acc.mode})
+                write_message(proto_out, {"prepared": acc.mode})
                 continue
             if header.get("op") == "parameters":
                 words = np.frombuffer(payload, dtype="<u4")
@@ -277,15 +265,15 @@ def serve(args: argparse.Namespace, proto_in: IO[bytes], proto_out: IO[bytes]) -
                 for mem in header["memories"]:
                     items.append((str(mem["instance"]), words[at : at + int(mem["n"])]))
                     at += int(mem["n"])
-                _write(proto_out, {"parameters": acc.write_parameters(items)})
+                write_message(proto_out, {"parameters": acc.write_parameters(items)})
                 continue
             n = int(header["n"])
             frames = np.frombuffer(payload, dtype="<i8").reshape(n, *idma["shape"][1:])
             out = acc.run(frames)
-            _write(proto_out, {"n": n}, np.ascontiguousarray(out, dtype="<i8").tobytes())
+            write_message(proto_out, {"n": n}, np.ascontiguousarray(out, dtype="<i8").tobytes())
         except Exception as exc:
             traceback.print_exc()
-            _write(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+            write_message(proto_out, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ compares with the deployment package before it writes anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -33,27 +32,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bnnflow_board.deployformat import (
+    FORMAT,
+    GOLDEN_CLASSES,
+    GOLDEN_SCORES,
+    MANIFEST,
+    MODEL,
+    UPDATE_FORMAT,
+    UPDATE_RUNTIME_WEIGHTS,
+    UPDATE_VERSION,
+    sha256,
+    sha256_bytes,
+)
 
 from bnnflow.deploy.package import (
     DEFAULT_IMAGES,
-    MANIFEST,
     Log,
     Source,
-    _sha256,
     default_out,
     resolve_source,
     runtime_weight_layers,
 )
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_directory, atomic_write_json
-
-UPDATE_FORMAT = "bnnflow-weights"
-UPDATE_VERSION = 1
-DEPLOY_FORMAT = "bnnflow-deploy"
-RUNTIME_DIR = "runtime_weights"
-MODEL = "model.bnn"
-GOLDEN_CLASSES = "testset/golden_classes.i32"
-GOLDEN_SCORES = "testset/golden_scores.i32"
 
 
 def _stderr(msg: str) -> None:
@@ -90,7 +91,7 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
         manifest = _read_json(path / MANIFEST, "a package manifest")
         if manifest.get("format") == UPDATE_FORMAT:
             raise BnnflowError(f"{path} is a weights-only update, not a design: give the deployment package")
-        if manifest.get("format") != DEPLOY_FORMAT:
+        if manifest.get("format") != FORMAT:
             raise BnnflowError(f"{path / MANIFEST} is not a bnnflow deployment manifest")
         deploy = path.absolute()
         compile_dir = Path(str(manifest.get("host", {}).get("compile_dir", "")))
@@ -138,7 +139,7 @@ def _deploy_testset(design: Design) -> tuple[np.ndarray, np.ndarray, str, np.nda
         p = design.deploy / rel
         if not p.is_file():
             raise BnnflowError(f"{design.deploy}: {rel} is missing")
-        if files.get(rel) != _sha256(p):
+        if files.get(rel) != sha256(p):
             raise BnnflowError(f"{design.deploy}: {rel} does not match its sha256 (changed after packaging)")
         arrays[key] = p.read_bytes()
     n, shape = int(ts["n"]), [int(d) for d in ts["image_shape"]]
@@ -217,9 +218,14 @@ def build_weights_update(
     log(f"weights-only update of {target.compile_dir} ({target.board}) from {checkpoint}")
     with atomic_directory(final, marker=MANIFEST) as tmp:
         result = write_runtime_weights(
-            target.compile_dir, checkpoint, tmp / RUNTIME_DIR, data_dir=data_dir, n_verify=n_verify, log=log
+            target.compile_dir,
+            checkpoint,
+            tmp / UPDATE_RUNTIME_WEIGHTS,
+            data_dir=data_dir,
+            n_verify=n_verify,
+            log=log,
         )
-        layers = runtime_weight_layers(result.hardware_graph, tmp / RUNTIME_DIR)
+        layers = runtime_weight_layers(result.hardware_graph, tmp / UPDATE_RUNTIME_WEIGHTS)
         if target.deploy_manifest is not None:
             deployed = [
                 (la["file"], la["words"]) for la in target.deploy_manifest["runtime_weights"]["layers"]
@@ -239,7 +245,7 @@ def build_weights_update(
         write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent))
         t0 = time.perf_counter()
         classes, scores, golden_source = model_golden_outputs(tmp / MODEL, images)
-        (tmp / "testset").mkdir()
+        (tmp / GOLDEN_CLASSES).parent.mkdir()
         (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
         (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
         accuracy = float(np.mean(classes == np.asarray(labels)))
@@ -250,7 +256,7 @@ def build_weights_update(
             + ("" if changed is None else f", class changed on {changed} images")
         )
 
-        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         from bnnflow import __version__
 
         manifest = {
@@ -267,7 +273,7 @@ def build_weights_update(
                 "deploy": None if target.deploy is None else str(target.deploy),
             },
             "runtime_weights": {
-                "dir": RUNTIME_DIR,
+                "dir": UPDATE_RUNTIME_WEIGHTS,
                 "layers": layers,
                 "words": sum(la["words"] for la in layers),
                 "changed_words": sum(la["changed_words"] for la in layers),
@@ -279,7 +285,7 @@ def build_weights_update(
                 "dataset": dataset,
                 "n": int(len(images)),
                 "n_classes": int(scores.shape[1]),
-                "images_sha256": _sha256_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes()),
+                "images_sha256": sha256_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes()),
                 "golden_classes": GOLDEN_CLASSES,
                 "golden_scores": GOLDEN_SCORES,
                 "golden_source": golden_source,
@@ -295,7 +301,3 @@ def build_weights_update(
         f"in {len(layers)} layers"
     )
     return final
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bnnflow_board.deployformat import BOARDS as DEPLOY_BOARDS
+from bnnflow_board.deployformat import find_board
+
 from bnnflow.errors import BnnflowError
 
 
@@ -28,15 +31,16 @@ class Board:
         return {"LUT": self.lut, "BRAM_18K": self.bram_18k, "DSP": self.dsp}
 
 
+# Capacities by board; the names, FINN's parts and the CPUs come from the deployment format's board
+# table, which bnnflow-board reads on the board too.
+_CAPACITY = {  # LUT, FF, BRAM_18K, DSP
+    "Pynq-Z2": (53_200, 106_400, 2 * 140, 220),
+    # Ultra96 V1 and V2 share the xczu3eg die (deployformat.BOARDS says which grade FINN maps each to).
+    "Ultra96": (70_560, 141_120, 2 * 216, 360),
+    "Ultra96-V2": (70_560, 141_120, 2 * 216, 360),
+}
 BOARDS: dict[str, Board] = {
-    board.name: board
-    for board in (
-        Board("Pynq-Z2", "xc7z020clg400-1", 53_200, 106_400, 2 * 140, 220, "Cortex-A9 x2"),
-        # Ultra96 V1 and V2 share the xczu3eg die; FINN maps V1 to the commercial
-        # (-e) and V2 to the industrial (-i) grade.
-        Board("Ultra96", "xczu3eg-sbva484-1-e", 70_560, 141_120, 2 * 216, 360, "Cortex-A53 x4"),
-        Board("Ultra96-V2", "xczu3eg-sbva484-1-i", 70_560, 141_120, 2 * 216, 360, "Cortex-A53 x4"),
-    )
+    b.name: Board(b.name, b.part, *_CAPACITY[b.name], b.cpu) for b in DEPLOY_BOARDS.values()
 }
 
 
@@ -45,11 +49,8 @@ def board_names() -> list[str]:
 
 
 def get_board(name: str) -> Board:
-    try:
-        return BOARDS[name]
-    except KeyError:
-        # Accept the case-insensitive spelling people type (pynq-z2, ultra96-v2).
-        for board in BOARDS.values():
-            if board.name.lower() == str(name).lower():
-                return board
-        raise BnnflowError(f"unknown board {name!r}; choose one of: {', '.join(board_names())}") from None
+    """The board ``name`` means, spelled as on the board side (Pynq-Z2, pynq-z2, pynq_z2, ultra96v2)."""
+    found = find_board(name)
+    if found is None:
+        raise BnnflowError(f"unknown board {name!r}; choose one of: {', '.join(board_names())}")
+    return BOARDS[found.name]

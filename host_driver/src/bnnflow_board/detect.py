@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnnflow_board.boards import BOARDS, same_board
+from bnnflow_board.deployformat import BOARDS, same_board
 
 FAMILY_BY_ARCH = {"armv7l": "zynq-7000", "aarch64": "zynq-ultrascale+"}
 # PYNQ images record the board they were built for here (pynq/ps.py tests it for ON_TARGET)

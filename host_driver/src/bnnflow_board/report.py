@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bnnflow_board.deployformat import BENCH_TEXT
+
 
 def _pct(k: int, n: int) -> str:
     return f"{k}/{n} ({100.0 * k / n:.2f}%)" if n else "-"
@@ -93,7 +95,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def write_report(r: dict[str, Any], text: str, folder: Path) -> None:
-    (folder / "bench.txt").write_text(text + "\n")
+    (folder / BENCH_TEXT).write_text(text + "\n")
 
 
 def plot_report(r: dict[str, Any], path: Path) -> str:

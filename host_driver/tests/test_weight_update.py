@@ -97,8 +97,8 @@ def test_update_weights_round_trip(designs: Path, sim_cache: Path, tmp_path: Pat
 def test_update_a_running_fpga(designs: Path, made: dict, sim_cache: Path, tmp_path: Path) -> None:
     """From Python, an application's own FpgaRunner: the FPGA is not programmed again, the weights change
     under it, and the accelerator process receives exactly the words that changed."""
-    from bnnflow_board.bench import SimulatedBoard, simulated_bitfile
     from bnnflow_board.overlay import FpgaRunner
+    from bnnflow_board.session import SimulatedBoard, simulated_bitfile
     from bnnflow_board.simulated.device import SimulatedBoardDevice
     from bnnflow_board.simulated.fabric import Fabric
     from bnnflow_board.weights import update_weights
@@ -213,7 +213,7 @@ def test_update_weights_refusals(designs: Path, sim_cache: Path, tmp_path: Path)
 
 
 def test_update_needs_the_running_design(designs: Path) -> None:
-    from bnnflow_board.weights import check_belongs, load_update
+    from bnnflow_board.update_package import check_belongs, load_update
 
     upd = load_update(designs / "rtw-update")
     with pytest.raises(BoardError, match="without runtime-writable weights"):

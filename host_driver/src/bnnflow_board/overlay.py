@@ -192,6 +192,10 @@ class FpgaRunner:
         out = self.overlay.execute(images)
         return np.asarray(out).reshape(len(images), -1)[:, 0].astype(np.int64)
 
+    def classify_all(self, images: np.ndarray, chunk: int) -> np.ndarray:
+        """``classify`` over a whole set, ``chunk`` images per DMA run."""
+        return np.concatenate([self.classify(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
     def load(self, images: np.ndarray) -> None:
         """Pack and copy a batch into the input buffer, not run (to time the accelerator alone)."""
         images = self._check(images)

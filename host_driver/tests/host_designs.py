@@ -1,7 +1,7 @@
 """Compiled designs and deployment packages for the board-side tests, made in the compiler's environment.
 
 Run with the project's .venv Python (the board environment cannot import
-FINN): ``python board/tests/host_designs.py OUT [--data-dir ../shared/data]``.
+FINN): ``python host_driver/tests/host_designs.py OUT [--data-dir ../shared/data]``.
 Writes, under OUT:
 
 * ``digits/``: the 8x8-digits MLP trained for a few steps, exported and
@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # helpers: quick_checkpoint, SHARED_DATA
-sys.path.insert(0, str(REPO / "board" / "src"))  # the simulated board's .hwh writer (no pynq needed)
+sys.path.insert(0, str(REPO / "host_driver" / "src"))  # the simulated board's .hwh writer (no pynq needed)
 
 # A Vivado report_timing_summary's Design Timing Summary, with setup violated (WNS < 0).
 FAILED_TIMING = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,18 @@ def _batches(text: str) -> tuple[int, ...]:
     if not out or min(out) < 1:
         raise argparse.ArgumentTypeError("batch sizes must be at least 1")
     return out
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the timeout is a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"the timeout must be a finite number of seconds above 0, got {text}"
+        )
+    return value
 
 
 def _simulated(p: argparse.ArgumentParser) -> None:
@@ -59,7 +72,7 @@ def _simulated(p: argparse.ArgumentParser) -> None:
 
 
 def _sim(args: argparse.Namespace):  # noqa: ANN202
-    from bnnflow_board.bench import SimulatedBoard
+    from bnnflow_board.session import SimulatedBoard
 
     if args.simulated_board is None:
         return None
@@ -102,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement (default 3)")
     b.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
     b.add_argument(
-        "--timeout", type=float, default=None, help="seconds an FPGA run may take before it is stuck"
+        "--timeout", type=_timeout, default=None, help="seconds an FPGA run may take before it is stuck"
     )
     b.add_argument("--no-cpu", action="store_true", help="run the FPGA only")
     _simulated(b)
@@ -120,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("package", help="the deployment package folder")
     u.add_argument("update", help="the update package folder (bnnflow package --weights-only)")
     u.add_argument(
-        "--timeout", type=float, default=None, help="seconds an FPGA run may take before it is stuck"
+        "--timeout", type=_timeout, default=None, help="seconds an FPGA run may take before it is stuck"
     )
     u.add_argument("--no-cpu", action="store_true", help="check the FPGA only")
     _simulated(u)
@@ -129,13 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from bnnflow_board.bench import check_package
     from bnnflow_board.checks import failures, format_checks
+    from bnnflow_board.session import Session
 
-    with tempfile.TemporaryDirectory() as work:
-        pkg, board, _, checks = check_package(args.package, _sim(args), Path(work))
+    with Session(args.package, _sim(args)) as session:
+        pkg, board, checks = session.pkg, session.board, session.checks
     if args.json:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

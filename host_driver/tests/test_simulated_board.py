@@ -56,7 +56,12 @@ def _bench_ok(pkg: Path, out: Path, sim_cache: Path, *extra: str) -> dict:
 def test_bench_digits_on_the_simulated_board(
     made: dict, designs: Path, sim_cache: Path, tmp_path: Path
 ) -> None:
-    report = _bench_ok(designs / "digits-pkg", tmp_path / "bench", sim_cache)
+    earlier = tmp_path / "bench"  # an earlier report's folder is replaced, nothing of it kept
+    earlier.mkdir()
+    (earlier / "bench.json").write_text("{}")
+    (earlier / "stale.txt").write_text("from an earlier bench")
+    report = _bench_ok(designs / "digits-pkg", earlier, sim_cache)
+    assert not (earlier / "stale.txt").exists() and not list(tmp_path.glob(".bench-*"))
     expect = "cppsim" if (HLS_SIM / "env.sh").is_file() else "python"
     assert report["simulated_board_fpga"]["exec"] == expect
     assert report["simulated_board_fpga"]["design"] == made["digits"]
@@ -154,8 +159,8 @@ def test_a_design_that_never_finishes_times_out(designs: Path, tmp_path: Path) -
 @pytest.fixture
 def simulated_runner(designs: Path, made: dict, sim_cache: Path, tmp_path: Path):
     """An FpgaRunner over the simulated board, in this process (FINN's Python execution)."""
-    from bnnflow_board.bench import simulated_bitfile
     from bnnflow_board.overlay import FpgaRunner
+    from bnnflow_board.session import simulated_bitfile
     from bnnflow_board.simulated.device import SimulatedBoardDevice
     from bnnflow_board.simulated.fabric import Fabric
 
@@ -195,3 +200,70 @@ def test_the_simulated_caches_need_flush_and_invalidate(simulated_runner) -> Non
     ov.obuf_packed_device[0].invalidate()
     assert ov.obuf_packed_device[0].reshape(-1).tolist() == ts.golden_classes[:2].tolist()
     assert device.faults == []
+
+
+def _refused(r, what: str) -> None:
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("bnnflow-board: error: refusing to replace ")
+        and what in lines[0]
+    )
+
+
+def test_bench_out_keeps_a_folder_that_holds_no_report(designs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = board_cli("bench", str(designs / "digits-pkg"), "--simulated-board", "--sim-exec", "python",
+                  "--batch-sizes", "1", "--repeats", "1", "--out", str(out))  # fmt: skip
+    _refused(r, "it is not empty and holds no bench.json")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_bench_out_refuses_the_package_itself(designs: Path, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(designs / "digits-pkg", pkg)
+    before = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*"))
+    r = board_cli("bench", str(pkg), "--simulated-board", "--sim-exec", "python",
+                  "--batch-sizes", "1", "--repeats", "1", "--out", str(pkg))  # fmt: skip
+    _refused(r, f"{pkg}: it is not empty and holds no bench.json")
+    assert sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*")) == before
+    assert board_cli("check", str(pkg), "--simulated-board").returncode == 0
+
+
+def test_bench_out_refuses_a_file(designs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    out.write_text("not a folder")
+    r = board_cli("bench", str(designs / "digits-pkg"), "--simulated-board", "--sim-exec", "python",
+                  "--batch-sizes", "1", "--repeats", "1", "--out", str(out))  # fmt: skip
+    _refused(r, "it is not a folder")
+    assert out.read_text() == "not a folder"
+    assert not list(tmp_path.glob(".bench-*")) and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("command", ["bench", "update-weights"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "soon"])
+def test_timeout_must_be_finite_and_positive(designs: Path, command: str, value: str) -> None:
+    pkg = str(designs / "digits-pkg")
+    args = [command, pkg, *([pkg] if command == "update-weights" else []), "--simulated-board"]
+    r = board_cli(*args, f"--timeout={value}")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bnnflow-board {command}: error: argument --timeout: ")
+    assert "finite number of seconds above 0" in lines[0] or "is a number of seconds" in lines[0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0.0])
+def test_timeout_is_checked_from_python_too(designs: Path, tmp_path: Path, value: float) -> None:
+    from bnnflow_board.bench import BenchOptions, bench
+    from bnnflow_board.session import SimulatedBoard
+    from bnnflow_board.weights import update_weights
+
+    with pytest.raises(BoardError, match="the timeout must be a finite number of seconds above 0"):
+        bench(designs / "digits-pkg", BenchOptions(timeout_s=value, out=tmp_path / "b"), SimulatedBoard())
+    with pytest.raises(BoardError, match="the timeout must be a finite number of seconds above 0"):
+        update_weights(designs / "digits-pkg", designs / "digits-pkg", SimulatedBoard(), timeout_s=value)
+    assert not (tmp_path / "b").exists()

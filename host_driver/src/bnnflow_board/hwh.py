@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnnflow_board.boards import normalise_device
+from bnnflow_board.deployformat import normalise_device
 from bnnflow_board.errors import BoardError
 
 SIMULATED_MARK = "bnnflow simulated board"

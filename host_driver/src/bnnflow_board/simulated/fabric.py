@@ -10,50 +10,23 @@ decoded from memory and get the accelerator's output frames back; the
 simulated weight memories hand it their words whenever they were written
 (``write_parameters``), and it runs the next frames with those values.
 
-Wire format on the child's stdin/stdout, both directions: a little-endian u32
-length and that many bytes of JSON header, then a u64 length and that many
-bytes of payload (int64 little-endian values, frame after frame; uint32
-little-endian memory words for the weight memories: the hello message's
-initial contents, the ``parameters`` request's written ones).
+Wire format: wire.py, shared with the accelerator process.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from bnnflow_board.errors import BoardError
-
-
-def write_message(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
-    raw = json.dumps(header).encode()
-    stream.write(struct.pack("<I", len(raw)) + raw + struct.pack("<Q", len(payload)) + payload)
-    stream.flush()
-
-
-def read_message(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
-    """One message, or None at a clean end of stream."""
-    head = stream.read(4)
-    if not head:
-        return None
-    if len(head) < 4:
-        raise EOFError("truncated message")
-    (n,) = struct.unpack("<I", head)
-    header = json.loads(stream.read(n))
-    (m,) = struct.unpack("<Q", stream.read(8))
-    payload = stream.read(m)
-    if len(payload) != m:
-        raise EOFError("truncated payload")
-    return header, payload
+from bnnflow_board.simulated.wire import read_message, write_message
 
 
 class Fabric:

@@ -56,7 +56,7 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
-from bnnflow_board.boards import BoardSpec, normalise_device
+from bnnflow_board.deployformat import BoardSpec, normalise_device
 from bnnflow_board.errors import BoardError
 from bnnflow_board.simulated import streams
 from bnnflow_board.simulated.fabric import Fabric

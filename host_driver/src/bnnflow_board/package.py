@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,14 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow_board.deployformat import (
+    FORMAT,
+    FORMAT_VERSION,
+    LOCAL_DIRS,
+    MANIFEST,
+    MANIFEST_KEYS,
+    FormatError,
+    apply_input_ops,
+    sha256,
+)
 from bnnflow_board.errors import BoardError
-
-MANIFEST = "manifest.json"
-FORMAT = "bnnflow-deploy"
-FORMAT_VERSION = 1
-# What bnnflow-board itself writes inside a package folder; not part of the package
-# (weights/: the updates update-weights applied, each checked against its own manifest).
-LOCAL_DIRS = ("bench", "build", "weights")
 
 
 @dataclass
@@ -52,6 +54,13 @@ class Package:
     def bitfile(self) -> Path | None:
         bf = self.manifest.get("bitfile", {})
         return self.root / bf["bit"] if bf.get("present") else None
+
+    def fpga_input(self, images: np.ndarray) -> np.ndarray:
+        """Dataset images in the accelerator's input layout (the host-side ops FINN left, as packaged)."""
+        try:
+            return np.ascontiguousarray(apply_input_ops(images, self.manifest["fpga_input"]["from_images"]))
+        except FormatError as exc:
+            raise BoardError(str(exc)) from None
 
     def path(self, key: str) -> Path:
         return self.root / self.manifest["testset"][key]
@@ -113,18 +122,10 @@ def load_package(path: str | Path) -> Package:
         raise BoardError(
             f"{mf}: package format {manifest.get('version')!r}; this bnnflow-board reads {FORMAT_VERSION}"
         )
-    for key in ("board", "files", "driver", "testset", "instances", "fpga_input", "bitfile"):
+    for key in MANIFEST_KEYS:
         if key not in manifest:
             raise BoardError(f"{mf} lacks {key!r}: the package is damaged")
     return Package(root.absolute(), manifest)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checksum_problems(pkg: Package) -> tuple[list[str], list[str]]:

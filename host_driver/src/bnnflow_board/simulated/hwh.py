@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from bnnflow_board.boards import BoardSpec
+from bnnflow_board.deployformat import BoardSpec
 from bnnflow_board.hwh import SIMULATED_MARK
 
 IODMA_WINDOW = 4096  # assign_axi_addr_proc: an aperture below 4 KiB is rounded up to 4 KiB
@@ -228,6 +228,34 @@ def make_hwh(
     """The .hwh text and each AXI-lite instance's base address."""
     ps = _ps(board)
     b = _Builder()
+    memmap = _ps_module(b, board, ps)
+    hz = _clock_module(b, ps, fclk_mhz)
+    bases: dict[str, int] = {}
+    addr = board.axi_base
+    previous: tuple[str, str] | None = None
+    for inst in instances:
+        name, role = str(inst["name"]), str(inst["role"])
+        mod = b.module(
+            name,
+            str(inst["vlnv"]),
+            str(inst["module"]),
+            {"Component_Name": f"{design}_{name}_0"},
+            COREREVISION="2",
+        )
+        b.port(mod, "ap_clk", "I", SIGIS="clk", CLKFREQUENCY=str(hz))
+        b.connect((name, "ap_clk"), ("clk_wiz_0", "clk_out1"))
+        _streams(b, mod, inst, hz, previous)
+        previous = (name, "m_axis_0")
+        if role in ("idma", "odma"):
+            b.bus(mod, "m_axi_gmem0", "aximm", "MASTER", _AXILITE, {"AWADDR": 64, "ARADDR": 64})
+        if inst.get("axilite"):
+            bases[name] = base = _axilite_port(b, mod, memmap, inst, addr, ps["master"])
+            addr = base + int(inst.get("axilite_bytes") or IODMA_WINDOW)
+    return _document(b, board, ps, design), bases
+
+
+def _ps_module(b: _Builder, board: BoardSpec, ps: dict[str, str]) -> ET.Element:
+    """FINN's Zynq processing system, its clock and its AXI ports; returns its memory map."""
     ps_mod = b.module(
         "zynq_ps",
         ps["vlnv"],
@@ -258,8 +286,11 @@ def make_hwh(
             "USAGE": "memory",
         },
     )
-    memmap = ET.SubElement(ps_mod, "MEMORYMAP")
+    return ET.SubElement(ps_mod, "MEMORYMAP")
 
+
+def _clock_module(b: _Builder, ps: dict[str, str], fclk_mhz: float) -> int:
+    """The clocking wizard FINN's shell puts between the PS clock and the accelerator; returns its Hz."""
     hz = int(round(fclk_mhz * 1e6))
     clk = b.module(
         "clk_wiz_0",
@@ -277,106 +308,106 @@ def make_hwh(
     b.port(clk, "clk_in1", "I", SIGIS="clk", CLKFREQUENCY="100000000")
     b.port(clk, "clk_out1", "O", SIGIS="clk", CLKFREQUENCY=str(hz))
     b.connect(("zynq_ps", ps["clk"]), ("clk_wiz_0", "clk_in1"))
+    return hz
 
-    bases: dict[str, int] = {}
-    addr = board.axi_base
-    previous: tuple[str, str] | None = None
-    for inst in instances:
-        name, role = str(inst["name"]), str(inst["role"])
-        mod = b.module(
-            name,
-            str(inst["vlnv"]),
-            str(inst["module"]),
-            {"Component_Name": f"{design}_{name}_0"},
-            COREREVISION="2",
+
+def _streams(
+    b: _Builder, mod: ET.Element, inst: Mapping[str, Any], hz: int, previous: tuple[str, str] | None
+) -> None:
+    """An instance's AXI streams, its input connected to the previous instance's output."""
+    name, role = str(inst["name"]), str(inst["role"])
+    if role != "idma":
+        width = int(inst["in_width"])
+        b.bus(
+            mod,
+            "s_axis_0",
+            "axis",
+            "TARGET",
+            _AXIS,
+            {"TDATA": _bytes(width) * 8},
+            {"TDATA_NUM_BYTES": str(_bytes(width)), "FREQ_HZ": str(hz)},
         )
-        b.port(mod, "ap_clk", "I", SIGIS="clk", CLKFREQUENCY=str(hz))
-        b.connect((name, "ap_clk"), ("clk_wiz_0", "clk_out1"))
-        if role != "idma":
-            width = int(inst["in_width"])
-            b.bus(
-                mod,
-                "s_axis_0",
-                "axis",
-                "TARGET",
-                _AXIS,
-                {"TDATA": _bytes(width) * 8},
-                {"TDATA_NUM_BYTES": str(_bytes(width)), "FREQ_HZ": str(hz)},
-            )
-            if previous is not None:
-                for sig in _AXIS:
-                    b.connect((previous[0], f"m_axis_0_{sig.lower()}"), (name, f"s_axis_0_{sig.lower()}"))
-        if role != "odma":
-            width = int(inst["out_width"])
-            b.bus(
-                mod,
-                "m_axis_0",
-                "axis",
-                "INITIATOR",
-                _AXIS,
-                {"TDATA": _bytes(width) * 8},
-                {"TDATA_NUM_BYTES": str(_bytes(width)), "FREQ_HZ": str(hz)},
-            )
-        previous = (name, "m_axis_0")
-        if role in ("idma", "odma"):
-            b.bus(mod, "m_axi_gmem0", "aximm", "MASTER", _AXILITE, {"AWADDR": 64, "ARADDR": 64})
-        if inst.get("axilite"):
-            # A runtime-writable layer's port spans its parameter memory (the manifest's
-            # axilite_bytes, from FINN's RTL); the IODMAs' registers fit in the minimum.
-            # Interface names as FINN's stitched IP names them: the HLS IODMA's
-            # s_axi_control, a layer's s_axilite, numbered per IP.
-            window = int(inst.get("axilite_bytes") or IODMA_WINDOW)
-            dma = role in ("idma", "odma")
-            intf = "s_axi_control_0" if dma else "s_axilite_0"
-            bits = 6 if dma else max(window.bit_length() - 1, 2)
-            b.bus(
-                mod,
-                intf,
-                "aximm",
-                "SLAVE",
-                _AXILITE,
-                {"AWADDR": bits, "ARADDR": bits, "WDATA": 32, "RDATA": 32},
-            )
-            base = (addr + window - 1) & ~(window - 1)
-            addr = base + window
-            bases[name] = base
-            params = mod.find("PARAMETERS")
-            assert params is not None
-            ET.SubElement(params, "PARAMETER", {"NAME": "C_BASEADDR", "VALUE": f"0x{base:08X}"})
-            ET.SubElement(params, "PARAMETER", {"NAME": "C_HIGHADDR", "VALUE": f"0x{base + window - 1:08X}"})
-            if dma:
-                _iodma_registers(mod, "in0_V" if role == "idma" else "out0_V")
-            else:  # a memory, no registers (FINN addresses it as the segment Reg*)
-                blocks = ET.SubElement(mod, "ADDRESSBLOCKS")
-                ET.SubElement(
-                    blocks,
-                    "ADDRESSBLOCK",
-                    {
-                        "ACCESS": "",
-                        "INTERFACE": intf,
-                        "NAME": "Reg0",
-                        "RANGE": str(window),
-                        "USAGE": "memory",
-                    },
-                )
-            ET.SubElement(
-                memmap,
-                "MEMRANGE",
-                {
-                    "ADDRESSBLOCK": "Reg0",
-                    "BASENAME": "C_BASEADDR",
-                    "BASEVALUE": f"0x{base:08X}",
-                    "HIGHNAME": "C_HIGHADDR",
-                    "HIGHVALUE": f"0x{base + window - 1:08X}",
-                    "INSTANCE": name,
-                    "IS_DATA": "TRUE",
-                    "IS_INSTRUCTION": "TRUE",
-                    "MASTERBUSINTERFACE": ps["master"],
-                    "MEMTYPE": "REGISTER",
-                    "SLAVEBUSINTERFACE": intf,
-                },
-            )
+        if previous is not None:
+            for sig in _AXIS:
+                b.connect((previous[0], f"m_axis_0_{sig.lower()}"), (name, f"s_axis_0_{sig.lower()}"))
+    if role != "odma":
+        width = int(inst["out_width"])
+        b.bus(
+            mod,
+            "m_axis_0",
+            "axis",
+            "INITIATOR",
+            _AXIS,
+            {"TDATA": _bytes(width) * 8},
+            {"TDATA_NUM_BYTES": str(_bytes(width)), "FREQ_HZ": str(hz)},
+        )
 
+
+def _axilite_port(
+    b: _Builder, mod: ET.Element, memmap: ET.Element, inst: Mapping[str, Any], addr: int, master: str
+) -> int:
+    """An instance's AXI-lite port, placed at the first aligned address from ``addr``; returns its base.
+
+    A runtime-writable layer's port spans its parameter memory (the manifest's
+    axilite_bytes, from FINN's RTL); the IODMAs' registers fit in the minimum.
+    Interface names as FINN's stitched IP names them: the HLS IODMA's
+    s_axi_control, a layer's s_axilite, numbered per IP.
+    """
+    name, role = str(inst["name"]), str(inst["role"])
+    window = int(inst.get("axilite_bytes") or IODMA_WINDOW)
+    dma = role in ("idma", "odma")
+    intf = "s_axi_control_0" if dma else "s_axilite_0"
+    bits = 6 if dma else max(window.bit_length() - 1, 2)
+    b.bus(
+        mod,
+        intf,
+        "aximm",
+        "SLAVE",
+        _AXILITE,
+        {"AWADDR": bits, "ARADDR": bits, "WDATA": 32, "RDATA": 32},
+    )
+    base = (addr + window - 1) & ~(window - 1)
+    params = mod.find("PARAMETERS")
+    assert params is not None
+    ET.SubElement(params, "PARAMETER", {"NAME": "C_BASEADDR", "VALUE": f"0x{base:08X}"})
+    ET.SubElement(params, "PARAMETER", {"NAME": "C_HIGHADDR", "VALUE": f"0x{base + window - 1:08X}"})
+    if dma:
+        _iodma_registers(mod, "in0_V" if role == "idma" else "out0_V")
+    else:  # a memory, no registers (FINN addresses it as the segment Reg*)
+        blocks = ET.SubElement(mod, "ADDRESSBLOCKS")
+        ET.SubElement(
+            blocks,
+            "ADDRESSBLOCK",
+            {
+                "ACCESS": "",
+                "INTERFACE": intf,
+                "NAME": "Reg0",
+                "RANGE": str(window),
+                "USAGE": "memory",
+            },
+        )
+    ET.SubElement(
+        memmap,
+        "MEMRANGE",
+        {
+            "ADDRESSBLOCK": "Reg0",
+            "BASENAME": "C_BASEADDR",
+            "BASEVALUE": f"0x{base:08X}",
+            "HIGHNAME": "C_HIGHADDR",
+            "HIGHVALUE": f"0x{base + window - 1:08X}",
+            "INSTANCE": name,
+            "IS_DATA": "TRUE",
+            "IS_INSTRUCTION": "TRUE",
+            "MASTERBUSINTERFACE": master,
+            "MEMTYPE": "REGISTER",
+            "SLAVEBUSINTERFACE": intf,
+        },
+    )
+    return base
+
+
+def _document(b: _Builder, board: BoardSpec, ps: dict[str, str], design: str) -> str:
+    """The modules in Vivado's .hwh document, marked as the simulated board's."""
     root = ET.Element(
         "EDKSYSTEM",
         {
@@ -407,7 +438,7 @@ def make_hwh(
         "     It describes the IP instances FINN's Zynq flow creates for this design; a real board\n"
         "     needs the .hwh Vivado writes next to the bitfile (make bitstream). -->\n"
     )
-    return '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n' + comment + text + "\n", bases
+    return '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n' + comment + text + "\n"
 
 
 def _bytes(bits: int) -> int:
