@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -152,8 +153,8 @@ def test_fuzz_model_reader(built: None, tmp_path: Path) -> None:
 # --- bnnflow-cpu ---------------------------------------------------------------------------------
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=300)
+def _cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -314,3 +315,24 @@ def test_bad_input_is_one_line(built: None, tmp_path: Path) -> None:
     line = _one_line_error(_cli("run", tfc, mnist, "--classes-out", tmp_path / "no" / "dir" / "c.bin"))
     assert "cannot write" in line
     assert not (tmp_path / "no").exists()
+
+
+def test_non_regular_files_are_refused_at_once(built: None, tmp_path: Path) -> None:
+    """A FIFO (no writer), a directory or a device as the model, the images or the labels: one
+    line naming the path and what it is, at once (a FIFO used to wait forever, /dev/zero to be
+    read up to the 2 GiB limit, a directory to ask for 2^63 bytes)."""
+    tfc = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(3 * 784))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    others = {fifo: "a FIFO", tmp_path: "a directory", Path("/dev/zero"): "a character device"}
+    for path, kind in others.items():
+        if not os.access(path, os.R_OK):
+            continue
+        what = f"{path}: {kind}, not a regular file"
+        assert _one_line_error(_cli("info", path, timeout=20)) == f"bnnflow-cpu: {what}"
+        assert _one_line_error(_cli("run", path, raw, timeout=20)) == f"bnnflow-cpu: {what}"
+        assert _one_line_error(_cli("run", tfc, path, timeout=20)) == f"bnnflow-cpu: images {what}"
+        line = _one_line_error(_cli("run", tfc, raw, "--labels", path, timeout=20))
+        assert line == f"bnnflow-cpu: labels {what}"

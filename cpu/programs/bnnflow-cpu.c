@@ -8,12 +8,17 @@
  *
  * Every failure is one line on stderr and a non-zero exit (2 for usage).
  */
+/* Image files past 2 GiB on 32-bit ARM too. */
+#define _FILE_OFFSET_BITS 64
+
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,23 +91,53 @@ static uint64_t parse_count(const char *opt, const char *s, uint64_t min, uint64
     return v;
 }
 
+/* What fstat says a path is, for the message refusing it. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+/* The whole of a regular file. Anything else is refused at once: a FIFO
+ * (opened without waiting for a writer), a device or a directory has no size
+ * to check a format against, and reading one may never end. */
 static uint8_t *read_all(const char *path, size_t *size, const char *what)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
         die("%s %s: %s", what, path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0)
-        die("%s %s: not a regular file", what, path);
-    long len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0)
-        die("%s %s: not a regular file", what, path);
-    uint8_t *buf = malloc((size_t)len + 1);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        die("%s %s: %s", what, path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        die("%s %s: %s, not a regular file", what, path, file_kind(sb.st_mode));
+    if (sb.st_size < 0 || (uint64_t)sb.st_size >= SIZE_MAX)
+        die("%s %s: %lld bytes do not fit in memory", what, path, (long long)sb.st_size);
+    size_t len = (size_t)sb.st_size, got = 0;
+    uint8_t *buf = malloc(len + 1);
     if (!buf)
-        die("%s %s: out of memory for %ld bytes", what, path, len);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len)
-        die("%s %s: read error", what, path);
-    fclose(f);
-    *size = (size_t)len;
+        die("%s %s: out of memory for %zu bytes", what, path, len);
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("%s %s: %s", what, path, strerror(errno));
+        if (r == 0)
+            die("%s %s: %zu bytes, not the %zu it had when opened", what, path, got, len);
+        got += (size_t)r;
+    }
+    close(fd);
+    *size = len;
     return buf;
 }
 
