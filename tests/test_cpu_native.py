@@ -336,3 +336,23 @@ def test_non_regular_files_are_refused_at_once(built: None, tmp_path: Path) -> N
         assert _one_line_error(_cli("run", tfc, path, timeout=20)) == f"bnnflow-cpu: images {what}"
         line = _one_line_error(_cli("run", tfc, raw, "--labels", path, timeout=20))
         assert line == f"bnnflow-cpu: labels {what}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_results_files_get_the_umask_mode(built: None, tmp_path: Path, umask: int) -> None:
+    """--classes-out/--scores-out are new files like any other (0666 less the umask), written
+    through a temporary file and a rename, not left at a temporary file's 0600."""
+    model = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(3 * 784))
+    classes, scores = tmp_path / "classes.bin", tmp_path / "scores.bin"
+    proc = subprocess.run(
+        [str(CLI), "run", str(model), str(raw), "--quiet", "--classes-out", str(classes),
+         "--scores-out", str(scores)],
+        capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(umask),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for path in (classes, scores):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, f"{path.name}: {path.stat().st_mode:o}"
+    assert classes.stat().st_size == 3 * 4 and scores.stat().st_size == 3 * 10 * 4
+    assert {p.name for p in tmp_path.iterdir()} == {"classes.bin", "scores.bin", "images.raw", "tfc.bnn"}

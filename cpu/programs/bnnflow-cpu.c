@@ -250,24 +250,52 @@ static int32_t *load_labels(const char *path, size_t n_images)
     return labels;
 }
 
-/* Temp file next to the target, then rename: a reader never sees half a file. */
+/* Temp file next to the target, then rename: a reader never sees half a file.
+ * The temp file is made with open(..., 0666) and O_EXCL rather than mkstemp,
+ * so the result gets the mode (umask, default ACLs) any new file would, not
+ * mkstemp's 0600. Everything is freed before die: LeakSanitizer checks the
+ * failure paths too. */
 static void write_atomic(const char *path, const void *data, size_t size)
 {
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        die("cannot write %s: %s", path, strerror(errno));
-    FILE *f = fdopen(fd, "wb");
-    int ok = f && fwrite(data, 1, size, f) == size;
-    ok = f && fflush(f) == 0 && ok;
-    ok = f && fsync(fileno(f)) == 0 && ok;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
+    size_t cap = strlen(path) + 64;
+    char *tmp = malloc(cap);
+    if (!tmp)
+        die("cannot write %s: out of memory", path);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int fd = -1, e = 0;
+    for (unsigned i = 0; fd < 0 && i < 100; i++) {
+        snprintf(tmp, cap, "%s.tmp.%ld.%lx", path, (long)getpid(), (unsigned long)ts.tv_nsec + i);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0666);
+        e = errno;
+        if (fd < 0 && e != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        free(tmp);
+        die("cannot write %s: %s", path, strerror(e));
+    }
+    const uint8_t *p = data;
+    size_t done = 0;
+    errno = 0;
+    while (done < size) {
+        ssize_t w = write(fd, p + done, size - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    e = done < size ? (errno ? errno : EIO) : 0;
+    if (!e && fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    if (!e && rename(tmp, path) != 0)
+        e = errno;
+    if (e) {
         unlink(tmp);
+        free(tmp);
         die("cannot write %s: %s", path, strerror(e));
     }
     free(tmp);
