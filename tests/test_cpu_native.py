@@ -431,3 +431,24 @@ def test_forced_format(built: None, tmp_path: Path) -> None:
     assert line == f"bnnflow-cpu: images {batch}: CIFAR-10 record 1 has label 10, not 0..9"
     proc = _cli("run", digits, raw, "--format", "png")
     assert proc.returncode == 2 and "--format needs idx, cifar10 or raw, not 'png'" in _one_line_error(proc)
+
+
+def test_model_errors_name_the_path_once(built: None, tmp_path: Path) -> None:
+    """The library's message starts with the model's path; bnnflow-cpu prints it as it is."""
+    tfc = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(784))
+    bad = tmp_path / "bad.bnn"
+    bad.write_bytes(b"PK\x03\x04" + bytes(100))
+    short = tmp_path / "short.bnn"
+    short.write_bytes(tfc.read_bytes()[:-8])
+    for path, message in [
+        (tmp_path / "missing.bnn", "No such file or directory"),
+        (bad, "not a bnncpu model file (no BNNCPU magic)"),
+        (short, "header says"),
+        (tmp_path, "a directory, not a regular file"),
+    ]:
+        for args in (["info", path], ["run", path, raw], ["bench", path]):
+            line = _one_line_error(_cli(*args, timeout=60))
+            assert line.startswith(f"bnnflow-cpu: {path}: ") and message in line, line
+            assert line.count(str(path)) == 1, line
