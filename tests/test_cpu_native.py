@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -152,8 +153,8 @@ def test_fuzz_model_reader(built: None, tmp_path: Path) -> None:
 # --- bnnflow-cpu ---------------------------------------------------------------------------------
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=300)
+def _cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -314,3 +315,140 @@ def test_bad_input_is_one_line(built: None, tmp_path: Path) -> None:
     line = _one_line_error(_cli("run", tfc, mnist, "--classes-out", tmp_path / "no" / "dir" / "c.bin"))
     assert "cannot write" in line
     assert not (tmp_path / "no").exists()
+
+
+def test_non_regular_files_are_refused_at_once(built: None, tmp_path: Path) -> None:
+    """A FIFO (no writer), a directory or a device as the model, the images or the labels: one
+    line naming the path and what it is, at once (a FIFO used to wait forever, /dev/zero to be
+    read up to the 2 GiB limit, a directory to ask for 2^63 bytes)."""
+    tfc = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(3 * 784))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    others = {fifo: "a FIFO", tmp_path: "a directory", Path("/dev/zero"): "a character device"}
+    for path, kind in others.items():
+        if not os.access(path, os.R_OK):
+            continue
+        what = f"{path}: {kind}, not a regular file"
+        assert _one_line_error(_cli("info", path, timeout=20)) == f"bnnflow-cpu: {what}"
+        assert _one_line_error(_cli("run", path, raw, timeout=20)) == f"bnnflow-cpu: {what}"
+        assert _one_line_error(_cli("run", tfc, path, timeout=20)) == f"bnnflow-cpu: images {what}"
+        line = _one_line_error(_cli("run", tfc, raw, "--labels", path, timeout=20))
+        assert line == f"bnnflow-cpu: labels {what}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_results_files_get_the_umask_mode(built: None, tmp_path: Path, umask: int) -> None:
+    """--classes-out/--scores-out are new files like any other (0666 less the umask), written
+    through a temporary file and a rename, not left at a temporary file's 0600."""
+    model = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(3 * 784))
+    classes, scores = tmp_path / "classes.bin", tmp_path / "scores.bin"
+    proc = subprocess.run(
+        [str(CLI), "run", str(model), str(raw), "--quiet", "--classes-out", str(classes),
+         "--scores-out", str(scores)],
+        capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(umask),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for path in (classes, scores):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, f"{path.name}: {path.stat().st_mode:o}"
+    assert classes.stat().st_size == 3 * 4 and scores.stat().st_size == 3 * 10 * 4
+    assert {p.name for p in tmp_path.iterdir()} == {"classes.bin", "scores.bin", "images.raw", "tfc.bnn"}
+
+
+def test_raw_images_that_start_like_idx_are_raw(built: None, tmp_path: Path) -> None:
+    """The format comes from the file's size and the model, not from its first bytes alone: raw
+    digits images (0..16) starting 0,0,8,3 or 0,0,8,1 are raw, classified as with --format raw
+    and as the same pixels in an IDX file."""
+    model = _model(tmp_path, "digits")
+    rng = np.random.default_rng(5)
+    for first in ([0, 0, 8, 3], [0, 0, 8, 1]):
+        pixels = rng.integers(0, 17, (5, 8, 8)).astype(np.uint8)
+        pixels.reshape(-1)[:4] = first
+        raw = tmp_path / "digits.raw"
+        raw.write_bytes(pixels.tobytes())
+        idx = _idx_images(tmp_path / "digits.idx", pixels)
+        classes = {}
+        for name, args in {"auto": [raw], "raw": [raw, "--format", "raw"], "idx": [idx]}.items():
+            out = tmp_path / f"{name}.bin"
+            proc = _cli("run", model, *args, "--quiet", "--classes-out", out)
+            assert proc.returncode == 0, proc.stderr
+            assert f"5 images ({'MNIST IDX' if name == 'idx' else 'raw uint8'})" in proc.stdout
+            classes[name] = np.fromfile(out, dtype="<i4")
+        assert len(classes["auto"]) == 5
+        assert (classes["auto"] == classes["raw"]).all() and (classes["auto"] == classes["idx"]).all()
+
+    # One image whose first 16 bytes are an IDX header that declares exactly its 64 bytes (one
+    # 16x3 image): taken for IDX, which --format raw overrides.
+    header = np.array([0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 16, 0, 0, 0, 3], dtype=np.uint8)
+    one = tmp_path / "one.raw"
+    one.write_bytes(header.tobytes() + bytes(48))
+    line = _one_line_error(_cli("run", model, one))
+    assert line == "bnnflow-cpu: images are 1x16x3 but the model expects 1x8x8 (digits)"
+    proc = _cli("run", model, one, "--format", "raw")
+    assert proc.returncode == 0 and "1 images (raw uint8)" in proc.stdout, proc.stderr
+
+
+def test_forced_format(built: None, tmp_path: Path) -> None:
+    """--format idx|cifar10|raw reads the file as that format, or refuses it in one line."""
+    digits, tfc, cnv = _model(tmp_path, "digits"), _model(tmp_path, "tfc"), _model(tmp_path, "cnv")
+    rng = np.random.default_rng(6)
+    mnist = _idx_images(tmp_path / "mnist.idx", rng.integers(0, 256, (3, 28, 28)))
+    labels = _idx_labels(tmp_path / "labels.idx", np.zeros(64 - 8))
+    batch = tmp_path / "batch.bin"
+    batch.write_bytes(bytes([3]) + bytes(3072) + bytes([7]) + bytes(range(256)) * 12)
+    raw = tmp_path / "digits.raw"
+    raw.write_bytes(bytes(2 * 64))
+
+    for model, path, fmt, summary in [
+        (tfc, mnist, "idx", "3 images (MNIST IDX)"),
+        (cnv, batch, "cifar10", "2 images (CIFAR-10 binary)"),
+        (digits, raw, "raw", "2 images (raw uint8)"),
+        # Whole 1x8x8 images, whatever else the bytes could be.
+        (digits, labels, "raw", "1 images (raw uint8)"),
+    ]:
+        proc = _cli("run", model, path, "--format", fmt, "--quiet")
+        assert proc.returncode == 0 and summary in proc.stdout, proc.stderr
+    assert "(0/2)" in _cli("run", cnv, batch, "--format", "cifar10", "--quiet").stdout
+
+    records, cifar = "is not whole CIFAR-10 records (3,073 bytes each)", "3x32x32 (cifar10)"
+    for model, path, fmt, message in [
+        (digits, raw, "idx", f"images {raw}: not an IDX image file (no idx3-ubyte header)"),
+        (digits, labels, "idx", f"images {labels}: an IDX label file (idx1-ubyte), not images"),
+        (digits, raw, "cifar10", f"images {raw}: 128 bytes {records}"),
+        (tfc, mnist, "cifar10", f"images {mnist}: 2368 bytes {records}"),
+        (cnv, mnist, "raw", f"images {mnist}: 2368 bytes is not whole {cifar} images (3072 bytes each)"),
+    ]:
+        assert _one_line_error(_cli("run", model, path, "--format", fmt)) == f"bnnflow-cpu: {message}"
+    line = _one_line_error(_cli("run", digits, batch, "--format", "cifar10"))
+    assert line == "bnnflow-cpu: images are 3x32x32 (a CIFAR-10 batch) but the model expects 1x8x8 (digits)"
+    bad = bytearray(batch.read_bytes())
+    bad[3073] = 10
+    batch.write_bytes(bytes(bad))
+    line = _one_line_error(_cli("run", cnv, batch, "--format", "cifar10"))
+    assert line == f"bnnflow-cpu: images {batch}: CIFAR-10 record 1 has label 10, not 0..9"
+    proc = _cli("run", digits, raw, "--format", "png")
+    assert proc.returncode == 2 and "--format needs idx, cifar10 or raw, not 'png'" in _one_line_error(proc)
+
+
+def test_model_errors_name_the_path_once(built: None, tmp_path: Path) -> None:
+    """The library's message starts with the model's path; bnnflow-cpu prints it as it is."""
+    tfc = _model(tmp_path, "tfc")
+    raw = tmp_path / "images.raw"
+    raw.write_bytes(bytes(784))
+    bad = tmp_path / "bad.bnn"
+    bad.write_bytes(b"PK\x03\x04" + bytes(100))
+    short = tmp_path / "short.bnn"
+    short.write_bytes(tfc.read_bytes()[:-8])
+    for path, message in [
+        (tmp_path / "missing.bnn", "No such file or directory"),
+        (bad, "not a bnncpu model file (no BNNCPU magic)"),
+        (short, "header says"),
+        (tmp_path, "a directory, not a regular file"),
+    ]:
+        for args in (["info", path], ["run", path, raw], ["bench", path]):
+            line = _one_line_error(_cli(*args, timeout=60))
+            assert line.startswith(f"bnnflow-cpu: {path}: ") and message in line, line
+            assert line.count(str(path)) == 1, line

@@ -184,7 +184,10 @@ typedef struct bnn_context bnn_context; /* one thread's working buffers for one 
 
 /* Load and validate a model. On failure *out is NULL, the status is returned and,
  * if err is not NULL, a one-line message naming the problem (and the layer) is
- * written to err (at most errlen bytes, NUL-terminated). */
+ * written to err (at most errlen bytes, NUL-terminated); bnn_model_load_file's
+ * message starts with the path. The path must be a regular file (a FIFO, a
+ * directory or a device is BNN_ERR_IO at once); its 64-byte header is checked
+ * against the file's size before the rest, exactly the size it declares, is read. */
 BNN_API int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
 BNN_API int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *err, size_t errlen);
 BNN_API void bnn_model_free(bnn_model *model);

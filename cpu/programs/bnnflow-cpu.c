@@ -2,18 +2,23 @@
  * bnnflow-cpu: run and benchmark bnncpu model files.
  *
  *   bnnflow-cpu info MODEL
- *   bnnflow-cpu run MODEL IMAGES [--labels FILE] [--limit N] [--threads N]
- *                   [--classes-out FILE] [--scores-out FILE] [--quiet]
+ *   bnnflow-cpu run MODEL IMAGES [--format idx|cifar10|raw] [--labels FILE] [--limit N]
+ *                   [--threads N] [--classes-out FILE] [--scores-out FILE] [--quiet]
  *   bnnflow-cpu bench MODEL [--batch N] [--threads N] [--runs N] [--layers] [--json]
  *
  * Every failure is one line on stderr and a non-zero exit (2 for usage).
  */
+/* Image files past 2 GiB on 32-bit ARM too. */
+#define _FILE_OFFSET_BITS 64
+
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,13 +28,17 @@
 
 static const char *usage_text =
     "usage: " PROG " info MODEL\n"
-    "       " PROG " run MODEL IMAGES [--labels FILE] [--limit N] [--threads N]\n"
-    "                   [--classes-out FILE] [--scores-out FILE] [--quiet]\n"
+    "       " PROG " run MODEL IMAGES [--format idx|cifar10|raw] [--labels FILE] [--limit N]\n"
+    "                   [--threads N] [--classes-out FILE] [--scores-out FILE] [--quiet]\n"
     "       " PROG " bench MODEL [--batch N] [--threads N] [--runs N] [--layers] [--json]\n"
     "\n"
     "IMAGES: MNIST IDX (idx3-ubyte, uncompressed), CIFAR-10 binary batches, or raw\n"
-    "uint8 images of the model's shape, back to back (CHW). --labels: IDX labels\n"
-    "(idx1-ubyte). --classes-out/--scores-out: raw little-endian int32 (n, n x classes).\n"
+    "uint8 images of the model's shape, back to back (CHW). Without --format the\n"
+    "format is decided from the file's size and the model: IDX when its header\n"
+    "declares exactly the file's size, CIFAR-10 when the file is whole 3,073-byte\n"
+    "records, raw when it is whole images of the model. --format forces one.\n"
+    "--labels: IDX labels (idx1-ubyte). --classes-out/--scores-out: raw\n"
+    "little-endian int32 (n, n x classes).\n"
     "BNNCPU_DISABLE=avx512,avx2,popcnt,neon,all switches kernels off.\n";
 
 /* One line on stderr, exit 1. */
@@ -86,23 +95,53 @@ static uint64_t parse_count(const char *opt, const char *s, uint64_t min, uint64
     return v;
 }
 
+/* What fstat says a path is, for the message refusing it. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+/* The whole of a regular file. Anything else is refused at once: a FIFO
+ * (opened without waiting for a writer), a device or a directory has no size
+ * to check a format against, and reading one may never end. */
 static uint8_t *read_all(const char *path, size_t *size, const char *what)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
         die("%s %s: %s", what, path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0)
-        die("%s %s: not a regular file", what, path);
-    long len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0)
-        die("%s %s: not a regular file", what, path);
-    uint8_t *buf = malloc((size_t)len + 1);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        die("%s %s: %s", what, path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        die("%s %s: %s, not a regular file", what, path, file_kind(sb.st_mode));
+    if (sb.st_size < 0 || (uint64_t)sb.st_size >= SIZE_MAX)
+        die("%s %s: %lld bytes do not fit in memory", what, path, (long long)sb.st_size);
+    size_t len = (size_t)sb.st_size, got = 0;
+    uint8_t *buf = malloc(len + 1);
     if (!buf)
-        die("%s %s: out of memory for %ld bytes", what, path, len);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len)
-        die("%s %s: read error", what, path);
-    fclose(f);
-    *size = (size_t)len;
+        die("%s %s: out of memory for %zu bytes", what, path, len);
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("%s %s: %s", what, path, strerror(errno));
+        if (r == 0)
+            die("%s %s: %zu bytes, not the %zu it had when opened", what, path, got, len);
+        got += (size_t)r;
+    }
+    close(fd);
+    *size = len;
     return buf;
 }
 
@@ -137,8 +176,81 @@ struct images {
     const char *format;
 };
 
-/* Detects the format by content and checks the image shape against the model. */
-static struct images load_images(const char *path, const bnn_model_info *mi)
+enum image_format { FORMAT_AUTO, FORMAT_IDX, FORMAT_CIFAR10, FORMAT_RAW };
+
+enum { CIFAR_RECORD = 3073, CIFAR_IMAGE = 3072 };
+
+/* IDX images (idx3-ubyte) whose header declares exactly the file's size. */
+static int idx_fits(const uint8_t *buf, size_t size, uint64_t *n, uint64_t *r, uint64_t *c)
+{
+    if (size < 16 || be32(buf) != 0x00000803)
+        return 0;
+    *n = be32(buf + 4), *r = be32(buf + 8), *c = be32(buf + 12);
+    /* n * r * c can pass 2^64: compare by division. */
+    uint64_t image = *r * *c, body = size - 16;
+    if (*n == 0 || image == 0)
+        return body == 0;
+    return image <= body / *n && *n * image == body;
+}
+
+/* IDX labels (idx1-ubyte) whose header declares exactly the file's size. */
+static int idx_labels_fit(const uint8_t *buf, size_t size)
+{
+    return size >= 8 && be32(buf) == 0x00000801 && size - 8 == be32(buf + 4);
+}
+
+/* Whole CIFAR-10 records: a label byte 0..9, then a 3x32x32 image. */
+static int cifar_fits(const uint8_t *buf, size_t size)
+{
+    if (size == 0 || size % CIFAR_RECORD != 0)
+        return 0;
+    for (size_t i = 0; i < size; i += CIFAR_RECORD)
+        if (buf[i] >= 10)
+            return 0;
+    return 1;
+}
+
+static int is_gzip(const uint8_t *buf, size_t size)
+{
+    /* Magic and the deflate method: the only compression gzip has. */
+    return size >= 3 && buf[0] == 0x1F && buf[1] == 0x8B && buf[2] == 8;
+}
+
+/* The format an image file is taken for: forced, or decided from its size and
+ * the model, so raw images that happen to start like an IDX header are still
+ * raw. IDX only when its header declares exactly the file's size; a CIFAR-10
+ * batch only when the file is whole records (and not also whole images of a
+ * model that is not CIFAR-shaped); otherwise raw when the file is whole images
+ * of the model. What fits nothing gets the most specific message. */
+static enum image_format detect_format(const char *path, const uint8_t *buf, size_t size, size_t want,
+                                       const char *shape)
+{
+    uint64_t n = 0, r = 0, c = 0;
+    if (idx_fits(buf, size, &n, &r, &c))
+        return FORMAT_IDX;
+    if (idx_labels_fit(buf, size))
+        die("images %s: an IDX label file (idx1-ubyte), not images", path);
+    /* A compressed stream is never images, whatever its size. */
+    if (is_gzip(buf, size))
+        die("images %s: gzip-compressed; gunzip it first", path);
+    int raw = size && size % want == 0;
+    if (cifar_fits(buf, size) && (want == CIFAR_IMAGE || !raw))
+        return FORMAT_CIFAR10;
+    if (raw)
+        return FORMAT_RAW;
+    if (size >= 4 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0x08 && buf[3] == 3) {
+        if (size < 16)
+            die("images %s: truncated IDX header", path);
+        die("images %s: IDX header says %" PRIu64 " images of %" PRIu64 "x%" PRIu64 " but the file has %zu bytes",
+            path, n, r, c, size);
+    }
+    die("images %s: %zu bytes is not an IDX file, a CIFAR-10 batch or whole %s images (%zu bytes each)", path, size,
+        shape, want);
+}
+
+/* Reads the image file in the given (or detected) format and checks the image
+ * shape against the model. */
+static struct images load_images(const char *path, const bnn_model_info *mi, enum image_format format)
 {
     size_t size;
     uint8_t *buf = read_all(path, &size, "images");
@@ -146,53 +258,56 @@ static struct images load_images(const char *path, const bnn_model_info *mi)
     struct images im = {0};
     char shape[64];
     snprintf(shape, sizeof(shape), "%ux%ux%u (%s)", mi->in_c, mi->in_h, mi->in_w, dataset_name(mi->dataset));
+    if (format == FORMAT_AUTO)
+        format = detect_format(path, buf, size, want, shape);
 
-    if (size >= 2 && buf[0] == 0x1F && buf[1] == 0x8B)
-        die("images %s: gzip-compressed; gunzip it first", path);
-    if (size >= 4 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0x08 && (buf[3] == 1 || buf[3] == 3)) {
-        if (buf[3] == 1)
-            die("images %s: an IDX label file (idx1-ubyte), not images", path);
-        if (size < 16)
-            die("images %s: truncated IDX header", path);
-        uint64_t n = be32(buf + 4), r = be32(buf + 8), c = be32(buf + 12);
-        if (size != 16 + n * r * c)
-            die("images %s: IDX header says %" PRIu64 " images of %" PRIu64 "x%" PRIu64 " but the file has %zu bytes",
-                path, n, r, c, size);
+    if (format == FORMAT_IDX) {
+        uint64_t n = 0, r = 0, c = 0;
+        if (!idx_fits(buf, size, &n, &r, &c)) {
+            if (idx_labels_fit(buf, size))
+                die("images %s: an IDX label file (idx1-ubyte), not images", path);
+            if (size < 4 || be32(buf) != 0x00000803)
+                die("images %s: not an IDX image file (no idx3-ubyte header)", path);
+            if (size < 16)
+                die("images %s: truncated IDX header", path);
+            die("images %s: IDX header says %" PRIu64 " images of %" PRIu64 "x%" PRIu64
+                " but the file has %zu bytes", path, n, r, c, size);
+        }
         if (mi->in_c != 1 || mi->in_h != r || mi->in_w != c)
             die("images are 1x%" PRIu64 "x%" PRIu64 " but the model expects %s", r, c, shape);
-        im.data = malloc(n * r * c + 1);
-        memcpy(im.data, buf + 16, n * r * c);
-        im.n = n;
+        /* The pixels follow the 16-byte header: move them to the start. */
+        memmove(buf, buf + 16, size - 16);
+        im.data = buf;
+        im.n = (size_t)n;
         im.format = "MNIST IDX";
-        free(buf);
-        return im;
-    }
-    /* CIFAR-10 binary: records of one label byte (0..9) and a 3x32x32 image. */
-    int cifar = size && size % 3073 == 0;
-    for (size_t i = 0; cifar && i < size; i += 3073)
-        cifar = buf[i] < 10;
-    if (cifar && (want == 3072 || size % want != 0)) {
-        if (want != 3072 || mi->in_c != 3)
+    } else if (format == FORMAT_CIFAR10) {
+        if (size == 0 || size % CIFAR_RECORD != 0)
+            die("images %s: %zu bytes is not whole CIFAR-10 records (3,073 bytes each)", path, size);
+        for (size_t i = 0; i < size; i += CIFAR_RECORD)
+            if (buf[i] >= 10)
+                die("images %s: CIFAR-10 record %zu has label %u, not 0..9", path, i / CIFAR_RECORD,
+                    (unsigned)buf[i]);
+        if (mi->in_c != 3 || mi->in_h != 32 || mi->in_w != 32)
             die("images are 3x32x32 (a CIFAR-10 batch) but the model expects %s", shape);
-        im.n = size / 3073;
-        im.data = malloc(im.n * 3072 + 1);
-        im.labels = malloc(im.n * sizeof(int32_t) + 1);
+        im.n = size / CIFAR_RECORD;
+        im.labels = malloc(im.n * sizeof(int32_t));
+        if (!im.labels)
+            die("images %s: out of memory for %zu labels", path, im.n);
+        /* Each record's image moves down over the label bytes before it. */
         for (size_t i = 0; i < im.n; i++) {
-            im.labels[i] = buf[i * 3073];
-            memcpy(im.data + i * 3072, buf + i * 3073 + 1, 3072);
+            im.labels[i] = buf[i * CIFAR_RECORD];
+            memmove(buf + i * CIFAR_IMAGE, buf + i * CIFAR_RECORD + 1, CIFAR_IMAGE);
         }
+        im.data = buf;
         im.format = "CIFAR-10 binary";
-        free(buf);
-        return im;
-    }
-    if (size && size % want == 0) {
+    } else {
+        if (size == 0 || size % want != 0)
+            die("images %s: %zu bytes is not whole %s images (%zu bytes each)", path, size, shape, want);
         im.data = buf;
         im.n = size / want;
         im.format = "raw uint8";
-        return im;
     }
-    die("images %s: %zu bytes is not an IDX file, a CIFAR-10 batch or whole %s images (%zu bytes each)", path, size,
-        shape, want);
+    return im;
 }
 
 static int32_t *load_labels(const char *path, size_t n_images)
@@ -215,24 +330,52 @@ static int32_t *load_labels(const char *path, size_t n_images)
     return labels;
 }
 
-/* Temp file next to the target, then rename: a reader never sees half a file. */
+/* Temp file next to the target, then rename: a reader never sees half a file.
+ * The temp file is made with open(..., 0666) and O_EXCL rather than mkstemp,
+ * so the result gets the mode (umask, default ACLs) any new file would, not
+ * mkstemp's 0600. Everything is freed before die: LeakSanitizer checks the
+ * failure paths too. */
 static void write_atomic(const char *path, const void *data, size_t size)
 {
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        die("cannot write %s: %s", path, strerror(errno));
-    FILE *f = fdopen(fd, "wb");
-    int ok = f && fwrite(data, 1, size, f) == size;
-    ok = f && fflush(f) == 0 && ok;
-    ok = f && fsync(fileno(f)) == 0 && ok;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
+    size_t cap = strlen(path) + 64;
+    char *tmp = malloc(cap);
+    if (!tmp)
+        die("cannot write %s: out of memory", path);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int fd = -1, e = 0;
+    for (unsigned i = 0; fd < 0 && i < 100; i++) {
+        snprintf(tmp, cap, "%s.tmp.%ld.%lx", path, (long)getpid(), (unsigned long)ts.tv_nsec + i);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0666);
+        e = errno;
+        if (fd < 0 && e != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        free(tmp);
+        die("cannot write %s: %s", path, strerror(e));
+    }
+    const uint8_t *p = data;
+    size_t done = 0;
+    errno = 0;
+    while (done < size) {
+        ssize_t w = write(fd, p + done, size - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    e = done < size ? (errno ? errno : EIO) : 0;
+    if (!e && fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    if (!e && rename(tmp, path) != 0)
+        e = errno;
+    if (e) {
         unlink(tmp);
+        free(tmp);
         die("cannot write %s: %s", path, strerror(e));
     }
     free(tmp);
@@ -292,6 +435,7 @@ static int cmd_run(int argc, char **argv)
                *scores_out = NULL;
     uint64_t limit = 0, threads = 0;
     int quiet = 0;
+    enum image_format format = FORMAT_AUTO;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--quiet"))
@@ -310,6 +454,16 @@ static int cmd_run(int argc, char **argv)
                 classes_out = v;
             else if (!strcmp(a, "--scores-out"))
                 scores_out = v;
+            else if (!strcmp(a, "--format")) {
+                if (!strcmp(v, "idx"))
+                    format = FORMAT_IDX;
+                else if (!strcmp(v, "cifar10"))
+                    format = FORMAT_CIFAR10;
+                else if (!strcmp(v, "raw"))
+                    format = FORMAT_RAW;
+                else
+                    usage_error("--format needs idx, cifar10 or raw, not '%s'", v);
+            }
             else
                 usage_error("unknown option %s", a);
         } else if (!model_path)
@@ -324,7 +478,7 @@ static int cmd_run(int argc, char **argv)
     bnn_model *m = load_model(model_path);
     bnn_model_info mi;
     bnn_model_get_info(m, &mi);
-    struct images im = load_images(images_path, &mi);
+    struct images im = load_images(images_path, &mi, format);
     if (labels_path) {
         free(im.labels);
         im.labels = load_labels(labels_path, im.n);

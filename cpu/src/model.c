@@ -3,12 +3,19 @@
  * shapes, types, thresholds) before it allocates anything, then repacks the
  * canonical weights into the kernels' layout (see internal.h).
  */
+/* A model file past the 2 GiB limit must be seen as too large, not fail fstat
+ * with EOVERFLOW, on 32-bit ARM too. */
+#define _FILE_OFFSET_BITS 64
+
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -727,15 +734,17 @@ static int check_image_header(const uint8_t *p, uint32_t major, uint32_t minor, 
     return BNN_OK;
 }
 
-/* The 64-byte file header: magic, version, size, checksum, then the image and
- * layer count. */
-static int check_file_header(const uint8_t *p, size_t size, char *err, size_t errlen)
+/* The fixed part of the header against the file's size: magic, version,
+ * header size, declared size. p holds the first min(size, 64) bytes, so a file
+ * on disk is judged before anything past its header is read. */
+static int check_fixed_header(const uint8_t *p, uint64_t size, char *err, size_t errlen)
 {
-    size_t m = size < 8 ? size : 8;
+    size_t m = size < 8 ? (size_t)size : 8;
     if (memcmp(p, BNN_MAGIC, m) != 0)
         return fail(err, errlen, BNN_ERR_MAGIC, "not a bnncpu model file (no BNNCPU magic)");
     if (size < BNN_HEADER_BYTES)
-        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %zu bytes, shorter than the 64-byte header", size);
+        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %llu bytes, shorter than the 64-byte header",
+                    (unsigned long long)size);
     uint32_t major = rd16(p + 8), minor = rd16(p + 10);
     if (major != BNN_FORMAT_MAJOR || minor > BNN_FORMAT_MINOR)
         return fail(err, errlen, BNN_ERR_VERSION, "format version %u.%u, this reader reads %u.0 to %u.%u", major,
@@ -745,20 +754,30 @@ static int check_file_header(const uint8_t *p, size_t size, char *err, size_t er
         return fail(err, errlen, BNN_ERR_VERSION, "header_bytes is %u, format %u.%u has 64", header_bytes, major,
                     minor);
     uint64_t file_bytes = rd64(p + 16);
-    if (file_bytes > BNN_MAX_FILE_BYTES || (uint64_t)size > BNN_MAX_FILE_BYTES)
+    if (file_bytes > BNN_MAX_FILE_BYTES || size > BNN_MAX_FILE_BYTES)
         return fail(err, errlen, BNN_ERR_TOO_LARGE, "file is %llu bytes, past the limit of %llu",
                     (unsigned long long)(file_bytes > size ? file_bytes : size), BNN_MAX_FILE_BYTES);
-    if ((uint64_t)size < file_bytes)
-        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %zu bytes but its header says %llu", size,
-                    (unsigned long long)file_bytes);
-    if ((uint64_t)size > file_bytes)
-        return fail(err, errlen, BNN_ERR_TOO_LARGE, "file is %zu bytes but its header says %llu", size,
-                    (unsigned long long)file_bytes);
+    if (size < file_bytes)
+        return fail(err, errlen, BNN_ERR_TRUNCATED, "file is %llu bytes but its header says %llu",
+                    (unsigned long long)size, (unsigned long long)file_bytes);
+    if (size > file_bytes)
+        return fail(err, errlen, BNN_ERR_TOO_LARGE, "file is %llu bytes but its header says %llu",
+                    (unsigned long long)size, (unsigned long long)file_bytes);
+    return BNN_OK;
+}
+
+/* The whole 64-byte file header: the fixed part, the checksum, then the image
+ * and layer count. */
+static int check_file_header(const uint8_t *p, size_t size, char *err, size_t errlen)
+{
+    int st;
+    if ((st = check_fixed_header(p, size, err, errlen)) != BNN_OK)
+        return st;
     uint32_t stored = rd32(p + 24), actual = bnn_crc32(p, size, 24);
     if (stored != actual)
         return fail(err, errlen, BNN_ERR_CHECKSUM, "checksum mismatch: the header says %08x, the content gives %08x",
                     stored, actual);
-    return check_image_header(p, major, minor, err, errlen);
+    return check_image_header(p, rd16(p + 8), rd16(p + 10), err, errlen);
 }
 
 /* Every record in turn, then nothing after the last. */
@@ -851,45 +870,109 @@ int bnn_model_load_memory(const void *data, size_t size, bnn_model **out, char *
     return new_model(p, rec, n, transpose, &pl, out, err, errlen);
 }
 
+/* What fstat says a path is, for the message refusing it. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+/* Reads up to n bytes, fewer only at the end of the file; -1 on an error. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Checks the header against the file's size, then reads exactly the size it
+ * declares, so a huge or endless file is refused after 64 bytes. */
+static int read_model_file(int fd, const char *path, uint8_t **out, size_t *out_size, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno));
+    /* A FIFO, a device or a directory has no size to check the header
+     * against, and reading one may never end. */
+    if (!S_ISREG(sb.st_mode))
+        return fail(err, errlen, BNN_ERR_IO, "%s: %s, not a regular file", path, file_kind(sb.st_mode));
+    uint8_t header[BNN_HEADER_BYTES];
+    ssize_t got = read_full(fd, header, sizeof(header));
+    if (got < 0)
+        return fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno));
+    /* A file shorter than fstat said (it shrank, or a /proc file) is judged
+     * by the bytes that are there. */
+    uint64_t size = (uint64_t)got < sizeof(header) ? (uint64_t)got : (uint64_t)sb.st_size;
+    char inner[256];
+    int st = check_fixed_header(header, size, inner, sizeof(inner));
+    if (st != BNN_OK)
+        return fail(err, errlen, st, "%s: %s", path, inner);
+    /* Checked above: the size fstat gave, 64 bytes to the 2 GiB limit, which
+     * size_t holds on 32-bit too. */
+    uint64_t file_bytes = rd64(header + 16);
+    uint8_t *buf = malloc((size_t)file_bytes);
+    if (!buf)
+        return fail(err, errlen, BNN_ERR_NOMEM, "%s: out of memory for %llu bytes", path,
+                    (unsigned long long)file_bytes);
+    memcpy(buf, header, sizeof(header));
+    size_t rest = (size_t)file_bytes - sizeof(header);
+    uint8_t extra;
+    got = read_full(fd, buf + sizeof(header), rest);
+    if (got < 0) {
+        st = fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno));
+    } else if ((size_t)got < rest) {
+        st = fail(err, errlen, BNN_ERR_TRUNCATED, "%s: file is %llu bytes but its header says %llu", path,
+                  (unsigned long long)(sizeof(header) + (size_t)got), (unsigned long long)file_bytes);
+    } else if ((got = read_full(fd, &extra, 1)) != 0) {
+        /* It grew after fstat: what is read would not be the file checked. */
+        st = got < 0 ? fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno))
+                     : fail(err, errlen, BNN_ERR_TOO_LARGE, "%s: file is longer than its header says %llu", path,
+                            (unsigned long long)file_bytes);
+    }
+    if (st != BNN_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *out_size = (size_t)file_bytes;
+    return BNN_OK;
+}
+
 int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen)
 {
+    if (err && errlen)
+        err[0] = '\0';
     if (out)
         *out = NULL;
     if (!path || !out)
         return fail(err, errlen, BNN_ERR_ARG, "bnn_model_load_file: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: opening a FIFO without a writer would wait for one; it is
+     * refused after fstat instead. On a regular file it changes nothing. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
         return fail(err, errlen, BNN_ERR_IO, "%s: %s", path, strerror(errno));
-    /* Read at most one byte past the limit, so an oversized file is refused
-     * without reading all of it. */
-    size_t cap = 1 << 16, size = 0;
     uint8_t *buf = NULL;
-    int st = BNN_OK;
-    for (;;) {
-        if (size == cap || !buf) {
-            if (buf)
-                cap *= 2;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                st = fail(err, errlen, BNN_ERR_NOMEM, "%s: out of memory reading it", path);
-                break;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + size, 1, cap - size, f);
-        size += got;
-        if (got == 0) {
-            if (ferror(f))
-                st = fail(err, errlen, BNN_ERR_IO, "%s: read error", path);
-            break;
-        }
-        if ((uint64_t)size > BNN_MAX_FILE_BYTES) {
-            st = fail(err, errlen, BNN_ERR_TOO_LARGE, "%s: longer than the limit of %llu bytes", path,
-                      BNN_MAX_FILE_BYTES);
-            break;
-        }
-    }
-    fclose(f);
+    size_t size = 0;
+    int st = read_model_file(fd, path, &buf, &size, err, errlen);
+    close(fd);
     if (st == BNN_OK) {
         char inner[256];
         st = bnn_model_load_memory(buf, size, out, inner, sizeof(inner));

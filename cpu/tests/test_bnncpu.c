@@ -10,11 +10,19 @@
  * images; --expect-digest compares against one (the cross builds must give
  * the x86 digest). --quick and --sanitize run fewer random models.
  */
+/* The 3 GiB sparse file of test_file_errors, on 32-bit ARM too. */
+#define _FILE_OFFSET_BITS 64
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bnncpu.h"
 #include "internal.h"
@@ -675,6 +683,91 @@ static void test_argument_errors(const uint8_t *file, size_t size)
     CHECK(!strcmp(bnn_strerror(BNN_ERR_CHECKSUM), "checksum mismatch"), "strerror");
 }
 
+/* A reader that waits on a FIFO or reads /dev/zero to its end must fail the
+ * test, not hang it. */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "FAIL: bnn_model_load_file did not return within 20 s\n";
+    if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+/* Loads path from disk; checks the status, a word of the message, and that
+ * nothing was allocated when the file is refused (nothing read past the
+ * header). */
+static void expect_file(const char *path, int want, const char *needle, const char *what)
+{
+    bnn_model *m = (bnn_model *)(uintptr_t)1;
+    char err[512] = "";
+    long before = g_allocations;
+    int st = bnn_model_load_file(path, &m, err, sizeof(err));
+    CHECK(st == want, "%s: status %d (%s), expected %d: %s", what, st, bnn_strerror(st), want, err);
+    if (st == BNN_OK) {
+        bnn_model_free(m);
+        return;
+    }
+    CHECK(m == NULL, "%s: model pointer not NULL after a failure", what);
+    CHECK(strstr(err, path) == err && !strchr(err, '\n'), "%s: one line starting with the path: '%s'", what, err);
+    CHECK(!needle || strstr(err, needle), "%s: message '%s' does not say '%s'", what, err, needle);
+    if (want != BNN_ERR_TRUNCATED)
+        CHECK(g_allocations == before, "%s: %ld allocations before refusing it", what, g_allocations - before);
+}
+
+static void write_file(const char *path, const uint8_t *data, size_t size, uint64_t sparse_size)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(data, 1, size, f) == size, "cannot write %s", path);
+    if (f && sparse_size)
+        CHECK(ftruncate(fileno(f), (off_t)sparse_size) == 0, "cannot extend %s: %s", path, strerror(errno));
+    if (f)
+        fclose(f);
+}
+
+/* bnn_model_load_file on what is not a model file on disk: a FIFO with no
+ * writer, a directory, a device, and regular files refused by their header
+ * alone (a 3 GiB one is never read). */
+static void test_file_errors(const uint8_t *file, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[512], path[600];
+    snprintf(dir, sizeof(dir), "%s/bnncpu-test-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp %s: %s", dir, strerror(errno));
+        return;
+    }
+    signal(SIGALRM, on_alarm);
+    alarm(20);
+
+    snprintf(path, sizeof(path), "%s/fifo.bnn", dir);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo %s: %s", path, strerror(errno));
+    expect_file(path, BNN_ERR_IO, "a FIFO, not a regular file", "FIFO without a writer");
+    unlink(path);
+    expect_file(dir, BNN_ERR_IO, "a directory, not a regular file", "directory");
+    if (access("/dev/zero", R_OK) == 0)
+        expect_file("/dev/zero", BNN_ERR_IO, "a character device, not a regular file", "/dev/zero");
+
+    snprintf(path, sizeof(path), "%s/model.bnn", dir);
+    write_file(path, file, size, 0);
+    expect_file(path, BNN_OK, NULL, "valid file");
+    write_file(path, file, size, size + 8);
+    expect_file(path, BNN_ERR_TOO_LARGE, "header says", "8 bytes past its declared size");
+    write_file(path, file, size - 8, 0);
+    expect_file(path, BNN_ERR_TRUNCATED, "header says", "8 bytes short of its declared size");
+    write_file(path, file, 40, 0);
+    expect_file(path, BNN_ERR_TRUNCATED, "shorter than the 64-byte header", "40 bytes");
+    write_file(path, file, size, 3ull << 30);
+    expect_file(path, BNN_ERR_TOO_LARGE, "limit", "a model file extended to 3 GiB");
+    write_file(path, (const uint8_t *)"PK\3\4", 4, 3ull << 30);
+    expect_file(path, BNN_ERR_MAGIC, "magic", "a 3 GiB file of another format");
+    unlink(path);
+
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    rmdir(dir);
+}
+
 static void test_reader_errors(int thorough)
 {
     uint8_t *bases[N_BASES];
@@ -696,6 +789,7 @@ static void test_reader_errors(int thorough)
     test_truncations(bases[DIGITS], sizes[DIGITS], "digits");
     test_flips(thorough);
     test_argument_errors(bases[DIGITS], sizes[DIGITS]);
+    test_file_errors(bases[DIGITS], sizes[DIGITS]);
     for (int b = 0; b < N_BASES; b++)
         free(bases[b]);
 }
