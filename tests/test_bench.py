@@ -203,6 +203,39 @@ def test_published_figures_only_for_tfc_and_cnv(
     assert r.ok and r.report["cpu"]["finn"]["classes_agree"] == 5
 
 
+def _hostile_reports(raw: dict, design: Path, folder: Path) -> list[tuple[list[str], str]]:
+    """Reports a careless or hostile hand could give: each is refused in one line, nothing written."""
+
+    def variant(name: str, text: str) -> list[str]:
+        (folder / name).write_text(text)
+        return [str(design), "--board-report", str(folder / name)]
+
+    def edited(name: str, edit) -> list[str]:
+        report = json.loads(json.dumps(raw))
+        edit(report)
+        return variant(name, json.dumps(report))
+
+    fpga_row = next(i for i, t in enumerate(raw["timing"]) if t["engine"] == "fpga")
+    cpu_row = next(i for i, t in enumerate(raw["timing"]) if t["engine"] == "cpu")
+    return [
+        (variant("nested.json", "[" * 100000 + "]" * 100000), "nested too deeply"),
+        (
+            variant("infinite.json", json.dumps(raw).replace('"n": ', '"n": Infinity, "x": ', 1)),
+            "testset.n is inf",
+        ),
+        (variant("huge.json", json.dumps(raw).replace('"n": ', '"n": 1e999, "x": ', 1)), "testset.n is inf"),
+        (edited("negative.json", lambda r: r["testset"].update(n=-5)), "testset.n is -5"),
+        (edited("board.json", lambda r: r.update(board="Pynq-Z2")), "board is not an object"),
+        (
+            edited("clock.json", lambda r: r.update(accelerator_clock_mhz="fast")),
+            "accelerator_clock_mhz is not",
+        ),
+        (edited("sim.json", lambda r: r.update(simulated_board_fpga=[1])), "simulated_board_fpga is not"),
+        (edited("zero.json", lambda r: r["timing"][cpu_row].update(throughput_fps=0)), "not a rate above 0"),
+        (edited("nan.json", lambda r: r["timing"][fpga_row].update(throughput_fps=float("nan"))), "is nan"),
+    ]
+
+
 def test_bad_inputs_are_one_line_errors_and_write_nothing(
     digits_dir: Path, tfc_dir: Path, sim_report: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -235,6 +268,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
         ([str(digits_dir), "--board-report", str(bad / "none.json")], "no board report at"),
         ([str(tfc_dir), "--board-report", str(sim_report)], "is a report for another design"),
     ]
+    cases += _hostile_reports(raw, digits_dir, bad)
     for args, message in cases:
         out = tmp_path / "out"
         assert main(["bench", *args, "--out", str(out)]) == 1, args
