@@ -130,7 +130,7 @@ def test_retrained_weights_and_thresholds_land_in_finn_files(runs: dict[str, Pat
 
 
 def test_same_checkpoint_changes_nothing(runs: dict[str, Path], tmp_path: Path) -> None:
-    from bnnflow.hls.boards import get_board
+    from bnnflow.finnlib.boards import get_board
 
     result = write_runtime_weights(runs["compiled"], runs["first"], tmp_path / "same", n_verify=5)
     assert all(la.changed_words == la.changed_values == 0 for la in result.layers)

@@ -21,6 +21,7 @@ STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
     "bnnflow.hls.commands",
+    "bnnflow.bitstream_command",
     "bnnflow.cpu.commands",
     "bnnflow.deploy.commands",
     "bnnflow.bench.commands",

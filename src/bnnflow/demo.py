@@ -70,7 +70,7 @@ def run_demo(
     ``board_cli`` (None or missing: said so, and the rest runs without it), and
     the demo ends with the ``bnnflow bench`` table.
     """
-    from bnnflow.hls.boards import get_board
+    from bnnflow.finnlib.boards import get_board
     from bnnflow.training.trainer import TrainConfig, train
 
     if board is not None:

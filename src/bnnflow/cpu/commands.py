@@ -90,8 +90,8 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bnnflow.cpu.export import export_cpu_model
-    from bnnflow.cpu.modelfile import read_model
+    from bnnflow.bnncpu.modelfile import read_model
+    from bnnflow.bnncpu.writer import export_cpu_model
 
     path = export_cpu_model(args.compile_dir, args.out)
     model = read_model(path)
@@ -101,8 +101,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from bnnflow.cpu.export import MODEL_FILE
-    from bnnflow.cpu.modelfile import read_model
+    from bnnflow.bnncpu.modelfile import read_model
+    from bnnflow.bnncpu.writer import MODEL_FILE
 
     path = Path(args.model)
     if path.is_dir():

@@ -192,7 +192,7 @@ def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     """XNOR-popcount layers whose accumulator type cannot hold every popcount, 0 .. MW.
 
     finn-plus sizes these accumulators for a {0,1} x {-1,+1} dot product, which
-    the generated HLS then wraps (bnnflow/hls/xnor_acc.py: a TFC score of 64
+    the generated HLS then wraps (bnnflow/finnlib/xnor_acc.py: a TFC score of 64
     became -64 in cppsim). ``bnnflow compile`` corrects them; a compile folder
     made before it did is refused, since its FPGA would disagree with the CPU.
     """
@@ -234,7 +234,7 @@ def _driver_settings(
     else:
         from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
 
-        from bnnflow.hls.finn_env import quiet_finn
+        from bnnflow.finnlib.finn_env import quiet_finn
 
         with open(tmp / "finn.log", "a") as sink, quiet_finn(sink):
             driven = parent.transform(MakePYNQDriver("zynq-iodma", "FINNDMAOverlay", clk_period_ns=clock_ns))
@@ -273,7 +273,7 @@ def runtime_weight_layers(model_hw: Any, folder: Path) -> list[dict[str, Any]]:
     must share with the design.
     """
     from bnnflow.deploy.weight_memory import memory_layout
-    from bnnflow.hls.runtime_weights import writable_nodes
+    from bnnflow.finnlib.hwgraph import writable_nodes
 
     files = {f.stem.split("_", 2)[2]: f for f in sorted(folder.glob("*.dat"))}
     nodes = writable_nodes(model_hw)
@@ -346,10 +346,10 @@ def build_package(
 
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from bnnflow.data import load_test_images
     from bnnflow.deploy.golden import golden_outputs
     from bnnflow.deploy.zynq import instances, zynq_dataflow_model
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 
     prepare_finn()
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())

@@ -96,7 +96,7 @@ class Accelerator:
 
     def __init__(self, compile_dir: Path, board: str, mode: str, cache: Path) -> None:
         from bnnflow.errors import BnnflowError
-        from bnnflow.hls.finn_env import prepare_finn
+        from bnnflow.finnlib.finn_env import prepare_finn
 
         self.compile_dir = compile_dir
         model_hw = compile_dir / "model_hw.onnx"
@@ -160,11 +160,11 @@ class Accelerator:
     def _map_parameters(self) -> None:
         """Which tensor of the executed graph each runtime-writable layer's memory feeds."""
         from bnnflow.errors import BnnflowError
-        from bnnflow.hls.runtime_weights import _base, writable_nodes
+        from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
 
         ours = writable_nodes(self.design)
-        theirs = [n for n in self.model.graph.node if _base(n.op_type) in ("MVAU", "Thresholding")]
-        if [_base(n.op_type) for n in ours] != [_base(n.op_type) for n in theirs]:
+        theirs = [n for n in self.model.graph.node if base_op_type(n.op_type) in ("MVAU", "Thresholding")]
+        if [base_op_type(n.op_type) for n in ours] != [base_op_type(n.op_type) for n in theirs]:
             raise BnnflowError("the executed graph's MVAU and Thresholding layers are not the design's")
         for a, b in zip(ours, theirs, strict=True):
             if self.mode == "cppsim" and a.name != b.name:

@@ -115,7 +115,7 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
             )
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.hls.finn_env import prepare_finn
+        from bnnflow.finnlib.finn_env import prepare_finn
         from bnnflow.hls.runtime_weights import structure_fingerprint
 
         prepare_finn()
@@ -178,11 +178,11 @@ def build_weights_update(
     """
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from bnnflow.bnncpu.writer import PARENT_GRAPH
     from bnnflow.cpu import build_cpu_model, write_model
-    from bnnflow.cpu.export import PARENT_GRAPH
+    from bnnflow.data import load_test_images
     from bnnflow.deploy.golden import model_golden_outputs
-    from bnnflow.hls.finn_env import prepare_finn
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.finnlib.finn_env import prepare_finn
     from bnnflow.hls.runtime_weights import write_runtime_weights
 
     log = log or (lambda _msg: None)

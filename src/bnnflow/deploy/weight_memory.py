@@ -243,6 +243,6 @@ def decode(layout: MemoryLayout, words: np.ndarray) -> np.ndarray:
 
 def writable_layouts(model: Any) -> list[MemoryLayout]:
     """Every runtime-writable layer's memory layout, in graph order."""
-    from bnnflow.hls.runtime_weights import writable_nodes
+    from bnnflow.finnlib.hwgraph import writable_nodes
 
     return [memory_layout(n) for n in writable_nodes(model)]

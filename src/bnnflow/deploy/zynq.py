@@ -25,7 +25,7 @@ from typing import Any
 
 from bnnflow.deploy.weight_memory import MIN_APERTURE, memory_layout
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import get_board
+from bnnflow.finnlib.boards import get_board
 
 
 @dataclass(frozen=True)

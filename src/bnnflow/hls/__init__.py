@@ -9,7 +9,7 @@ with Vivado. See docs/compile.md.
 
 from __future__ import annotations
 
-from bnnflow.hls.boards import BOARDS, Board, get_board
+from bnnflow.finnlib.boards import BOARDS, Board, get_board
 from bnnflow.hls.flow import CompileResult, compile_model
 from bnnflow.hls.iobound import IOBound, io_bound
 

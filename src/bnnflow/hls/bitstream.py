@@ -3,9 +3,11 @@
 The compile folder is FINN builder output up to code generation; this copies
 it to ``bitstreams/<model>-<board>/`` and runs FINN's builder (``finn build``,
 i.e. ``build_dataflow_cfg``) from ``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
-Zynq shell, synthesis, bitfile, PYNQ driver, deployment package), then writes
-bnnflow's deployment package (bnnflow.deploy) into ``deploy/``. Without Vivado
-it stops before touching anything and says how to run the rest.
+Zynq shell, synthesis, bitfile, PYNQ driver, deployment package). bnnflow's
+own deployment package (bnnflow.deploy) is written afterwards by the
+``bitstream`` command (bnnflow/bitstream_command.py), not here: packaging is a
+later stage. Without Vivado it stops before touching anything and says how to
+run the rest.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.finn_env import prepare_finn
+from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.runs import atomic_write_json
 
 # finn.xsi reads the Vivado version from the XILINX_VIVADO path with this
@@ -102,9 +104,17 @@ def default_out_dir(compile_dir: Path) -> Path:
 
 
 def build_bitstream(
-    compile_dir: str | Path, out_dir: str | Path | None = None, env: Mapping[str, str] | None = None
+    compile_dir: str | Path,
+    out_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check_design: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Run FINN's builder from the compiled design to a bitfile and PYNQ driver."""
+    """Run FINN's builder from the compiled design to a bitfile and PYNQ driver.
+
+    ``check_design(compile_dir)`` runs once the Vivado host is known good and
+    before the build starts: a later stage's refusal (the deployment package's)
+    costs seconds there, not hours of Vivado.
+    """
     compile_dir = Path(compile_dir).absolute()
     cfg_path = compile_dir / "dataflow_build_config.json"
     if not cfg_path.is_file():
@@ -153,11 +163,8 @@ def build_bitstream(
         earlier = (out / "dataflow_build_config.json").exists() or (out / "deploy" / "manifest.json").exists()
         if any(out.iterdir()) and not earlier:
             raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
-    # The deployment package is written after the build: refuse a design it could not be
-    # written for before hours of Vivado, not after.
-    from bnnflow.deploy.package import check_model_file
-
-    check_model_file(compile_dir / "model.bnn")
+    if check_design is not None:
+        check_design(compile_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -193,13 +200,6 @@ def build_bitstream(
         if out.exists():
             os.replace(out, failed)
         raise
-    # bnnflow's deployment package replaces FINN's deploy/ (kept as deploy.finn/): the
-    # same bitfile, .hwh and settings.json, plus the CPU engine, test set and installer.
-    from bnnflow.deploy.package import build_package
-
-    if (out / "deploy").is_dir() and not (out / "deploy" / "manifest.json").exists():
-        os.replace(out / "deploy", out / "deploy.finn")
-    build_package(out, out / "deploy")
     return out
 
 

@@ -146,7 +146,7 @@ def _kit(path: Path, source: str, env: dict[str, str]) -> HlsSim:
 
 def _vitis(path: Path, env: dict[str, str]) -> HlsSim:
     """A real Vitis HLS: its headers, and finn-hlslib where FINN keeps its dependencies."""
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     import finn
@@ -179,7 +179,7 @@ def hls_sim_environment(sim: HlsSim) -> Iterator[None]:
     environment and finn-hlslib's folder from its settings object, which
     ``prepare_finn`` created before this block; both are put back.
     """
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     from finn.util.settings import get_settings
@@ -308,8 +308,8 @@ def compiled_design(
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.verify import default_workers
+    from bnnflow.finnlib.execution import default_workers
+    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 
     build_dir = prepare_finn()
     wanted = None if nodes is None else set(nodes)
@@ -586,8 +586,8 @@ def run_cppsim(
     tensor of the same name, as FINN keeps tensor names through its steps.
     Stops at the first image with a difference.
     """
-    from bnnflow.hls.finn_env import quiet_finn
-    from bnnflow.hls.verify import _execute, _integer_tensors, fast_execution
+    from bnnflow.finnlib.execution import execute, fast_execution, integer_tensors
+    from bnnflow.finnlib.finn_env import quiet_finn
 
     mode, mode_reason = choose_mode(design, mode)
     model = design.model
@@ -603,10 +603,10 @@ def run_cppsim(
     )
     class_t, score_t = _image_label(model)
     in_name = model.graph.input[0].name
-    ref_ints = _integer_tensors(reference)
+    ref_ints = integer_tensors(reference)
     if mode == "end-to-end":
         run_model, how = _end_to_end_model(design)
-        run_ints = _integer_tensors(run_model)
+        run_ints = integer_tensors(run_model)
     else:
         how = {}
         generic = {n.name: python_form(n) for n in model.graph.node if design.runs_as(n) == PYTHON}
@@ -624,7 +624,7 @@ def run_cppsim(
         for i, image in enumerate(np.asarray(images)):
             x = image[None].astype(np.float32)
             t0 = time.perf_counter()
-            ref, _ = _execute(reference, x, ref_ints)
+            ref, _ = execute(reference, x, ref_ints)
             ref_seconds += time.perf_counter() - t0
             if in_name not in ref:
                 raise BnnflowError(
@@ -633,7 +633,7 @@ def run_cppsim(
             t0 = time.perf_counter()
             if mode == "end-to-end":
                 try:
-                    got, _ = _execute(run_model, ref[in_name], run_ints)
+                    got, _ = execute(run_model, ref[in_name], run_ints)
                 except Exception as exc:  # noqa: BLE001  (a C++ binary that aborts is a failed check)
                     failed = next((n.name for n in model.graph.node if f"/{n.name}/" in str(exc)), "a node")
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -790,7 +790,7 @@ def check_compile_dir(
     """``cppsim_check`` on a compile folder's ``step_hw_codegen`` and ``step_convert_to_hw`` graphs."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     inter = Path(compile_dir) / "intermediate_models"

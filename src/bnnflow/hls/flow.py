@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow.data import load_test_images
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board, get_board
+from bnnflow.finnlib.boards import Board, get_board
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn, step_functions
+from bnnflow.finnlib.hwgraph import MakeRuntimeWritable
 from bnnflow.hls.cppsim import CppSimResult, HlsSim
-from bnnflow.hls.finn_env import prepare_finn, quiet_finn, step_functions
 from bnnflow.hls.report import DesignEstimate, estimate_design, format_table, plot_estimate
-from bnnflow.hls.runtime_weights import make_runtime_writable
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.runs import atomic_directory, atomic_write_json
 
@@ -73,8 +74,6 @@ MINIMIZE_STEPS = ("step_minimize_bit_width_initial", "step_minimize_bit_width")
 # Ops that may stay outside the dataflow partition: FINN's own layout glue
 # at the graph's edges (NCHW->NHWC for CNV).
 HOST_OPS = {"Transpose", "Reshape", "StreamingDataflowPartition"}
-
-DATASET_BY_SHAPE = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10", (1, 8, 8): "digits"}
 
 Log = Callable[[str], None]
 
@@ -138,25 +137,10 @@ def parse_folding(folding: str) -> tuple[str, Any]:
     raise BnnflowError(f"bad --folding {folding!r}; use fit, published, fps:<N> or a folding .json file")
 
 
-def load_test_images(
-    input_shape: tuple[int, ...], n: int, data_dir: str | Path | None = None
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Real test images for the model's input shape via bnnflow.data."""
-    dataset = DATASET_BY_SHAPE.get(tuple(input_shape))
-    if dataset is None:
-        raise BnnflowError(f"no test set known for input shape {input_shape}; pass --verify 0")
-    try:
-        from bnnflow.data import load_arrays
-    except ImportError:
-        raise BnnflowError("bnnflow.data is not available to load test images; pass --verify 0") from None
-    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n)
-    return np.asarray(images), np.asarray(labels), dataset
-
-
 def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
     from finn.util.exception import FINNError
 
-    from bnnflow.hls.xnor_acc import CorrectXnorAccumulators, thresholds_by_node
+    from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node
 
     t0 = time.perf_counter()
     try:
@@ -181,7 +165,7 @@ def _run_step(name: str, model: Any, cfg: Any, inter: Path, log: Log) -> Any:
 
 def _engine_against_cppsim(tmp: Path, cppsim: Any, images: np.ndarray, log: Log) -> None:
     """The CPU engine's classes and scores against the generated C++'s, image by image (cppsim.json)."""
-    from bnnflow.cpu import MODEL_FILE, CpuEngine
+    from bnnflow.bnncpu import MODEL_FILE, CpuEngine
 
     with CpuEngine(tmp / MODEL_FILE) as engine:
         classes, scores = engine.run(np.ascontiguousarray(images[: cppsim.images_checked]), threads=0)
@@ -450,7 +434,7 @@ def compile_model(
             if name == "step_convert_to_hw":
                 _check_converted(model)
                 if runtime_weights:
-                    model = make_runtime_writable(model)
+                    model = model.transform(MakeRuntimeWritable())
                     model.save(str(inter / f"{name}.onnx"))
         _check_mapped(tmp)
 
@@ -520,7 +504,7 @@ def compile_model(
         model.save(str(inter / "step_hw_codegen.onnx"))
         model.save(str(tmp / "model_hw.onnx"))
         _rebase_partition(tmp, final)
-        from bnnflow.cpu.export import export_in_compile
+        from bnnflow.bnncpu.writer import export_in_compile
 
         cpu_model = export_in_compile(tmp, log)
         cppsim = None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board
+from bnnflow.finnlib.boards import Board
 from bnnflow.hls.report import DesignEstimate, estimate_design
 
 # The attributes FINN's step_target_fps_parallelization / step_apply_folding_config

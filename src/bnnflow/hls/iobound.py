@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board, get_board
+from bnnflow.finnlib.boards import Board, get_board
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board, get_board
+from bnnflow.finnlib.boards import Board, get_board
+from bnnflow.finnlib.hwgraph import MakeRuntimeWritable, base_op_type, writable_nodes
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 SUMMARY_FILE = "runtime_weights.json"
@@ -70,40 +71,6 @@ _PATH_ATTRS = {
     "cycles_estimate",
     "cycles_rtlsim",
 }
-
-
-def _base(op_type: str) -> str:
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
-
-
-def writable_nodes(model: Any) -> list[Any]:
-    """The layers whose parameters FINN can write at run time: MVAUs (weights), Thresholding."""
-    return [n for n in model.graph.node if _base(n.op_type) in ("MVAU", "Thresholding")]
-
-
-def make_runtime_writable(model: Any) -> Any:
-    """Set ``runtime_writeable_weights=1`` (and the decoupled memory it needs) on every layer.
-
-    Call on the graph right after ``step_convert_to_hw`` of a build with
-    ``standalone_thresholds``: an MVAU that still holds thresholds would keep
-    them out of reach of the AXI-lite port.
-    """
-    from qonnx.custom_op.registry import getCustomOp
-
-    for node in writable_nodes(model):
-        inst = getCustomOp(node)
-        if _base(node.op_type) == "MVAU" and not inst.get_nodeattr("noActivation"):
-            raise BnnflowError(
-                f"{node.name} keeps its thresholds inside the MVAU, where FINN cannot write them at "
-                "run time; runtime weights need FINN's standalone_thresholds"
-            )
-        inst.set_nodeattr("runtime_writeable_weights", 1)
-        if "mem_mode" in inst.get_nodeattr_types():
-            inst.set_nodeattr("mem_mode", "internal_decoupled")
-    return model
 
 
 @dataclass
@@ -251,7 +218,7 @@ def _shared_thresholds_changed(design: Any, new: Any) -> str | None:
 
     by_name = {n.name: n for n in new.graph.node}
     for node in writable_nodes(design):
-        if _base(node.op_type) != "Thresholding":
+        if base_op_type(node.op_type) != "Thresholding":
             continue
         inst = getCustomOp(node)
         before = design.get_initializer(node.input[1])
@@ -277,7 +244,7 @@ def _hardware_graph(
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.hls.finn_env import quiet_finn, step_functions
+    from bnnflow.finnlib.finn_env import quiet_finn, step_functions
     from bnnflow.hls.flow import BACKEND_STEPS, FRONTEND_STEPS
 
     cfg = DataflowBuildConfig(
@@ -304,7 +271,7 @@ def _hardware_graph(
                     f"weights from another architecture: FINN {name} failed: {first}"
                 ) from None
             if name == "step_convert_to_hw":
-                model = make_runtime_writable(model)
+                model = model.transform(MakeRuntimeWritable())
             graphs[name] = ModelWrapper(copy.deepcopy(model.model))
             if name == "step_specialize_layers":
                 diff = first_difference(spec_ref, model)
@@ -390,8 +357,8 @@ def _check_design_labels(design: Any, qonnx_path: Path, images: np.ndarray) -> N
     # their generic layers are FINN's Python reference for the same attributes.
     design = copy.deepcopy(design)
     for node in design.graph.node:
-        if _base(node.op_type) != node.op_type:
-            node.op_type = _base(node.op_type)
+        if base_op_type(node.op_type) != node.op_type:
+            node.op_type = base_op_type(node.op_type)
             node.domain = "finn.custom_op.fpgadataflow"
     in_name, out_name = design.graph.input[0].name, design.graph.output[0].name
     shape = tuple(design.get_tensor_shape(in_name))
@@ -434,9 +401,9 @@ def write_runtime_weights(
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    from bnnflow.data import load_test_images
     from bnnflow.export import export_model
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
     from bnnflow.hls.verify import verify_chain
     from bnnflow.runs import load_checkpoint
 
@@ -515,7 +482,7 @@ def write_runtime_weights(
             result.layers.append(
                 LayerUpdate(
                     node=node.name,
-                    kind="weights" if _base(node.op_type) == "MVAU" else "thresholds",
+                    kind="weights" if base_op_type(node.op_type) == "MVAU" else "thresholds",
                     file=new_files[node.name].name,
                     words=len(new_w),
                     changed_words=sum(a != b for a, b in zip(old_w, new_w, strict=True)),

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.cpu.modelfile import (
+from bnnflow.bnncpu.modelfile import (
     DATASET_BY_NAME,
     MAGIC,
     CpuModel,
@@ -49,6 +49,7 @@ from bnnflow.cpu.modelfile import (
     write_model,
 )
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.hwgraph import base_op_type
 
 MODEL_FILE = "model.bnn"
 HW_GRAPH = "model_hw.onnx"
@@ -62,11 +63,6 @@ class UnsupportedGraph(BnnflowError):
     def __init__(self, reason: str, where: str | None = None) -> None:
         super().__init__(f"{where}: cannot be written as a CPU model: {reason}" if where else reason)
         self.reason = reason
-
-
-def _base(op_type: str) -> str:
-    """FINN's op type without the backend suffix (MVAU_hls -> MVAU)."""
-    return re.sub(r"_(hls|rtl)$", "", op_type)
 
 
 def _fail(node: Any, why: str) -> UnsupportedGraph:
@@ -241,7 +237,7 @@ class _Walker:
     def maxpool(self, swg: Any, pool: Any) -> None:
         k, s, (oh, ow) = self.window(swg)
         inst = self.get(pool)
-        if _base(pool.op_type) != "Pool":
+        if base_op_type(pool.op_type) != "Pool":
             raise _fail(swg, f"a depthwise sliding window followed by {pool.op_type}, not a Pool")
         if inst.get_nodeattr("Function") != "MaxPool":
             raise _fail(
@@ -381,7 +377,7 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
 
 def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
     (c, h, w), order = _host_input(parent)
@@ -413,7 +409,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
             raise _fail(node, "a layer after the label select")
         if not node.domain.startswith("finn.custom_op.fpgadataflow"):
             raise _fail(node, "not a FINN hardware layer")
-        op = _base(node.op_type)
+        op = base_op_type(node.op_type)
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
         if image_nchw and op != "Reshape":
             raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
@@ -428,7 +424,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
             if walker.get(node).get_nodeattr("depthwise"):
                 walker.maxpool(node, nxt)
             else:
-                if _base(nxt.op_type) != "MVAU":
+                if base_op_type(nxt.op_type) != "MVAU":
                     raise _fail(node, f"a sliding window followed by {nxt.op_type}, not an MVAU")
                 walker.mvau(nxt, node)
             i += 1
@@ -446,7 +442,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     if not walker.done:
         raise UnsupportedGraph("the hardware graph does not end in a LabelSelect")
 
-    from bnnflow.hls.flow import DATASET_BY_SHAPE
+    from bnnflow.data import DATASET_BY_SHAPE
 
     n_classes = walker.layers[-1].in_c
     model = CpuModel(
@@ -475,7 +471,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
     for path in (hw_path, parent_path):
         if not path.is_file():
             raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
