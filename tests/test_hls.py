@@ -18,8 +18,8 @@ from bnnflow.export import export_model
 from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.hls import BOARDS, compile_model, get_board
 from bnnflow.hls.bitstream import build_bitstream, check_vivado
-from bnnflow.hls.flow import load_build_config
 from bnnflow.hls.report import format_table
+from bnnflow.hls.steps import load_build_config
 
 DATA_DIR = SHARED_DATA
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -696,3 +696,29 @@ def test_fit_search_skips_folds_finn_rejects(tfc_compiled) -> None:
     assert 784 % pe == 0 and 28 % pe != 0  # divides the output row, not the input row
     assert not _foldable(folded)
     assert _foldable(_set_folding(spec, 1000)) and _foldable(ModelWrapper(str(tfc_compiled.model_path)))
+
+
+def test_compile_steps_follow_finns_builder_order() -> None:
+    """The compile's and the rebuild's steps map to FINN's step names, in FINN's default order.
+
+    bnnflow's own steps may sit between FINN's, and a list may skip FINN's
+    later steps, but every FINN step before the hand-over to FINN's builder
+    runs, so that the builder resumes from a folder it could have written.
+    """
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps as finn_steps
+
+    from bnnflow.finnlib.finn_env import step_functions
+    from bnnflow.finnlib.steps import finn_order
+    from bnnflow.hls.runtime_weights import REBUILD_STEPS
+    from bnnflow.hls.steps import COMPILE_STEPS, RESUME_STEP
+
+    prepare_finn()
+    for steps in (COMPILE_STEPS, REBUILD_STEPS):
+        names = finn_order(steps)
+        assert set(names) <= set(finn_steps), set(names) - set(finn_steps)
+        positions = [finn_steps.index(n) for n in names]
+        assert positions == sorted(positions), list(zip(names, [s.name for s in steps], strict=True))
+        assert all(s.name in step_functions() for s in steps if s.is_finn)
+    ran = [s.name for s in COMPILE_STEPS if s.is_finn]
+    assert ran == [*finn_steps[: finn_steps.index(RESUME_STEP)], "step_hw_codegen"]
+    assert [s.name for s in REBUILD_STEPS if s.is_finn] == ran[:-1]

@@ -35,7 +35,7 @@ def _design(compile_dir: Path):  # type: ignore[no-untyped-def]
 def test_compile_makes_weights_and_thresholds_writable(runs: dict[str, Path]) -> None:
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.flow import load_build_config
+    from bnnflow.hls.steps import load_build_config
 
     out = runs["compiled"]
     summary = json.loads((out / "compile.json").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.cliutil import HelpFormatter
+from bnnflow.layout import BitstreamDir, CompileDir
 
 
 def register(sub: Any) -> None:
@@ -32,7 +33,7 @@ def _check_design(compile_dir: Path) -> None:
     # Deferred like every command's stage import: `bnnflow --help` should not load FINN and torch.
     from bnnflow.deploy.package import check_model_file
 
-    check_model_file(compile_dir / "model.bnn")
+    check_model_file(CompileDir(compile_dir).cpu_model)
 
 
 def _bitstream(args: argparse.Namespace) -> int:
@@ -41,10 +42,11 @@ def _bitstream(args: argparse.Namespace) -> int:
     from bnnflow.hls.bitstream import build_bitstream
 
     out = build_bitstream(args.compiled, args.out, check_design=_check_design)
+    built = BitstreamDir(out)
     # bnnflow's deployment package replaces FINN's deploy/ (kept as deploy.finn/): the
     # same bitfile, .hwh and settings.json, plus the CPU engine, test set and installer.
-    if (out / "deploy").is_dir() and not (out / "deploy" / "manifest.json").exists():
-        os.replace(out / "deploy", out / "deploy.finn")
-    build_package(out, out / "deploy")
+    if built.deploy.path.is_dir() and not built.deploy.manifest.exists():
+        os.replace(built.deploy.path, built.finn_deploy)
+    build_package(out, built.deploy.path)
     print(f"bitfile and PYNQ driver in {out}")
     return 0

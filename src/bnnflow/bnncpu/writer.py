@@ -50,10 +50,10 @@ from bnnflow.bnncpu.modelfile import (
 )
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.hwgraph import base_op_type
+from bnnflow.layout import CompileDir
 
-MODEL_FILE = "model.bnn"
-HW_GRAPH = "model_hw.onnx"
-PARENT_GRAPH = Path("intermediate_models") / "dataflow_parent.onnx"
+MODEL_FILE = CompileDir.CPU_MODEL
+PARENT_GRAPH = Path(CompileDir.INTERMEDIATE) / CompileDir.PARENT_GRAPH  # relative to a compile folder
 NCHW_TO_NHWC = [0, 2, 3, 1]
 
 
@@ -464,8 +464,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
 def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``<compile_dir>/model.bnn`` (or ``out``) from a compile folder; returns its path."""
     compile_dir = Path(compile_dir)
-    hw_path = compile_dir / HW_GRAPH
-    parent_path = compile_dir / PARENT_GRAPH
+    hw_path, parent_path = CompileDir(compile_dir).hw_graph, CompileDir(compile_dir).parent_graph
     if not compile_dir.is_dir():
         raise BnnflowError(f"compile folder not found: {compile_dir}")
     for path in (hw_path, parent_path):
@@ -487,7 +486,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
         model = build_cpu_model(*graphs)
     except UnsupportedGraph as exc:
         raise UnsupportedGraph(exc.reason, str(hw_path)) from None
-    target = Path(out) if out is not None else compile_dir / MODEL_FILE
+    target = Path(out) if out is not None else CompileDir(compile_dir).cpu_model
     if target.is_dir():
         raise BnnflowError(f"--out {target} is a folder; give a file name")
     if target.is_file():

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir, RunDir
 
 REPORT_FILE = "cpu.json"
 THROUGHPUT_BATCH = 20_000
@@ -65,9 +66,9 @@ def resolve_compile_dir(path: str | Path, board: str | None = None) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise BnnflowError(f"not a folder: {path}")
-    if (path / "model_hw.onnx").is_file():
+    if CompileDir(path).hw_graph.is_file():
         return path
-    compiled = sorted(p for p in (path / "compile").glob("*") if (p / "model_hw.onnx").is_file())
+    compiled = sorted(p for p in (path / RunDir.COMPILE).glob("*") if CompileDir(p).hw_graph.is_file())
     if not compiled:
         raise BnnflowError(
             f"{path} is neither a compile folder nor a run with one; run `bnnflow compile {path}`"

@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir, DeployDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
-MANIFEST = "manifest.json"
+MANIFEST = DeployDir.MANIFEST
 FORMAT = "bnnflow-deploy"
 FORMAT_VERSION = 1
 DEFAULT_IMAGES = 1000
@@ -83,8 +84,8 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
         raise BnnflowError(
             f"{path} is not a folder: give a run folder, a compile folder or a bitstream folder"
         )
-    if not (path / "compile.json").is_file() and (path / "compile").is_dir():
-        found = sorted(d.name for d in (path / "compile").iterdir() if (d / "compile.json").is_file())
+    if not (path / CompileDir.SUMMARY).is_file() and (path / "compile").is_dir():
+        found = sorted(d.name for d in (path / "compile").iterdir() if (d / CompileDir.SUMMARY).is_file())
         if board is not None:
             match = [b for b in found if b.lower() == board.lower()]
             if not match:
@@ -100,19 +101,19 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
                 if found
                 else f"{path} has no compiled design; run `bnnflow compile {path}` first"
             )
-    if not (path / "compile.json").is_file() or not (path / "model_hw.onnx").is_file():
+    if not (path / CompileDir.SUMMARY).is_file() or not (path / CompileDir.HW_GRAPH).is_file():
         raise BnnflowError(f"{path} is not a compile folder (no compile.json and model_hw.onnx)")
     try:
-        info = json.loads((path / "compile.json").read_text())
+        info = json.loads((path / CompileDir.SUMMARY).read_text())
         design_board = str(info["board"])
     except (OSError, ValueError, KeyError):
-        raise BnnflowError(f"{path / 'compile.json'} is not a bnnflow compile summary") from None
+        raise BnnflowError(f"{path / CompileDir.SUMMARY} is not a bnnflow compile summary") from None
     if board is not None and board.lower() != design_board.lower():
         raise BnnflowError(f"{path} was compiled for {design_board}, not {board}")
     for item in ("intermediate_models/step_convert_to_hw.onnx", "intermediate_models/dataflow_parent.onnx"):
         if not (path / item).is_file():
             raise BnnflowError(f"{path} is incomplete: {item} is missing")
-    check_model_file(path / "model.bnn")
+    check_model_file(path / CompileDir.CPU_MODEL)
     vivado = (path / BITFILE).is_file()
     if vivado and not (path / HWH).is_file():
         raise BnnflowError(f"{path / BITFILE} has no {Path(HWH).name} beside it")
@@ -370,7 +371,7 @@ def build_package(
     )
 
     with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
-        model_hw = ModelWrapper(str(source.compile_dir / "model_hw.onnx"))
+        model_hw = ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH))
         with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
             parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
         runtime_dir = tmp / RUNTIME_WEIGHTS
@@ -416,7 +417,7 @@ def build_package(
                 "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
             }
 
-        shutil.copy2(source.compile_dir / "model.bnn", tmp / "model.bnn")
+        shutil.copy2(source.compile_dir / CompileDir.CPU_MODEL, tmp / DeployDir.CPU_MODEL)
         _copy_tree(cpu_src, tmp / "cpu")
         _board_runtime(tmp / "bnnflow-board")
         shutil.copy2(REPO / "board" / "install.sh", tmp / "install.sh")
@@ -464,7 +465,7 @@ def build_package(
                 "shape": shapes["ishape_normal"][0],
                 "datatype": shapes["idt"][0],
             },
-            "cpu": {"sources": "cpu", "model": "model.bnn", "cli": "bnnflow-cpu run"},
+            "cpu": {"sources": "cpu", "model": DeployDir.CPU_MODEL, "cli": "bnnflow-cpu run"},
             "testset": {
                 "dataset": dataset,
                 "n": int(len(images)),

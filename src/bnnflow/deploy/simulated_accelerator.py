@@ -97,9 +97,10 @@ class Accelerator:
     def __init__(self, compile_dir: Path, board: str, mode: str, cache: Path) -> None:
         from bnnflow.errors import BnnflowError
         from bnnflow.finnlib.finn_env import prepare_finn
+        from bnnflow.layout import CompileDir
 
         self.compile_dir = compile_dir
-        model_hw = compile_dir / "model_hw.onnx"
+        model_hw = compile_dir / CompileDir.HW_GRAPH
         if not model_hw.is_file():
             raise BnnflowError(f"{compile_dir} is not a compile folder (no model_hw.onnx)")
         self.key = hashlib.sha256(model_hw.read_bytes()).hexdigest()[:16]
@@ -149,7 +150,9 @@ class Accelerator:
         from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
         from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
-        model = ModelWrapper(str(self.compile_dir / "model_hw.onnx"))
+        from bnnflow.layout import CompileDir
+
+        model = ModelWrapper(str(self.compile_dir / CompileDir.HW_GRAPH))
         model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim()).transform(CompileCppSim())
         tmp = compiled.with_name(compiled.name + ".tmp")
         model.save(str(tmp))

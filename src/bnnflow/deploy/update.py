@@ -45,13 +45,14 @@ from bnnflow.deploy.package import (
     runtime_weight_layers,
 )
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir, DeployDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 UPDATE_FORMAT = "bnnflow-weights"
 UPDATE_VERSION = 1
 DEPLOY_FORMAT = "bnnflow-deploy"
 RUNTIME_DIR = "runtime_weights"
-MODEL = "model.bnn"
+MODEL = DeployDir.CPU_MODEL
 GOLDEN_CLASSES = "testset/golden_classes.i32"
 GOLDEN_SCORES = "testset/golden_scores.i32"
 
@@ -94,7 +95,7 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
             raise BnnflowError(f"{path / MANIFEST} is not a bnnflow deployment manifest")
         deploy = path.absolute()
         compile_dir = Path(str(manifest.get("host", {}).get("compile_dir", "")))
-        if not (compile_dir / "compile.json").is_file():
+        if not (compile_dir / CompileDir.SUMMARY).is_file():
             raise BnnflowError(
                 f"{path} was packaged from {compile_dir}, which is not here: give --design that compile "
                 "folder"
@@ -119,7 +120,7 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
         from bnnflow.hls.runtime_weights import structure_fingerprint
 
         prepare_finn()
-        now = structure_fingerprint(ModelWrapper(str(source.compile_dir / "model_hw.onnx")))
+        now = structure_fingerprint(ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH)))
         if manifest.get("design", {}).get("fingerprint") != now:
             raise BnnflowError(
                 f"{source.compile_dir} is no longer the design {deploy} was packaged from (compiled again "

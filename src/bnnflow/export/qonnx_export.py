@@ -30,12 +30,13 @@ from torch import nn
 
 import bnnflow._compat  # noqa: F401  (before brevitas)
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import ExportDir, RunDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
-MODEL_FILE = "model.onnx"
-LOGITS_FILE = "model_logits.onnx"
-VERIFICATION_FILE = "verification.json"
-EXPORT_FILE = "export.json"
+MODEL_FILE = ExportDir.MODEL
+LOGITS_FILE = ExportDir.LOGITS
+VERIFICATION_FILE = ExportDir.VERIFICATION
+EXPORT_FILE = ExportDir.SUMMARY
 
 #: Largest allowed max-abs difference between QONNX and PyTorch logits.
 LOGIT_TOLERANCE = 1e-4
@@ -411,7 +412,7 @@ def export_network(
 def default_out_dir(checkpoint_or_run: str | Path) -> Path:
     """``runs/<name>/export/`` for a run folder or a checkpoint inside one."""
     path = Path(checkpoint_or_run)
-    return (path if path.is_dir() else path.parent) / "export"
+    return RunDir(path if path.is_dir() else path.parent).export.path
 
 
 def export_model(
@@ -449,7 +450,8 @@ def export_model(
     checkpoint = Path(checkpoint_or_run)
     source = checkpoint
     if checkpoint.is_dir():  # the file load_checkpoint read
-        source = checkpoint / "best.pt" if (checkpoint / "best.pt").exists() else checkpoint / "checkpoint.pt"
+        run = RunDir(checkpoint)
+        source = run.best if run.best.exists() else run.checkpoint
     return export_network(
         model,
         default_out_dir(checkpoint) if out_dir is None else out_dir,

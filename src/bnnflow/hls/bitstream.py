@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.layout import BitstreamDir, CompileDir
 from bnnflow.runs import atomic_write_json
 
 # finn.xsi reads the Vivado version from the XILINX_VIVADO path with this
@@ -116,9 +117,9 @@ def build_bitstream(
     costs seconds there, not hours of Vivado.
     """
     compile_dir = Path(compile_dir).absolute()
-    cfg_path = compile_dir / "dataflow_build_config.json"
+    cfg_path = CompileDir(compile_dir).build_config
     if not cfg_path.is_file():
-        raise BnnflowError(f"{compile_dir} is not a compiled design (no dataflow_build_config.json)")
+        raise BnnflowError(f"{compile_dir} is not a compiled design (no {CompileDir.BUILD_CONFIG})")
     out = Path(out_dir) if out_dir is not None else default_out_dir(compile_dir)
     out = out.absolute()
     env = os.environ if env is None else env
@@ -143,7 +144,7 @@ def build_bitstream(
     # boots what a Vivado build needs (dependency check, the finn_xsi simulator
     # build for this Vivado version, and a re-exec with Xilinx libraries on
     # LD_LIBRARY_PATH, which cannot be changed for a running process).
-    from bnnflow.hls.flow import load_build_config
+    from bnnflow.hls.steps import load_build_config
 
     finn = Path(sys.executable).with_name("finn")
     if not finn.is_file():
@@ -160,7 +161,8 @@ def build_bitstream(
         # mistyped --out that points at something else.
         if not out.is_dir() or out.is_symlink():
             raise BnnflowError(f"refusing to replace {out}: it is not a folder")
-        earlier = (out / "dataflow_build_config.json").exists() or (out / "deploy" / "manifest.json").exists()
+        built = BitstreamDir(out)
+        earlier = built.build_config.exists() or built.deploy.manifest.exists()
         if any(out.iterdir()) and not earlier:
             raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
     if check_design is not None:
@@ -169,27 +171,27 @@ def build_bitstream(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     try:
+        src, built = CompileDir(compile_dir), BitstreamDir(out)
         for item in (
-            "intermediate_models",
-            "report",
-            "hw_codegen",
-            "folding.json",
-            "model_hw.onnx",
-            "compile.json",
-            "model.bnn",
+            src.intermediate,
+            src.report,
+            src.codegen,
+            src.folding,
+            src.hw_graph,
+            src.summary,
+            src.cpu_model,
         ):
-            src = compile_dir / item
-            if src.is_dir():
-                shutil.copytree(src, out / item)
-            elif src.is_file():
-                shutil.copy2(src, out / item)
-        _rebase_codegen(out / "intermediate_models" / "step_hw_codegen.onnx", compile_dir, out)
+            if item.is_dir():
+                shutil.copytree(item, out / item.name)
+            elif item.is_file():
+                shutil.copy2(item, out / item.name)
+        _rebase_codegen(built.step_graph("step_hw_codegen"), compile_dir, out)
         cfg = json.loads(cfg_path.read_text())
         cfg["output_dir"] = str(out)
-        atomic_write_json(out / "dataflow_build_config.json", cfg)
-        load_build_config(out / "dataflow_build_config.json")
+        atomic_write_json(built.build_config, cfg)
+        load_build_config(built.build_config)
         cmd = [str(finn), "build", "--accept-defaults", "-o", str(out)]
-        cmd += [str(out / "dataflow_build_config.json"), str(out / "model_hw.onnx")]
+        cmd += [str(built.build_config), str(built.hw_graph)]
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)
         code = subprocess.call(cmd, cwd=out)
         if code != 0 or not list((out / "bitfile").glob("*.bit")):

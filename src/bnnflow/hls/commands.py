@@ -65,10 +65,10 @@ def register(sub: Any) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from bnnflow.hls.flow import compile_model
+    # Deferred: `bnnflow --help` should not load FINN and torch.
+    from bnnflow.hls.flow import CompileOptions, compile_model
 
-    compile_model(
-        args.model,
+    options = CompileOptions(
         board=args.board,
         out_dir=args.out,
         folding=args.folding,
@@ -82,4 +82,5 @@ def _compile(args: argparse.Namespace) -> int:
         hls_sim=args.hls_sim,
         runtime_weights=args.runtime_weights,
     )
+    compile_model(args.model, options=options)
     return 0

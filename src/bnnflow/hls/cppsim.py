@@ -63,6 +63,7 @@ from typing import IO, Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir
 
 KIT_VARIABLES = ("XILINX_HLS", "FINN_DEPS", "FINN_CUSTOM_HLS")
 GENERIC_DOMAIN = "finn.custom_op.fpgadataflow"
@@ -793,8 +794,8 @@ def check_compile_dir(
     from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
-    inter = Path(compile_dir) / "intermediate_models"
-    paths = [inter / "step_hw_codegen.onnx", inter / "step_convert_to_hw.onnx"]
+    folder = CompileDir(Path(compile_dir))
+    paths = [folder.step_graph("step_hw_codegen"), folder.step_graph("step_convert_to_hw")]
     for path in paths:
         if not path.is_file():
             raise BnnflowError(f"{path} not found; is {compile_dir} a `bnnflow compile` folder?")

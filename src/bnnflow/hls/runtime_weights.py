@@ -50,7 +50,10 @@ import numpy as np
 
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import Board, get_board
-from bnnflow.finnlib.hwgraph import MakeRuntimeWritable, base_op_type, writable_nodes
+from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
+from bnnflow.finnlib.steps import StepFailed, after, run_steps
+from bnnflow.hls.steps import BACKEND_STEPS, FRONTEND_STEPS, CompileConfig
+from bnnflow.layout import CompileDir, CompileInfo, ExportDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 SUMMARY_FILE = "runtime_weights.json"
@@ -110,21 +113,17 @@ class RuntimeWeights:
         }
 
 
-def _read_summary(compile_dir: Path) -> dict[str, Any]:
-    path = compile_dir / "compile.json"
-    for name in ("compile.json", "model_hw.onnx", "folding.json"):
-        if not (compile_dir / name).is_file():
-            raise BnnflowError(f"{compile_dir} is not a compile folder (no {name})")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BnnflowError(f"cannot read {path}: {exc}") from None
-    if not summary.get("runtime_weights"):
+def _read_info(compile_dir: CompileDir) -> CompileInfo:
+    for path in (compile_dir.summary, compile_dir.hw_graph, compile_dir.folding):
+        if not path.is_file():
+            raise BnnflowError(f"{compile_dir.path} is not a compile folder (no {path.name})")
+    info = compile_dir.read_info()
+    if not info.runtime_weights:
         raise BnnflowError(
-            f"{compile_dir} was compiled without --runtime-weights: its weights and thresholds are "
+            f"{compile_dir.path} was compiled without --runtime-weights: its weights and thresholds are "
             "fixed in the bitstream"
         )
-    return summary
+    return info
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -233,6 +232,20 @@ def _shared_thresholds_changed(design: Any, new: Any) -> str | None:
     return None
 
 
+@after("step_specialize_layers")
+def step_same_architecture(model: Any, cfg: CompileConfig) -> Any:
+    """The rebuilt specialised graph must be the compiled design's, before the folding is applied."""
+    diff = first_difference(cfg.reference, model)
+    if diff is not None:
+        raise BnnflowError(f"weights from another architecture: {diff}")
+    return model
+
+
+# The compile's steps up to FINN's estimates, with the compiled design's folding.json
+# in place of bnnflow's folding choice.
+REBUILD_STEPS = [*FRONTEND_STEPS, step_same_architecture, *BACKEND_STEPS]
+
+
 def _hardware_graph(
     qonnx_path: Path, board: Board, clock_ns: float, folding_json: Path, work: Path, spec_ref: Any
 ) -> tuple[Any, Any, Any]:
@@ -244,40 +257,32 @@ def _hardware_graph(
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.finnlib.finn_env import quiet_finn, step_functions
-    from bnnflow.hls.flow import BACKEND_STEPS, FRONTEND_STEPS
-
-    cfg = DataflowBuildConfig(
-        output_dir=str(work),
-        board=board.name,
-        fpga_part=board.part,
-        synth_clk_period_ns=clock_ns,
-        folding_config_file=folding_json,
-        generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
-        standalone_thresholds=True,
+    cfg = CompileConfig(
+        finn=DataflowBuildConfig(
+            output_dir=str(work),
+            board=board.name,
+            fpga_part=board.part,
+            synth_clk_period_ns=clock_ns,
+            folding_config_file=folding_json,
+            generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+            standalone_thresholds=True,
+        ),
+        board=board,
+        clock_ns=clock_ns,
+        out=CompileDir(work),
+        runtime_weights=True,
+        # Any exception of FINN's on the new graph means it is not the compiled architecture.
+        failures=(Exception,),
+        reference=spec_ref,
     )
-    steps = step_functions()
-    model = ModelWrapper(str(qonnx_path))
-    graphs: dict[str, Any] = {}
-    with open(work / "build_dataflow.log", "a") as sink, quiet_finn(sink):
-        for name in [*FRONTEND_STEPS, *[s for s in BACKEND_STEPS if s != "step_hw_codegen"]]:
-            try:
-                model = steps[name](model, cfg)
-            except BnnflowError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (FINN raises many types on a graph it cannot take)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise BnnflowError(
-                    f"weights from another architecture: FINN {name} failed: {first}"
-                ) from None
-            if name == "step_convert_to_hw":
-                model = model.transform(MakeRuntimeWritable())
-            graphs[name] = ModelWrapper(copy.deepcopy(model.model))
-            if name == "step_specialize_layers":
-                diff = first_difference(spec_ref, model)
-                if diff is not None:
-                    raise BnnflowError(f"weights from another architecture: {diff}")
-    return graphs["step_streamline"], graphs["step_convert_to_hw"], model
+    try:
+        model = run_steps(ModelWrapper(str(qonnx_path)), REBUILD_STEPS, cfg)
+    except StepFailed as exc:
+        raise BnnflowError(
+            f"weights from another architecture: FINN {exc.step} failed: {exc.first_line}"
+        ) from None
+    streamlined = ModelWrapper(str(cfg.out.step_graph("step_streamline")))
+    return streamlined, ModelWrapper(str(cfg.out.step_graph("step_convert_to_hw"))), model
 
 
 def _with_parameters(design: Any, new: Any) -> Any:
@@ -409,17 +414,18 @@ def write_runtime_weights(
 
     log = log or (lambda _msg: None)
     compile_dir = Path(compile_dir).absolute()
-    summary = _read_summary(compile_dir)
+    cdir = CompileDir(compile_dir)
+    info = _read_info(cdir)
     if n_verify < 0:
         raise BnnflowError(f"n_verify must be 0 or more, got {n_verify}")
-    board = get_board(summary["board"])
-    clock_ns = float(summary["clock_ns"])
+    board = get_board(info.board)
+    clock_ns = float(info.clock_ns)
     prepare_finn()
-    design = ModelWrapper(str(compile_dir / "model_hw.onnx"))
-    spec_ref = ModelWrapper(str(compile_dir / "intermediate_models" / "step_specialize_layers.onnx"))
+    design = ModelWrapper(str(cdir.hw_graph))
+    spec_ref = ModelWrapper(str(cdir.step_graph("step_specialize_layers")))
 
     payload = load_checkpoint(checkpoint_or_run)
-    export_json = Path(summary["input"]).parent / "export.json"
+    export_json = ExportDir(Path(info.input).parent).summary
     if export_json.is_file():
         compiled_from = json.loads(export_json.read_text()).get("model")
         if compiled_from and compiled_from != payload["model"]:
@@ -435,7 +441,7 @@ def write_runtime_weights(
         )
         (tmp / "build").mkdir()
         streamlined, converted, new = _hardware_graph(
-            exported.model_path, board, clock_ns, compile_dir / "folding.json", tmp / "build", spec_ref
+            exported.model_path, board, clock_ns, cdir.folding, tmp / "build", spec_ref
         )
         diff = first_difference(design, new)
         if diff is not None:

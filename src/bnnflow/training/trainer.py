@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Sampler
 import bnnflow
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import RunDir
 from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
 from bnnflow.runs import (
     atomic_write_bytes,
@@ -302,7 +303,7 @@ def _tensorboard(run_dir: Path) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard is optional: not installed is fine
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(Path(run_dir) / RunDir.TENSORBOARD))
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -314,7 +315,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         threads = cfg.threads or max(1, default_threads() // world)
         torch.set_num_threads(threads)
     run_dir = Path(cfg.run_dir)
-    ckpt_path, best_path = run_dir / "checkpoint.pt", run_dir / "best.pt"
+    ckpt_path, best_path = RunDir(run_dir).checkpoint, RunDir(run_dir).best
     is_main = rank == 0
 
     resume_payload = None
@@ -385,7 +386,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
-            run_dir / "run.json",
+            RunDir(run_dir).config,
             {
                 "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
                 "method_description": METHODS[cfg.method],
@@ -541,8 +542,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     best_acc = test_acc
                     checkpoint(epoch + 1, 0, None, best_path)
                 checkpoint(epoch + 1, 0, None, ckpt_path)
-                _write_csv(run_dir / "metrics.csv", history)
-                plot_history(history, layers, run_dir / "training.png", f"{cfg.model} / {cfg.method}")
+                _write_csv(RunDir(run_dir).metrics, history)
+                plot_history(history, layers, RunDir(run_dir).plot, f"{cfg.model} / {cfg.method}")
                 if writer is not None:
                     for key, value in row.items():
                         if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -572,7 +573,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "binary_weights_sha256": _binary_weights_digest(binary_params),
     }
     if is_main:
-        atomic_write_json(run_dir / "summary.json", summary)
+        atomic_write_json(RunDir(run_dir).summary, summary)
     if writer is not None:
         writer.close()
     return summary
