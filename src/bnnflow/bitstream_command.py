@@ -30,14 +30,14 @@ def register(sub: Any) -> None:
 
 
 def _check_design(compile_dir: Path) -> None:
-    # Deferred like every command's stage import: `bnnflow --help` should not load FINN and torch.
+    # Deferred: cli.py imports every command module on each call; these pull in qonnx and onnx.
     from bnnflow.deploy.package import check_model_file
 
     check_model_file(CompileDir(compile_dir).cpu_model)
 
 
 def _bitstream(args: argparse.Namespace) -> int:
-    # Deferred like every command's stage import: `bnnflow --help` should not load FINN and torch.
+    # Deferred: cli.py imports every command module on each call; these pull in qonnx and onnx.
     from bnnflow.deploy.package import build_package
     from bnnflow.hls.bitstream import build_bitstream
 

@@ -31,6 +31,7 @@ import torch
 
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
+from bnnflow.models import build_model
 
 CHECKPOINT_FORMAT = "bnnflow-checkpoint"
 
@@ -147,8 +148,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained network of a checkpoint (or run folder), in eval mode, and the checkpoint."""
-    from bnnflow.models import build_model
-
     payload = load_checkpoint(path)
     model = build_model(payload["model"])  # raises on an unknown architecture
     try:

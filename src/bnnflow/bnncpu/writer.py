@@ -48,7 +48,9 @@ from bnnflow.bnncpu.modelfile import (
     validate,
     write_model,
 )
+from bnnflow.data import DATASET_BY_SHAPE
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.finnlib.hwgraph import base_op_type
 from bnnflow.layout import CompileDir
 
@@ -377,8 +379,6 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
 
 def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
-    from bnnflow.finnlib.finn_env import prepare_finn
-
     prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
     (c, h, w), order = _host_input(parent)
     hw_in = hw.graph.input[0].name
@@ -393,9 +393,29 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
 
     walker = _Walker(hw)
     walker.shape = (h, w, c)
-    image_nchw = order == InputOrder.CHW  # until flattened, the tensor is the stored image
+    _walk(hw, walker, image_nchw=order == InputOrder.CHW)
+    n_classes = walker.layers[-1].in_c
+    model = CpuModel(
+        in_c=c,
+        in_h=h,
+        in_w=w,
+        input_order=order,
+        n_classes=n_classes,
+        dataset=DATASET_BY_NAME.get(DATASET_BY_SHAPE.get((c, h, w), ""), Dataset.NONE),
+        layers=walker.layers,
+    )
+    try:
+        validate(model)
+    except BnnflowError as exc:
+        raise UnsupportedGraph(f"the layers do not form a valid model file: {exc}") from None
+    return model
+
+
+def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
+    """The hardware graph's layers, in order, into ``walker``; ``image_nchw``: until flattened, the
+    tensor is the stored image."""
     nodes = list(hw.graph.node)
-    tensor = hw_in
+    tensor = hw.graph.input[0].name
     for node in nodes:
         if len(node.output) != 1 or node.input[0] != tensor:
             raise _fail(node, "the hardware graph is not a single chain of layers")
@@ -442,24 +462,6 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     if not walker.done:
         raise UnsupportedGraph("the hardware graph does not end in a LabelSelect")
 
-    from bnnflow.data import DATASET_BY_SHAPE
-
-    n_classes = walker.layers[-1].in_c
-    model = CpuModel(
-        in_c=c,
-        in_h=h,
-        in_w=w,
-        input_order=order,
-        n_classes=n_classes,
-        dataset=DATASET_BY_NAME.get(DATASET_BY_SHAPE.get((c, h, w), ""), Dataset.NONE),
-        layers=walker.layers,
-    )
-    try:
-        validate(model)
-    except BnnflowError as exc:
-        raise UnsupportedGraph(f"the layers do not form a valid model file: {exc}") from None
-    return model
-
 
 def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``<compile_dir>/model.bnn`` (or ``out``) from a compile folder; returns its path."""
@@ -470,7 +472,6 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
     for path in (hw_path, parent_path):
         if not path.is_file():
             raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
-    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper

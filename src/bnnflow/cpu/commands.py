@@ -90,6 +90,7 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    # Deferred: cli.py imports every command module on each call; the writer pulls in qonnx and onnx.
     from bnnflow.bnncpu.modelfile import read_model
     from bnnflow.bnncpu.writer import export_cpu_model
 
@@ -101,6 +102,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # Deferred: cli.py imports every command module on each call; the writer pulls in qonnx and onnx.
     from bnnflow.bnncpu.modelfile import read_model
     from bnnflow.bnncpu.writer import MODEL_FILE
 
@@ -114,6 +116,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Deferred: cli.py imports every command module on each call; the writer pulls in qonnx and onnx.
     from bnnflow.cpu.evaluate import evaluate_cpu, format_report
 
     report = evaluate_cpu(args.path, args.board, args.data_dir, args.limit, args.finn)

@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 import bnnflow._compat  # noqa: F401  (before brevitas)
+from bnnflow.data import get_dataset_info, load_arrays
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import ExportDir, RunDir
-from bnnflow.runs import atomic_directory, atomic_write_json
+from bnnflow.models import get_spec
+from bnnflow.runs import atomic_directory, atomic_write_json, load_model
 
 MODEL_FILE = ExportDir.MODEL
 LOGITS_FILE = ExportDir.LOGITS
@@ -356,7 +358,6 @@ def export_network(
 
     ``out_dir`` appears only if the export and its verification succeed.
     """
-    from bnnflow.data import get_dataset_info
 
     info = get_dataset_info(dataset)
     images = np.asarray(images)
@@ -429,9 +430,6 @@ def export_model(
     Writes ``model.onnx``, ``model_logits.onnx``, ``verification.json`` and
     ``export.json`` to ``out_dir`` (default ``<run>/export/``).
     """
-    from bnnflow.data import get_dataset_info, load_arrays
-    from bnnflow.models import get_spec
-    from bnnflow.runs import load_model
 
     if isinstance(n_verify, bool) or not isinstance(n_verify, int) or n_verify < 1:
         raise BnnflowError(f"n_verify must be a positive integer, got {n_verify!r}")

@@ -1,8 +1,8 @@
 """FINN and QONNX integration below every stage: what compile, the CPU engine's writer and deployment share.
 
 ``finn_env`` prepares FINN's settings (import FINN through it first);
-``execution`` runs graphs fast and exactly; ``hwgraph`` reads and rewrites
-hardware-layer graphs (``MakeRuntimeWritable``); ``xnor_acc`` corrects FINN's
-XNOR accumulator widths (``CorrectXnorAccumulators``); ``boards`` is the board
-table.
+``steps`` runs build steps in FINN's builder form; ``execution`` runs graphs
+fast and exactly; ``hwgraph`` reads hardware-layer graphs; the QONNX
+Transformations are ``runtime_writable`` (``MakeRuntimeWritable``) and
+``xnor_acc`` (``CorrectXnorAccumulators``); ``boards`` is the board table.
 """

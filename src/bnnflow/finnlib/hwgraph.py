@@ -1,18 +1,13 @@
-"""Reading and rewriting FINN hardware-layer graphs: op kinds and the runtime-writable rewrite.
+"""Reading FINN hardware-layer graphs: op kinds, and which layers FINN can write at run time.
 
-Why a build that writes weights at run time sets ``runtime_writeable_weights``
-right after ``step_convert_to_hw``, and what that does to FINN's bit-width
-minimisation, is in hls/runtime_weights.py.
+Free of qonnx and FINN imports, so that the CPU engine's writer and the
+command line load it without them.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
-
-from qonnx.transformation.base import Transformation
-
-from bnnflow.errors import BnnflowError
 
 # The layers whose parameters FINN can write at run time over AXI-lite.
 WRITABLE_KINDS = ("MVAU", "Thresholding")
@@ -26,28 +21,3 @@ def base_op_type(op_type: str) -> str:
 def writable_nodes(model: Any) -> list[Any]:
     """The layers whose parameters FINN can write at run time: MVAUs (weights), Thresholding."""
     return [n for n in model.graph.node if base_op_type(n.op_type) in WRITABLE_KINDS]
-
-
-class MakeRuntimeWritable(Transformation):
-    """Set ``runtime_writeable_weights=1`` (and the decoupled memory it needs) on every writable layer.
-
-    Apply to the graph right after ``step_convert_to_hw`` of a build with
-    ``standalone_thresholds``: an MVAU that still holds thresholds would keep
-    them out of reach of the AXI-lite port, so such a graph is refused.
-    """
-
-    def apply(self, model: Any) -> tuple[Any, bool]:
-        from qonnx.custom_op.registry import getCustomOp
-
-        for node in writable_nodes(model):
-            inst = getCustomOp(node)
-            if base_op_type(node.op_type) == "MVAU" and not inst.get_nodeattr("noActivation"):
-                raise BnnflowError(
-                    f"{node.name} keeps its thresholds inside the MVAU, where FINN cannot write them at "
-                    "run time; runtime weights need FINN's standalone_thresholds"
-                )
-            inst.set_nodeattr("runtime_writeable_weights", 1)
-            if "mem_mode" in inst.get_nodeattr_types():
-                inst.set_nodeattr("mem_mode", "internal_decoupled")
-        # One pass sets every node: asking transform() for another would change nothing.
-        return model, False

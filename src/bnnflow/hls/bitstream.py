@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.hls.steps import load_build_config
 from bnnflow.layout import BitstreamDir, CompileDir
 from bnnflow.runs import atomic_write_json
 
@@ -104,6 +105,46 @@ def default_out_dir(compile_dir: Path) -> Path:
     return Path("bitstreams") / f"{run}-{board}"
 
 
+def _check_replaceable(out: Path) -> None:
+    """Vivado projects bake absolute paths in, so the build cannot happen under a
+    temporary name and be renamed afterwards; instead it runs in place and a
+    failed build is moved aside to <out>.failed (kept for its logs), so <out>
+    only ever holds a finished build. Only an earlier build (or an empty folder)
+    is replaced, never a mistyped --out that points at something else.
+    """
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise BnnflowError(f"refusing to replace {out}: it is not a folder")
+        built = BitstreamDir(out)
+        earlier = built.build_config.exists() or built.deploy.manifest.exists()
+        if any(out.iterdir()) and not earlier:
+            raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
+
+
+def _copy_design(src: CompileDir, out: Path) -> BitstreamDir:
+    """The compile folder's design into ``out``, its paths and FINN's config pointing there."""
+    built = BitstreamDir(out)
+    for item in (
+        src.intermediate,
+        src.report,
+        src.codegen,
+        src.folding,
+        src.hw_graph,
+        src.summary,
+        src.cpu_model,
+    ):
+        if item.is_dir():
+            shutil.copytree(item, out / item.name)
+        elif item.is_file():
+            shutil.copy2(item, out / item.name)
+    _rebase_codegen(built.step_graph("step_hw_codegen"), src.path, out)
+    cfg = json.loads(src.build_config.read_text())
+    cfg["output_dir"] = str(out)
+    atomic_write_json(built.build_config, cfg)
+    load_build_config(built.build_config)
+    return built
+
+
 def build_bitstream(
     compile_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -144,52 +185,20 @@ def build_bitstream(
     # boots what a Vivado build needs (dependency check, the finn_xsi simulator
     # build for this Vivado version, and a re-exec with Xilinx libraries on
     # LD_LIBRARY_PATH, which cannot be changed for a running process).
-    from bnnflow.hls.steps import load_build_config
-
     finn = Path(sys.executable).with_name("finn")
     if not finn.is_file():
         raise BnnflowError(
             f"FINN's command line tool is missing next to {sys.executable}; reinstall finn-plus"
         )
 
-    # Vivado projects bake absolute paths in, so the build cannot happen under
-    # a temporary name and be renamed afterwards; instead it runs in place and a
-    # failed build is moved aside to <out>.failed (kept for its logs), so <out>
-    # only ever holds a finished build.
-    if out.exists() or out.is_symlink():
-        # Only an earlier build (or an empty folder) is replaced, never a
-        # mistyped --out that points at something else.
-        if not out.is_dir() or out.is_symlink():
-            raise BnnflowError(f"refusing to replace {out}: it is not a folder")
-        built = BitstreamDir(out)
-        earlier = built.build_config.exists() or built.deploy.manifest.exists()
-        if any(out.iterdir()) and not earlier:
-            raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
+    _check_replaceable(out)
     if check_design is not None:
         check_design(compile_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     try:
-        src, built = CompileDir(compile_dir), BitstreamDir(out)
-        for item in (
-            src.intermediate,
-            src.report,
-            src.codegen,
-            src.folding,
-            src.hw_graph,
-            src.summary,
-            src.cpu_model,
-        ):
-            if item.is_dir():
-                shutil.copytree(item, out / item.name)
-            elif item.is_file():
-                shutil.copy2(item, out / item.name)
-        _rebase_codegen(built.step_graph("step_hw_codegen"), compile_dir, out)
-        cfg = json.loads(cfg_path.read_text())
-        cfg["output_dir"] = str(out)
-        atomic_write_json(built.build_config, cfg)
-        load_build_config(built.build_config)
+        built = _copy_design(CompileDir(compile_dir), out)
         cmd = [str(finn), "build", "--accept-defaults", "-o", str(out)]
         cmd += [str(built.build_config), str(built.hw_graph)]
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)

@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    # Deferred: `bnnflow --help` should not load FINN and torch.
+    # Deferred: cli.py imports every command module on each call; the compile pulls in qonnx and onnx.
     from bnnflow.hls.flow import CompileOptions, compile_model
 
     options = CompileOptions(

@@ -42,6 +42,7 @@ from bnnflow.finnlib.boards import get_board
 from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.finnlib.steps import run_steps
 from bnnflow.hls.cppsim import CppSimResult, HlsSim, find_hls_sim
+from bnnflow.hls.folding import load_folding_json
 from bnnflow.hls.report import DesignEstimate, format_table
 from bnnflow.hls.steps import COMPILE_STEPS, CompileConfig
 from bnnflow.hls.verify import VerifyResult
@@ -146,7 +147,6 @@ def parse_folding(folding: str) -> tuple[str, Any]:
     if folding.lower().endswith(".json") or Path(folding).is_file():
         if not Path(folding).is_file():
             raise BnnflowError(f"folding JSON not found: {folding}")
-        from bnnflow.hls.folding import load_folding_json
 
         load_folding_json(folding)  # unreadable JSON fails now, not after FINN's front end
         return "json", Path(folding)

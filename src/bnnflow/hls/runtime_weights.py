@@ -48,13 +48,19 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow.data import load_test_images
 from bnnflow.errors import BnnflowError
+from bnnflow.export import export_model
+from bnnflow.export.qonnx_export import run_qonnx
 from bnnflow.finnlib.boards import Board, get_board
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
 from bnnflow.finnlib.steps import StepFailed, after, run_steps
+from bnnflow.hls.iobound import port_bits
 from bnnflow.hls.steps import BACKEND_STEPS, FRONTEND_STEPS, CompileConfig
+from bnnflow.hls.verify import verify_chain
 from bnnflow.layout import CompileDir, CompileInfo, ExportDir
-from bnnflow.runs import atomic_directory, atomic_write_json
+from bnnflow.runs import atomic_directory, atomic_write_json, load_checkpoint
 
 SUMMARY_FILE = "runtime_weights.json"
 
@@ -323,8 +329,6 @@ def finn_weight_files(design: Any, board: Board, work: Path) -> dict[str, Path]:
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
 
-    from bnnflow.hls.iobound import port_bits
-
     work.mkdir(parents=True, exist_ok=True)
     model = ModelWrapper(copy.deepcopy(design.model)).transform(InferDataLayouts())
     for trn in (
@@ -355,8 +359,6 @@ def _check_design_labels(design: Any, qonnx_path: Path, images: np.ndarray) -> N
     """
     from finn.core.onnx_exec import execute_onnx
 
-    from bnnflow.export.qonnx_export import run_qonnx
-
     want = np.ravel(run_qonnx(qonnx_path, images)).astype(int)
     # The specialised HLS/RTL variants execute only in C++ or RTL simulation;
     # their generic layers are FINN's Python reference for the same attributes.
@@ -383,6 +385,68 @@ def _words(path: Path) -> list[str]:
     return path.read_text().split()
 
 
+def _check_model_name(info: CompileInfo, payload: dict[str, Any], compile_dir: Path) -> None:
+    """The checkpoint's network is the one the design was compiled from (export.json's model)."""
+    export_json = ExportDir(Path(info.input).parent).summary
+    if export_json.is_file():
+        compiled_from = json.loads(export_json.read_text()).get("model")
+        if compiled_from and compiled_from != payload["model"]:
+            raise BnnflowError(
+                f"weights from another architecture: the checkpoint is a {payload['model']}, "
+                f"{compile_dir} was compiled from a {compiled_from}"
+            )
+
+
+def _verify_new_weights(
+    qonnx_path: Path, graphs: tuple[Any, Any], patched: Any, n_verify: int, data_dir: Any, work: Path
+) -> int:
+    """QONNX, streamlined and hardware-layer graphs, and the patched design, agree on ``n_verify`` images."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    if not n_verify:
+        return 0
+    shape = tuple(ModelWrapper(str(qonnx_path)).get_tensor_shape("global_in")[1:])
+    images, labels, _ = load_test_images(shape, n_verify, data_dir)
+    qonnx_model = cleanup_model(ModelWrapper(str(qonnx_path)))
+    with open(work / "verify.log", "w") as sink, quiet_finn(sink):
+        chain = verify_chain(qonnx_model, *graphs, images, labels, workers=1)
+        if not chain.ok:
+            raise BnnflowError(f"verification of the new weights failed: {chain.first_mismatch}")
+        _check_design_labels(patched, qonnx_path, images)
+    return len(images)
+
+
+def _layer_updates(
+    design: Any, new: Any, old_files: dict[str, Path], new_files: dict[str, Path]
+) -> list[LayerUpdate]:
+    """Per writable layer: its new file and how many words and values changed against the design."""
+    writable = writable_nodes(design)
+    if set(new_files) != {n.name for n in writable} or set(old_files) != set(new_files):
+        raise BnnflowError(
+            f"FINN wrote runtime weight files for {sorted(new_files)}, the design's writable layers are "
+            f"{sorted(n.name for n in writable)}"
+        )
+    new_by_name = {n.name: n for n in new.graph.node}
+    updates = []
+    for node in writable:
+        old_w, new_w = _words(old_files[node.name]), _words(new_files[node.name])
+        before = design.get_initializer(node.input[1])
+        after = new.get_initializer(new_by_name[node.name].input[1])
+        updates.append(
+            LayerUpdate(
+                node=node.name,
+                kind="weights" if base_op_type(node.op_type) == "MVAU" else "thresholds",
+                file=new_files[node.name].name,
+                words=len(new_w),
+                changed_words=sum(a != b for a, b in zip(old_w, new_w, strict=True)),
+                values=int(before.size),
+                changed_values=int(np.sum(before != after)),
+            )
+        )
+    return updates
+
+
 def write_runtime_weights(
     compile_dir: str | Path,
     checkpoint_or_run: str | Path,
@@ -404,13 +468,6 @@ def write_runtime_weights(
     ``out_dir``, which is what finn-plus-driver's ``runtime_weight_dir`` reads.
     """
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
-
-    from bnnflow.data import load_test_images
-    from bnnflow.export import export_model
-    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.verify import verify_chain
-    from bnnflow.runs import load_checkpoint
 
     log = log or (lambda _msg: None)
     compile_dir = Path(compile_dir).absolute()
@@ -419,20 +476,10 @@ def write_runtime_weights(
     if n_verify < 0:
         raise BnnflowError(f"n_verify must be 0 or more, got {n_verify}")
     board = get_board(info.board)
-    clock_ns = float(info.clock_ns)
     prepare_finn()
     design = ModelWrapper(str(cdir.hw_graph))
     spec_ref = ModelWrapper(str(cdir.step_graph("step_specialize_layers")))
-
-    payload = load_checkpoint(checkpoint_or_run)
-    export_json = ExportDir(Path(info.input).parent).summary
-    if export_json.is_file():
-        compiled_from = json.loads(export_json.read_text()).get("model")
-        if compiled_from and compiled_from != payload["model"]:
-            raise BnnflowError(
-                f"weights from another architecture: the checkpoint is a {payload['model']}, "
-                f"{compile_dir} was compiled from a {compiled_from}"
-            )
+    _check_model_name(info, load_checkpoint(checkpoint_or_run), compile_dir)
 
     with tempfile.TemporaryDirectory(prefix="bnnflow-rtw-") as tmp_name:
         tmp = Path(tmp_name)
@@ -441,7 +488,7 @@ def write_runtime_weights(
         )
         (tmp / "build").mkdir()
         streamlined, converted, new = _hardware_graph(
-            exported.model_path, board, clock_ns, cdir.folding, tmp / "build", spec_ref
+            exported.model_path, board, float(info.clock_ns), cdir.folding, tmp / "build", spec_ref
         )
         diff = first_difference(design, new)
         if diff is not None:
@@ -450,52 +497,21 @@ def write_runtime_weights(
         if shared is not None:
             raise BnnflowError(shared)
         patched = _with_parameters(design, new)
-
-        verified = 0
-        if n_verify:
-            shape = tuple(ModelWrapper(str(exported.model_path)).get_tensor_shape("global_in")[1:])
-            images, labels, _ = load_test_images(shape, n_verify, data_dir)
-            qonnx_model = cleanup_model(ModelWrapper(str(exported.model_path)))
-            with open(tmp / "verify.log", "w") as sink, quiet_finn(sink):
-                chain = verify_chain(qonnx_model, streamlined, converted, images, labels, workers=1)
-                if not chain.ok:
-                    raise BnnflowError(f"verification of the new weights failed: {chain.first_mismatch}")
-                _check_design_labels(patched, exported.model_path, images)
-            verified = len(images)
-
+        verified = _verify_new_weights(
+            exported.model_path, (streamlined, converted), patched, n_verify, data_dir, tmp
+        )
         with open(tmp / "files.log", "w") as sink, quiet_finn(sink):
             new_files = finn_weight_files(patched, board, tmp / "new")
             old_files = finn_weight_files(design, board, tmp / "old")
-        if set(new_files) != {n.name for n in writable_nodes(design)} or set(old_files) != set(new_files):
-            raise BnnflowError(
-                f"FINN wrote runtime weight files for {sorted(new_files)}, the design's writable layers are "
-                f"{sorted(n.name for n in writable_nodes(design))}"
-            )
-        by_name = {n.name: n for n in design.graph.node}
-        new_by_name = {n.name: n for n in new.graph.node}
         result = RuntimeWeights(
             out_dir=Path(out_dir).absolute(),
             compile_dir=compile_dir,
             checkpoint=str(Path(checkpoint_or_run).absolute()),
+            layers=_layer_updates(design, new, old_files, new_files),
             verified_images=verified,
             fingerprint=structure_fingerprint(new),
             hardware_graph=patched,
         )
-        for node in writable_nodes(design):
-            old_w, new_w = _words(old_files[node.name]), _words(new_files[node.name])
-            before = design.get_initializer(by_name[node.name].input[1])
-            after = new.get_initializer(new_by_name[node.name].input[1])
-            result.layers.append(
-                LayerUpdate(
-                    node=node.name,
-                    kind="weights" if base_op_type(node.op_type) == "MVAU" else "thresholds",
-                    file=new_files[node.name].name,
-                    words=len(new_w),
-                    changed_words=sum(a != b for a, b in zip(old_w, new_w, strict=True)),
-                    values=int(before.size),
-                    changed_values=int(np.sum(before != after)),
-                )
-            )
         with atomic_directory(result.out_dir, marker=SUMMARY_FILE) as out_tmp:
             for path in new_files.values():
                 (out_tmp / path.name).write_bytes(path.read_bytes())

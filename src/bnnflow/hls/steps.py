@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow.bnncpu import CpuEngine
+from bnnflow.bnncpu.writer import export_in_compile
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import Board
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn, step_functions
-from bnnflow.finnlib.hwgraph import MakeRuntimeWritable
+from bnnflow.finnlib.runtime_writable import MakeRuntimeWritable
 from bnnflow.finnlib.steps import FINN_FAILURES, Step, after, amended, finn_step
 from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
-from bnnflow.hls.cppsim import CppSimResult, HlsSim
+from bnnflow.hls import folding as fold
+from bnnflow.hls.cppsim import CppSimResult, HlsSim, cppsim_check
 from bnnflow.hls.report import DesignEstimate, estimate_design, plot_estimate
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.layout import CompileDir, CompileInfo
@@ -121,8 +124,6 @@ def _all_in_partition(model: Any, cfg: CompileConfig) -> Any:
 @after("step_specialize_layers")
 def step_choose_folding(model: Any, cfg: CompileConfig) -> Any:
     """The folding, decided on the specialised graph and handed to FINN as its folding JSON."""
-    from bnnflow.hls import folding as fold
-
     mode, arg = cfg.folding_mode, cfg.folding_arg
     info: dict[str, Any] = {"mode": mode}
     t0 = time.perf_counter()
@@ -262,8 +263,6 @@ def _collect_codegen(model: Any, cfg: CompileConfig) -> Any:
 @after("step_hw_codegen")
 def step_cpu_model(model: Any, cfg: CompileConfig) -> Any:
     """The CPU engine's model file from model_hw.onnx (bnncpu)."""
-    from bnnflow.bnncpu.writer import export_in_compile
-
     cfg.cpu_model = export_in_compile(cfg.out.path, cfg.log)
     return model
 
@@ -272,8 +271,6 @@ def step_cpu_model(model: Any, cfg: CompileConfig) -> Any:
 def step_cppsim(model: Any, cfg: CompileConfig) -> Any:
     """With --cppsim N: the generated HLS C++ in FINN's cppsim against FINN's Python and the CPU engine."""
     from qonnx.core.modelwrapper import ModelWrapper
-
-    from bnnflow.hls.cppsim import cppsim_check
 
     images = cfg.cppsim_images
     if cfg.sim is None or images is None or not len(images):
@@ -296,8 +293,6 @@ def step_cppsim(model: Any, cfg: CompileConfig) -> Any:
 
 def _engine_against_cppsim(cfg: CompileConfig, cppsim: CppSimResult, images: np.ndarray) -> None:
     """The CPU engine's classes and scores against the generated C++'s, image by image (cppsim.json)."""
-    from bnnflow.bnncpu import CpuEngine
-
     with CpuEngine(cfg.out.cpu_model) as engine:
         classes, scores = engine.run(np.ascontiguousarray(images[: cppsim.images_checked]), threads=0)
     problem = cppsim.mismatch_with(classes, scores, "the CPU engine")

@@ -67,6 +67,7 @@ from bnnflow.finnlib.execution import (
     integer_tensors,
     with_batch,
 )
+from bnnflow.finnlib.finn_env import prepare_finn
 
 CHUNK = 32  # images per batched execution / per pool task
 POOL_MIN_SECONDS = 30.0  # start a pool only if the rest would take longer than this in one process
@@ -374,7 +375,6 @@ _WORKER_STACK: contextlib.ExitStack | None = None
 def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) -> None:
     """Load the three graphs once per worker process."""
     global _WORKER, _WORKER_STACK
-    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()  # registers FINN's HW Reshape, as in the parent
     from qonnx.core.modelwrapper import ModelWrapper
@@ -387,6 +387,36 @@ def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) ->
 def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], list[str]]:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER.check(start, images), _WORKER.batched_graphs()
+
+
+def _in_pool(
+    n_workers: int,
+    graphs: tuple[Any, Any, Any],
+    batch: bool,
+    images: np.ndarray,
+    starts: list[int],
+    chunk: int,
+) -> tuple[list[_ImageCheck], set[str]]:
+    """The chunks at ``starts`` checked by a pool of ``n_workers`` processes, in image order."""
+    import multiprocessing
+
+    init = (*(g.model.SerializeToString() for g in graphs), batch)
+    results: list[_ImageCheck] = []
+    batched: set[str] = set()
+    # spawn, not fork: the parent has torch's and onnxruntime's thread pools
+    # running, which a forked child inherits in an undefined state.
+    with ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=init,
+    ) as pool:
+        futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in starts]
+        for fut in futures:  # in image order
+            res, b = fut.result()
+            results.extend(res)
+            batched.update(b)
+    return results, batched
 
 
 def verify_chain(
@@ -436,27 +466,9 @@ def verify_chain(
     batched = set(checker.batched_graphs())
     n_workers = min(n_workers, len(rest)) if rest else 1
     if rest:
-        import multiprocessing
-
-        init = (
-            qonnx_model.model.SerializeToString(),
-            streamlined.model.SerializeToString(),
-            hw.model.SerializeToString(),
-            batch,
-        )
-        # spawn, not fork: the parent has torch's and onnxruntime's thread pools
-        # running, which a forked child inherits in an undefined state.
-        with ProcessPoolExecutor(
-            max_workers=n_workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=init,
-        ) as pool:
-            futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in rest]
-            for fut in futures:  # in image order
-                res, b = fut.result()
-                results.extend(res)
-                batched.update(b)
+        more, more_batched = _in_pool(n_workers, (qonnx_model, streamlined, hw), batch, images, rest, chunk)
+        results.extend(more)
+        batched.update(more_batched)
     seconds = time.perf_counter() - start_t
 
     first = next((r.problem for r in results if r.problem is not None), None)
