@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from helpers import unavailable
 
 from bnnflow.bench import PUBLISHED, bench_design, identify_network

@@ -111,7 +111,9 @@ def test_x86_kernel_set_tested(check_output: str, kernel_set: str, flags: set[st
 
 def test_sanitize(built: None, tmp_path: Path) -> None:
     if not _compiles("cc", "-fsanitize=address,undefined", tmp=tmp_path):
-        unavailable("cc cannot link -fsanitize=address,undefined (gcc, libc6-dev): sanitizer run not possible")
+        unavailable(
+            "cc cannot link -fsanitize=address,undefined (gcc, libc6-dev): sanitizer run not possible"
+        )
     assert "sanitize: all tests passed" in _make("sanitize")
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import unavailable
 
 from bnnflow import data
