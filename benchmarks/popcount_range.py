@@ -36,10 +36,10 @@ def main() -> None:
 
     from bnnflow.data import load_test_images
     from bnnflow.finnlib.execution import execute, fast_execution
-    from bnnflow.hls.verify import _Graphs
+    from bnnflow.hls.verify import ChainGraphs
 
     inter = Path(args.compiled) / "intermediate_models"
-    graphs = _Graphs(
+    graphs = ChainGraphs(
         cleanup_model(ModelWrapper(str(inter / "input_qonnx.onnx"))),
         ModelWrapper(str(inter / "step_streamline.onnx")),
         ModelWrapper(str(inter / "step_convert_to_hw.onnx")),

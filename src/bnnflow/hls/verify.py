@@ -164,7 +164,7 @@ def _scalar_sign(model: Any, node: Any) -> np.ndarray | None:
     return np.array(-1.0, dtype=np.float32) if sign < 0 else None
 
 
-class _Graphs:
+class ChainGraphs:
     """The three graphs and the tensor names that line up between them."""
 
     def __init__(self, qonnx_model: Any, streamlined: Any, hw: Any) -> None:
@@ -299,7 +299,7 @@ class _Graphs:
 class _Checker:
     """Checks chunks of images; one per process, holding the graphs and their batched copies."""
 
-    def __init__(self, graphs: _Graphs, batch: bool = True) -> None:
+    def __init__(self, graphs: ChainGraphs, batch: bool = True) -> None:
         self.g = graphs
         # Per graph: None = not yet tried, False = runs image by image.
         first: bool | None = None if batch else False
@@ -381,7 +381,7 @@ def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) ->
 
     _WORKER_STACK = contextlib.ExitStack()
     _WORKER_STACK.enter_context(fast_execution())
-    _WORKER = _Checker(_Graphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
+    _WORKER = _Checker(ChainGraphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
 
 
 def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], list[str]]:
@@ -439,7 +439,7 @@ def verify_chain(
     QONNX and streamlined graphs on whole chunks where their ops allow it.
     """
     images = np.asarray(images)
-    graphs = _Graphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
+    graphs = ChainGraphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
     n = len(images)
     explicit = workers is not None
     n_workers = default_workers() if workers is None else max(1, int(workers))
