@@ -21,8 +21,8 @@ import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.cli import main
 from bnnflow.deploy.package import build_package
 from bnnflow.deploy.update import build_weights_update
-from bnnflow.deploy.weight_memory import decode, encode, memory_layout
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.weight_memory import decode, encode, memory_layout
 
 N_IMAGES = 100
 
@@ -295,8 +295,8 @@ def test_weights_only_refusals(
 def test_simulated_accelerator_runs_written_weights(deployed: dict[str, Path]) -> None:
     """The simulated board's FINN process: memory words in, FINN's execution with those values out."""
     from bnnflow.deploy.simulated_accelerator import Accelerator
-    from bnnflow.deploy.weight_memory import MIN_APERTURE
     from bnnflow.finnlib.hwgraph import writable_nodes
+    from bnnflow.finnlib.weight_memory import MIN_APERTURE
 
     pkg, upd = deployed["deploy"], deployed["update"]
     m = json.loads((upd / "manifest.json").read_text())

@@ -273,8 +273,8 @@ def runtime_weight_layers(model_hw: Any, folder: Path) -> list[dict[str, Any]]:
     behind its AXI-lite port (weight_memory.py), which a weights-only update
     must share with the design.
     """
-    from bnnflow.deploy.weight_memory import memory_layout
     from bnnflow.finnlib.hwgraph import writable_nodes
+    from bnnflow.finnlib.weight_memory import memory_layout
 
     files = {f.stem.split("_", 2)[2]: f for f in sorted(folder.glob("*.dat"))}
     nodes = writable_nodes(model_hw)
@@ -349,8 +349,8 @@ def build_package(
 
     from bnnflow.data import load_test_images
     from bnnflow.deploy.golden import golden_outputs
-    from bnnflow.deploy.zynq import instances, zynq_dataflow_model
     from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+    from bnnflow.finnlib.zynq import instances, zynq_dataflow_model
 
     prepare_finn()
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())

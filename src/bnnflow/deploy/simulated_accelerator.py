@@ -110,8 +110,8 @@ class Accelerator:
 
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.deploy.weight_memory import encode, memory_layout
-        from bnnflow.deploy.zynq import instances, iodmas, zynq_dataflow_model
+        from bnnflow.finnlib.weight_memory import encode, memory_layout
+        from bnnflow.finnlib.zynq import instances, iodmas, zynq_dataflow_model
 
         self.design = ModelWrapper(str(model_hw))
         with tempfile.TemporaryDirectory() as tmp:
@@ -181,8 +181,8 @@ class Accelerator:
         """
         import numpy as np
 
-        from bnnflow.deploy.weight_memory import decode
         from bnnflow.errors import BnnflowError
+        from bnnflow.finnlib.weight_memory import decode
 
         if self.model is None:
             self.prepare()

@@ -56,7 +56,7 @@ from bnnflow.finnlib.boards import Board, get_board
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
 from bnnflow.finnlib.steps import StepFailed, after, run_steps
-from bnnflow.hls.iobound import port_bits
+from bnnflow.finnlib.zynq import zynq_shell_model
 from bnnflow.hls.steps import BACKEND_STEPS, FRONTEND_STEPS, CompileConfig
 from bnnflow.hls.verify import verify_chain
 from bnnflow.layout import CompileDir, CompileInfo, ExportDir
@@ -312,35 +312,19 @@ def finn_weight_files(design: Any, board: Board, work: Path) -> dict[str, Path]:
     """FINN's runtime weight files for ``design``, node name -> .dat file.
 
     The graph is prepared exactly as ``ZynqBuild`` prepares it for the Zynq
-    shell (InsertIODMA with the board's port width, InsertDWC,
-    SpecializeLayers, Floorplan, CreateDataflowPartition, each followed by
-    unique node and readable tensor names), and the files are written by
+    shell (finnlib/zynq.py's ``zynq_shell_model``, which the deployment package
+    uses too), and the files are written by
     ``MakePYNQDriver``'s own weight-file generation, so names (partition index,
     layer index, node) and contents are what FINN's builder puts into the
     deployment package's ``runtime_weights/``.
     """
-    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
-    from finn.transformation.fpgadataflow.floorplan import Floorplan
-    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
-    from finn.transformation.fpgadataflow.insert_iodma import InsertIODMA
     from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
 
     work.mkdir(parents=True, exist_ok=True)
     model = ModelWrapper(copy.deepcopy(design.model)).transform(InferDataLayouts())
-    for trn in (
-        InsertIODMA(port_bits(board)),
-        InsertDWC(),
-        SpecializeLayers(board.part),
-        Floorplan(),
-        CreateDataflowPartition(partition_model_dir=str(work / "partitions")),
-    ):
-        model = model.transform(trn)
-        model = model.transform(GiveUniqueNodeNames())
-        model = model.transform(GiveReadableTensorNames())
+    model = zynq_shell_model(model, board.name, work / "partitions")
     driver = work / "driver"
     driver.mkdir()
     model.set_metadata_prop("pynq_driver_dir", str(driver))
