@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.cliutil import HelpFormatter
+from bnnflow.deploy.package import build_package, check_model_file
 from bnnflow.layout import BitstreamDir, CompileDir
 
 
@@ -30,15 +31,12 @@ def register(sub: Any) -> None:
 
 
 def _check_design(compile_dir: Path) -> None:
-    # Deferred: cli.py imports every command module on each call; these pull in qonnx and onnx.
-    from bnnflow.deploy.package import check_model_file
-
     check_model_file(CompileDir(compile_dir).cpu_model)
 
 
 def _bitstream(args: argparse.Namespace) -> int:
-    # Deferred: cli.py imports every command module on each call; these pull in qonnx and onnx.
-    from bnnflow.deploy.package import build_package
+    # Deferred: cli.py imports every command module on each call, and bnnflow.hls pulls in qonnx
+    # and onnx.
     from bnnflow.hls.bitstream import build_bitstream
 
     out = build_bitstream(args.compiled, args.out, check_design=_check_design)

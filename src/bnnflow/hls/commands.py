@@ -65,7 +65,8 @@ def register(sub: Any) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    # Deferred: cli.py imports every command module on each call; the compile pulls in qonnx and onnx.
+    # Deferred: cli.py imports every command module on each call, and bnnflow.hls.flow pulls in
+    # qonnx and onnx.
     from bnnflow.hls.flow import CompileOptions, compile_model
 
     options = CompileOptions(
