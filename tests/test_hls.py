@@ -722,3 +722,23 @@ def test_compile_steps_follow_finns_builder_order() -> None:
     ran = [s.name for s in COMPILE_STEPS if s.is_finn]
     assert ran == [*finn_steps[: finn_steps.index(RESUME_STEP)], "step_hw_codegen"]
     assert [s.name for s in REBUILD_STEPS if s.is_finn] == ran[:-1]
+
+
+def test_compile_folder_holds_finns_intermediate_models(tfc_compiled) -> None:
+    """One model per FINN step up to code generation, named as FINN's builder names them, and no other.
+
+    bnnflow's own steps that only check or record save nothing, so the folder
+    is what FINN's builder would have written and resumes from.
+    """
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps as finn_steps
+
+    from bnnflow.hls.steps import RESUME_STEP
+    from bnnflow.layout import CompileDir
+
+    folder = CompileDir(tfc_compiled.out_dir)
+    saved = {p.name for p in folder.intermediate.glob("*.onnx")}  # beside FINN's partition folder
+    steps = [*finn_steps[: finn_steps.index(RESUME_STEP)], "step_hw_codegen"]
+    assert saved == {f"{s}.onnx" for s in steps} | {CompileDir.INPUT_GRAPH, CompileDir.PARENT_GRAPH}
+    top = {p.name for p in folder.path.iterdir()}
+    assert {CompileDir.SUMMARY, CompileDir.HW_GRAPH, CompileDir.CPU_MODEL, CompileDir.FOLDING} <= top
+    assert {CompileDir.BUILD_CONFIG, CompileDir.ESTIMATES, CompileDir.VERIFICATION, CompileDir.CODEGEN} <= top
