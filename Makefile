@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml setup.py requirements/lock.txt
 	$(PY) -c "import bnnflow, brevitas, finn, qonnx; print('bnnflow', bnnflow.__version__, 'installed')"
 	touch $@ $(VENV)/.bnncpu
 
-# The C engine inside the package (bnnflow.cpu, built by setup.py): rebuilt when its sources change.
+# The C engine inside the package (bnnflow.bnncpu, built by setup.py): rebuilt when its sources change.
 CPU_SOURCES := $(wildcard cpu/include/*.h cpu/src/*.[ch] cpu/src/*/*.[ch])
 $(VENV)/.bnncpu: $(CPU_SOURCES) | $(VENV)/.installed
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .

@@ -1,7 +1,7 @@
 """Build of the C CPU engine for the Python binding (everything else is in pyproject.toml).
 
-``bnnflow.cpu`` loads the engine with ctypes, so it is built here as a plain
-shared library that lives in the package (``bnnflow/cpu/_bnncpu*.so``): no
+``bnnflow.bnncpu`` loads the engine with ctypes, so it is built here as a plain
+shared library that lives in the package (``bnnflow/bnncpu/_bnncpu*.so``): no
 compile step at import, and ``pip install`` (editable or not) builds it with
 the same sources as ``make -C cpu``. It is not a Python extension module and
 is never imported; setuptools' Extension is only the portable way to have the
@@ -19,7 +19,7 @@ sources = sorted(str(p) for p in (CPU / "src").rglob("*.c"))
 setup(
     ext_modules=[
         Extension(
-            "bnnflow.cpu._bnncpu",
+            "bnnflow.bnncpu._bnncpu",
             sources=sources,
             include_dirs=[str(CPU / "include"), str(CPU / "src")],
             define_macros=[("_POSIX_C_SOURCE", "200809L")],

@@ -57,10 +57,9 @@ def load_test_split(
     compile_dir: Path, data_dir: str | None, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The test images (uint8 N,C,H,W) and labels for the compiled model's input shape."""
-    from bnnflow.cpu.export import PARENT_GRAPH
-    from bnnflow.data import load_arrays
-    from bnnflow.hls.finn_env import prepare_finn
-    from bnnflow.hls.flow import DATASET_BY_SHAPE
+    from bnnflow.bnncpu.writer import PARENT_GRAPH
+    from bnnflow.data import DATASET_BY_SHAPE, load_arrays
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
@@ -114,7 +113,7 @@ def finn_reference_npz(
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Run FINN on the test split and write the npz; returns its path and contents."""
-    from bnnflow.cpu.export import MODEL_FILE
+    from bnnflow.bnncpu.writer import MODEL_FILE
     from bnnflow.cpu.finn_reference import finn_outputs
     from bnnflow.runs import atomic_write_bytes
 
@@ -161,7 +160,7 @@ def main() -> None:
     p.add_argument("--engine", action="store_true", help="compare the C engine, every kernel set, with FINN")
     args = p.parse_args()
 
-    from bnnflow.cpu.export import MODEL_FILE, export_cpu_model
+    from bnnflow.bnncpu.writer import MODEL_FILE, export_cpu_model
 
     compile_dir = Path(args.compiled)
     out = Path(args.out) if args.out else compile_dir / "finn_reference.npz"

@@ -81,7 +81,7 @@ def engine_rows(model: Path, runs: int) -> list[dict]:
 
 
 def engine_memory(model: Path) -> tuple[int, int]:
-    from bnnflow.cpu.engine import CpuEngine
+    from bnnflow.bnncpu.engine import CpuEngine
 
     with CpuEngine(model) as engine:
         return engine.model_bytes, engine.context_bytes

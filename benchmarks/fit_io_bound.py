@@ -23,8 +23,8 @@ from pathlib import Path
 
 import bnnflow  # noqa: F401
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 from bnnflow.hls import get_board
-from bnnflow.hls.finn_env import prepare_finn, quiet_finn
 from bnnflow.hls.folding import fit_to_board, published_folding
 from bnnflow.hls.report import DesignEstimate, estimate_design
 

@@ -22,8 +22,8 @@ import torch
 
 import bnnflow  # noqa: F401
 from bnnflow.export import export_network
+from bnnflow.finnlib.finn_env import quiet_finn
 from bnnflow.hls import compile_model, get_board
-from bnnflow.hls.finn_env import quiet_finn
 from bnnflow.hls.folding import fit_to_board, target_fps_folding
 from bnnflow.hls.report import DesignEstimate, estimate_design
 from bnnflow.models import binarize_weights_, build_model

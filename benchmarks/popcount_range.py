@@ -5,7 +5,7 @@
 For every XNOR MVAU of a compile folder: K (its popcount's maximum), the
 accumulator type finn-plus' ``minimize_accumulator_width`` gives it (recomputed
 on a copy of the compiled graph), the type in the compiled design (bnnflow's
-corrected one, see src/bnnflow/hls/xnor_acc.py), the largest popcount FINN's
+corrected one, see src/bnnflow/finnlib/xnor_acc.py), the largest popcount FINN's
 Python execution of ``step_convert_to_hw`` reaches on the first N test images,
 and on how many of them some popcount lies outside FINN's type, i.e. where the
 generated C++ with FINN's type would wrap.
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
 
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     import numpy as np
@@ -34,11 +34,12 @@ def main() -> None:
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.util.cleanup import cleanup_model
 
-    from bnnflow.hls.flow import load_test_images
-    from bnnflow.hls.verify import _execute, _Graphs, fast_execution
+    from bnnflow.data import load_test_images
+    from bnnflow.finnlib.execution import execute, fast_execution
+    from bnnflow.hls.verify import ChainGraphs
 
     inter = Path(args.compiled) / "intermediate_models"
-    graphs = _Graphs(
+    graphs = ChainGraphs(
         cleanup_model(ModelWrapper(str(inter / "input_qonnx.onnx"))),
         ModelWrapper(str(inter / "step_streamline.onnx")),
         ModelWrapper(str(inter / "step_convert_to_hw.onnx")),
@@ -65,7 +66,7 @@ def main() -> None:
     any_wrap = 0
     with fast_execution():
         for image in images:
-            ctx, _ = _execute(graphs.h, image[None].astype(np.float32), graphs.h_int)
+            ctx, _ = execute(graphs.h, image[None].astype(np.float32), graphs.h_int)
             wrapped = False
             for node in graphs.h_layers:
                 row = rows.get(node.name)

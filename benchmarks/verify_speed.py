@@ -46,13 +46,13 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
 
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.data import load_test_images
     from bnnflow.hls.verify import verify_chain
 
     inter = Path(args.compiled) / "intermediate_models"

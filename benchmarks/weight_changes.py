@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import bnnflow  # noqa: F401
-from bnnflow.hls.finn_env import prepare_finn
+from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.hls.runtime_weights import first_difference
 
 

@@ -22,6 +22,7 @@ from helpers import SHARED_DATA, quick_checkpoint, unavailable
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
 from bnnflow.export import export_model
+from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.hls import compile_model
 from bnnflow.hls.cppsim import (
     CPP,
@@ -33,7 +34,6 @@ from bnnflow.hls.cppsim import (
     find_hls_sim,
     run_cppsim,
 )
-from bnnflow.hls.finn_env import prepare_finn
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -154,11 +154,11 @@ def _flip_threshold_to_accumulator(folder: Path, compile_dir: Path, node: str, i
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.verify import _execute, _integer_tensors
+    from bnnflow.finnlib.execution import execute, integer_tensors
 
     hw = ModelWrapper(str(compile_dir / "intermediate_models" / "step_hw_codegen.onnx"))
     ref = ModelWrapper(str(compile_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
-    ctx, _ = _execute(ref, image[None].astype(np.float32), _integer_tensors(ref))
+    ctx, _ = execute(ref, image[None].astype(np.float32), integer_tensors(ref))
     (mvau,) = [n for n in hw.graph.node if n.name == node]
     bare = helper.make_node("MVAU", mvau.input[:2], ["acc"], domain="finn.custom_op.fpgadataflow", name="acc")
     bare.attribute.extend(a for a in mvau.attribute if a.name not in ("code_gen_dir_ipgen",))
@@ -358,14 +358,14 @@ def test_cppsim_stream_order_is_compared_in_finn_layout(cnv_compiled: Path, cifa
     from qonnx.custom_op.registry import getCustomOp
 
     from bnnflow.data import load_arrays
+    from bnnflow.finnlib.execution import execute, integer_tensors
     from bnnflow.hls.cppsim import NodeRun, _compare_end_to_end, _run_single
-    from bnnflow.hls.verify import _execute, _integer_tensors
 
     inter = cnv_compiled / "intermediate_models"
     model = ModelWrapper(str(inter / "step_hw_codegen.onnx"))
     reference = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
     images, _ = load_arrays("cifar10", "test", data_dir=cifar10_dir, limit=1)
-    ref, _ = _execute(reference, images[:1].astype(np.float32), _integer_tensors(reference))
+    ref, _ = execute(reference, images[:1].astype(np.float32), integer_tensors(reference))
     window = next(
         n for n in model.graph.node if n.op_type.startswith("ConvolutionInputGenerator")
         and getCustomOp(n).get_nodeattr("depthwise")
@@ -417,7 +417,7 @@ def test_xnor_accumulator_holds_full_popcount(digits_cli) -> None:
 
     MVAU_hls_1 is put back to the type FINN's minimisation chooses (INT9 for
     K = 256): its C++ wraps 256 to -256 and the neuron stays off. MVAU_hls_2
-    keeps the corrected type (bnnflow/hls/xnor_acc.py) and outputs 256, as FINN's Python does.
+    keeps the corrected type (bnnflow/finnlib/xnor_acc.py) and outputs 256, as FINN's Python does.
     """
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper

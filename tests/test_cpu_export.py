@@ -26,8 +26,8 @@ import pytest
 from helpers import SHARED_DATA, finn_reference
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
-from bnnflow.cpu import modelfile as mf
-from bnnflow.cpu.export import MODEL_FILE, UnsupportedGraph, build_cpu_model, export_in_compile
+from bnnflow.bnncpu import modelfile as mf
+from bnnflow.bnncpu.writer import MODEL_FILE, UnsupportedGraph, build_cpu_model, export_in_compile
 from bnnflow.cpu.finn_reference import finn_outputs
 from bnnflow.data import load_arrays
 from bnnflow.errors import BnnflowError

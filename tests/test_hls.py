@@ -15,11 +15,11 @@ from helpers import SHARED_DATA, need_mnist, quick_checkpoint
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.errors import BnnflowError
 from bnnflow.export import export_model
+from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.hls import BOARDS, compile_model, get_board
 from bnnflow.hls.bitstream import build_bitstream, check_vivado
-from bnnflow.hls.finn_env import prepare_finn
-from bnnflow.hls.flow import load_build_config
 from bnnflow.hls.report import format_table
+from bnnflow.hls.steps import load_build_config
 
 DATA_DIR = SHARED_DATA
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -303,7 +303,7 @@ def test_unsanitized_execution_equals_library_default(tfc_compiled) -> None:
     from finn.core.onnx_exec import execute_onnx
 
     from bnnflow.data import load_arrays
-    from bnnflow.hls.verify import _execute, _integer_tensors, fast_execution
+    from bnnflow.finnlib.execution import execute, fast_execution, integer_tensors
 
     images, _ = load_arrays("mnist", "test", data_dir=DATA_DIR, limit=3)
     for model in _tfc_graphs(tfc_compiled):
@@ -312,7 +312,7 @@ def test_unsanitized_execution_equals_library_default(tfc_compiled) -> None:
             x = x.astype(np.float32)
             ref = execute_onnx(model, {name: x}, return_full_exec_context=True)  # sanitising on
             with fast_execution():
-                ctx, reruns = _execute(model, x, _integer_tensors(model))
+                ctx, reruns = execute(model, x, integer_tensors(model))
             # Integer inputs: nothing to sanitise. Off-grid inputs (UINT8 + 0.005, within
             # qonnx's rounding tolerance): the check notices, the image runs the default way.
             assert reruns == int(not float(x[0, 0, 0, 0]).is_integer())
@@ -347,7 +347,7 @@ def test_im2col_graphs_run_image_by_image() -> None:
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.util.basic import qonnx_make_model
 
-    from bnnflow.hls.verify import with_batch
+    from bnnflow.finnlib.execution import with_batch
 
     node = helper.make_node(
         "Im2Col", ["x"], ["y"], domain="qonnx.custom_op.general", stride=[1, 1], kernel_size=[2, 2],
@@ -632,13 +632,13 @@ def test_xnor_accumulators_hold_the_popcount(tfc_compiled) -> None:
     """Every XNOR MVAU can hold 0..MW matches; its thresholds act as before bit-width minimisation.
 
     finn-plus sizes these accumulators for a {0,1} x {-1,+1} product (INT7 for
-    64 inputs, which cannot hold 64): see bnnflow/hls/xnor_acc.py.
+    64 inputs, which cannot hold 64): see bnnflow/finnlib/xnor_acc.py.
     """
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.xnor_acc import xnor_mvaus
+    from bnnflow.finnlib.xnor_acc import xnor_mvaus
 
     hw = ModelWrapper(str(tfc_compiled.model_path))
     ref = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
@@ -666,7 +666,7 @@ def test_thresholds_above_the_narrow_range_are_not_lowered(tfc_compiled) -> None
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
+    from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
 
     model = ModelWrapper(str(tfc_compiled.out_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
     node = xnor_mvaus(model)[1]  # 64 inputs
@@ -696,3 +696,49 @@ def test_fit_search_skips_folds_finn_rejects(tfc_compiled) -> None:
     assert 784 % pe == 0 and 28 % pe != 0  # divides the output row, not the input row
     assert not _foldable(folded)
     assert _foldable(_set_folding(spec, 1000)) and _foldable(ModelWrapper(str(tfc_compiled.model_path)))
+
+
+def test_compile_steps_follow_finns_builder_order() -> None:
+    """The compile's and the rebuild's steps map to FINN's step names, in FINN's default order.
+
+    bnnflow's own steps may sit between FINN's, and a list may skip FINN's
+    later steps, but every FINN step before the hand-over to FINN's builder
+    runs, so that the builder resumes from a folder it could have written.
+    """
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps as finn_steps
+
+    from bnnflow.finnlib.finn_env import step_functions
+    from bnnflow.finnlib.steps import finn_order
+    from bnnflow.hls.runtime_weights import REBUILD_STEPS
+    from bnnflow.hls.steps import COMPILE_STEPS, RESUME_STEP
+
+    prepare_finn()
+    for steps in (COMPILE_STEPS, REBUILD_STEPS):
+        names = finn_order(steps)
+        assert set(names) <= set(finn_steps), set(names) - set(finn_steps)
+        positions = [finn_steps.index(n) for n in names]
+        assert positions == sorted(positions), list(zip(names, [s.name for s in steps], strict=True))
+        assert all(s.name in step_functions() for s in steps if s.is_finn)
+    ran = [s.name for s in COMPILE_STEPS if s.is_finn]
+    assert ran == [*finn_steps[: finn_steps.index(RESUME_STEP)], "step_hw_codegen"]
+    assert [s.name for s in REBUILD_STEPS if s.is_finn] == ran[:-1]
+
+
+def test_compile_folder_holds_finns_intermediate_models(tfc_compiled) -> None:
+    """One model per FINN step up to code generation, named as FINN's builder names them, and no other.
+
+    bnnflow's own steps that only check or record save nothing, so the folder
+    is what FINN's builder would have written and resumes from.
+    """
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps as finn_steps
+
+    from bnnflow.hls.steps import RESUME_STEP
+    from bnnflow.layout import CompileDir
+
+    folder = CompileDir(tfc_compiled.out_dir)
+    saved = {p.name for p in folder.intermediate.glob("*.onnx")}  # beside FINN's partition folder
+    steps = [*finn_steps[: finn_steps.index(RESUME_STEP)], "step_hw_codegen"]
+    assert saved == {f"{s}.onnx" for s in steps} | {CompileDir.INPUT_GRAPH, CompileDir.PARENT_GRAPH}
+    top = {p.name for p in folder.path.iterdir()}
+    assert {CompileDir.SUMMARY, CompileDir.HW_GRAPH, CompileDir.CPU_MODEL, CompileDir.FOLDING} <= top
+    assert {CompileDir.BUILD_CONFIG, CompileDir.ESTIMATES, CompileDir.VERIFICATION, CompileDir.CODEGEN} <= top

@@ -31,9 +31,8 @@ def test_list_names_the_recommends_the_tests_need() -> None:
 
 
 def test_readme_quotes_the_list() -> None:
-    commands = re.findall(
-        r"^apt-get install --no-install-recommends (.+)$", (ROOT / "README.md").read_text(), re.M
-    )
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^apt-get install --no-install-recommends (.+)$", readme, re.M)
     assert len(commands) == 1, commands
     assert commands[0].split() == _listed()
 
@@ -67,7 +66,6 @@ def test_missing_tool_skips_for_users_and_fails_under_ci(monkeypatch) -> None:
     with pytest.raises(pytest.skip.Exception, match="qemu-user not installed"):
         unavailable("qemu-user not installed")
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(
-        pytest.fail.Exception, match="under CI nothing may be skipped: qemu-user not installed"
-    ):
+    message = "under CI nothing may be skipped: qemu-user not installed"
+    with pytest.raises(pytest.fail.Exception, match=message):
         unavailable("qemu-user not installed")

@@ -35,7 +35,7 @@ def _design(compile_dir: Path):  # type: ignore[no-untyped-def]
 def test_compile_makes_weights_and_thresholds_writable(runs: dict[str, Path]) -> None:
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.flow import load_build_config
+    from bnnflow.hls.steps import load_build_config
 
     out = runs["compiled"]
     summary = json.loads((out / "compile.json").read_text())
@@ -130,7 +130,7 @@ def test_retrained_weights_and_thresholds_land_in_finn_files(runs: dict[str, Pat
 
 
 def test_same_checkpoint_changes_nothing(runs: dict[str, Path], tmp_path: Path) -> None:
-    from bnnflow.hls.boards import get_board
+    from bnnflow.finnlib.boards import get_board
 
     result = write_runtime_weights(runs["compiled"], runs["first"], tmp_path / "same", n_verify=5)
     assert all(la.changed_words == la.changed_values == 0 for la in result.layers)

@@ -21,8 +21,8 @@ import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.cli import main
 from bnnflow.deploy.package import build_package
 from bnnflow.deploy.update import build_weights_update
-from bnnflow.deploy.weight_memory import decode, encode, memory_layout
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.weight_memory import decode, encode, memory_layout
 
 N_IMAGES = 100
 
@@ -75,7 +75,7 @@ def test_weight_memory_layout_is_finns(
     """The layout written from FINN's RTL gives the words FINN's own runtime weight file holds."""
     from qonnx.core.datatype import DataType
 
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     xnor = int(wdt == "BINARY")
@@ -103,7 +103,7 @@ def test_threshold_memory_layout_is_finns(
 ) -> None:
     from qonnx.core.datatype import DataType
 
-    from bnnflow.hls.finn_env import prepare_finn
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     model = _node("Thresholding_rtl", NumChannels=channels, PE=pe, numSteps=steps, inputDataType="INT16",
@@ -133,7 +133,7 @@ def deployed(rtw_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def test_runtime_weights_package_carries_finns_files(deployed: dict[str, Path], tmp_path: Path) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.hls.boards import get_board
+    from bnnflow.finnlib.boards import get_board
     from bnnflow.hls.runtime_weights import finn_weight_files, structure_fingerprint
 
     pkg, compiled = deployed["deploy"], deployed["compiled"]
@@ -167,8 +167,9 @@ def test_weights_only_update_package(deployed: dict[str, Path]) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from bnnflow.cpu import read_model
-    from bnnflow.hls.runtime_weights import SUMMARY_FILE, structure_fingerprint, writable_nodes
-    from bnnflow.hls.verify import _execute, _integer_tensors
+    from bnnflow.finnlib.execution import execute, integer_tensors
+    from bnnflow.finnlib.hwgraph import writable_nodes
+    from bnnflow.hls.runtime_weights import SUMMARY_FILE, structure_fingerprint
 
     pkg, upd = deployed["deploy"], deployed["update"]
     assert upd == pkg.parent / "weights-later"
@@ -212,10 +213,10 @@ def test_weights_only_update_package(deployed: dict[str, Path]) -> None:
     images = np.fromfile(pkg / "testset" / "images.u8", dtype=np.uint8).reshape(N_IMAGES, 1, 8, 8)
     classes = np.fromfile(upd / "testset" / "golden_classes.i32", dtype="<i4")
     scores = np.fromfile(upd / "testset" / "golden_scores.i32", dtype="<i4").reshape(N_IMAGES, 10)
-    ints = _integer_tensors(design)
+    ints = integer_tensors(design)
     select = next(n for n in design.graph.node if n.op_type == "LabelSelect")
     for i in range(N_IMAGES):
-        ctx, _ = _execute(design, images[i : i + 1].astype(np.float32), ints)
+        ctx, _ = execute(design, images[i : i + 1].astype(np.float32), ints)
         assert np.array_equal(np.ravel(ctx[select.input[0]]), scores[i]), i
         assert int(np.ravel(ctx[select.output[0]])[0]) == classes[i], i
     old = np.fromfile(pkg / "testset" / "golden_classes.i32", dtype="<i4")
@@ -294,8 +295,8 @@ def test_weights_only_refusals(
 def test_simulated_accelerator_runs_written_weights(deployed: dict[str, Path]) -> None:
     """The simulated board's FINN process: memory words in, FINN's execution with those values out."""
     from bnnflow.deploy.simulated_accelerator import Accelerator
-    from bnnflow.deploy.weight_memory import MIN_APERTURE
-    from bnnflow.hls.runtime_weights import writable_nodes
+    from bnnflow.finnlib.hwgraph import writable_nodes
+    from bnnflow.finnlib.weight_memory import MIN_APERTURE
 
     pkg, upd = deployed["deploy"], deployed["update"]
     m = json.loads((upd / "manifest.json").read_text())

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from bnnflow import __version__
+from bnnflow.cpu.commands import SUBCOMMAND_NAMES
 from bnnflow.errors import BnnflowError
 
 # Stage modules in flow order; each defines register(subparsers).
@@ -21,6 +22,7 @@ STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
     "bnnflow.hls.commands",
+    "bnnflow.bitstream_command",
     "bnnflow.cpu.commands",
     "bnnflow.deploy.commands",
     "bnnflow.bench.commands",
@@ -48,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _shorthands(argv: list[str]) -> list[str]:
     """``bnnflow cpu DIR`` is ``bnnflow cpu run DIR``."""
-    from bnnflow.cpu.commands import SUBCOMMAND_NAMES
-
     if (
         len(argv) >= 2
         and argv[0] == "cpu"

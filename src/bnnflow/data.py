@@ -183,6 +183,21 @@ def load_arrays(
     return images[:stop].copy(), labels[:stop].copy()
 
 
+# A graph (QONNX, FINN) carries its input shape but no dataset name; each dataset's shape is its own.
+DATASET_BY_SHAPE: dict[tuple[int, ...], str] = {info.input_shape: name for name, info in DATASETS.items()}
+
+
+def load_test_images(
+    input_shape: tuple[int, ...], n: int, data_dir: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``n`` test images and labels of the dataset with ``input_shape`` (C, H, W), and its name."""
+    dataset = DATASET_BY_SHAPE.get(tuple(input_shape))
+    if dataset is None:
+        raise BnnflowError(f"no test set known for input shape {input_shape}; pass --verify 0")
+    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n)
+    return np.asarray(images), np.asarray(labels), dataset
+
+
 def _file_key(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
     """Cache key that changes when a file is replaced (e.g. by a download)."""
     key = []

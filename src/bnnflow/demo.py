@@ -9,9 +9,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bnnflow.bench import bench_design
 from bnnflow.cliutil import HelpFormatter, positive_int
+from bnnflow.cpu.evaluate import evaluate_cpu, format_report
+from bnnflow.deploy.package import build_package
 from bnnflow.errors import BnnflowError
+from bnnflow.export import export_model
+from bnnflow.finnlib.boards import get_board
 from bnnflow.runs import atomic_write_json
+from bnnflow.training.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[2]  # the source tree bnnflow runs from (src layout)
 BOARD_CLI = REPO / ".venv-board" / "bin" / "bnnflow-board"  # `make board-env` builds it
@@ -70,9 +76,6 @@ def run_demo(
     ``board_cli`` (None or missing: said so, and the rest runs without it), and
     the demo ends with the ``bnnflow bench`` table.
     """
-    from bnnflow.hls.boards import get_board
-    from bnnflow.training.trainer import TrainConfig, train
-
     if board is not None:
         get_board(board)  # an unknown board fails before any training
 
@@ -122,7 +125,7 @@ def run_demo(
 
 
 def _export_and_compile(run: Path, board: str, n_verify: int) -> dict[str, Any]:
-    from bnnflow.export import export_model
+    # Deferred: cli.py imports this module on each call, and bnnflow.hls pulls in qonnx and onnx.
     from bnnflow.hls import compile_model
 
     print(f"\n== exporting {run} to QONNX ==", flush=True)
@@ -142,8 +145,6 @@ def _export_and_compile(run: Path, board: str, n_verify: int) -> dict[str, Any]:
         f"HLS and build config in {result.out_dir}"
     )
     print("The bitstream needs Vivado: see `make bitstream` in the README.")
-
-    from bnnflow.cpu.evaluate import evaluate_cpu, format_report
 
     print("\n== the C CPU engine on the same design ==", flush=True)
     cpu = evaluate_cpu(result.out_dir, finn_images=n_verify, log=None)
@@ -165,8 +166,6 @@ def _simulated_board(
     run: Path, compile_dir: Path, board_cli: str | Path | None, sim_exec: str
 ) -> dict[str, Any]:
     """Package the design and bench it on the simulated board; what happened, and its report's path."""
-    from bnnflow.deploy.package import build_package
-
     print("\n== the deployment package, on the simulated board ==", flush=True)
     package = build_package(compile_dir, run / "deploy", n_images=BOARD_IMAGES, log=None)
     print(f"package for the board (no bitfile: Vivado is not run here) in {package}")
@@ -207,8 +206,6 @@ def _simulated_board(
 
 
 def _bench(compile_dir: Path, board_report: str | None, n_verify: int) -> dict[str, Any]:
-    from bnnflow.bench import bench_design
-
     print("\n== FPGA against CPU (bnnflow bench) ==", flush=True)
     result = bench_design(compile_dir, board_report=board_report, finn_images=n_verify, log=None)
     print(result.text)

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import RunDir
+from bnnflow.models import build_model
 
 CHECKPOINT_FORMAT = "bnnflow-checkpoint"
 
@@ -122,9 +124,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a bnnflow checkpoint, or raise a one-line BnnflowError."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "best.pt").exists() and not (path / "checkpoint.pt").exists():
+        run = RunDir(path)
+        if not run.best.exists() and not run.checkpoint.exists():
             raise BnnflowError(f"{path} is not a run folder: it holds no best.pt or checkpoint.pt")
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
+        path = run.best if run.best.exists() else run.checkpoint
     if not path.is_file():
         raise BnnflowError(f"checkpoint not found: {path}")
     if path.suffix.lower() == ".onnx":
@@ -145,8 +148,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained network of a checkpoint (or run folder), in eval mode, and the checkpoint."""
-    from bnnflow.models import build_model
-
     payload = load_checkpoint(path)
     model = build_model(payload["model"])  # raises on an unknown architecture
     try:

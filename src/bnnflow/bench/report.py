@@ -33,6 +33,7 @@ from typing import Any
 from bnnflow_board.deployformat import sha256
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir
 
 OUT_DIR = "bench"
 REPORT_FILE = "bench.json"
@@ -125,14 +126,15 @@ def _design(compile_dir: Path, engine: Any) -> dict[str, Any]:
     from bnnflow.bench.published import identify_network
 
     try:
-        info = json.loads((compile_dir / "compile.json").read_text())
+        info = json.loads((compile_dir / CompileDir.SUMMARY).read_text())
     except OSError:
         raise BnnflowError(f"{compile_dir} has no compile.json: compile it with `bnnflow compile`") from None
     except ValueError:
-        raise BnnflowError(f"{compile_dir / 'compile.json'} is not readable JSON") from None
+        raise BnnflowError(f"{compile_dir / CompileDir.SUMMARY} is not readable JSON") from None
     for key in ("board", "clock_ns", "estimated_fps", "bottleneck"):
         if key not in info:
-            raise BnnflowError(f"{compile_dir / 'compile.json'} is not a bnnflow compile summary (no {key})")
+            summary = compile_dir / CompileDir.SUMMARY
+            raise BnnflowError(f"{summary} is not a bnnflow compile summary (no {key})")
     run = compile_dir.parent.parent  # runs/<name>/compile/<board>
     model = None
     try:
@@ -177,7 +179,7 @@ def _cpu(compile_dir: Path, data_dir: Any, limit: int | None, finn_images: int, 
     log(f"the C engine on {compile_dir}'s test set ...")
     ev = evaluate_cpu(compile_dir, data_dir=data_dir, limit=limit, finn_images=finn_images, log=log)
     log("bnnflow-cpu bench --json ...")
-    tool, why = c_bench(compile_dir / "model.bnn")
+    tool, why = c_bench(compile_dir / CompileDir.CPU_MODEL)
     if tool is not None:
         latency = {
             "median_us": float(tool["latency_us"]["median"]),
@@ -295,7 +297,7 @@ def bench_design(
     if finn_images < 0:
         raise BnnflowError(f"--finn must be 0 or more, got {finn_images}")
     compile_dir = resolve_compile_dir(path, board)
-    if not (compile_dir / "compile.json").is_file():
+    if not (compile_dir / CompileDir.SUMMARY).is_file():
         raise BnnflowError(f"{compile_dir} has no compile.json: compile it with `bnnflow compile`")
     if not (compile_dir / MODEL_FILE).is_file():  # compiled before compile wrote it
         log(f"{compile_dir / MODEL_FILE} missing: writing it from the hardware graph")

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bnnflow.bnncpu.modelfile import read_model
+from bnnflow.bnncpu.writer import MODEL_FILE, export_cpu_model
 from bnnflow.cliutil import HelpFormatter, positive_int
+from bnnflow.cpu.evaluate import evaluate_cpu, format_report
 
 
 def _add_export(sub: Any) -> None:
@@ -90,9 +93,6 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bnnflow.cpu.export import export_cpu_model
-    from bnnflow.cpu.modelfile import read_model
-
     path = export_cpu_model(args.compile_dir, args.out)
     model = read_model(path)
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
@@ -101,9 +101,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from bnnflow.cpu.export import MODEL_FILE
-    from bnnflow.cpu.modelfile import read_model
-
     path = Path(args.model)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -114,8 +111,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bnnflow.cpu.evaluate import evaluate_cpu, format_report
-
     report = evaluate_cpu(args.path, args.board, args.data_dir, args.limit, args.finn)
     print(format_report(report))
     if not report.agrees:

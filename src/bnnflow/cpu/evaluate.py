@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow.bnncpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name
+from bnnflow.cpu.finn_reference import finn_outputs
+from bnnflow.data import load_arrays
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir, RunDir
+from bnnflow.runs import atomic_write_json
 
 REPORT_FILE = "cpu.json"
 THROUGHPUT_BATCH = 20_000
@@ -65,9 +70,9 @@ def resolve_compile_dir(path: str | Path, board: str | None = None) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise BnnflowError(f"not a folder: {path}")
-    if (path / "model_hw.onnx").is_file():
+    if CompileDir(path).hw_graph.is_file():
         return path
-    compiled = sorted(p for p in (path / "compile").glob("*") if (p / "model_hw.onnx").is_file())
+    compiled = sorted(p for p in (path / RunDir.COMPILE).glob("*") if CompileDir(p).hw_graph.is_file())
     if not compiled:
         raise BnnflowError(
             f"{path} is neither a compile folder nor a run with one; run `bnnflow compile {path}`"
@@ -121,10 +126,6 @@ def evaluate_cpu(
     log: Any = print,
 ) -> CpuReport:
     """Run the engine on the design's test set; agreement with FINN, accuracy, speed; writes cpu.json."""
-    from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name
-    from bnnflow.data import load_arrays
-    from bnnflow.runs import atomic_write_json
-
     log = log or (lambda *_a, **_k: None)
     if finn_images < 0:
         raise BnnflowError(f"--finn must be 0 or more, got {finn_images}")
@@ -145,8 +146,6 @@ def evaluate_cpu(
         agree_c = agree_s = 0
         first = None
         if n_finn:
-            from bnnflow.cpu.finn_reference import finn_outputs
-
             log(f"FINN's Python execution of the hardware graph on {n_finn} images ...")
             finn = finn_outputs(compile_dir, images[:n_finn])
             same_c = classes[:n_finn] == finn.classes

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.execution import execute, fast_execution, integer_tensors
+from bnnflow.finnlib.finn_env import prepare_finn
 
 HW_EXEC_GRAPH = Path("intermediate_models") / "step_convert_to_hw.onnx"
 
@@ -46,10 +48,8 @@ class _Runner:
     """One process's copy of the graph and the names of its score and class tensors."""
 
     def __init__(self, model: Any) -> None:
-        from bnnflow.hls.verify import _integer_tensors
-
         self.model = model
-        self.ints = _integer_tensors(model)
+        self.ints = integer_tensors(model)
         selects = [n for n in model.graph.node if n.op_type.startswith("LabelSelect")]
         if len(selects) != 1:
             raise BnnflowError(f"expected one LabelSelect in the hardware-layer graph, found {len(selects)}")
@@ -57,12 +57,10 @@ class _Runner:
         self.class_name = selects[0].output[0]
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from bnnflow.hls.verify import _execute
-
         classes = np.zeros(len(images), dtype=np.int64)
         scores = []
         for i in range(len(images)):
-            ctx, _ = _execute(self.model, images[i : i + 1].astype(np.float32), self.ints)
+            ctx, _ = execute(self.model, images[i : i + 1].astype(np.float32), self.ints)
             s = np.asarray(ctx[self.scores_name], dtype=np.float64).ravel()
             if not np.array_equal(s, np.round(s)):
                 raise BnnflowError(f"image {i}: FINN's scores are not integers: {s}")
@@ -80,8 +78,6 @@ _WORKER_STACK = contextlib.ExitStack()
 
 def _worker_init(graph: bytes) -> None:
     global _WORKER
-    from bnnflow.hls.finn_env import prepare_finn
-    from bnnflow.hls.verify import fast_execution
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
@@ -97,8 +93,6 @@ def _worker_run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def load_hw_graph(compile_dir: str | Path) -> Any:
     """The compile folder's step_convert_to_hw graph (a ModelWrapper)."""
-    from bnnflow.hls.finn_env import prepare_finn
-
     path = Path(compile_dir) / HW_EXEC_GRAPH
     if not path.is_file():
         raise BnnflowError(f"{compile_dir} is not a compile folder: no {HW_EXEC_GRAPH}")
@@ -128,8 +122,6 @@ def finn_outputs(
     start = time.perf_counter()
     workers = max(1, min(int(workers), math.ceil(n / chunk) if n else 1))
     if workers == 1:
-        from bnnflow.hls.verify import fast_execution
-
         runner = _Runner(model)
         parts = []
         with fast_execution():

@@ -65,6 +65,7 @@ from bnnflow_board.deployformat import (
 )
 
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 DEFAULT_IMAGES = 1000
@@ -97,8 +98,8 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
         raise BnnflowError(
             f"{path} is not a folder: give a run folder, a compile folder or a bitstream folder"
         )
-    if not (path / "compile.json").is_file() and (path / "compile").is_dir():
-        found = sorted(d.name for d in (path / "compile").iterdir() if (d / "compile.json").is_file())
+    if not (path / CompileDir.SUMMARY).is_file() and (path / "compile").is_dir():
+        found = sorted(d.name for d in (path / "compile").iterdir() if (d / CompileDir.SUMMARY).is_file())
         if board is not None:
             match = [b for b in found if b.lower() == board.lower()]
             if not match:
@@ -114,19 +115,19 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
                 if found
                 else f"{path} has no compiled design; run `bnnflow compile {path}` first"
             )
-    if not (path / "compile.json").is_file() or not (path / "model_hw.onnx").is_file():
+    if not (path / CompileDir.SUMMARY).is_file() or not (path / CompileDir.HW_GRAPH).is_file():
         raise BnnflowError(f"{path} is not a compile folder (no compile.json and model_hw.onnx)")
     try:
-        info = json.loads((path / "compile.json").read_text())
+        info = json.loads((path / CompileDir.SUMMARY).read_text())
         design_board = str(info["board"])
     except (OSError, ValueError, KeyError):
-        raise BnnflowError(f"{path / 'compile.json'} is not a bnnflow compile summary") from None
+        raise BnnflowError(f"{path / CompileDir.SUMMARY} is not a bnnflow compile summary") from None
     if board is not None and board.lower() != design_board.lower():
         raise BnnflowError(f"{path} was compiled for {design_board}, not {board}")
     for item in ("intermediate_models/step_convert_to_hw.onnx", "intermediate_models/dataflow_parent.onnx"):
         if not (path / item).is_file():
             raise BnnflowError(f"{path} is incomplete: {item} is missing")
-    check_model_file(path / MODEL)
+    check_model_file(path / CompileDir.CPU_MODEL)
     vivado = (path / BITFILE).is_file()
     if vivado and not (path / HWH).is_file():
         raise BnnflowError(f"{path / BITFILE} has no {Path(HWH).name} beside it")
@@ -193,7 +194,7 @@ def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     """XNOR-popcount layers whose accumulator type cannot hold every popcount, 0 .. MW.
 
     finn-plus sizes these accumulators for a {0,1} x {-1,+1} dot product, which
-    the generated HLS then wraps (bnnflow/hls/xnor_acc.py: a TFC score of 64
+    the generated HLS then wraps (bnnflow/finnlib/xnor_acc.py: a TFC score of 64
     became -64 in cppsim). ``bnnflow compile`` corrects them; a compile folder
     made before it did is refused, since its FPGA would disagree with the CPU.
     """
@@ -235,7 +236,7 @@ def _driver_settings(
     else:
         from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
 
-        from bnnflow.hls.finn_env import quiet_finn
+        from bnnflow.finnlib.finn_env import quiet_finn
 
         with open(tmp / "finn.log", "a") as sink, quiet_finn(sink):
             driven = parent.transform(MakePYNQDriver("zynq-iodma", "FINNDMAOverlay", clk_period_ns=clock_ns))
@@ -273,8 +274,8 @@ def runtime_weight_layers(model_hw: Any, folder: Path) -> list[dict[str, Any]]:
     behind its AXI-lite port (weight_memory.py), which a weights-only update
     must share with the design.
     """
-    from bnnflow.deploy.weight_memory import memory_layout
-    from bnnflow.hls.runtime_weights import writable_nodes
+    from bnnflow.finnlib.hwgraph import writable_nodes
+    from bnnflow.finnlib.weight_memory import memory_layout
 
     files = {f.stem.split("_", 2)[2]: f for f in sorted(folder.glob("*.dat"))}
     nodes = writable_nodes(model_hw)
@@ -339,10 +340,10 @@ def build_package(
 
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from bnnflow.data import load_test_images
     from bnnflow.deploy.golden import golden_outputs
-    from bnnflow.deploy.zynq import instances, zynq_dataflow_model
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+    from bnnflow.finnlib.zynq import instances, zynq_dataflow_model
 
     prepare_finn()
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())
@@ -363,7 +364,7 @@ def build_package(
     )
 
     with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
-        model_hw = ModelWrapper(str(source.compile_dir / "model_hw.onnx"))
+        model_hw = ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH))
         with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
             parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
         runtime_dir = tmp / RUNTIME_WEIGHTS
@@ -409,7 +410,7 @@ def build_package(
                 "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
             }
 
-        shutil.copy2(source.compile_dir / MODEL, tmp / MODEL)
+        shutil.copy2(source.compile_dir / CompileDir.CPU_MODEL, tmp / MODEL)
         _copy_tree(cpu_src, tmp / CPU_SOURCES)
         _board_runtime(tmp / BOARD_RUNTIME)
         shutil.copy2(REPO / "host_driver" / INSTALL_SCRIPT, tmp / INSTALL_SCRIPT)

@@ -81,10 +81,11 @@ class Accelerator:
 
     def __init__(self, compile_dir: Path, board: str, mode: str, cache: Path) -> None:
         from bnnflow.errors import BnnflowError
-        from bnnflow.hls.finn_env import prepare_finn
+        from bnnflow.finnlib.finn_env import prepare_finn
+        from bnnflow.layout import CompileDir
 
         self.compile_dir = compile_dir
-        model_hw = compile_dir / "model_hw.onnx"
+        model_hw = compile_dir / CompileDir.HW_GRAPH
         if not model_hw.is_file():
             raise BnnflowError(f"{compile_dir} is not a compile folder (no model_hw.onnx)")
         self.key = hashlib.sha256(model_hw.read_bytes()).hexdigest()[:16]
@@ -94,8 +95,8 @@ class Accelerator:
 
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.deploy.weight_memory import encode, memory_layout
-        from bnnflow.deploy.zynq import instances, iodmas, zynq_dataflow_model
+        from bnnflow.finnlib.weight_memory import encode, memory_layout
+        from bnnflow.finnlib.zynq import instances, iodmas, zynq_dataflow_model
 
         self.design = ModelWrapper(str(model_hw))
         with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +135,9 @@ class Accelerator:
         from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
         from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
-        model = ModelWrapper(str(self.compile_dir / "model_hw.onnx"))
+        from bnnflow.layout import CompileDir
+
+        model = ModelWrapper(str(self.compile_dir / CompileDir.HW_GRAPH))
         model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim()).transform(CompileCppSim())
         tmp = compiled.with_name(compiled.name + ".tmp")
         model.save(str(tmp))
@@ -145,11 +148,11 @@ class Accelerator:
     def _map_parameters(self) -> None:
         """Which tensor of the executed graph each runtime-writable layer's memory feeds."""
         from bnnflow.errors import BnnflowError
-        from bnnflow.hls.runtime_weights import _base, writable_nodes
+        from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
 
         ours = writable_nodes(self.design)
-        theirs = [n for n in self.model.graph.node if _base(n.op_type) in ("MVAU", "Thresholding")]
-        if [_base(n.op_type) for n in ours] != [_base(n.op_type) for n in theirs]:
+        theirs = [n for n in self.model.graph.node if base_op_type(n.op_type) in ("MVAU", "Thresholding")]
+        if [base_op_type(n.op_type) for n in ours] != [base_op_type(n.op_type) for n in theirs]:
             raise BnnflowError("the executed graph's MVAU and Thresholding layers are not the design's")
         for a, b in zip(ours, theirs, strict=True):
             if self.mode == "cppsim" and a.name != b.name:
@@ -163,8 +166,8 @@ class Accelerator:
         """
         import numpy as np
 
-        from bnnflow.deploy.weight_memory import decode
         from bnnflow.errors import BnnflowError
+        from bnnflow.finnlib.weight_memory import decode
 
         if self.model is None:
             self.prepare()

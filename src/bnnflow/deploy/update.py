@@ -54,6 +54,7 @@ from bnnflow.deploy.package import (
     runtime_weight_layers,
 )
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 
@@ -95,7 +96,7 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
             raise BnnflowError(f"{path / MANIFEST} is not a bnnflow deployment manifest")
         deploy = path.absolute()
         compile_dir = Path(str(manifest.get("host", {}).get("compile_dir", "")))
-        if not (compile_dir / "compile.json").is_file():
+        if not (compile_dir / CompileDir.SUMMARY).is_file():
             raise BnnflowError(
                 f"{path} was packaged from {compile_dir}, which is not here: give --design that compile "
                 "folder"
@@ -116,11 +117,11 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
             )
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.hls.finn_env import prepare_finn
+        from bnnflow.finnlib.finn_env import prepare_finn
         from bnnflow.hls.runtime_weights import structure_fingerprint
 
         prepare_finn()
-        now = structure_fingerprint(ModelWrapper(str(source.compile_dir / "model_hw.onnx")))
+        now = structure_fingerprint(ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH)))
         if manifest.get("design", {}).get("fingerprint") != now:
             raise BnnflowError(
                 f"{source.compile_dir} is no longer the design {deploy} was packaged from (compiled again "
@@ -179,11 +180,11 @@ def build_weights_update(
     """
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from bnnflow.bnncpu.writer import PARENT_GRAPH
     from bnnflow.cpu import build_cpu_model, write_model
-    from bnnflow.cpu.export import PARENT_GRAPH
+    from bnnflow.data import load_test_images
     from bnnflow.deploy.golden import model_golden_outputs
-    from bnnflow.hls.finn_env import prepare_finn
-    from bnnflow.hls.flow import load_test_images
+    from bnnflow.finnlib.finn_env import prepare_finn
     from bnnflow.hls.runtime_weights import write_runtime_weights
 
     log = log or (lambda _msg: None)

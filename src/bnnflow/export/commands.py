@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bnnflow.cliutil import HelpFormatter, positive_int
-from bnnflow.export.qonnx_export import DEFAULT_BATCH_SIZE, DEFAULT_N_VERIFY
+from bnnflow.export.qonnx_export import DEFAULT_BATCH_SIZE, DEFAULT_N_VERIFY, export_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,8 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bnnflow.export.qonnx_export import export_model
-
     result = export_model(
         args.checkpoint,
         out_dir=args.out,

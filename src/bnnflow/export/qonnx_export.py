@@ -29,13 +29,16 @@ import torch
 from torch import nn
 
 import bnnflow._compat  # noqa: F401  (before brevitas)
+from bnnflow.data import get_dataset_info, load_arrays
 from bnnflow.errors import BnnflowError
-from bnnflow.runs import atomic_directory, atomic_write_json
+from bnnflow.layout import ExportDir, RunDir
+from bnnflow.models import get_spec
+from bnnflow.runs import atomic_directory, atomic_write_json, load_model
 
-MODEL_FILE = "model.onnx"
-LOGITS_FILE = "model_logits.onnx"
-VERIFICATION_FILE = "verification.json"
-EXPORT_FILE = "export.json"
+MODEL_FILE = ExportDir.MODEL
+LOGITS_FILE = ExportDir.LOGITS
+VERIFICATION_FILE = ExportDir.VERIFICATION
+EXPORT_FILE = ExportDir.SUMMARY
 
 #: Largest allowed max-abs difference between QONNX and PyTorch logits.
 LOGIT_TOLERANCE = 1e-4
@@ -355,7 +358,6 @@ def export_network(
 
     ``out_dir`` appears only if the export and its verification succeed.
     """
-    from bnnflow.data import get_dataset_info
 
     info = get_dataset_info(dataset)
     images = np.asarray(images)
@@ -411,7 +413,7 @@ def export_network(
 def default_out_dir(checkpoint_or_run: str | Path) -> Path:
     """``runs/<name>/export/`` for a run folder or a checkpoint inside one."""
     path = Path(checkpoint_or_run)
-    return (path if path.is_dir() else path.parent) / "export"
+    return RunDir(path if path.is_dir() else path.parent).export.path
 
 
 def export_model(
@@ -428,9 +430,6 @@ def export_model(
     Writes ``model.onnx``, ``model_logits.onnx``, ``verification.json`` and
     ``export.json`` to ``out_dir`` (default ``<run>/export/``).
     """
-    from bnnflow.data import get_dataset_info, load_arrays
-    from bnnflow.models import get_spec
-    from bnnflow.runs import load_model
 
     if isinstance(n_verify, bool) or not isinstance(n_verify, int) or n_verify < 1:
         raise BnnflowError(f"n_verify must be a positive integer, got {n_verify!r}")
@@ -449,7 +448,8 @@ def export_model(
     checkpoint = Path(checkpoint_or_run)
     source = checkpoint
     if checkpoint.is_dir():  # the file load_checkpoint read
-        source = checkpoint / "best.pt" if (checkpoint / "best.pt").exists() else checkpoint / "checkpoint.pt"
+        run = RunDir(checkpoint)
+        source = run.best if run.best.exists() else run.checkpoint
     return export_network(
         model,
         default_out_dir(checkpoint) if out_dir is None else out_dir,

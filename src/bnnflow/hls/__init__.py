@@ -9,8 +9,17 @@ with Vivado. See docs/compile.md.
 
 from __future__ import annotations
 
-from bnnflow.hls.boards import BOARDS, Board, get_board
-from bnnflow.hls.flow import CompileResult, compile_model
+from bnnflow.finnlib.boards import BOARDS, Board, get_board
+from bnnflow.hls.flow import CompileOptions, CompileResult, compile_model
 from bnnflow.hls.iobound import IOBound, io_bound
 
-__all__ = ["BOARDS", "Board", "CompileResult", "IOBound", "compile_model", "get_board", "io_bound"]
+__all__ = [
+    "BOARDS",
+    "Board",
+    "CompileOptions",
+    "CompileResult",
+    "IOBound",
+    "compile_model",
+    "get_board",
+    "io_bound",
+]

@@ -3,9 +3,11 @@
 The compile folder is FINN builder output up to code generation; this copies
 it to ``bitstreams/<model>-<board>/`` and runs FINN's builder (``finn build``,
 i.e. ``build_dataflow_cfg``) from ``step_generate_hardware`` (HLS IP generation, FIFO sizing, stitched IP,
-Zynq shell, synthesis, bitfile, PYNQ driver, deployment package), then writes
-bnnflow's deployment package (bnnflow.deploy) into ``deploy/``. Without Vivado
-it stops before touching anything and says how to run the rest.
+Zynq shell, synthesis, bitfile, PYNQ driver, deployment package). bnnflow's
+own deployment package (bnnflow.deploy) is written afterwards by the
+``bitstream`` command (bnnflow/bitstream_command.py), not here: packaging is a
+later stage. Without Vivado it stops before touching anything and says how to
+run the rest.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.finn_env import prepare_finn
+from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.hls.steps import load_build_config
+from bnnflow.layout import BitstreamDir, CompileDir
 from bnnflow.runs import atomic_write_json
 
 # finn.xsi reads the Vivado version from the XILINX_VIVADO path with this
@@ -101,14 +105,62 @@ def default_out_dir(compile_dir: Path) -> Path:
     return Path("bitstreams") / f"{run}-{board}"
 
 
+def _check_replaceable(out: Path) -> None:
+    """Vivado projects bake absolute paths in, so the build cannot happen under a
+    temporary name and be renamed afterwards; instead it runs in place and a
+    failed build is moved aside to <out>.failed (kept for its logs), so <out>
+    only ever holds a finished build. Only an earlier build (or an empty folder)
+    is replaced, never a mistyped --out that points at something else.
+    """
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise BnnflowError(f"refusing to replace {out}: it is not a folder")
+        built = BitstreamDir(out)
+        earlier = built.build_config.exists() or built.deploy.manifest.exists()
+        if any(out.iterdir()) and not earlier:
+            raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
+
+
+def _copy_design(src: CompileDir, out: Path) -> BitstreamDir:
+    """The compile folder's design into ``out``, its paths and FINN's config pointing there."""
+    built = BitstreamDir(out)
+    for item in (
+        src.intermediate,
+        src.report,
+        src.codegen,
+        src.folding,
+        src.hw_graph,
+        src.summary,
+        src.cpu_model,
+    ):
+        if item.is_dir():
+            shutil.copytree(item, out / item.name)
+        elif item.is_file():
+            shutil.copy2(item, out / item.name)
+    _rebase_codegen(built.step_graph("step_hw_codegen"), src.path, out)
+    cfg = json.loads(src.build_config.read_text())
+    cfg["output_dir"] = str(out)
+    atomic_write_json(built.build_config, cfg)
+    load_build_config(built.build_config)
+    return built
+
+
 def build_bitstream(
-    compile_dir: str | Path, out_dir: str | Path | None = None, env: Mapping[str, str] | None = None
+    compile_dir: str | Path,
+    out_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check_design: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Run FINN's builder from the compiled design to a bitfile and PYNQ driver."""
+    """Run FINN's builder from the compiled design to a bitfile and PYNQ driver.
+
+    ``check_design(compile_dir)`` runs once the Vivado host is known good and
+    before the build starts: a later stage's refusal (the deployment package's)
+    costs seconds there, not hours of Vivado.
+    """
     compile_dir = Path(compile_dir).absolute()
-    cfg_path = compile_dir / "dataflow_build_config.json"
+    cfg_path = CompileDir(compile_dir).build_config
     if not cfg_path.is_file():
-        raise BnnflowError(f"{compile_dir} is not a compiled design (no dataflow_build_config.json)")
+        raise BnnflowError(f"{compile_dir} is not a compiled design (no {CompileDir.BUILD_CONFIG})")
     out = Path(out_dir) if out_dir is not None else default_out_dir(compile_dir)
     out = out.absolute()
     env = os.environ if env is None else env
@@ -133,56 +185,22 @@ def build_bitstream(
     # boots what a Vivado build needs (dependency check, the finn_xsi simulator
     # build for this Vivado version, and a re-exec with Xilinx libraries on
     # LD_LIBRARY_PATH, which cannot be changed for a running process).
-    from bnnflow.hls.flow import load_build_config
-
     finn = Path(sys.executable).with_name("finn")
     if not finn.is_file():
         raise BnnflowError(
             f"FINN's command line tool is missing next to {sys.executable}; reinstall finn-plus"
         )
 
-    # Vivado projects bake absolute paths in, so the build cannot happen under
-    # a temporary name and be renamed afterwards; instead it runs in place and a
-    # failed build is moved aside to <out>.failed (kept for its logs), so <out>
-    # only ever holds a finished build.
-    if out.exists() or out.is_symlink():
-        # Only an earlier build (or an empty folder) is replaced, never a
-        # mistyped --out that points at something else.
-        if not out.is_dir() or out.is_symlink():
-            raise BnnflowError(f"refusing to replace {out}: it is not a folder")
-        earlier = (out / "dataflow_build_config.json").exists() or (out / "deploy" / "manifest.json").exists()
-        if any(out.iterdir()) and not earlier:
-            raise BnnflowError(f"refusing to replace {out}: it is not empty and holds no earlier build")
-    # The deployment package is written after the build: refuse a design it could not be
-    # written for before hours of Vivado, not after.
-    from bnnflow.deploy.package import check_model_file
-
-    check_model_file(compile_dir / "model.bnn")
+    _check_replaceable(out)
+    if check_design is not None:
+        check_design(compile_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     try:
-        for item in (
-            "intermediate_models",
-            "report",
-            "hw_codegen",
-            "folding.json",
-            "model_hw.onnx",
-            "compile.json",
-            "model.bnn",
-        ):
-            src = compile_dir / item
-            if src.is_dir():
-                shutil.copytree(src, out / item)
-            elif src.is_file():
-                shutil.copy2(src, out / item)
-        _rebase_codegen(out / "intermediate_models" / "step_hw_codegen.onnx", compile_dir, out)
-        cfg = json.loads(cfg_path.read_text())
-        cfg["output_dir"] = str(out)
-        atomic_write_json(out / "dataflow_build_config.json", cfg)
-        load_build_config(out / "dataflow_build_config.json")
+        built = _copy_design(CompileDir(compile_dir), out)
         cmd = [str(finn), "build", "--accept-defaults", "-o", str(out)]
-        cmd += [str(out / "dataflow_build_config.json"), str(out / "model_hw.onnx")]
+        cmd += [str(built.build_config), str(built.hw_graph)]
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)
         code = subprocess.call(cmd, cwd=out)
         if code != 0 or not list((out / "bitfile").glob("*.bit")):
@@ -193,13 +211,6 @@ def build_bitstream(
         if out.exists():
             os.replace(out, failed)
         raise
-    # bnnflow's deployment package replaces FINN's deploy/ (kept as deploy.finn/): the
-    # same bitfile, .hwh and settings.json, plus the CPU engine, test set and installer.
-    from bnnflow.deploy.package import build_package
-
-    if (out / "deploy").is_dir() and not (out / "deploy" / "manifest.json").exists():
-        os.replace(out / "deploy", out / "deploy.finn")
-    build_package(out, out / "deploy")
     return out
 
 

@@ -1,4 +1,4 @@
-"""``bnnflow compile`` and ``bnnflow bitstream``."""
+"""``bnnflow compile`` (``bnnflow bitstream``, which also packages, is in bnnflow/bitstream_command.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from bnnflow.cliutil import HelpFormatter, nonnegative_int, positive_int
-from bnnflow.hls.boards import board_names
+from bnnflow.finnlib.boards import board_names
 
 
 def register(sub: Any) -> None:
@@ -63,23 +63,13 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_compile)
 
-    b = sub.add_parser(
-        "bitstream",
-        help="finish a compiled design with FINN's builder and Vivado (bitfile + PYNQ driver)",
-        description="Run FINN's builder from a compile folder: IP generation, FIFO sizing, stitched IP, "
-        "synthesis, bitfile and PYNQ driver. Exits 2 with instructions when Vivado is not installed.",
-        formatter_class=HelpFormatter,
-    )
-    b.add_argument("compiled", help="compile folder (runs/<name>/compile/<board>)")
-    b.add_argument("--out", default=None, help="output folder (default bitstreams/<model>-<board>)")
-    b.set_defaults(func=_bitstream)
-
 
 def _compile(args: argparse.Namespace) -> int:
-    from bnnflow.hls.flow import compile_model
+    # Deferred: cli.py imports every command module on each call, and bnnflow.hls.flow pulls in
+    # qonnx and onnx.
+    from bnnflow.hls.flow import CompileOptions, compile_model
 
-    compile_model(
-        args.model,
+    options = CompileOptions(
         board=args.board,
         out_dir=args.out,
         folding=args.folding,
@@ -93,12 +83,5 @@ def _compile(args: argparse.Namespace) -> int:
         hls_sim=args.hls_sim,
         runtime_weights=args.runtime_weights,
     )
-    return 0
-
-
-def _bitstream(args: argparse.Namespace) -> int:
-    from bnnflow.hls.bitstream import build_bitstream
-
-    out = build_bitstream(args.compiled, args.out)
-    print(f"bitfile and PYNQ driver in {out}")
+    compile_model(args.model, options=options)
     return 0

@@ -63,6 +63,9 @@ from typing import IO, Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.execution import default_workers, execute, fast_execution, integer_tensors
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+from bnnflow.layout import CompileDir
 
 KIT_VARIABLES = ("XILINX_HLS", "FINN_DEPS", "FINN_CUSTOM_HLS")
 GENERIC_DOMAIN = "finn.custom_op.fpgadataflow"
@@ -146,8 +149,6 @@ def _kit(path: Path, source: str, env: dict[str, str]) -> HlsSim:
 
 def _vitis(path: Path, env: dict[str, str]) -> HlsSim:
     """A real Vitis HLS: its headers, and finn-hlslib where FINN keeps its dependencies."""
-    from bnnflow.hls.finn_env import prepare_finn
-
     prepare_finn()
     import finn
     from finn.util.settings import get_settings
@@ -179,7 +180,6 @@ def hls_sim_environment(sim: HlsSim) -> Iterator[None]:
     environment and finn-hlslib's folder from its settings object, which
     ``prepare_finn`` created before this block; both are put back.
     """
-    from bnnflow.hls.finn_env import prepare_finn
 
     prepare_finn()
     from finn.util.settings import get_settings
@@ -282,6 +282,45 @@ class CompiledDesign:
         return self.nodes[node.name].runs_as
 
 
+def _python_runs(model: Any, wanted: set[str] | None) -> dict[str, NodeRun]:
+    """The nodes that run as Python in cppsim mode, and why; those left out of ``wanted`` made generic."""
+    if wanted is not None:
+        unknown = wanted - {n.name for n in model.graph.node}
+        if unknown:
+            raise BnnflowError(f"cppsim: no node named {', '.join(sorted(unknown))} in the compiled graph")
+    runs: dict[str, NodeRun] = {}
+    for node in model.graph.node:
+        if node.domain == RTL_DOMAIN:
+            reason = "RTL layer: no C++ model, FINN's cppsim runs its Python reference"
+        elif node.domain != HLS_DOMAIN:
+            reason = "not a FINN hardware layer"
+        elif wanted is not None and node.name not in wanted:
+            reason = "not selected for C++"
+        else:
+            continue
+        runs[node.name] = NodeRun(node.name, node.op_type, PYTHON, reason)
+    for i, node in enumerate(model.graph.node):
+        generic = generic_node(node) if node.domain == HLS_DOMAIN and node.name in runs else None
+        if generic is not None:  # runs as Python in every mode: no C++ to generate (CNV's take seconds each)
+            model.graph.node[i].CopyFrom(generic)
+    return runs
+
+
+def _compile_node(node: Any) -> NodeRun:
+    """gcc on one node's generated C++; a failure is recorded and the node runs as Python."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    start = time.perf_counter()
+    try:
+        getCustomOp(node).compile_singlenode_code()
+    except Exception as exc:  # noqa: BLE001  (gcc's failure is recorded, the node runs in Python)
+        reason = f"generated C++ does not compile: {_compile_error(exc)}"
+        return NodeRun(node.name, node.op_type, PYTHON, reason, time.perf_counter() - start)
+    return NodeRun(
+        node.name, node.op_type, CPP, "generated HLS C++ compiled with gcc", time.perf_counter() - start
+    )
+
+
 @contextlib.contextmanager
 def compiled_design(
     model: Any,
@@ -308,31 +347,9 @@ def compiled_design(
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.verify import default_workers
-
     build_dir = prepare_finn()
-    wanted = None if nodes is None else set(nodes)
     model = ModelWrapper(copy.deepcopy(model.model))
-    if wanted is not None:
-        unknown = wanted - {n.name for n in model.graph.node}
-        if unknown:
-            raise BnnflowError(f"cppsim: no node named {', '.join(sorted(unknown))} in the compiled graph")
-    runs: dict[str, NodeRun] = {}
-    for node in model.graph.node:
-        if node.domain == RTL_DOMAIN:
-            reason = "RTL layer: no C++ model, FINN's cppsim runs its Python reference"
-        elif node.domain != HLS_DOMAIN:
-            reason = "not a FINN hardware layer"
-        elif wanted is not None and node.name not in wanted:
-            reason = "not selected for C++"
-        else:
-            continue
-        runs[node.name] = NodeRun(node.name, node.op_type, PYTHON, reason)
-    for i, node in enumerate(model.graph.node):
-        generic = generic_node(node) if node.domain == HLS_DOMAIN and node.name in runs else None
-        if generic is not None:  # runs as Python in every mode: no C++ to generate (CNV's take seconds each)
-            model.graph.node[i].CopyFrom(generic)
+    runs = _python_runs(model, None if nodes is None else set(nodes))
     hls = [n for n in model.graph.node if n.domain == HLS_DOMAIN]
     scratch = Path(tempfile.mkdtemp(prefix="cppsim_", dir=build_dir))
     devnull = None
@@ -351,20 +368,9 @@ def compiled_design(
                 targets = [n for n in model.graph.node if n.domain == HLS_DOMAIN and n.name not in runs]
                 if before_compile is not None:
                     before_compile({n.name: scratch / n.name for n in targets})
-
-                def build(node: Any) -> NodeRun:
-                    start = time.perf_counter()
-                    try:
-                        getCustomOp(node).compile_singlenode_code()
-                    except Exception as exc:  # noqa: BLE001  (gcc's failure is recorded, the node runs in Python)
-                        reason = f"generated C++ does not compile: {_compile_error(exc)}"
-                        return NodeRun(node.name, node.op_type, PYTHON, reason, time.perf_counter() - start)
-                    reason = "generated HLS C++ compiled with gcc"
-                    return NodeRun(node.name, node.op_type, CPP, reason, time.perf_counter() - start)
-
                 # gcc runs in a child process per node, so threads are enough to use the cores.
                 with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-                    for run in pool.map(build, targets):
+                    for run in pool.map(_compile_node, targets):
                         runs[run.name] = run
                 seconds = time.perf_counter() - t0
                 ordered = {n.name: runs[n.name] for n in model.graph.node}
@@ -573,6 +579,43 @@ def _image_label(model: Any) -> tuple[str, str | None]:
     return out, None
 
 
+def _how_nodes_run(design: CompiledDesign, mode: str) -> tuple[Any, Any, dict[str, str]]:
+    """(graph to run end to end and its integer tensors, or None; a note per node on how it runs)."""
+    if mode == "end-to-end":
+        run_model, how = _end_to_end_model(design)
+        return run_model, integer_tensors(run_model), how
+    generic = {n.name: python_form(n) for n in design.model.graph.node if design.runs_as(n) == PYTHON}
+    how = {
+        name: f"FINN's generic Python layer {g.op_type}, fed from the Python graph" if g else "not run"
+        for name, g in generic.items()
+    }
+    return None, None, how
+
+
+def _tally(
+    result: CppSimResult,
+    got: dict[str, Any],
+    ref: dict[str, Any],
+    names: tuple[str, str | None],
+    outputs: tuple[list[int], list[np.ndarray], list[int], list[np.ndarray]],
+) -> None:
+    """One checked image's classes and scores, the design's and the reference's, into ``result``."""
+    class_t, score_t = names
+    classes, scores, ref_classes, ref_scores = outputs
+    result.images_checked += 1
+    if class_t in got:
+        classes.append(int(np.ravel(got[class_t])[0]))
+    ref_classes.append(int(np.ravel(ref[class_t])[0]))
+    if score_t is not None:
+        ref_scores.append(np.ravel(ref[score_t]).astype(np.int64))
+        if score_t in got:
+            scores.append(np.ravel(got[score_t]).astype(np.int64))
+    result.classes_identical += int(class_t in got and _same(np.ravel(got[class_t]), np.ravel(ref[class_t])))
+    result.scores_identical += int(
+        score_t is not None and score_t in got and _same(got[score_t], ref[score_t])
+    )
+
+
 def run_cppsim(
     design: CompiledDesign,
     reference: Any,
@@ -586,8 +629,6 @@ def run_cppsim(
     tensor of the same name, as FINN keeps tensor names through its steps.
     Stops at the first image with a difference.
     """
-    from bnnflow.hls.finn_env import quiet_finn
-    from bnnflow.hls.verify import _execute, _integer_tensors, fast_execution
 
     mode, mode_reason = choose_mode(design, mode)
     model = design.model
@@ -603,17 +644,8 @@ def run_cppsim(
     )
     class_t, score_t = _image_label(model)
     in_name = model.graph.input[0].name
-    ref_ints = _integer_tensors(reference)
-    if mode == "end-to-end":
-        run_model, how = _end_to_end_model(design)
-        run_ints = _integer_tensors(run_model)
-    else:
-        how = {}
-        generic = {n.name: python_form(n) for n in model.graph.node if design.runs_as(n) == PYTHON}
-        for name, g in generic.items():
-            how[name] = (
-                f"FINN's generic Python layer {g.op_type}, fed from the Python graph" if g else "not run"
-            )
+    ref_ints = integer_tensors(reference)
+    run_model, run_ints, how = _how_nodes_run(design, mode)
     for run in nodes:
         if run.name in how:
             run.note = how[run.name]
@@ -624,7 +656,7 @@ def run_cppsim(
         for i, image in enumerate(np.asarray(images)):
             x = image[None].astype(np.float32)
             t0 = time.perf_counter()
-            ref, _ = _execute(reference, x, ref_ints)
+            ref, _ = execute(reference, x, ref_ints)
             ref_seconds += time.perf_counter() - t0
             if in_name not in ref:
                 raise BnnflowError(
@@ -633,7 +665,7 @@ def run_cppsim(
             t0 = time.perf_counter()
             if mode == "end-to-end":
                 try:
-                    got, _ = _execute(run_model, ref[in_name], run_ints)
+                    got, _ = execute(run_model, ref[in_name], run_ints)
                 except Exception as exc:  # noqa: BLE001  (a C++ binary that aborts is a failed check)
                     failed = next((n.name for n in model.graph.node if f"/{n.name}/" in str(exc)), "a node")
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -645,20 +677,7 @@ def run_cppsim(
             else:
                 got, problem, seconds = _run_layer_by_layer(i, model, runs, ref)
                 cpp_seconds += seconds
-            result.images_checked += 1
-            if class_t in got:
-                classes.append(int(np.ravel(got[class_t])[0]))
-            ref_classes.append(int(np.ravel(ref[class_t])[0]))
-            if score_t is not None:
-                ref_scores.append(np.ravel(ref[score_t]).astype(np.int64))
-                if score_t in got:
-                    scores.append(np.ravel(got[score_t]).astype(np.int64))
-            result.classes_identical += int(
-                class_t in got and _same(np.ravel(got[class_t]), np.ravel(ref[class_t]))
-            )
-            result.scores_identical += int(
-                score_t is not None and score_t in got and _same(got[score_t], ref[score_t])
-            )
+            _tally(result, got, ref, (class_t, score_t), (classes, scores, ref_classes, ref_scores))
             if problem is not None:
                 result.first_mismatch, result.mismatch_node = problem
                 result.mismatch_image = i
@@ -790,11 +809,9 @@ def check_compile_dir(
     """``cppsim_check`` on a compile folder's ``step_hw_codegen`` and ``step_convert_to_hw`` graphs."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.hls.finn_env import prepare_finn
-
     prepare_finn()
-    inter = Path(compile_dir) / "intermediate_models"
-    paths = [inter / "step_hw_codegen.onnx", inter / "step_convert_to_hw.onnx"]
+    folder = CompileDir(Path(compile_dir))
+    paths = [folder.step_graph("step_hw_codegen"), folder.step_graph("step_convert_to_hw")]
     for path in paths:
         if not path.is_file():
             raise BnnflowError(f"{path} not found; is {compile_dir} a `bnnflow compile` folder?")

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board
+from bnnflow.finnlib.boards import Board
 from bnnflow.hls.report import DesignEstimate, estimate_design
+from bnnflow.runs import atomic_write_json
 
 # The attributes FINN's step_target_fps_parallelization / step_apply_folding_config
 # write to and read from a folding JSON.
@@ -120,8 +121,6 @@ def folding_dict(model: Any) -> dict[str, Any]:
 
 
 def write_folding_json(model: Any, path: str | Path) -> dict[str, Any]:
-    from bnnflow.runs import atomic_write_json
-
     cfg = folding_dict(model)
     atomic_write_json(path, cfg)
     return cfg
@@ -438,22 +437,12 @@ def fit_to_board(
     """
     if not 0.0 < budget <= 1.0:
         raise BnnflowError(f"--budget must be in (0, 1], got {budget}")
-    evaluations = 0
-
-    def check(folded: Any) -> DesignEstimate:
-        nonlocal evaluations
-        evaluations += 1
-        return estimate_design(folded, board, clock_ns, with_io=io_bound)
-
-    def rate(est: DesignEstimate) -> float:
-        return est.expected_fps if io_bound else est.fps
-
     # The most folded design SetFolding can make: each layer at PE = SIMD = 1.
     base = _set_folding(model, 1 << 40)
     slowest = max(int(_inst(n).get_exp_cycles()) for n in base.graph.node)
-    best_model, best_est = base, check(base)
-    if not best_est.fits(budget):
-        worst = max(best_est.utilisation().items(), key=lambda kv: kv[1])
+    search = _Search(board, clock_ns, budget, io_bound, base)
+    if not search.best_est.fits(budget):
+        worst = max(search.best_est.utilisation().items(), key=lambda kv: kv[1])
         raise BnnflowError(
             f"no folding fits {budget:.0%} of {board.name}: even the most folded design needs "
             f"{worst[1]:.0%} of its {worst[0]}"
@@ -461,49 +450,74 @@ def fit_to_board(
     # No target below the DMA's cycles per frame gains anything. The bound is
     # taken from the most folded design; a fold that changes the DMA's byte
     # padding is still judged by its own bound (estimate_design computes it).
-    floor = min(best_est.io.cycles, slowest) if io_bound and best_est.io is not None else 1
+    io = search.best_est.io
+    floor = min(io.cycles, slowest) if io_bound and io is not None else 1
+    _bisect_setfolding(search, model, floor, slowest)
+    setfolding_fps = search.rate(search.best_est)
+    _bisect_cheapest(search, base, floor, slowest)
+    return FitResult(search.best_model, search.best_est, setfolding_fps, search.evaluations)
 
-    def consider(folded: Any) -> bool:
-        nonlocal best_model, best_est
+
+class _Search:
+    """The best design found so far within the budget, and how many designs were estimated."""
+
+    def __init__(self, board: Board, clock_ns: float, budget: float, io_bound: bool, start: Any) -> None:
+        self.board, self.clock_ns, self.budget, self.io_bound = board, clock_ns, budget, io_bound
+        self.evaluations = 0
+        self.best_model, self.best_est = start, self.check(start)
+
+    def check(self, folded: Any) -> DesignEstimate:
+        self.evaluations += 1
+        return estimate_design(folded, self.board, self.clock_ns, with_io=self.io_bound)
+
+    def rate(self, est: DesignEstimate) -> float:
+        return est.expected_fps if self.io_bound else est.fps
+
+    def consider(self, folded: Any) -> bool:
+        """Whether ``folded`` fits; the best design so far if it also beats it."""
         if not _foldable(folded):
             return False  # counted as not fitting: the bisections move to more folded designs
-        est = check(folded)
-        if not est.fits(budget):
+        est = self.check(folded)
+        if not est.fits(self.budget):
             return False
-        if _better(est, best_est, io_bound):
-            best_model, best_est = folded, est
+        if _better(est, self.best_est, self.io_bound):
+            self.best_model, self.best_est = folded, est
         return True
 
+
+def _bisect_setfolding(search: _Search, model: Any, floor: int, slowest: int) -> None:
+    """Search 1: bisection on log(target cycles) with FINN's own SetFolding."""
     lo, hi = 0.0, math.log(slowest)  # log cycles: lo is assumed not to fit, hi fits
     if floor > 1:
-        if consider(_set_folding(model, floor)):
+        if search.consider(_set_folding(model, floor)):
             lo = hi = math.log(floor)  # SetFolding's least parallelism that reaches the bound
         else:
             lo = math.log(floor)
     while hi - lo > 0.01:
         mid = (lo + hi) / 2
-        if consider(_set_folding(model, int(round(math.exp(mid))))):
+        if search.consider(_set_folding(model, int(round(math.exp(mid))))):
             hi = mid
         else:
             lo = mid
-    setfolding_fps = rate(best_est)
 
-    table = _cost_table(base, board)
+
+def _bisect_cheapest(search: _Search, base: Any, floor: int, slowest: int) -> None:
+    """Search 2: bisection over the bottleneck cycles, each layer at its cheapest setting that meets them."""
+    table = _cost_table(base, search.board)
     targets = sorted({r[0] for rows in table for r in rows if floor <= r[0] <= slowest} | {floor})
     for weights in PRICE_SETS:
         lo_i, hi_i = -1, len(targets) - 1  # targets[hi_i] fits (the most folded design does)
         while hi_i - lo_i > 1:
             mid_i = (lo_i + hi_i) // 2
-            if 1e9 / clock_ns / targets[mid_i] < rate(best_est):
+            if 1e9 / search.clock_ns / targets[mid_i] < search.rate(search.best_est):
                 hi_i = mid_i  # no faster than what is already found: look only at faster targets
                 continue
-            if consider(apply_folding(base, _cheapest_for(table, targets[mid_i], weights))):
+            if search.consider(apply_folding(base, _cheapest_for(table, targets[mid_i], weights))):
                 hi_i = mid_i
             else:
                 lo_i = mid_i
     if floor > 1:  # fewest LUTs, then BRAM, that reach the bound (if that fits)
-        consider(apply_folding(base, _cheapest_for(table, floor, None)))
-    return FitResult(best_model, best_est, setfolding_fps, evaluations)
+        search.consider(apply_folding(base, _cheapest_for(table, floor, None)))
 
 
 def apply_folding_json(model: Any, path: str | Path) -> Any:

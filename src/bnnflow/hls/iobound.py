@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board, get_board
+from bnnflow.finnlib.boards import Board, get_board
+from bnnflow.layout import CompileDir, CompileInfo
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,15 @@ def _load(model_or_compile_dir: Any) -> tuple[Any, dict[str, Any]]:
     path = Path(model_or_compile_dir)
     summary: dict[str, Any] = {}
     if path.is_dir():
-        if (path / "compile.json").is_file():
+        folder = CompileDir(path)
+        if folder.summary.is_file():
             try:
-                summary = json.loads((path / "compile.json").read_text())
+                data = json.loads(folder.summary.read_text())
             except (OSError, ValueError):
-                raise BnnflowError(f"{path / 'compile.json'} is not readable JSON") from None
-        path = path / "model_hw.onnx"
+                raise BnnflowError(f"{folder.summary} is not readable JSON") from None
+            info = CompileInfo.from_json(data, folder.summary)
+            summary = {"board": info.board, "clock_ns": info.clock_ns}
+        path = folder.hw_graph
     if not path.is_file():
         raise BnnflowError(f"no hardware graph at {path}; give a compile folder or its model_hw.onnx")
     try:

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bnnflow.hls.boards import Board
+from bnnflow.finnlib.boards import Board
 from bnnflow.hls.iobound import IOBound, io_bound
 
 RESOURCES = ("LUT", "BRAM_18K", "DSP")

@@ -48,9 +48,19 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow.data import load_test_images
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import Board, get_board
-from bnnflow.runs import atomic_directory, atomic_write_json
+from bnnflow.export import export_model
+from bnnflow.export.qonnx_export import run_qonnx
+from bnnflow.finnlib.boards import Board, get_board
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
+from bnnflow.finnlib.steps import StepFailed, after, run_steps
+from bnnflow.finnlib.zynq import zynq_shell_model
+from bnnflow.hls.steps import BACKEND_STEPS, FRONTEND_STEPS, CompileConfig
+from bnnflow.hls.verify import verify_chain
+from bnnflow.layout import CompileDir, CompileInfo, ExportDir
+from bnnflow.runs import atomic_directory, atomic_write_json, load_checkpoint
 
 SUMMARY_FILE = "runtime_weights.json"
 
@@ -70,40 +80,6 @@ _PATH_ATTRS = {
     "cycles_estimate",
     "cycles_rtlsim",
 }
-
-
-def _base(op_type: str) -> str:
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
-
-
-def writable_nodes(model: Any) -> list[Any]:
-    """The layers whose parameters FINN can write at run time: MVAUs (weights), Thresholding."""
-    return [n for n in model.graph.node if _base(n.op_type) in ("MVAU", "Thresholding")]
-
-
-def make_runtime_writable(model: Any) -> Any:
-    """Set ``runtime_writeable_weights=1`` (and the decoupled memory it needs) on every layer.
-
-    Call on the graph right after ``step_convert_to_hw`` of a build with
-    ``standalone_thresholds``: an MVAU that still holds thresholds would keep
-    them out of reach of the AXI-lite port.
-    """
-    from qonnx.custom_op.registry import getCustomOp
-
-    for node in writable_nodes(model):
-        inst = getCustomOp(node)
-        if _base(node.op_type) == "MVAU" and not inst.get_nodeattr("noActivation"):
-            raise BnnflowError(
-                f"{node.name} keeps its thresholds inside the MVAU, where FINN cannot write them at "
-                "run time; runtime weights need FINN's standalone_thresholds"
-            )
-        inst.set_nodeattr("runtime_writeable_weights", 1)
-        if "mem_mode" in inst.get_nodeattr_types():
-            inst.set_nodeattr("mem_mode", "internal_decoupled")
-    return model
 
 
 @dataclass
@@ -143,21 +119,17 @@ class RuntimeWeights:
         }
 
 
-def _read_summary(compile_dir: Path) -> dict[str, Any]:
-    path = compile_dir / "compile.json"
-    for name in ("compile.json", "model_hw.onnx", "folding.json"):
-        if not (compile_dir / name).is_file():
-            raise BnnflowError(f"{compile_dir} is not a compile folder (no {name})")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BnnflowError(f"cannot read {path}: {exc}") from None
-    if not summary.get("runtime_weights"):
+def _read_info(compile_dir: CompileDir) -> CompileInfo:
+    for path in (compile_dir.summary, compile_dir.hw_graph, compile_dir.folding):
+        if not path.is_file():
+            raise BnnflowError(f"{compile_dir.path} is not a compile folder (no {path.name})")
+    info = compile_dir.read_info()
+    if not info.runtime_weights:
         raise BnnflowError(
-            f"{compile_dir} was compiled without --runtime-weights: its weights and thresholds are "
+            f"{compile_dir.path} was compiled without --runtime-weights: its weights and thresholds are "
             "fixed in the bitstream"
         )
-    return summary
+    return info
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -251,7 +223,7 @@ def _shared_thresholds_changed(design: Any, new: Any) -> str | None:
 
     by_name = {n.name: n for n in new.graph.node}
     for node in writable_nodes(design):
-        if _base(node.op_type) != "Thresholding":
+        if base_op_type(node.op_type) != "Thresholding":
             continue
         inst = getCustomOp(node)
         before = design.get_initializer(node.input[1])
@@ -266,6 +238,20 @@ def _shared_thresholds_changed(design: Any, new: Any) -> str | None:
     return None
 
 
+@after("step_specialize_layers")
+def step_same_architecture(model: Any, cfg: CompileConfig) -> Any:
+    """The rebuilt specialised graph must be the compiled design's, before the folding is applied."""
+    diff = first_difference(cfg.reference, model)
+    if diff is not None:
+        raise BnnflowError(f"weights from another architecture: {diff}")
+    return model
+
+
+# The compile's steps up to FINN's estimates, with the compiled design's folding.json
+# in place of bnnflow's folding choice.
+REBUILD_STEPS = [*FRONTEND_STEPS, step_same_architecture, *BACKEND_STEPS]
+
+
 def _hardware_graph(
     qonnx_path: Path, board: Board, clock_ns: float, folding_json: Path, work: Path, spec_ref: Any
 ) -> tuple[Any, Any, Any]:
@@ -277,40 +263,32 @@ def _hardware_graph(
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.hls.finn_env import quiet_finn, step_functions
-    from bnnflow.hls.flow import BACKEND_STEPS, FRONTEND_STEPS
-
-    cfg = DataflowBuildConfig(
-        output_dir=str(work),
-        board=board.name,
-        fpga_part=board.part,
-        synth_clk_period_ns=clock_ns,
-        folding_config_file=folding_json,
-        generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
-        standalone_thresholds=True,
+    cfg = CompileConfig(
+        finn=DataflowBuildConfig(
+            output_dir=str(work),
+            board=board.name,
+            fpga_part=board.part,
+            synth_clk_period_ns=clock_ns,
+            folding_config_file=folding_json,
+            generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+            standalone_thresholds=True,
+        ),
+        board=board,
+        clock_ns=clock_ns,
+        out=CompileDir(work),
+        runtime_weights=True,
+        # Any exception of FINN's on the new graph means it is not the compiled architecture.
+        failures=(Exception,),
+        reference=spec_ref,
     )
-    steps = step_functions()
-    model = ModelWrapper(str(qonnx_path))
-    graphs: dict[str, Any] = {}
-    with open(work / "build_dataflow.log", "a") as sink, quiet_finn(sink):
-        for name in [*FRONTEND_STEPS, *[s for s in BACKEND_STEPS if s != "step_hw_codegen"]]:
-            try:
-                model = steps[name](model, cfg)
-            except BnnflowError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (FINN raises many types on a graph it cannot take)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise BnnflowError(
-                    f"weights from another architecture: FINN {name} failed: {first}"
-                ) from None
-            if name == "step_convert_to_hw":
-                model = make_runtime_writable(model)
-            graphs[name] = ModelWrapper(copy.deepcopy(model.model))
-            if name == "step_specialize_layers":
-                diff = first_difference(spec_ref, model)
-                if diff is not None:
-                    raise BnnflowError(f"weights from another architecture: {diff}")
-    return graphs["step_streamline"], graphs["step_convert_to_hw"], model
+    try:
+        model = run_steps(ModelWrapper(str(qonnx_path)), REBUILD_STEPS, cfg)
+    except StepFailed as exc:
+        raise BnnflowError(
+            f"weights from another architecture: FINN {exc.step} failed: {exc.first_line}"
+        ) from None
+    streamlined = ModelWrapper(str(cfg.out.step_graph("step_streamline")))
+    return streamlined, ModelWrapper(str(cfg.out.step_graph("step_convert_to_hw"))), model
 
 
 def _with_parameters(design: Any, new: Any) -> Any:
@@ -334,37 +312,19 @@ def finn_weight_files(design: Any, board: Board, work: Path) -> dict[str, Path]:
     """FINN's runtime weight files for ``design``, node name -> .dat file.
 
     The graph is prepared exactly as ``ZynqBuild`` prepares it for the Zynq
-    shell (InsertIODMA with the board's port width, InsertDWC,
-    SpecializeLayers, Floorplan, CreateDataflowPartition, each followed by
-    unique node and readable tensor names), and the files are written by
+    shell (finnlib/zynq.py's ``zynq_shell_model``, which the deployment package
+    uses too), and the files are written by
     ``MakePYNQDriver``'s own weight-file generation, so names (partition index,
     layer index, node) and contents are what FINN's builder puts into the
     deployment package's ``runtime_weights/``.
     """
-    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
-    from finn.transformation.fpgadataflow.floorplan import Floorplan
-    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
-    from finn.transformation.fpgadataflow.insert_iodma import InsertIODMA
     from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
-
-    from bnnflow.hls.iobound import port_bits
 
     work.mkdir(parents=True, exist_ok=True)
     model = ModelWrapper(copy.deepcopy(design.model)).transform(InferDataLayouts())
-    for trn in (
-        InsertIODMA(port_bits(board)),
-        InsertDWC(),
-        SpecializeLayers(board.part),
-        Floorplan(),
-        CreateDataflowPartition(partition_model_dir=str(work / "partitions")),
-    ):
-        model = model.transform(trn)
-        model = model.transform(GiveUniqueNodeNames())
-        model = model.transform(GiveReadableTensorNames())
+    model = zynq_shell_model(model, board.name, work / "partitions")
     driver = work / "driver"
     driver.mkdir()
     model.set_metadata_prop("pynq_driver_dir", str(driver))
@@ -383,15 +343,13 @@ def _check_design_labels(design: Any, qonnx_path: Path, images: np.ndarray) -> N
     """
     from finn.core.onnx_exec import execute_onnx
 
-    from bnnflow.export.qonnx_export import run_qonnx
-
     want = np.ravel(run_qonnx(qonnx_path, images)).astype(int)
     # The specialised HLS/RTL variants execute only in C++ or RTL simulation;
     # their generic layers are FINN's Python reference for the same attributes.
     design = copy.deepcopy(design)
     for node in design.graph.node:
-        if _base(node.op_type) != node.op_type:
-            node.op_type = _base(node.op_type)
+        if base_op_type(node.op_type) != node.op_type:
+            node.op_type = base_op_type(node.op_type)
             node.domain = "finn.custom_op.fpgadataflow"
     in_name, out_name = design.graph.input[0].name, design.graph.output[0].name
     shape = tuple(design.get_tensor_shape(in_name))
@@ -409,6 +367,68 @@ def _check_design_labels(design: Any, qonnx_path: Path, images: np.ndarray) -> N
 
 def _words(path: Path) -> list[str]:
     return path.read_text().split()
+
+
+def _check_model_name(info: CompileInfo, payload: dict[str, Any], compile_dir: Path) -> None:
+    """The checkpoint's network is the one the design was compiled from (export.json's model)."""
+    export_json = ExportDir(Path(info.input).parent).summary
+    if export_json.is_file():
+        compiled_from = json.loads(export_json.read_text()).get("model")
+        if compiled_from and compiled_from != payload["model"]:
+            raise BnnflowError(
+                f"weights from another architecture: the checkpoint is a {payload['model']}, "
+                f"{compile_dir} was compiled from a {compiled_from}"
+            )
+
+
+def _verify_new_weights(
+    qonnx_path: Path, graphs: tuple[Any, Any], patched: Any, n_verify: int, data_dir: Any, work: Path
+) -> int:
+    """QONNX, streamlined and hardware-layer graphs, and the patched design, agree on ``n_verify`` images."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    if not n_verify:
+        return 0
+    shape = tuple(ModelWrapper(str(qonnx_path)).get_tensor_shape("global_in")[1:])
+    images, labels, _ = load_test_images(shape, n_verify, data_dir)
+    qonnx_model = cleanup_model(ModelWrapper(str(qonnx_path)))
+    with open(work / "verify.log", "w") as sink, quiet_finn(sink):
+        chain = verify_chain(qonnx_model, *graphs, images, labels, workers=1)
+        if not chain.ok:
+            raise BnnflowError(f"verification of the new weights failed: {chain.first_mismatch}")
+        _check_design_labels(patched, qonnx_path, images)
+    return len(images)
+
+
+def _layer_updates(
+    design: Any, new: Any, old_files: dict[str, Path], new_files: dict[str, Path]
+) -> list[LayerUpdate]:
+    """Per writable layer: its new file and how many words and values changed against the design."""
+    writable = writable_nodes(design)
+    if set(new_files) != {n.name for n in writable} or set(old_files) != set(new_files):
+        raise BnnflowError(
+            f"FINN wrote runtime weight files for {sorted(new_files)}, the design's writable layers are "
+            f"{sorted(n.name for n in writable)}"
+        )
+    new_by_name = {n.name: n for n in new.graph.node}
+    updates = []
+    for node in writable:
+        old_w, new_w = _words(old_files[node.name]), _words(new_files[node.name])
+        before = design.get_initializer(node.input[1])
+        after = new.get_initializer(new_by_name[node.name].input[1])
+        updates.append(
+            LayerUpdate(
+                node=node.name,
+                kind="weights" if base_op_type(node.op_type) == "MVAU" else "thresholds",
+                file=new_files[node.name].name,
+                words=len(new_w),
+                changed_words=sum(a != b for a, b in zip(old_w, new_w, strict=True)),
+                values=int(before.size),
+                changed_values=int(np.sum(before != after)),
+            )
+        )
+    return updates
 
 
 def write_runtime_weights(
@@ -432,34 +452,18 @@ def write_runtime_weights(
     ``out_dir``, which is what finn-plus-driver's ``runtime_weight_dir`` reads.
     """
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
-
-    from bnnflow.export import export_model
-    from bnnflow.hls.finn_env import prepare_finn, quiet_finn
-    from bnnflow.hls.flow import load_test_images
-    from bnnflow.hls.verify import verify_chain
-    from bnnflow.runs import load_checkpoint
 
     log = log or (lambda _msg: None)
     compile_dir = Path(compile_dir).absolute()
-    summary = _read_summary(compile_dir)
+    cdir = CompileDir(compile_dir)
+    info = _read_info(cdir)
     if n_verify < 0:
         raise BnnflowError(f"n_verify must be 0 or more, got {n_verify}")
-    board = get_board(summary["board"])
-    clock_ns = float(summary["clock_ns"])
+    board = get_board(info.board)
     prepare_finn()
-    design = ModelWrapper(str(compile_dir / "model_hw.onnx"))
-    spec_ref = ModelWrapper(str(compile_dir / "intermediate_models" / "step_specialize_layers.onnx"))
-
-    payload = load_checkpoint(checkpoint_or_run)
-    export_json = Path(summary["input"]).parent / "export.json"
-    if export_json.is_file():
-        compiled_from = json.loads(export_json.read_text()).get("model")
-        if compiled_from and compiled_from != payload["model"]:
-            raise BnnflowError(
-                f"weights from another architecture: the checkpoint is a {payload['model']}, "
-                f"{compile_dir} was compiled from a {compiled_from}"
-            )
+    design = ModelWrapper(str(cdir.hw_graph))
+    spec_ref = ModelWrapper(str(cdir.step_graph("step_specialize_layers")))
+    _check_model_name(info, load_checkpoint(checkpoint_or_run), compile_dir)
 
     with tempfile.TemporaryDirectory(prefix="bnnflow-rtw-") as tmp_name:
         tmp = Path(tmp_name)
@@ -468,7 +472,7 @@ def write_runtime_weights(
         )
         (tmp / "build").mkdir()
         streamlined, converted, new = _hardware_graph(
-            exported.model_path, board, clock_ns, compile_dir / "folding.json", tmp / "build", spec_ref
+            exported.model_path, board, float(info.clock_ns), cdir.folding, tmp / "build", spec_ref
         )
         diff = first_difference(design, new)
         if diff is not None:
@@ -477,52 +481,21 @@ def write_runtime_weights(
         if shared is not None:
             raise BnnflowError(shared)
         patched = _with_parameters(design, new)
-
-        verified = 0
-        if n_verify:
-            shape = tuple(ModelWrapper(str(exported.model_path)).get_tensor_shape("global_in")[1:])
-            images, labels, _ = load_test_images(shape, n_verify, data_dir)
-            qonnx_model = cleanup_model(ModelWrapper(str(exported.model_path)))
-            with open(tmp / "verify.log", "w") as sink, quiet_finn(sink):
-                chain = verify_chain(qonnx_model, streamlined, converted, images, labels, workers=1)
-                if not chain.ok:
-                    raise BnnflowError(f"verification of the new weights failed: {chain.first_mismatch}")
-                _check_design_labels(patched, exported.model_path, images)
-            verified = len(images)
-
+        verified = _verify_new_weights(
+            exported.model_path, (streamlined, converted), patched, n_verify, data_dir, tmp
+        )
         with open(tmp / "files.log", "w") as sink, quiet_finn(sink):
             new_files = finn_weight_files(patched, board, tmp / "new")
             old_files = finn_weight_files(design, board, tmp / "old")
-        if set(new_files) != {n.name for n in writable_nodes(design)} or set(old_files) != set(new_files):
-            raise BnnflowError(
-                f"FINN wrote runtime weight files for {sorted(new_files)}, the design's writable layers are "
-                f"{sorted(n.name for n in writable_nodes(design))}"
-            )
-        by_name = {n.name: n for n in design.graph.node}
-        new_by_name = {n.name: n for n in new.graph.node}
         result = RuntimeWeights(
             out_dir=Path(out_dir).absolute(),
             compile_dir=compile_dir,
             checkpoint=str(Path(checkpoint_or_run).absolute()),
+            layers=_layer_updates(design, new, old_files, new_files),
             verified_images=verified,
             fingerprint=structure_fingerprint(new),
             hardware_graph=patched,
         )
-        for node in writable_nodes(design):
-            old_w, new_w = _words(old_files[node.name]), _words(new_files[node.name])
-            before = design.get_initializer(by_name[node.name].input[1])
-            after = new.get_initializer(new_by_name[node.name].input[1])
-            result.layers.append(
-                LayerUpdate(
-                    node=node.name,
-                    kind="weights" if _base(node.op_type) == "MVAU" else "thresholds",
-                    file=new_files[node.name].name,
-                    words=len(new_w),
-                    changed_words=sum(a != b for a, b in zip(old_w, new_w, strict=True)),
-                    values=int(before.size),
-                    changed_values=int(np.sum(before != after)),
-                )
-            )
         with atomic_directory(result.out_dir, marker=SUMMARY_FILE) as out_tmp:
             for path in new_files.values():
                 (out_tmp / path.name).write_bytes(path.read_bytes())

@@ -50,23 +50,24 @@ image order, so the outcome does not depend on the number of workers (tested).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-# qonnx 1.0.0's Im2Col.execute_node reshapes im2col's result as if the batch
-# were 1, so the streamlined CNV graph gives wrong values for batch > 1 (seen
-# here: the first conv's im2col off by up to 237). Graphs containing these ops
-# run image by image; test_hls checks the batched path against the sequential one.
-BATCH_1_OPS = frozenset({"Im2Col"})
+from bnnflow.finnlib.execution import (
+    default_workers,
+    execute,
+    fast_execution,
+    integer_tensors,
+    with_batch,
+)
+from bnnflow.finnlib.finn_env import prepare_finn
 
 CHUNK = 32  # images per batched execution / per pool task
 POOL_MIN_SECONDS = 30.0  # start a pool only if the rest would take longer than this in one process
@@ -144,104 +145,6 @@ def _to_nhwc(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
-@contextlib.contextmanager
-def _sanitize_quant_tensors(on: bool) -> Iterator[None]:
-    """qonnx reads SANITIZE_QUANT_TENSORS at every node; set it for a block, then restore it."""
-    saved = os.environ.get("SANITIZE_QUANT_TENSORS")
-    os.environ["SANITIZE_QUANT_TENSORS"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("SANITIZE_QUANT_TENSORS", None)
-        else:
-            os.environ["SANITIZE_QUANT_TENSORS"] = saved
-
-
-@contextlib.contextmanager
-def fast_execution() -> Iterator[None]:
-    """qonnx sanitising off (checked afterwards, see ``_execute``) and BLAS on one thread."""
-    from threadpoolctl import threadpool_limits
-
-    with _sanitize_quant_tensors(False), threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def _integer_tensors(model: Any) -> list[tuple[str, Any]]:
-    """(tensor, DataType) for every integer-annotated tensor: what qonnx would sanitise."""
-    out = []
-    for ann in model.graph.quantization_annotation:
-        dt = model.get_tensor_datatype(ann.tensor_name)
-        if dt.is_integer():
-            out.append((ann.tensor_name, dt))
-    return out
-
-
-def _execute(model: Any, x: np.ndarray, int_tensors: list[tuple[str, Any]]) -> tuple[dict[str, Any], int]:
-    """``execute_onnx`` with qonnx's sanitising off, re-run with it on if it would have mattered.
-
-    qonnx's ``sanitize_quant_values`` leaves a tensor untouched when
-    ``DataType.allowed`` holds for all of it (the rounding error is then 0); it
-    is applied to each node's inputs and outputs, which are all in the full
-    execution context. So if every integer-annotated tensor there is allowed,
-    the sanitised run is identical; otherwise run it the library's default way.
-    Returns (context, 1 if it was re-run with sanitising else 0).
-    """
-    from finn.core.onnx_exec import execute_onnx
-
-    inp = {model.graph.input[0].name: x}
-    ctx = execute_onnx(model, inp, return_full_exec_context=True)
-    for name, dt in int_tensors:
-        value = ctx.get(name)
-        if value is not None and not np.all(dt.allowed(value)):
-            with _sanitize_quant_tensors(True):
-                return execute_onnx(model, inp, return_full_exec_context=True), 1
-    return ctx, 0
-
-
-def _batch_tensors(model: Any) -> set[str]:
-    """Tensors computed from the graph input (the ones with a batch dimension)."""
-    live = {model.graph.input[0].name}
-    for node in model.graph.node:
-        if any(i in live for i in node.input):
-            live.update(node.output)
-    return live
-
-
-def with_batch(model: Any, batch: int) -> Any | None:
-    """A copy of ``model`` whose input-dependent tensors have batch ``batch``; None if not possible.
-
-    qonnx's ``ChangeBatchSize`` drops all intermediate shapes and relies on
-    shape inference to restore them, which fails on FINN's MaxPoolNHWC (its
-    shape op needs its input shape) and on Im2Col (its shape op hard-codes batch
-    1); setting the batch dimension of the recorded shapes directly keeps
-    every other shape as FINN inferred it. Constant Reshape targets get the
-    new batch as ChangeBatchSize does.
-    """
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    if any(n.op_type in BATCH_1_OPS for n in model.graph.node):
-        return None
-    m = ModelWrapper(copy.deepcopy(model.model))
-    live = _batch_tensors(m)
-    for vi in [*m.graph.input, *m.graph.output, *m.graph.value_info]:
-        if vi.name not in live:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if not dims or dims[0].dim_value != 1:
-            return None
-        dims[0].dim_value = batch
-    for node in m.get_nodes_by_op_type("Reshape"):
-        shape = m.get_initializer(node.input[1])
-        if shape is None:
-            return None
-        if shape[0] == 1:
-            shape = shape.copy()
-            shape[0] = batch
-            m.set_initializer(node.input[1], shape)
-    return m
-
-
 def _scalar_sign(model: Any, node: Any) -> np.ndarray | None:
     """-1 if the scalar affine ops after the last layer (Brevitas' TensorNorm: Sub, Div,
     Mul, Add) multiply by a negative number, else None.
@@ -261,7 +164,7 @@ def _scalar_sign(model: Any, node: Any) -> np.ndarray | None:
     return np.array(-1.0, dtype=np.float32) if sign < 0 else None
 
 
-class _Graphs:
+class ChainGraphs:
     """The three graphs and the tensor names that line up between them."""
 
     def __init__(self, qonnx_model: Any, streamlined: Any, hw: Any) -> None:
@@ -312,7 +215,7 @@ class _Graphs:
                 f"weight layers do not line up: QONNX {len(self.q_layers)}, "
                 f"streamlined {len(self.s_layers)}, hardware {len(self.h_layers)}"
             )
-        self.q_int, self.s_int, self.h_int = (_integer_tensors(m) for m in (self.q, self.s, self.h))
+        self.q_int, self.s_int, self.h_int = (integer_tensors(m) for m in (self.q, self.s, self.h))
         # The few tensors compared per image, per graph (sliced out of batched contexts).
         self.q_needed = [self.q.graph.output[0].name] + [t for o, a, _ in self.q_layers for t in (o, a) if t]
         self.s_needed = [self.s.graph.output[0].name] + [t for o, a in self.s_layers for t in (o, a) if t]
@@ -396,7 +299,7 @@ class _Graphs:
 class _Checker:
     """Checks chunks of images; one per process, holding the graphs and their batched copies."""
 
-    def __init__(self, graphs: _Graphs, batch: bool = True) -> None:
+    def __init__(self, graphs: ChainGraphs, batch: bool = True) -> None:
         self.g = graphs
         # Per graph: None = not yet tried, False = runs image by image.
         first: bool | None = None if batch else False
@@ -423,7 +326,7 @@ class _Checker:
             if bm is not None:
                 self._batched[(key, len(images))] = bm
                 try:
-                    ctx, reruns = _execute(bm, x, ints)
+                    ctx, reruns = execute(bm, x, ints)
                 except Exception:  # noqa: BLE001  (an op that rejects a batch: run image by image)
                     if self._batchable[key]:
                         raise  # it worked on an earlier chunk: a real error
@@ -434,7 +337,7 @@ class _Checker:
                     # First batched run in this process: the first and last image must
                     # equal their batch-1 runs at every compared tensor, else image by image.
                     for j in (0, len(images) - 1):
-                        ref, _ = _execute(model, x[j : j + 1], ints)
+                        ref, _ = execute(model, x[j : j + 1], ints)
                         if not all(np.array_equal(ref[t], per[j][t]) for t in needed):
                             self._batchable[key] = False
                             break
@@ -444,7 +347,7 @@ class _Checker:
                     return per, reruns * len(images)
         per, reruns = [], 0
         for j in range(len(images)):
-            ctx, r = _execute(model, x[j : j + 1], ints)
+            ctx, r = execute(model, x[j : j + 1], ints)
             per.append({t: ctx[t] for t in needed})
             reruns += r
         return per, reruns
@@ -454,7 +357,7 @@ class _Checker:
         css, rs = self._run_graph("s", images)
         out = []
         for j in range(len(images)):
-            ch, rh = _execute(self.g.h, images[j : j + 1].astype(np.float32), self.g.h_int)
+            ch, rh = execute(self.g.h, images[j : j + 1].astype(np.float32), self.g.h_int)
             res = self.g.compare(start + j, cqs[j], css[j], ch)
             res.sanitized_reruns = rh
             out.append(res)
@@ -472,14 +375,13 @@ _WORKER_STACK: contextlib.ExitStack | None = None
 def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) -> None:
     """Load the three graphs once per worker process."""
     global _WORKER, _WORKER_STACK
-    from bnnflow.hls.finn_env import prepare_finn
 
     prepare_finn()  # registers FINN's HW Reshape, as in the parent
     from qonnx.core.modelwrapper import ModelWrapper
 
     _WORKER_STACK = contextlib.ExitStack()
     _WORKER_STACK.enter_context(fast_execution())
-    _WORKER = _Checker(_Graphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
+    _WORKER = _Checker(ChainGraphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
 
 
 def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], list[str]]:
@@ -487,13 +389,34 @@ def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], li
     return _WORKER.check(start, images), _WORKER.batched_graphs()
 
 
-def default_workers() -> int:
-    """Worker processes for the chain: the cores this process may use, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+def _in_pool(
+    n_workers: int,
+    graphs: tuple[Any, Any, Any],
+    batch: bool,
+    images: np.ndarray,
+    starts: list[int],
+    chunk: int,
+) -> tuple[list[_ImageCheck], set[str]]:
+    """The chunks at ``starts`` checked by a pool of ``n_workers`` processes, in image order."""
+    import multiprocessing
+
+    init = (*(g.model.SerializeToString() for g in graphs), batch)
+    results: list[_ImageCheck] = []
+    batched: set[str] = set()
+    # spawn, not fork: the parent has torch's and onnxruntime's thread pools
+    # running, which a forked child inherits in an undefined state.
+    with ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=init,
+    ) as pool:
+        futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in starts]
+        for fut in futures:  # in image order
+            res, b = fut.result()
+            results.extend(res)
+            batched.update(b)
+    return results, batched
 
 
 def verify_chain(
@@ -516,7 +439,7 @@ def verify_chain(
     QONNX and streamlined graphs on whole chunks where their ops allow it.
     """
     images = np.asarray(images)
-    graphs = _Graphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
+    graphs = ChainGraphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
     n = len(images)
     explicit = workers is not None
     n_workers = default_workers() if workers is None else max(1, int(workers))
@@ -543,27 +466,9 @@ def verify_chain(
     batched = set(checker.batched_graphs())
     n_workers = min(n_workers, len(rest)) if rest else 1
     if rest:
-        import multiprocessing
-
-        init = (
-            qonnx_model.model.SerializeToString(),
-            streamlined.model.SerializeToString(),
-            hw.model.SerializeToString(),
-            batch,
-        )
-        # spawn, not fork: the parent has torch's and onnxruntime's thread pools
-        # running, which a forked child inherits in an undefined state.
-        with ProcessPoolExecutor(
-            max_workers=n_workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=init,
-        ) as pool:
-            futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in rest]
-            for fut in futures:  # in image order
-                res, b = fut.result()
-                results.extend(res)
-                batched.update(b)
+        more, more_batched = _in_pool(n_workers, (qonnx_model, streamlined, hw), batch, images, rest, chunk)
+        results.extend(more)
+        batched.update(more_batched)
     seconds = time.perf_counter() - start_t
 
     first = next((r.problem for r in results if r.problem is not None), None)

@@ -8,9 +8,13 @@ import math
 import os
 from typing import Any
 
+from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.errors import BnnflowError
-from bnnflow.models import model_names
+from bnnflow.models import get_spec, model_names
+from bnnflow.runs import load_model
+from bnnflow.training.optimizers import METHODS
+from bnnflow.training.trainer import TrainConfig, evaluate, finish_distributed, train
 
 
 def _nonnegative_float(text: str) -> float:
@@ -34,8 +38,6 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bnnflow.training.optimizers import METHODS
-
     p = sub.add_parser(
         "train",
         help="train a binary network with Bop or the latent-Adam baseline",
@@ -107,8 +109,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bnnflow.training.trainer import TrainConfig, finish_distributed, train
-
     fields: dict[str, Any] = {
         k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)
     }
@@ -139,11 +139,6 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
-
-    from bnnflow import data as bdata
-    from bnnflow.models import get_spec
-    from bnnflow.runs import load_model
-    from bnnflow.training.trainer import evaluate
 
     model, payload = load_model(checkpoint)
     dataset = dataset or payload.get("dataset") or get_spec(payload["model"]).dataset

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Sampler
 import bnnflow
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
+from bnnflow.layout import RunDir
 from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
 from bnnflow.runs import (
     atomic_write_bytes,
@@ -302,103 +303,140 @@ def _tensorboard(run_dir: Path) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard is optional: not installed is fine
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(Path(run_dir) / RunDir.TENSORBOARD))
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, checkpointing every epoch; returns the summary also written to ``summary.json``."""
-    cfg = config.resolved()
-    rank, world, local_rank = _distributed()
-    device = _device(cfg.device, local_rank)
-    if device.type == "cpu":
-        threads = cfg.threads or max(1, default_threads() // world)
-        torch.set_num_threads(threads)
-    run_dir = Path(cfg.run_dir)
-    ckpt_path, best_path = run_dir / "checkpoint.pt", run_dir / "best.pt"
-    is_main = rank == 0
+    return _Run(config.resolved()).train()
 
-    resume_payload = None
-    if cfg.resume:
+
+class _Run:
+    """One training run: its data, model and optimizer, the epoch loop and the checkpoints.
+
+    The set-up follows a fixed order (seeding, then the data, then the model and
+    its optimizer): the random draws of a run, and so its resumption bit for
+    bit, depend on it.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.world, local_rank = _distributed()
+        self.device = _device(cfg.device, local_rank)
+        if self.device.type == "cpu":
+            threads = cfg.threads or max(1, default_threads() // self.world)
+            torch.set_num_threads(threads)
+        self.run_dir = RunDir(Path(cfg.run_dir))
+        self.is_main = self.rank == 0
+        resume_payload = self._resume_payload()
+
+        torch.manual_seed(cfg.seed + self.rank)
+        np.random.seed(cfg.seed + self.rank)
+        random.seed(cfg.seed + self.rank)
+
+        info = bdata.get_dataset_info(cfg.dataset)
+        x_train, y_train = bdata.load_arrays(
+            cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.limit_train
+        )
+        x_test, y_test = bdata.load_arrays(cfg.dataset, "test", cfg.data_dir, cfg.download, cfg.limit_test)
+        self.train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
+        self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
+
+        self.model = build_model(cfg.model)
+        if cfg.method != "latent-adam":
+            binarize_weights_(self.model)
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(
+            self.model,
+            cfg.method,
+            gamma=cfg.gamma,
+            tau=cfg.tau,
+            sigma=cfg.sigma,
+            lr=cfg.lr,
+            compact=cfg.compact,
+        )
+        factor = schedule_factor(cfg.schedule, cfg.epochs)
+        self.schedulers: list[Any] = []
+        for opt in self.optimizer:
+            name = "gamma" if "gamma" in opt.param_groups[0] else "lr"
+            self.schedulers.append(HyperparameterScheduler(opt, name, factor))
+
+        self.layers = [name for name, _ in binary_weight_modules(self.model)]
+        self.binary_params = [m.weight for _, m in binary_weight_modules(self.model)]
+        self.n_per_layer = [p.numel() for p in self.binary_params]
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch, self.skip_batches, self.global_step, self.best_acc = 0, 0, 0, -1.0
+        self.epoch_accum: dict[str, Any] | None = None
+        if resume_payload is not None:
+            self._restore(resume_payload)
+
+        self.train_model: nn.Module = self.model
+        if self.world > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if self.is_main:
+            self._write_config()
+        self.writer = _tensorboard(self.run_dir.path) if self.is_main else None
+
+    def _resume_payload(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (checked against this command's settings), or None."""
+        cfg, ckpt_path = self.cfg, self.run_dir.checkpoint
+        if not cfg.resume:
+            if ckpt_path.exists() and not cfg.overwrite:
+                raise BnnflowError(
+                    f"{self.run_dir.path} already holds a checkpoint: pass --resume to continue or "
+                    "--overwrite"
+                )
+            return None
         if not ckpt_path.exists():
             raise BnnflowError(f"nothing to resume: {ckpt_path} does not exist")
-        resume_payload = load_checkpoint(ckpt_path)
-        saved = resume_payload.get("config", {})
+        payload = load_checkpoint(ckpt_path)
+        saved = payload.get("config", {})
         for key in _RESUME_KEYS:
             if saved.get(key) != getattr(cfg, key):
                 raise BnnflowError(
                     f"cannot resume {ckpt_path}: it was trained with {key}={saved.get(key)!r}, "
                     f"this command has {key}={getattr(cfg, key)!r}"
                 )
-    elif ckpt_path.exists() and not cfg.overwrite:
-        raise BnnflowError(f"{run_dir} already holds a checkpoint: pass --resume to continue or --overwrite")
+        return payload
 
-    torch.manual_seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    random.seed(cfg.seed + rank)
-
-    info = bdata.get_dataset_info(cfg.dataset)
-    x_train, y_train = bdata.load_arrays(cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.limit_train)
-    x_test, y_test = bdata.load_arrays(cfg.dataset, "test", cfg.data_dir, cfg.download, cfg.limit_test)
-    train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
-    test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
-
-    model = build_model(cfg.model)
-    if cfg.method != "latent-adam":
-        binarize_weights_(model)
-    model.to(device)
-    optimizer = build_optimizer(
-        model, cfg.method, gamma=cfg.gamma, tau=cfg.tau, sigma=cfg.sigma, lr=cfg.lr, compact=cfg.compact
-    )
-    factor = schedule_factor(cfg.schedule, cfg.epochs)
-    schedulers: list[Any] = []
-    for opt in optimizer:
-        name = "gamma" if "gamma" in opt.param_groups[0] else "lr"
-        schedulers.append(HyperparameterScheduler(opt, name, factor))
-
-    layers = [name for name, _ in binary_weight_modules(model)]
-    binary_params = [m.weight for _, m in binary_weight_modules(model)]
-    history: list[dict[str, Any]] = []
-    start_epoch, skip_batches, global_step, best_acc = 0, 0, 0, -1.0
-    epoch_accum: dict[str, Any] | None = None
-    if resume_payload is not None:
-        model.load_state_dict(resume_payload["model_state"])
-        optimizer.load_state_dict(resume_payload["optimizer_state"])
-        for sched, sd in zip(schedulers, resume_payload["scheduler_states"], strict=True):
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        for sched, sd in zip(self.schedulers, payload["scheduler_states"], strict=True):
             sched.load_state_dict(sd)
-        start_epoch = resume_payload["epoch"]
-        skip_batches = resume_payload.get("batches_done", 0)
-        global_step = resume_payload["global_step"]
-        best_acc = resume_payload["best_acc"]
-        history = list(resume_payload["history"])
-        epoch_accum = resume_payload.get("epoch_accum")
-        if world == 1:  # with several ranks each has its own stream; rank 0's is saved
-            _set_rng_state(resume_payload["rng"])
-        if is_main:
-            print(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {skip_batches}")
+        self.start_epoch = payload["epoch"]
+        self.skip_batches = payload.get("batches_done", 0)
+        self.global_step = payload["global_step"]
+        self.best_acc = payload["best_acc"]
+        self.history = list(payload["history"])
+        self.epoch_accum = payload.get("epoch_accum")
+        if self.world == 1:  # with several ranks each has its own stream; rank 0's is saved
+            _set_rng_state(payload["rng"])
+        if self.is_main:
+            print(f"resuming {self.run_dir.path} at epoch {self.start_epoch + 1}, batch {self.skip_batches}")
 
-    train_model: nn.Module = model
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def _write_config(self) -> None:
+        cfg = self.cfg
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
-            run_dir / "run.json",
+            self.run_dir.config,
             {
                 "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
                 "method_description": METHODS[cfg.method],
                 "model_description": get_spec(cfg.model).description,
-                "world_size": world,
+                "world_size": self.world,
                 "versions": {"bnnflow": bnnflow.__version__, "torch": torch.__version__},
             },
         )
-    writer = _tensorboard(run_dir) if is_main else None
 
-    def checkpoint(epoch_done: int, batches_done: int, accum: dict[str, Any] | None, path: Path) -> None:
-        if not is_main:
+    def _checkpoint(
+        self, epoch_done: int, batches_done: int, accum: dict[str, Any] | None, path: Path
+    ) -> None:
+        if not self.is_main:
             return
+        cfg = self.cfg
         save_checkpoint(
             path,
             {
@@ -409,173 +447,208 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "epoch": epoch_done,
                 "batches_done": batches_done,
                 "epoch_accum": accum,
-                "global_step": global_step,
-                "best_acc": best_acc,
-                "history": history,
-                "model_state": model.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "scheduler_states": [s.state_dict() for s in schedulers],
+                "global_step": self.global_step,
+                "best_acc": self.best_acc,
+                "history": self.history,
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_states": [s.state_dict() for s in self.schedulers],
                 "rng": _rng_state(),
             },
         )
 
-    n_per_layer = [p.numel() for p in binary_params]
-    started = time.perf_counter()
-    with _Interrupt() as interrupt:
-        for epoch in range(start_epoch, cfg.epochs):
-            sampler = _EpochSampler(
-                len(train_set), cfg.seed, epoch, rank, world, skip_batches * cfg.batch_size
+    def train(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        with _Interrupt() as interrupt:
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                accum = self._train_epoch(epoch, interrupt)
+                row = self._epoch_row(epoch, accum)
+                self.history.append(row)
+                for sched in self.schedulers:
+                    sched.step()
+                if self.is_main:
+                    self._end_epoch(epoch, row, accum)
+        summary = self._summary(started)
+        if self.is_main:
+            atomic_write_json(self.run_dir.summary, summary)
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+    def _batches(self, epoch: int) -> tuple[DataLoader, Any]:
+        """The epoch's loader (resuming mid-epoch where a checkpoint stopped) and what to iterate."""
+        cfg = self.cfg
+        sampler = _EpochSampler(
+            len(self.train_set), cfg.seed, epoch, self.rank, self.world, self.skip_batches * cfg.batch_size
+        )
+        # A private generator: creating the loader's iterator must not draw from
+        # the global RNG, or a resumed epoch would see a shifted dropout stream.
+        loader = DataLoader(
+            self.train_set, batch_size=cfg.batch_size, sampler=sampler, generator=torch.Generator()
+        )
+        if not (cfg.progress and self.is_main):
+            return loader, loader
+        from tqdm import tqdm  # only for a progress bar; the import is slow
+
+        return loader, tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            initial=self.skip_batches,
+            total=self.skip_batches + len(loader),
+            leave=False,
+            dynamic_ncols=True,
+            disable=None,  # no bar when stderr is not a terminal (logs, CI)
+        )
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_index: int) -> tuple[Any, Any, Any]:
+        """One optimizer step: (loss, logits, flips per binary layer)."""
+        ckpt_path = self.run_dir.checkpoint
+        logits = self.train_model(x)
+        loss = F.cross_entropy(logits, y)
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if self.world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
+            raise BnnflowError(
+                f"loss is not finite at epoch {epoch + 1}, batch {batch_index + 1}; stopped. "
+                f"The last good checkpoint is {ckpt_path}"
+                + (" (none written yet)" if not ckpt_path.exists() else "")
             )
-            # A private generator: creating the loader's iterator must not draw from
-            # the global RNG, or a resumed epoch would see a shifted dropout stream.
-            loader = DataLoader(
-                train_set, batch_size=cfg.batch_size, sampler=sampler, generator=torch.Generator()
-            )
-            accum = epoch_accum or {
-                "loss": 0.0,
-                "correct": 0,
-                "count": 0,
-                "steps": 0,
-                "seconds": 0.0,
-                "flips": [0] * len(layers),
-            }
-            epoch_accum = None
-            flips = torch.tensor(accum["flips"], dtype=torch.int64)
-            t0 = time.perf_counter()
-            train_model.train()
-            batches = loader
-            if cfg.progress and is_main:
-                from tqdm import tqdm
+        self.optimizer.zero_grad()
+        loss.backward()
+        flip_opt = self.optimizer.flip_optimizer
+        if flip_opt is None:  # latent weights: a flip is a change of sign (0 counts as +)
+            before = [p.detach() >= 0 for p in self.binary_params]
+        self.optimizer.step()
+        with torch.no_grad():
+            if flip_opt is None:
+                counts = [(b != (p >= 0)).sum() for b, p in zip(before, self.binary_params, strict=True)]
+            else:
+                counts = [flip_opt.state[p]["flips"] for p in self.binary_params]
+            return loss, logits, torch.stack(counts).cpu()
 
-                batches = tqdm(
-                    loader,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                    initial=skip_batches,
-                    total=skip_batches + len(loader),
-                    leave=False,
-                    dynamic_ncols=True,
-                    disable=None,  # no bar when stderr is not a terminal (logs, CI)
+    def _stop_requested(self, interrupt: _Interrupt) -> bool:
+        """Ctrl-C (or the test hook) on any rank stops every rank at the same step."""
+        cfg = self.cfg
+        if cfg.interrupt_after_steps is not None and self.global_step >= cfg.interrupt_after_steps:
+            interrupt.requested = True
+        stop = interrupt.requested
+        if self.world > 1:
+            flag = torch.tensor([int(stop)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _train_epoch(self, epoch: int, interrupt: _Interrupt) -> dict[str, Any]:
+        """The epoch's training steps, from where a checkpoint stopped; its running totals."""
+        cfg = self.cfg
+        loader, batches = self._batches(epoch)
+        accum = self.epoch_accum or {
+            "loss": 0.0,
+            "correct": 0,
+            "count": 0,
+            "steps": 0,
+            "seconds": 0.0,
+            "flips": [0] * len(self.layers),
+        }
+        self.epoch_accum = None
+        flips = torch.tensor(accum["flips"], dtype=torch.int64)
+        t0 = time.perf_counter()
+        self.train_model.train()
+        batch_index = self.skip_batches
+        for x, y in batches:
+            x, y = x.to(self.device), y.to(self.device)
+            loss, logits, counts = self._step(x, y, epoch, batch_index)
+            flips += counts
+            accum["loss"] += loss.item() * y.numel()
+            accum["correct"] += (logits.detach().argmax(1) == y).sum().item()
+            accum["count"] += y.numel()
+            accum["steps"] += 1
+            batch_index += 1
+            self.global_step += 1
+            if batches is not loader:
+                batches.set_postfix(loss=f"{loss.item():.3f}")
+            stop = self._stop_requested(interrupt)
+            if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
+                accum["flips"] = flips.tolist()
+                accum["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self._checkpoint(epoch, batch_index, dict(accum), self.run_dir.checkpoint)
+            if stop:
+                raise BnnflowError(
+                    f"interrupted at epoch {epoch + 1}, batch {batch_index}; checkpoint saved, "
+                    f"continue with --resume",
+                    exit_code=130,
                 )
-            batch_index = skip_batches
-            for x, y in batches:
-                x, y = x.to(device), y.to(device)
-                logits = train_model(x)
-                loss = F.cross_entropy(logits, y)
-                finite = torch.isfinite(loss.detach()).to(torch.int32)
-                if world > 1:
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if not bool(finite):
-                    raise BnnflowError(
-                        f"loss is not finite at epoch {epoch + 1}, batch {batch_index + 1}; stopped. "
-                        f"The last good checkpoint is {ckpt_path}"
-                        + (" (none written yet)" if not ckpt_path.exists() else "")
-                    )
-                optimizer.zero_grad()
-                loss.backward()
-                flip_opt = optimizer.flip_optimizer
-                if flip_opt is None:  # latent weights: a flip is a change of sign (0 counts as +)
-                    before = [p.detach() >= 0 for p in binary_params]
-                optimizer.step()
-                with torch.no_grad():
-                    if flip_opt is None:
-                        counts = [(b != (p >= 0)).sum() for b, p in zip(before, binary_params, strict=True)]
-                    else:
-                        counts = [flip_opt.state[p]["flips"] for p in binary_params]
-                    flips += torch.stack(counts).cpu()
-                accum["loss"] += loss.item() * y.numel()
-                accum["correct"] += (logits.detach().argmax(1) == y).sum().item()
-                accum["count"] += y.numel()
-                accum["steps"] += 1
-                batch_index += 1
-                global_step += 1
-                if cfg.progress and is_main:
-                    batches.set_postfix(loss=f"{loss.item():.3f}")
-                if cfg.interrupt_after_steps is not None and global_step >= cfg.interrupt_after_steps:
-                    interrupt.requested = True
-                stop = interrupt.requested
-                if world > 1:
-                    flag = torch.tensor([int(stop)])
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    stop = bool(flag.item())
-                periodic = cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0
-                if stop or periodic:
-                    accum["flips"] = flips.tolist()
-                    accum["seconds"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    checkpoint(epoch, batch_index, dict(accum), ckpt_path)
-                if stop:
-                    raise BnnflowError(
-                        f"interrupted at epoch {epoch + 1}, batch {batch_index}; checkpoint saved, "
-                        f"continue with --resume",
-                        exit_code=130,
-                    )
-            skip_batches = 0
-            accum["seconds"] += time.perf_counter() - t0
-            accum["flips"] = flips.tolist()
+        self.skip_batches = 0
+        accum["seconds"] += time.perf_counter() - t0
+        accum["flips"] = flips.tolist()
+        return accum
 
-            test_loss, test_acc = evaluate(model, test_loader, device)
-            steps = max(accum["steps"], 1)
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": accum["loss"] / max(accum["count"], 1),
-                "train_acc": accum["correct"] / max(accum["count"], 1),
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "seconds": accum["seconds"],
-                "steps": accum["steps"],
-            }
-            for opt in optimizer:
-                for key in ("gamma", "tau", "lr"):
-                    if key in opt.param_groups[0]:
-                        row[key] = opt.param_groups[0][key]
-            for layer, count, n in zip(layers, accum["flips"], n_per_layer, strict=True):
-                ratio = count / (n * steps)
-                row[f"flips_per_step/{layer}"] = count / steps
-                row[f"log_flip_ratio/{layer}"] = math.log10(ratio) if ratio > 0 else float("nan")
-            row["flips"] = int(sum(accum["flips"]))
-            history.append(row)
-            for sched in schedulers:
-                sched.step()
-            if is_main:
-                if test_acc > best_acc:
-                    best_acc = test_acc
-                    checkpoint(epoch + 1, 0, None, best_path)
-                checkpoint(epoch + 1, 0, None, ckpt_path)
-                _write_csv(run_dir / "metrics.csv", history)
-                plot_history(history, layers, run_dir / "training.png", f"{cfg.model} / {cfg.method}")
-                if writer is not None:
-                    for key, value in row.items():
-                        if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                            writer.add_scalar(key, value, epoch + 1)
-                    writer.flush()
-                print(
-                    f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                    f"train {100 * row['train_acc']:6.2f}%  test {100 * test_acc:6.2f}%  "
-                    f"flips/step {row['flips'] / steps:9.1f}  {accum['seconds']:6.1f}s",
-                    flush=True,
-                )
+    def _epoch_row(self, epoch: int, accum: dict[str, Any]) -> dict[str, Any]:
+        """metrics.csv's row: losses, accuracies, hyperparameters and flips per layer."""
+        test_loss, test_acc = evaluate(self.model, self.test_loader, self.device)
+        steps = max(accum["steps"], 1)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": accum["loss"] / max(accum["count"], 1),
+            "train_acc": accum["correct"] / max(accum["count"], 1),
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "seconds": accum["seconds"],
+            "steps": accum["steps"],
+        }
+        for opt in self.optimizer:
+            for key in ("gamma", "tau", "lr"):
+                if key in opt.param_groups[0]:
+                    row[key] = opt.param_groups[0][key]
+        for layer, count, n in zip(self.layers, accum["flips"], self.n_per_layer, strict=True):
+            ratio = count / (n * steps)
+            row[f"flips_per_step/{layer}"] = count / steps
+            row[f"log_flip_ratio/{layer}"] = math.log10(ratio) if ratio > 0 else float("nan")
+        row["flips"] = int(sum(accum["flips"]))
+        return row
 
-    summary = {
-        "run_dir": str(run_dir),
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "method": cfg.method,
-        "epochs": cfg.epochs,
-        "final_test_acc": history[-1]["test_acc"] if history else None,
-        "best_test_acc": best_acc,
-        "train_seconds": sum(r["seconds"] for r in history),
-        "wall_seconds": time.perf_counter() - started,
-        "total_flips": int(sum(r["flips"] for r in history)),
-        "bytes_per_binary_weight": state_bytes_per_binary_weight(model, optimizer),
-        "binary_weights": int(sum(n_per_layer)),
-        "world_size": world,
-        "binary_weights_sha256": _binary_weights_digest(binary_params),
-    }
-    if is_main:
-        atomic_write_json(run_dir / "summary.json", summary)
-    if writer is not None:
-        writer.close()
-    return summary
+    def _end_epoch(self, epoch: int, row: dict[str, Any], accum: dict[str, Any]) -> None:
+        """Checkpoints, metrics.csv, the plot, TensorBoard and the console line of a finished epoch."""
+        cfg, test_acc = self.cfg, row["test_acc"]
+        if test_acc > self.best_acc:
+            self.best_acc = test_acc
+            self._checkpoint(epoch + 1, 0, None, self.run_dir.best)
+        self._checkpoint(epoch + 1, 0, None, self.run_dir.checkpoint)
+        _write_csv(self.run_dir.metrics, self.history)
+        plot_history(self.history, self.layers, self.run_dir.plot, f"{cfg.model} / {cfg.method}")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, epoch + 1)
+            self.writer.flush()
+        steps = max(accum["steps"], 1)
+        print(
+            f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+            f"train {100 * row['train_acc']:6.2f}%  test {100 * test_acc:6.2f}%  "
+            f"flips/step {row['flips'] / steps:9.1f}  {accum['seconds']:6.1f}s",
+            flush=True,
+        )
+
+    def _summary(self, started: float) -> dict[str, Any]:
+        cfg, history = self.cfg, self.history
+        return {
+            "run_dir": str(self.run_dir.path),
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "method": cfg.method,
+            "epochs": cfg.epochs,
+            "final_test_acc": history[-1]["test_acc"] if history else None,
+            "best_test_acc": self.best_acc,
+            "train_seconds": sum(r["seconds"] for r in history),
+            "wall_seconds": time.perf_counter() - started,
+            "total_flips": int(sum(r["flips"] for r in history)),
+            "bytes_per_binary_weight": state_bytes_per_binary_weight(self.model, self.optimizer),
+            "binary_weights": int(sum(self.n_per_layer)),
+            "world_size": self.world,
+            "binary_weights_sha256": _binary_weights_digest(self.binary_params),
+        }
 
 
 def _binary_weights_digest(params: list[torch.Tensor]) -> str:

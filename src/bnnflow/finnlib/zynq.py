@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnnflow.deploy.weight_memory import MIN_APERTURE, memory_layout
 from bnnflow.errors import BnnflowError
-from bnnflow.hls.boards import get_board
+from bnnflow.finnlib.boards import get_board
+from bnnflow.finnlib.weight_memory import MIN_APERTURE, memory_layout
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ def name_instances(parent: Any) -> dict[str, str]:
 
 def zynq_dataflow_model(model: Any, board: str, partition_dir: str | Path) -> Any:
     """The hardware-layer graph prepared as FINN's ZynqBuild prepares it, partitions named."""
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise BnnflowError("the compiled design must have one input and one output to be deployed")
+    model = zynq_shell_model(model, board, partition_dir)
+    name_instances(model)
+    return model
+
+
+def zynq_shell_model(model: Any, board: str, partition_dir: str | Path) -> Any:
+    """The hardware-layer graph through ZynqBuild's preparation for the Zynq shell, partitions unnamed."""
     from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
     from finn.transformation.fpgadataflow.floorplan import Floorplan
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
@@ -86,8 +95,6 @@ def zynq_dataflow_model(model: Any, board: str, partition_dir: str | Path) -> An
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
 
     brd = get_board(board)
-    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise BnnflowError("the compiled design must have one input and one output to be deployed")
     # The same list, in the same order, with the same renaming after each step
     # as ZynqBuild.apply (no instrumentation, no FINN switch).
     steps = [
@@ -101,7 +108,6 @@ def zynq_dataflow_model(model: Any, board: str, partition_dir: str | Path) -> An
         model = model.transform(step)
         model = model.transform(GiveUniqueNodeNames())
         model = model.transform(GiveReadableTensorNames())
-    name_instances(model)
     return model
 
 

@@ -74,7 +74,7 @@ _lib: ctypes.CDLL | None = None
 
 def library_path() -> Path:
     """The engine's shared library inside the installed package."""
-    spec = importlib.util.find_spec("bnnflow.cpu._bnncpu")
+    spec = importlib.util.find_spec("bnnflow.bnncpu._bnncpu")
     if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
         raise BnnflowError(
             "the C engine is not built: reinstall bnnflow "

@@ -502,6 +502,58 @@ def _enum(cls: type[enum.IntEnum], value: int, what: str, where: str) -> enum.In
         raise BnnflowError(f"{where}: unknown {what} {value}") from None
 
 
+def _decode_layer(data: bytes, offset: int, file_bytes: int, where: str) -> tuple[Layer, int]:
+    """The layer record at ``offset``, checked field by field: (layer, record bytes)."""
+    if offset + LAYER_HEADER_BYTES > file_bytes:
+        raise BnnflowError(f"{where}: record runs past the end of the file")
+    fields = LAYER_HEADER.unpack_from(data, offset)
+    kind = _enum(LayerKind, fields[0], "layer kind", where)
+    record = fields[1]
+    in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride = fields[2:10]
+    in_t = _enum(ValueType, fields[10], "input type", where)
+    out_t = _enum(ValueType, fields[11], "output type", where)
+    n_thr, act_val, res0, res1 = fields[12:16]
+    if res0 or res1:
+        raise BnnflowError(f"{where}: reserved fields are not 0")
+    for name, value in zip(
+        ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride"), fields[2:10], strict=True
+    ):
+        if not 1 <= value <= MAX_DIM:  # before any size is computed from them
+            raise BnnflowError(f"{where}: {name} {value} is outside 1..{MAX_DIM}")
+    la = Layer(kind, in_h, in_w, in_c, out_h, out_w, out_c, in_t, out_t, kernel, stride, act_val)  # type: ignore[arg-type]
+    if kind == LayerKind.MVAU and la.k > MAX_K:
+        raise BnnflowError(f"{where}: K {la.k} is larger than {MAX_K}")
+    most = {LayerKind.THRESHOLD: 255, LayerKind.MVAU: 1}.get(kind, 0)
+    if n_thr > most:
+        raise BnnflowError(f"{where}: n_thresholds {n_thr} for a {kind.name} layer")
+    if kind == LayerKind.THRESHOLD and not 1 <= n_thr <= 255:
+        raise BnnflowError(f"{where}: n_thresholds {n_thr} is outside 1..255")
+    if record % 8 or record < LAYER_HEADER_BYTES or offset + record > file_bytes:
+        raise BnnflowError(f"{where}: record_bytes {record} is not a multiple of 8 within the file")
+    payload = data[offset + LAYER_HEADER_BYTES : offset + record]
+    if kind == LayerKind.THRESHOLD:
+        used = 4 * in_c * n_thr
+        if used <= len(payload):
+            la.thresholds = np.frombuffer(payload[:used], dtype="<i4").reshape(in_c, n_thr).astype(np.int32)
+    elif kind == LayerKind.MVAU:
+        wbytes = 8 * out_c * _words_per_row(la.k)
+        used = wbytes + 4 * out_c * n_thr
+        if used <= len(payload):
+            try:
+                la.weights = unpack_weights(payload[:wbytes], la.k, out_c)
+            except BnnflowError as exc:
+                raise BnnflowError(f"{where}: {exc}") from None
+            if n_thr:
+                la.thresholds = np.frombuffer(payload[wbytes:used], dtype="<i4").astype(np.int32)
+    else:
+        used = 0
+    if record != LAYER_HEADER_BYTES + (used + 7) // 8 * 8:
+        raise BnnflowError(f"{where}: record_bytes {record}, its payload needs {LAYER_HEADER_BYTES + used}")
+    if any(payload[used:]):
+        raise BnnflowError(f"{where}: padding bytes are not zero")
+    return la, record
+
+
 def decode_model(data: bytes) -> CpuModel:
     """Parse and validate a model file's bytes (checksum, sizes, limits, chaining)."""
     if len(data) < HEADER_BYTES:
@@ -556,58 +608,7 @@ def decode_model(data: bytes) -> CpuModel:
     )
     offset = HEADER_BYTES
     for i in range(n_layers):
-        where = f"layer {i}"
-        if offset + LAYER_HEADER_BYTES > file_bytes:
-            raise BnnflowError(f"{where}: record runs past the end of the file")
-        fields = LAYER_HEADER.unpack_from(data, offset)
-        kind = _enum(LayerKind, fields[0], "layer kind", where)
-        record = fields[1]
-        in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride = fields[2:10]
-        in_t = _enum(ValueType, fields[10], "input type", where)
-        out_t = _enum(ValueType, fields[11], "output type", where)
-        n_thr, act_val, res0, res1 = fields[12:16]
-        if res0 or res1:
-            raise BnnflowError(f"{where}: reserved fields are not 0")
-        for name, value in zip(
-            ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride"), fields[2:10], strict=True
-        ):
-            if not 1 <= value <= MAX_DIM:  # before any size is computed from them
-                raise BnnflowError(f"{where}: {name} {value} is outside 1..{MAX_DIM}")
-        la = Layer(kind, in_h, in_w, in_c, out_h, out_w, out_c, in_t, out_t, kernel, stride, act_val)  # type: ignore[arg-type]
-        if kind == LayerKind.MVAU and la.k > MAX_K:
-            raise BnnflowError(f"{where}: K {la.k} is larger than {MAX_K}")
-        most = {LayerKind.THRESHOLD: 255, LayerKind.MVAU: 1}.get(kind, 0)
-        if n_thr > most:
-            raise BnnflowError(f"{where}: n_thresholds {n_thr} for a {kind.name} layer")
-        if kind == LayerKind.THRESHOLD and not 1 <= n_thr <= 255:
-            raise BnnflowError(f"{where}: n_thresholds {n_thr} is outside 1..255")
-        if record % 8 or record < LAYER_HEADER_BYTES or offset + record > file_bytes:
-            raise BnnflowError(f"{where}: record_bytes {record} is not a multiple of 8 within the file")
-        payload = data[offset + LAYER_HEADER_BYTES : offset + record]
-        if kind == LayerKind.THRESHOLD:
-            used = 4 * in_c * n_thr
-            if used <= len(payload):
-                la.thresholds = (
-                    np.frombuffer(payload[:used], dtype="<i4").reshape(in_c, n_thr).astype(np.int32)
-                )
-        elif kind == LayerKind.MVAU:
-            wbytes = 8 * out_c * _words_per_row(la.k)
-            used = wbytes + 4 * out_c * n_thr
-            if used <= len(payload):
-                try:
-                    la.weights = unpack_weights(payload[:wbytes], la.k, out_c)
-                except BnnflowError as exc:
-                    raise BnnflowError(f"{where}: {exc}") from None
-                if n_thr:
-                    la.thresholds = np.frombuffer(payload[wbytes:used], dtype="<i4").astype(np.int32)
-        else:
-            used = 0
-        if record != LAYER_HEADER_BYTES + (used + 7) // 8 * 8:
-            raise BnnflowError(
-                f"{where}: record_bytes {record}, its payload needs {LAYER_HEADER_BYTES + used}"
-            )
-        if any(payload[used:]):
-            raise BnnflowError(f"{where}: padding bytes are not zero")
+        la, record = _decode_layer(data, offset, file_bytes, f"layer {i}")
         model.layers.append(la)
         offset += record
     if offset != file_bytes:

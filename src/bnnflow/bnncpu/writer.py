@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.cpu.modelfile import (
+from bnnflow.bnncpu.modelfile import (
     DATASET_BY_NAME,
     MAGIC,
     CpuModel,
@@ -48,11 +48,14 @@ from bnnflow.cpu.modelfile import (
     validate,
     write_model,
 )
+from bnnflow.data import DATASET_BY_SHAPE
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.hwgraph import base_op_type
+from bnnflow.layout import CompileDir
 
-MODEL_FILE = "model.bnn"
-HW_GRAPH = "model_hw.onnx"
-PARENT_GRAPH = Path("intermediate_models") / "dataflow_parent.onnx"
+MODEL_FILE = CompileDir.CPU_MODEL
+PARENT_GRAPH = Path(CompileDir.INTERMEDIATE) / CompileDir.PARENT_GRAPH  # relative to a compile folder
 NCHW_TO_NHWC = [0, 2, 3, 1]
 
 
@@ -62,11 +65,6 @@ class UnsupportedGraph(BnnflowError):
     def __init__(self, reason: str, where: str | None = None) -> None:
         super().__init__(f"{where}: cannot be written as a CPU model: {reason}" if where else reason)
         self.reason = reason
-
-
-def _base(op_type: str) -> str:
-    """FINN's op type without the backend suffix (MVAU_hls -> MVAU)."""
-    return re.sub(r"_(hls|rtl)$", "", op_type)
 
 
 def _fail(node: Any, why: str) -> UnsupportedGraph:
@@ -241,7 +239,7 @@ class _Walker:
     def maxpool(self, swg: Any, pool: Any) -> None:
         k, s, (oh, ow) = self.window(swg)
         inst = self.get(pool)
-        if _base(pool.op_type) != "Pool":
+        if base_op_type(pool.op_type) != "Pool":
             raise _fail(swg, f"a depthwise sliding window followed by {pool.op_type}, not a Pool")
         if inst.get_nodeattr("Function") != "MaxPool":
             raise _fail(
@@ -381,8 +379,6 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
 
 def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
-    from bnnflow.hls.finn_env import prepare_finn
-
     prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
     (c, h, w), order = _host_input(parent)
     hw_in = hw.graph.input[0].name
@@ -397,57 +393,7 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
 
     walker = _Walker(hw)
     walker.shape = (h, w, c)
-    image_nchw = order == InputOrder.CHW  # until flattened, the tensor is the stored image
-    nodes = list(hw.graph.node)
-    tensor = hw_in
-    for node in nodes:
-        if len(node.output) != 1 or node.input[0] != tensor:
-            raise _fail(node, "the hardware graph is not a single chain of layers")
-        tensor = node.output[0]
-    if tensor != hw.graph.output[0].name:
-        raise UnsupportedGraph("the hardware graph's output is not its last node's")
-    i = 0
-    while i < len(nodes):
-        node = nodes[i]
-        if walker.done:
-            raise _fail(node, "a layer after the label select")
-        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
-            raise _fail(node, "not a FINN hardware layer")
-        op = _base(node.op_type)
-        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-        if image_nchw and op != "Reshape":
-            raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
-        if op == "Reshape":
-            walker.reshape(node, image_nchw)
-            image_nchw = False
-        elif op == "Thresholding":
-            walker.thresholding(node)
-        elif op == "ConvolutionInputGenerator":
-            if nxt is None:
-                raise _fail(node, "a sliding window at the end of the graph")
-            if walker.get(node).get_nodeattr("depthwise"):
-                walker.maxpool(node, nxt)
-            else:
-                if _base(nxt.op_type) != "MVAU":
-                    raise _fail(node, f"a sliding window followed by {nxt.op_type}, not an MVAU")
-                walker.mvau(nxt, node)
-            i += 1
-        elif op == "MVAU":
-            walker.mvau(node, None)
-        elif op == "LabelSelect":
-            walker.label_select(node)
-        elif op in ("FMPadding", "FMPadding_Pixel"):
-            raise _fail(node, "padding is not supported")
-        elif op == "Pool":
-            raise _fail(node, "a Pool without its sliding-window generator")
-        else:
-            raise _fail(node, "this layer type is not supported by the CPU model format")
-        i += 1
-    if not walker.done:
-        raise UnsupportedGraph("the hardware graph does not end in a LabelSelect")
-
-    from bnnflow.hls.flow import DATASET_BY_SHAPE
-
+    _walk(hw, walker, image_nchw=order == InputOrder.CHW)
     n_classes = walker.layers[-1].in_c
     model = CpuModel(
         in_c=c,
@@ -465,17 +411,67 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
     return model
 
 
+def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
+    """The hardware graph's layers, in order, into ``walker``; ``image_nchw``: until flattened, the
+    tensor is the stored image."""
+    nodes = list(hw.graph.node)
+    tensor = hw.graph.input[0].name
+    for node in nodes:
+        if len(node.output) != 1 or node.input[0] != tensor:
+            raise _fail(node, "the hardware graph is not a single chain of layers")
+        tensor = node.output[0]
+    if tensor != hw.graph.output[0].name:
+        raise UnsupportedGraph("the hardware graph's output is not its last node's")
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        if walker.done:
+            raise _fail(node, "a layer after the label select")
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            raise _fail(node, "not a FINN hardware layer")
+        op = base_op_type(node.op_type)
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        if image_nchw and op != "Reshape":
+            raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
+        if op == "Reshape":
+            walker.reshape(node, image_nchw)
+            image_nchw = False
+        elif op == "Thresholding":
+            walker.thresholding(node)
+        elif op == "ConvolutionInputGenerator":
+            if nxt is None:
+                raise _fail(node, "a sliding window at the end of the graph")
+            if walker.get(node).get_nodeattr("depthwise"):
+                walker.maxpool(node, nxt)
+            else:
+                if base_op_type(nxt.op_type) != "MVAU":
+                    raise _fail(node, f"a sliding window followed by {nxt.op_type}, not an MVAU")
+                walker.mvau(nxt, node)
+            i += 1
+        elif op == "MVAU":
+            walker.mvau(node, None)
+        elif op == "LabelSelect":
+            walker.label_select(node)
+        elif op in ("FMPadding", "FMPadding_Pixel"):
+            raise _fail(node, "padding is not supported")
+        elif op == "Pool":
+            raise _fail(node, "a Pool without its sliding-window generator")
+        else:
+            raise _fail(node, "this layer type is not supported by the CPU model format")
+        i += 1
+    if not walker.done:
+        raise UnsupportedGraph("the hardware graph does not end in a LabelSelect")
+
+
 def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``<compile_dir>/model.bnn`` (or ``out``) from a compile folder; returns its path."""
     compile_dir = Path(compile_dir)
-    hw_path = compile_dir / HW_GRAPH
-    parent_path = compile_dir / PARENT_GRAPH
+    hw_path, parent_path = CompileDir(compile_dir).hw_graph, CompileDir(compile_dir).parent_graph
     if not compile_dir.is_dir():
         raise BnnflowError(f"compile folder not found: {compile_dir}")
     for path in (hw_path, parent_path):
         if not path.is_file():
             raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
-    from bnnflow.hls.finn_env import prepare_finn
 
     prepare_finn()
     from qonnx.core.modelwrapper import ModelWrapper
@@ -491,7 +487,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
         model = build_cpu_model(*graphs)
     except UnsupportedGraph as exc:
         raise UnsupportedGraph(exc.reason, str(hw_path)) from None
-    target = Path(out) if out is not None else compile_dir / MODEL_FILE
+    target = Path(out) if out is not None else CompileDir(compile_dir).cpu_model
     if target.is_dir():
         raise BnnflowError(f"--out {target} is a folder; give a file name")
     if target.is_file():

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
 
 MIN_APERTURE = 4096  # assign_axi_addr_proc rounds a smaller range up to 4 KiB
 
@@ -48,13 +49,6 @@ MIN_APERTURE = 4096  # assign_axi_addr_proc rounds a smaller range up to 4 KiB
 def clog2(x: int) -> int:
     """Verilog's $clog2: bits to address x entries (0 for x <= 1)."""
     return max(0, int(x) - 1).bit_length()
-
-
-def _base(op_type: str) -> str:
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ def memory_layout(node: Any) -> MemoryLayout:
     from qonnx.custom_op.registry import getCustomOp
 
     inst = getCustomOp(node)
-    op = _base(node.op_type)
+    op = base_op_type(node.op_type)
     attrs = inst.get_nodeattr_types()
     if "runtime_writeable_weights" not in attrs or not inst.get_nodeattr("runtime_writeable_weights"):
         raise BnnflowError(f"{node.name} has no runtime-writable parameters")
@@ -243,6 +237,4 @@ def decode(layout: MemoryLayout, words: np.ndarray) -> np.ndarray:
 
 def writable_layouts(model: Any) -> list[MemoryLayout]:
     """Every runtime-writable layer's memory layout, in graph order."""
-    from bnnflow.hls.runtime_weights import writable_nodes
-
     return [memory_layout(n) for n in writable_nodes(model)]
