@@ -187,7 +187,7 @@ def test_host_and_board_share_the_deployment_format() -> None:
 
     from bnnflow.bench import boardreport, report
     from bnnflow.deploy import package, update
-    from bnnflow.hls import boards
+    from bnnflow.finnlib import boards
 
     shared = {
         package: ("MANIFEST", "FORMAT", "BITFILE", "HWH", "TIMING_REPORT", "RUNTIME_WEIGHTS",
