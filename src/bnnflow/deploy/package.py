@@ -220,6 +220,44 @@ def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     return out
 
 
+# What the board's check of the FPGA against the golden outputs cannot show: the golden outputs
+# come from the compiled design itself (the CPU engine computes what FINN's execution of it computes).
+UNVERIFIED = (
+    "the FPGA's outputs are checked only against golden outputs from FINN's execution of the same "
+    "design, so a difference FINN's conversion made to what the model computes goes unnoticed"
+)
+
+
+def verification_warnings(compile_dir: str | Path) -> list[str]:
+    """A warning where the compile's verification chain did not run or did not check every weight layer.
+
+    The chain (hls/verify.py) is what compares the design with the QONNX model
+    it was compiled from, layer by layer, on ``verification.n_images`` test
+    images, in the hardware-layer graph of ``step_convert_to_hw``; ``--verify 0``
+    leaves compile.json's ``verification`` empty.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    compiled = CompileDir(Path(compile_dir))
+    verification = compiled.read_info().verification or {}
+    n = int(verification.get("n_images") or 0)
+    if n < 1:
+        return [
+            "the compile's verification chain did not run (compiled with --verify 0): nothing compared "
+            f"this design with the QONNX model it was compiled from; {UNVERIFIED}"
+        ]
+    hw = ModelWrapper(str(compiled.step_graph("step_convert_to_hw")))
+    layers = [node.name for node in hw.graph.node if node.op_type.startswith("MVAU")]
+    missing = [name for name in layers if name not in verification.get("layers", [])]
+    if missing:
+        return [
+            f"the compile's verification chain did not check {', '.join(missing)} (it checked "
+            f"{len(layers) - len(missing)} of the design's {len(layers)} weight layers on {n} images); "
+            f"for those layers {UNVERIFIED}"
+        ]
+    return []
+
+
 def _driver_settings(
     source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log, runtime_dst: Path
 ) -> dict[str, Any]:
@@ -368,13 +406,18 @@ def build_package(
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())
     clock_ns = float(cfg.get("synth_clk_period_ns", source.compile_info.get("clock_ns", 10.0)))
     testset = _golden_outputs(source, clock_ns, n_images, data_dir, log)
+    warnings = verification_warnings(source.compile_dir)
+    for warning in warnings:
+        log(f"  warning: {warning}")
     # Everything is written to a temporary folder that replaces ``final`` only once complete.
     with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
         design = _checked_design(source, clock_ns, testset, tmp, Path(work), log)
         bitfile = _driver_and_bitfile(source, design, tmp)
         _engine_and_runtime(source, cpu_src, tmp)
         _testset_files(testset, tmp)
-        atomic_write_json(tmp / MANIFEST, _manifest(source, clock_ns, testset, design, bitfile, tmp))
+        atomic_write_json(
+            tmp / MANIFEST, _manifest(source, clock_ns, testset, design, bitfile, warnings, tmp)
+        )
     where = "with Vivado's bitfile" if source.vivado else "WITHOUT a bitfile (Vivado was not run)"
     log(f"deployment package for {source.board} {where} in {final}")
     if not source.vivado:
@@ -488,9 +531,19 @@ def _testset_files(testset: _Testset, tmp: Path) -> None:
 
 
 def _manifest(
-    source: Source, clock_ns: float, testset: _Testset, design: _Design, bitfile: dict[str, Any], tmp: Path
+    source: Source,
+    clock_ns: float,
+    testset: _Testset,
+    design: _Design,
+    bitfile: dict[str, Any],
+    warnings: list[str],
+    tmp: Path,
 ) -> dict[str, Any]:
-    """manifest.json for the files now in ``tmp``: written last, it lists every other file's sha256."""
+    """manifest.json for the files now in ``tmp``: written last, it lists every other file's sha256.
+
+    ``warnings`` are for whoever runs the package: bnnflow-board prints them and
+    puts them in its bench report.
+    """
     from bnnflow import __version__
     from bnnflow.finnlib.zynq import instances
 
@@ -541,7 +594,7 @@ def _manifest(
             "golden_source": testset.golden_source,
             "golden_accuracy": float(np.mean(testset.classes == np.asarray(testset.labels))),
         },
-        "warnings": [],
+        "warnings": warnings,
         "host": {"compile_dir": str(source.compile_dir), "python": sys.executable},
         "files": files,
     }
