@@ -19,7 +19,13 @@ import pytest
 from helpers import quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
-from bnnflow.deploy.package import MANIFEST, apply_input_ops, build_package, host_input_ops
+from bnnflow.deploy.package import (
+    MANIFEST,
+    apply_input_ops,
+    build_package,
+    host_input_ops,
+    verification_warnings,
+)
 from bnnflow.errors import BnnflowError
 from bnnflow.export import export_model
 from bnnflow.hls import compile_model
@@ -255,3 +261,36 @@ def test_package_refuses_xnor_accumulators_that_wrap(
     with pytest.raises(BnnflowError, match=r"too narrow for the popcount \(MVAU_hls_2: outputDataType INT8"):
         build_package(old, tmp_path / "deploy", n_images=4, log=None)
     assert not (tmp_path / "deploy").exists()
+
+
+def test_package_warns_where_the_compile_was_not_verified(digits_dir: Path, tmp_path: Path) -> None:
+    """Compiled with --verify 0 (digits_dir): nothing compared it with its QONNX model; the package says so.
+
+    The board prints the manifest's warnings; a verified compile's package has none
+    (test_package_refuses_xnor_accumulators_that_wrap).
+    """
+    out = build_package(digits_dir, tmp_path / "deploy", n_images=4, log=None)
+    warnings = json.loads((out / MANIFEST).read_text())["warnings"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("the compile's verification chain did not run (compiled with --verify 0)")
+    assert "checked only against golden outputs from FINN's execution of the same design" in warnings[0]
+
+
+def test_verification_that_skipped_a_layer_is_a_warning(digits_compiled: Path, tmp_path: Path) -> None:
+    """compile.json's verification must name every weight layer of the graph the chain checks."""
+    assert verification_warnings(digits_compiled) == []
+    folder = tmp_path / "compile"
+    (folder / "intermediate_models").mkdir(parents=True)
+    shutil.copy2(
+        digits_compiled / "intermediate_models" / "step_convert_to_hw.onnx", folder / "intermediate_models"
+    )
+    info = json.loads((digits_compiled / "compile.json").read_text())
+    checked = info["verification"]["layers"]
+    info["verification"]["layers"] = checked[:-1]
+    (folder / "compile.json").write_text(json.dumps(info))
+    [warning] = verification_warnings(folder)
+    assert warning.startswith(
+        f"the compile's verification chain did not check {checked[-1]} (it checked {len(checked) - 1} of "
+        f"the design's {len(checked)} weight layers on 20 images)"
+    )
+    assert "checked only against golden outputs from FINN's execution of the same design" in warning

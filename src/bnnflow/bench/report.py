@@ -362,7 +362,17 @@ def _pct(k: int, n: int) -> str:
 
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The table's rows: where each figure comes from, what it is, and the figures."""
-    cpu, est, brd, pub = report["cpu"], report["fpga_estimate"], report["board_report"], report["published"]
+    brd, pub = report["board_report"], report["published"]
+    out = _cpu_rows(report["cpu"]) + _estimate_rows(report["fpga_estimate"])
+    if brd is not None:
+        out += _board_rows(brd)
+    if pub is not None:
+        out.append(_published_row(pub))
+    return out
+
+
+def _cpu_rows(cpu: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per C engine configuration measured here; latency, accuracy and agreement on the first."""
     out: list[dict[str, Any]] = []
     lat = cpu["latency_batch1"]
     finn = cpu["finn"]
@@ -381,8 +391,13 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "agreement": agree if i == 0 else "",
             }
         )
+    return out
+
+
+def _estimate_rows(est: dict[str, Any]) -> list[dict[str, Any]]:
+    """FINN's compute estimate, the DMA bound, and the lower of the two: what the FPGA should reach."""
     io = est["io_bound"]
-    out += [
+    return [
         {
             "kind": "estimate",
             "where": "FPGA, estimated",
@@ -403,80 +418,86 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "images_per_s": est["expected_fps"],
         },
     ]
-    if brd is not None:
-        n = brd["n_images"]
-        kind = "simulated" if brd["simulated"] else "board"
-        acc_f = f"{100 * brd['fpga']['accuracy']:.2f}% of {n:,}"
-        if brd["simulated"]:
-            where_f = where_c = "simulated board"
-            fpga_name = f"FPGA = FINN {brd['simulated_fpga']['exec']} here"
-            cpu_name = f"CPU engine here ({brd['board_cpu']})"
-        else:
-            where_f = f"FPGA, measured on {brd['board']}"
-            where_c = f"ARM CPU, measured on {brd['board']}"
-            fpga_name, cpu_name = "FPGA", f"C engine ({brd['board_cpu']})"
-        for key, mode in (("accelerator", "accelerator"), ("end_to_end", "end-to-end")):
-            series = brd["fpga"][key]
-            if series is None:
-                continue
-            out.append(
-                {
-                    "kind": kind,
-                    "where": where_f,
-                    "what": f"{fpga_name}, {mode}, batch {series['batch']:,}",
-                    "latency": _latency(series["latency_batch1_ms"]),
-                    "images_per_s": series["images_per_s"],
-                    "accuracy": acc_f if key == "accelerator" else "",
-                    "agreement": f"golden {_pct(brd['fpga']['classes_agree'], n)}"
-                    if key == "accelerator"
-                    else "",
-                }
-            )
-        c = brd["cpu"]
-        if c["available"] and c.get("timing"):
-            t = c["timing"]
-            out.append(
-                {
-                    "kind": kind,
-                    "where": where_c,
-                    "what": f"{cpu_name}, {t['mode']}, batch {t['batch']:,}",
-                    "latency": _latency(c["latency_batch1_ms"]),
-                    "images_per_s": t["images_per_s"],
-                    "accuracy": f"{100 * c['accuracy']:.2f}% of {n:,}",
-                    "agreement": f"golden {_pct(c['scores_agree'], n)}",
-                }
-            )
-            if c.get("c_loop"):  # the same engine timed by its own C loop: no Python per call
-                loop = c["c_loop"]
-                out.append(
-                    {
-                        "kind": kind,
-                        "where": where_c,
-                        "what": f"{cpu_name}, C loop ({loop['kernels']}), 1 thread",
-                        "latency": _latency(loop["latency_ms"]),
-                        "images_per_s": loop["images_per_s_1_thread"],
-                    }
-                )
-        else:
-            out.append(
-                {
-                    "kind": kind,
-                    "where": where_c,
-                    "what": f"{cpu_name}: not run: {c.get('why', '?')}",
-                }
-            )
-    if pub is not None:
+
+
+def _board_rows(brd: dict[str, Any]) -> list[dict[str, Any]]:
+    """The board report's FPGA and ARM CPU rows, labelled as a simulated board's where it was one."""
+    kind = "simulated" if brd["simulated"] else "board"
+    if brd["simulated"]:
+        where_f = where_c = "simulated board"
+        fpga_name = f"FPGA = FINN {brd['simulated_fpga']['exec']} here"
+        cpu_name = f"CPU engine here ({brd['board_cpu']})"
+    else:
+        where_f = f"FPGA, measured on {brd['board']}"
+        where_c = f"ARM CPU, measured on {brd['board']}"
+        fpga_name, cpu_name = "FPGA", f"C engine ({brd['board_cpu']})"
+    return _board_fpga_rows(brd, kind, where_f, fpga_name) + _board_cpu_rows(brd, kind, where_c, cpu_name)
+
+
+def _board_fpga_rows(brd: dict[str, Any], kind: str, where: str, name: str) -> list[dict[str, Any]]:
+    """The accelerator alone and end to end; accuracy and agreement belong to the accelerator's row."""
+    n = brd["n_images"]
+    out = []
+    for key, mode in (("accelerator", "accelerator"), ("end_to_end", "end-to-end")):
+        series = brd["fpga"][key]
+        if series is None:
+            continue
         out.append(
             {
-                "kind": "published",
-                "where": "published (finn-examples)",
-                "what": f"{pub['network']}, batch {pub['batch']:,}, {pub['clock_mhz']:.0f} MHz, "
-                "board not named",
-                "images_per_s": pub["images_per_s"],
-                "accuracy": f"{100 * pub['accuracy']:.2f}% of 10,000",
+                "kind": kind,
+                "where": where,
+                "what": f"{name}, {mode}, batch {series['batch']:,}",
+                "latency": _latency(series["latency_batch1_ms"]),
+                "images_per_s": series["images_per_s"],
+                "accuracy": f"{100 * brd['fpga']['accuracy']:.2f}% of {n:,}" if key == "accelerator" else "",
+                "agreement": f"golden {_pct(brd['fpga']['classes_agree'], n)}"
+                if key == "accelerator"
+                else "",
             }
         )
     return out
+
+
+def _board_cpu_rows(brd: dict[str, Any], kind: str, where: str, name: str) -> list[dict[str, Any]]:
+    """The board's CPU engine as timed from Python and by its own C loop, or why it did not run."""
+    n, c = brd["n_images"], brd["cpu"]
+    if not (c["available"] and c.get("timing")):
+        return [{"kind": kind, "where": where, "what": f"{name}: not run: {c.get('why', '?')}"}]
+    t = c["timing"]
+    out = [
+        {
+            "kind": kind,
+            "where": where,
+            "what": f"{name}, {t['mode']}, batch {t['batch']:,}",
+            "latency": _latency(c["latency_batch1_ms"]),
+            "images_per_s": t["images_per_s"],
+            "accuracy": f"{100 * c['accuracy']:.2f}% of {n:,}",
+            "agreement": f"golden {_pct(c['scores_agree'], n)}",
+        }
+    ]
+    if c.get("c_loop"):  # the same engine timed by its own C loop: no Python per call
+        loop = c["c_loop"]
+        out.append(
+            {
+                "kind": kind,
+                "where": where,
+                "what": f"{name}, C loop ({loop['kernels']}), 1 thread",
+                "latency": _latency(loop["latency_ms"]),
+                "images_per_s": loop["images_per_s_1_thread"],
+            }
+        )
+    return out
+
+
+def _published_row(pub: dict[str, Any]) -> dict[str, Any]:
+    """finn-examples' published figure for the same network, for scale: its board is not named."""
+    return {
+        "kind": "published",
+        "where": "published (finn-examples)",
+        "what": f"{pub['network']}, batch {pub['batch']:,}, {pub['clock_mhz']:.0f} MHz, board not named",
+        "images_per_s": pub["images_per_s"],
+        "accuracy": f"{100 * pub['accuracy']:.2f}% of 10,000",
+    }
 
 
 def format_bench(report: dict[str, Any]) -> str:

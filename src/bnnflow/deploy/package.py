@@ -220,6 +220,44 @@ def xnor_accumulator_risks(model_hw: Any) -> list[str]:
     return out
 
 
+# What the board's check of the FPGA against the golden outputs cannot show: the golden outputs
+# come from the compiled design itself (the CPU engine computes what FINN's execution of it computes).
+UNVERIFIED = (
+    "the FPGA's outputs are checked only against golden outputs from FINN's execution of the same "
+    "design, so a difference FINN's conversion made to what the model computes goes unnoticed"
+)
+
+
+def verification_warnings(compile_dir: str | Path) -> list[str]:
+    """A warning where the compile's verification chain did not run or did not check every weight layer.
+
+    The chain (hls/verify.py) is what compares the design with the QONNX model
+    it was compiled from, layer by layer, on ``verification.n_images`` test
+    images, in the hardware-layer graph of ``step_convert_to_hw``; ``--verify 0``
+    leaves compile.json's ``verification`` empty.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    compiled = CompileDir(Path(compile_dir))
+    verification = compiled.read_info().verification or {}
+    n = int(verification.get("n_images") or 0)
+    if n < 1:
+        return [
+            "the compile's verification chain did not run (compiled with --verify 0): nothing compared "
+            f"this design with the QONNX model it was compiled from; {UNVERIFIED}"
+        ]
+    hw = ModelWrapper(str(compiled.step_graph("step_convert_to_hw")))
+    layers = [node.name for node in hw.graph.node if node.op_type.startswith("MVAU")]
+    missing = [name for name in layers if name not in verification.get("layers", [])]
+    if missing:
+        return [
+            f"the compile's verification chain did not check {', '.join(missing)} (it checked "
+            f"{len(layers) - len(missing)} of the design's {len(layers)} weight layers on {n} images); "
+            f"for those layers {UNVERIFIED}"
+        ]
+    return []
+
+
 def _driver_settings(
     source: Source, parent: Any, clock_ns: float, tmp: Path, log: Log, runtime_dst: Path
 ) -> dict[str, Any]:
@@ -318,6 +356,30 @@ def _board_runtime(dst: Path) -> None:
     _copy_tree(board / "src", dst / "src")
 
 
+@dataclass(frozen=True)
+class _Testset:
+    """The package's test images with their golden outputs, and how the host lays them out for the FPGA."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: str
+    image_shape: tuple[int, ...]
+    input_ops: list[dict[str, Any]]
+    classes: np.ndarray
+    scores: np.ndarray
+    golden_source: str
+
+
+@dataclass(frozen=True)
+class _Design:
+    """The compiled design as the package records it: FINN's Zynq graph, driver settings and weights."""
+
+    parent: Any  # FINN's dataflow parent as its Zynq flow prepares it (the instances' names)
+    settings: dict[str, Any]
+    fingerprint: str
+    runtime_layers: list[dict[str, Any]] | None
+
+
 def build_package(
     path: str | Path,
     out: str | Path | None = None,
@@ -338,16 +400,40 @@ def build_package(
     if not (cpu_src / "include" / "bnncpu.h").is_file():
         raise BnnflowError(f"the CPU engine's sources are not at {cpu_src}: run bnnflow from its source tree")
 
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    from bnnflow.data import load_test_images
-    from bnnflow.deploy.golden import golden_outputs
-    from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
-    from bnnflow.finnlib.zynq import instances, zynq_dataflow_model
+    from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())
     clock_ns = float(cfg.get("synth_clk_period_ns", source.compile_info.get("clock_ns", 10.0)))
+    testset = _golden_outputs(source, clock_ns, n_images, data_dir, log)
+    warnings = verification_warnings(source.compile_dir)
+    for warning in warnings:
+        log(f"  warning: {warning}")
+    # Everything is written to a temporary folder that replaces ``final`` only once complete.
+    with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
+        design = _checked_design(source, clock_ns, testset, tmp, Path(work), log)
+        bitfile = _driver_and_bitfile(source, design, tmp)
+        _engine_and_runtime(source, cpu_src, tmp)
+        _testset_files(testset, tmp)
+        atomic_write_json(
+            tmp / MANIFEST, _manifest(source, clock_ns, testset, design, bitfile, warnings, tmp)
+        )
+    where = "with Vivado's bitfile" if source.vivado else "WITHOUT a bitfile (Vivado was not run)"
+    log(f"deployment package for {source.board} {where} in {final}")
+    if not source.vivado:
+        log("  the package has everything else: `bnnflow-board check` on the board will ask for the bitfile")
+    return final
+
+
+def _golden_outputs(
+    source: Source, clock_ns: float, n_images: int, data_dir: str | Path | None, log: Log
+) -> _Testset:
+    """The dataset's first ``n_images`` test images in the design's input shape, with their golden outputs."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from bnnflow.data import load_test_images
+    from bnnflow.deploy.golden import golden_outputs
+
     parent_host = ModelWrapper(str(source.compile_dir / "intermediate_models" / "dataflow_parent.onnx"))
     ops = host_input_ops(parent_host)
     in_shape = tuple(int(d) for d in parent_host.get_tensor_shape(parent_host.graph.input[0].name))[1:]
@@ -362,121 +448,153 @@ def build_package(
         f"  {len(images)} {dataset} test images, golden outputs ({golden_source}) "
         f"in {time.perf_counter() - t0:.1f} s"
     )
+    return _Testset(images, labels, dataset, in_shape, ops, classes, scores, golden_source)
 
-    with atomic_directory(final, marker=MANIFEST) as tmp, tempfile.TemporaryDirectory() as work:
-        model_hw = ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH))
-        with open(Path(work) / "finn.log", "a") as sink, quiet_finn(sink):
-            parent = zynq_dataflow_model(model_hw, source.board, Path(work) / "partitions")
-        runtime_dir = tmp / RUNTIME_WEIGHTS
-        settings = _driver_settings(source, parent, clock_ns, Path(work), log, runtime_dir)
-        from bnnflow.hls.runtime_weights import structure_fingerprint
 
-        fingerprint = structure_fingerprint(model_hw)
-        runtime_layers = runtime_weight_layers(model_hw, runtime_dir) if runtime_dir.is_dir() else None
-        if bool(source.compile_info.get("runtime_weights")) != (runtime_layers is not None):
-            raise BnnflowError(
-                f"{source.compile_dir}: compile.json and FINN's driver disagree on runtime-writable weights"
-            )
-        risks = xnor_accumulator_risks(model_hw)
-        if risks:
-            raise BnnflowError(
-                f"{source.compile_dir} was compiled with XNOR accumulators too narrow for the popcount "
-                f"({risks[0]}); compile it again with this bnnflow"
-            )
-        warnings: list[str] = []
-        shapes = settings["driver_information"]["io_shape_dict"]
-        fpga_in = apply_input_ops(images[:1], ops)
-        if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
-            raise BnnflowError(
-                f"the accelerator takes {shapes['ishape_normal'][0]}, "
-                f"the test images give {list(fpga_in.shape)}"
-            )
-        if [int(d) for d in shapes["oshape_normal"][0]] != [1, 1]:
-            raise BnnflowError("the accelerator must output one class index per image to be deployed")
-        atomic_write_json(tmp / DRIVER_SETTINGS, settings)
+def _checked_design(
+    source: Source, clock_ns: float, testset: _Testset, tmp: Path, work: Path, log: Log
+) -> _Design:
+    """FINN's driver settings and runtime weight files for the design, refused where the board would fail.
 
-        if source.vivado:
-            (tmp / BITFILE).parent.mkdir()
-            shutil.copy2(source.compile_dir / BITFILE, tmp / BITFILE)
-            shutil.copy2(source.compile_dir / HWH, tmp / HWH)
-            if (source.compile_dir / TIMING_REPORT).is_file():
-                (tmp / TIMING_REPORT).parent.mkdir()
-                shutil.copy2(source.compile_dir / TIMING_REPORT, tmp / TIMING_REPORT)
-            bitfile = {"present": True, "bit": BITFILE, "hwh": HWH, "source": "vivado"}
-        else:
-            bitfile = {
-                "present": False,
-                "why": "Vivado was not run for this design: run `bnnflow bitstream` (or make bitstream) on a "
-                "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
-            }
+    The settings and weight files go into ``tmp``; a design whose accelerator
+    the board could not feed, or whose XNOR accumulators wrap, is refused
+    before anything else is copied.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
 
-        shutil.copy2(source.compile_dir / CompileDir.CPU_MODEL, tmp / MODEL)
-        _copy_tree(cpu_src, tmp / CPU_SOURCES)
-        _board_runtime(tmp / BOARD_RUNTIME)
-        shutil.copy2(REPO / "host_driver" / INSTALL_SCRIPT, tmp / INSTALL_SCRIPT)
-        os.chmod(tmp / INSTALL_SCRIPT, 0o755)
+    from bnnflow.finnlib.finn_env import quiet_finn
+    from bnnflow.finnlib.zynq import zynq_dataflow_model
+    from bnnflow.hls.runtime_weights import structure_fingerprint
 
-        (tmp / TESTSET_IMAGES).parent.mkdir()
-        (tmp / TESTSET_IMAGES).write_bytes(images.tobytes())
-        (tmp / TESTSET_LABELS).write_bytes(np.asarray(labels, dtype=np.uint8).tobytes())
-        (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
-        (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
+    model_hw = ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH))
+    with open(work / "finn.log", "a") as sink, quiet_finn(sink):
+        parent = zynq_dataflow_model(model_hw, source.board, work / "partitions")
+    runtime_dir = tmp / RUNTIME_WEIGHTS
+    settings = _driver_settings(source, parent, clock_ns, work, log, runtime_dir)
+    fingerprint = structure_fingerprint(model_hw)
+    runtime_layers = runtime_weight_layers(model_hw, runtime_dir) if runtime_dir.is_dir() else None
+    if bool(source.compile_info.get("runtime_weights")) != (runtime_layers is not None):
+        raise BnnflowError(
+            f"{source.compile_dir}: compile.json and FINN's driver disagree on runtime-writable weights"
+        )
+    risks = xnor_accumulator_risks(model_hw)
+    if risks:
+        raise BnnflowError(
+            f"{source.compile_dir} was compiled with XNOR accumulators too narrow for the popcount "
+            f"({risks[0]}); compile it again with this bnnflow"
+        )
+    shapes = settings["driver_information"]["io_shape_dict"]
+    fpga_in = apply_input_ops(testset.images[:1], testset.input_ops)
+    if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
+        raise BnnflowError(
+            f"the accelerator takes {shapes['ishape_normal'][0]}, the test images give {list(fpga_in.shape)}"
+        )
+    if [int(d) for d in shapes["oshape_normal"][0]] != [1, 1]:
+        raise BnnflowError("the accelerator must output one class index per image to be deployed")
+    return _Design(parent, settings, fingerprint, runtime_layers)
 
-        files = {
-            str(p.relative_to(tmp)): sha256(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.name != MANIFEST
-        }
-        from bnnflow import __version__
 
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "bnnflow": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "board": source.board,
-            "part": source.compile_info.get("part"),
-            "clock_mhz": 1e3 / clock_ns,
-            "model": source.run_name,
-            "bitfile": bitfile,
-            "timing_report": TIMING_REPORT if (tmp / TIMING_REPORT).is_file() else None,
-            "driver": {
-                "settings": DRIVER_SETTINGS,
-                "made_by": "Vivado build (FINN step_make_driver)"
-                if source.vivado
-                else "FINN MakePYNQDriver on the graph prepared as FINN's ZynqBuild prepares it; "
-                "DMA instance names as FINN's MakeZYNQProject names them",
-            },
-            "instances": [i.to_json() for i in instances(parent)],
-            "design": {"fingerprint": fingerprint},
-            "runtime_weights": None
-            if runtime_layers is None
-            else {"dir": RUNTIME_WEIGHTS, "layers": runtime_layers},
-            "fpga_input": {
-                "from_images": ops,
-                "shape": shapes["ishape_normal"][0],
-                "datatype": shapes["idt"][0],
-            },
-            "cpu": {"sources": CPU_SOURCES, "model": MODEL, "cli": "bnnflow-cpu run"},
-            "testset": {
-                "dataset": dataset,
-                "n": int(len(images)),
-                "image_shape": list(in_shape),
-                "n_classes": int(scores.shape[1]),
-                "images": TESTSET_IMAGES,
-                "labels": TESTSET_LABELS,
-                "golden_classes": GOLDEN_CLASSES,
-                "golden_scores": GOLDEN_SCORES,
-                "golden_source": golden_source,
-                "golden_accuracy": float(np.mean(classes == np.asarray(labels))),
-            },
-            "warnings": warnings,
-            "host": {"compile_dir": str(source.compile_dir), "python": sys.executable},
-            "files": files,
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)
-    where = "with Vivado's bitfile" if source.vivado else "WITHOUT a bitfile (Vivado was not run)"
-    log(f"deployment package for {source.board} {where} in {final}")
+def _driver_and_bitfile(source: Source, design: _Design, tmp: Path) -> dict[str, Any]:
+    """settings.json, and Vivado's bitfile, .hwh and timing report where it ran; the manifest's entry."""
+    atomic_write_json(tmp / DRIVER_SETTINGS, design.settings)
     if not source.vivado:
-        log("  the package has everything else: `bnnflow-board check` on the board will ask for the bitfile")
-    return final
+        return {
+            "present": False,
+            "why": "Vivado was not run for this design: run `bnnflow bitstream` (or make bitstream) on a "
+            "Vivado host for bitfile/finn-accel.bit and .hwh; everything else here is complete",
+        }
+    (tmp / BITFILE).parent.mkdir()
+    shutil.copy2(source.compile_dir / BITFILE, tmp / BITFILE)
+    shutil.copy2(source.compile_dir / HWH, tmp / HWH)
+    if (source.compile_dir / TIMING_REPORT).is_file():
+        (tmp / TIMING_REPORT).parent.mkdir()
+        shutil.copy2(source.compile_dir / TIMING_REPORT, tmp / TIMING_REPORT)
+    return {"present": True, "bit": BITFILE, "hwh": HWH, "source": "vivado"}
+
+
+def _engine_and_runtime(source: Source, cpu_src: Path, tmp: Path) -> None:
+    """The CPU engine (model file and sources, built on the board) and bnnflow-board with its installer."""
+    shutil.copy2(source.compile_dir / CompileDir.CPU_MODEL, tmp / MODEL)
+    _copy_tree(cpu_src, tmp / CPU_SOURCES)
+    _board_runtime(tmp / BOARD_RUNTIME)
+    shutil.copy2(REPO / "host_driver" / INSTALL_SCRIPT, tmp / INSTALL_SCRIPT)
+    os.chmod(tmp / INSTALL_SCRIPT, 0o755)
+
+
+def _testset_files(testset: _Testset, tmp: Path) -> None:
+    """testset/: the images, labels and golden outputs as raw arrays (layouts in the module docstring)."""
+    (tmp / TESTSET_IMAGES).parent.mkdir()
+    (tmp / TESTSET_IMAGES).write_bytes(testset.images.tobytes())
+    (tmp / TESTSET_LABELS).write_bytes(np.asarray(testset.labels, dtype=np.uint8).tobytes())
+    (tmp / GOLDEN_CLASSES).write_bytes(testset.classes.astype("<i4").tobytes())
+    (tmp / GOLDEN_SCORES).write_bytes(testset.scores.astype("<i4").tobytes())
+
+
+def _manifest(
+    source: Source,
+    clock_ns: float,
+    testset: _Testset,
+    design: _Design,
+    bitfile: dict[str, Any],
+    warnings: list[str],
+    tmp: Path,
+) -> dict[str, Any]:
+    """manifest.json for the files now in ``tmp``: written last, it lists every other file's sha256.
+
+    ``warnings`` are for whoever runs the package: bnnflow-board prints them and
+    puts them in its bench report.
+    """
+    from bnnflow import __version__
+    from bnnflow.finnlib.zynq import instances
+
+    files = {
+        str(p.relative_to(tmp)): sha256(p)
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    shapes = design.settings["driver_information"]["io_shape_dict"]
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "bnnflow": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "board": source.board,
+        "part": source.compile_info.get("part"),
+        "clock_mhz": 1e3 / clock_ns,
+        "model": source.run_name,
+        "bitfile": bitfile,
+        "timing_report": TIMING_REPORT if (tmp / TIMING_REPORT).is_file() else None,
+        "driver": {
+            "settings": DRIVER_SETTINGS,
+            "made_by": "Vivado build (FINN step_make_driver)"
+            if source.vivado
+            else "FINN MakePYNQDriver on the graph prepared as FINN's ZynqBuild prepares it; "
+            "DMA instance names as FINN's MakeZYNQProject names them",
+        },
+        "instances": [i.to_json() for i in instances(design.parent)],
+        "design": {"fingerprint": design.fingerprint},
+        "runtime_weights": None
+        if design.runtime_layers is None
+        else {"dir": RUNTIME_WEIGHTS, "layers": design.runtime_layers},
+        "fpga_input": {
+            "from_images": testset.input_ops,
+            "shape": shapes["ishape_normal"][0],
+            "datatype": shapes["idt"][0],
+        },
+        "cpu": {"sources": CPU_SOURCES, "model": MODEL, "cli": "bnnflow-cpu run"},
+        "testset": {
+            "dataset": testset.dataset,
+            "n": int(len(testset.images)),
+            "image_shape": list(testset.image_shape),
+            "n_classes": int(testset.scores.shape[1]),
+            "images": TESTSET_IMAGES,
+            "labels": TESTSET_LABELS,
+            "golden_classes": GOLDEN_CLASSES,
+            "golden_scores": GOLDEN_SCORES,
+            "golden_source": testset.golden_source,
+            "golden_accuracy": float(np.mean(testset.classes == np.asarray(testset.labels))),
+        },
+        "warnings": warnings,
+        "host": {"compile_dir": str(source.compile_dir), "python": sys.executable},
+        "files": files,
+    }

@@ -182,10 +182,7 @@ def build_weights_update(
 
     from bnnflow.bnncpu.writer import PARENT_GRAPH
     from bnnflow.cpu import build_cpu_model, write_model
-    from bnnflow.data import load_test_images
-    from bnnflow.deploy.golden import model_golden_outputs
     from bnnflow.finnlib.finn_env import prepare_finn
-    from bnnflow.hls.runtime_weights import write_runtime_weights
 
     log = log or (lambda _msg: None)
     if n_images < 1:
@@ -196,105 +193,16 @@ def build_weights_update(
     target = resolve_design(design, board)
     prepare_finn()
     parent = ModelWrapper(str(target.compile_dir / PARENT_GRAPH))
-    if target.deploy is not None:
-        images, labels, dataset, old_golden = _deploy_testset(target)
-        final = Path(out) if out is not None else target.deploy.parent / _default_name(checkpoint)
-    else:
-        in_shape = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name))[1:]
-        images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
-        if labels is None or len(images) == 0:
-            raise BnnflowError(f"no labelled {dataset} test images found")
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        old_golden = None
-        source = Source(target.compile_dir, False, target.board, target.model_name, target.compile_info)
-        final = Path(out) if out is not None else default_out(source).parent / _default_name(checkpoint)
-    final = final.absolute()
-    if (final / MANIFEST).is_file():
-        found = _read_json(final / MANIFEST, "a package manifest").get("format")
-        if found != UPDATE_FORMAT:
-            raise BnnflowError(f"refusing to replace {final}: it holds a {found or 'non-bnnflow'} package")
-    if target.deploy is not None and (final == target.deploy or final.is_relative_to(target.deploy)):
-        raise BnnflowError(f"refusing to write the update into the deployment package {target.deploy}")
+    testset = _testset(target, parent, n_images, data_dir)
+    final = _destination(target, checkpoint, out)
 
     log(f"weights-only update of {target.compile_dir} ({target.board}) from {checkpoint}")
+    # Everything is written to a temporary folder that replaces ``final`` only once complete.
     with atomic_directory(final, marker=MANIFEST) as tmp:
-        result = write_runtime_weights(
-            target.compile_dir,
-            checkpoint,
-            tmp / UPDATE_RUNTIME_WEIGHTS,
-            data_dir=data_dir,
-            n_verify=n_verify,
-            log=log,
-        )
-        layers = runtime_weight_layers(result.hardware_graph, tmp / UPDATE_RUNTIME_WEIGHTS)
-        if target.deploy_manifest is not None:
-            deployed = [
-                (la["file"], la["words"]) for la in target.deploy_manifest["runtime_weights"]["layers"]
-            ]
-            if deployed != [(la["file"], la["words"]) for la in layers]:
-                raise BnnflowError(
-                    f"FINN's runtime weight files {[la['file'] for la in layers]} are not those of "
-                    f"{target.deploy}"
-                )
-        changes = {la.node: la for la in result.layers}
-        for la in layers:
-            change = changes[la["node"]]
-            la.update(
-                changed_words=change.changed_words, values=change.values, changed_values=change.changed_values
-            )
-
+        result, layers = _runtime_weight_files(target, checkpoint, tmp, data_dir, n_verify, log)
         write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent))
-        t0 = time.perf_counter()
-        classes, scores, golden_source = model_golden_outputs(tmp / MODEL, images)
-        (tmp / GOLDEN_CLASSES).parent.mkdir()
-        (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
-        (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
-        accuracy = float(np.mean(classes == np.asarray(labels)))
-        changed = None if old_golden is None else int(np.sum(classes != old_golden))
-        log(
-            f"  new golden outputs for {len(images)} {dataset} test images ({golden_source}) in "
-            f"{time.perf_counter() - t0:.1f} s: accuracy {100 * accuracy:.2f}%"
-            + ("" if changed is None else f", class changed on {changed} images")
-        )
-
-        files = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        from bnnflow import __version__
-
-        manifest = {
-            "format": UPDATE_FORMAT,
-            "version": UPDATE_VERSION,
-            "bnnflow": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "board": target.board,
-            "model": target.model_name,
-            "checkpoint": result.checkpoint,
-            "design": {
-                "fingerprint": result.fingerprint,
-                "compile_dir": str(target.compile_dir),
-                "deploy": None if target.deploy is None else str(target.deploy),
-            },
-            "runtime_weights": {
-                "dir": UPDATE_RUNTIME_WEIGHTS,
-                "layers": layers,
-                "words": sum(la["words"] for la in layers),
-                "changed_words": sum(la["changed_words"] for la in layers),
-                "changed_against": "the compiled design",
-                "verified_images": result.verified_images,
-            },
-            "cpu": {"model": MODEL},
-            "testset": {
-                "dataset": dataset,
-                "n": int(len(images)),
-                "n_classes": int(scores.shape[1]),
-                "images_sha256": sha256_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes()),
-                "golden_classes": GOLDEN_CLASSES,
-                "golden_scores": GOLDEN_SCORES,
-                "golden_source": golden_source,
-                "golden_accuracy": accuracy,
-                "classes_changed": changed,
-            },
-            "files": files,
-        }
+        testset_entry = _golden_outputs(tmp, testset, log)
+        manifest = _manifest(target, result, layers, testset_entry, tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
     total = manifest["runtime_weights"]
     log(
@@ -302,3 +210,146 @@ def build_weights_update(
         f"in {len(layers)} layers"
     )
     return final
+
+
+@dataclass(frozen=True)
+class _Testset:
+    """The images the new golden outputs are for, and the golden classes they replace (a package's)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: str
+    old_golden: np.ndarray | None
+
+
+def _testset(target: Design, parent: Any, n_images: int, data_dir: str | Path | None) -> _Testset:
+    """The package's own test images (a deployment package given), else the dataset's first ``n_images``."""
+    from bnnflow.data import load_test_images
+
+    if target.deploy is not None:
+        images, labels, dataset, old_golden = _deploy_testset(target)
+        return _Testset(images, labels, dataset, old_golden)
+    in_shape = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name))[1:]
+    images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
+    if labels is None or len(images) == 0:
+        raise BnnflowError(f"no labelled {dataset} test images found")
+    return _Testset(np.ascontiguousarray(images, dtype=np.uint8), labels, dataset, None)
+
+
+def _destination(target: Design, checkpoint: Path, out: str | Path | None) -> Path:
+    """``out``, else beside the deployment package or the design's default one; refused if not an update's."""
+    if out is not None:
+        final = Path(out)
+    elif target.deploy is not None:
+        final = target.deploy.parent / _default_name(checkpoint)
+    else:
+        source = Source(target.compile_dir, False, target.board, target.model_name, target.compile_info)
+        final = default_out(source).parent / _default_name(checkpoint)
+    final = final.absolute()
+    if (final / MANIFEST).is_file():
+        found = _read_json(final / MANIFEST, "a package manifest").get("format")
+        if found != UPDATE_FORMAT:
+            raise BnnflowError(f"refusing to replace {final}: it holds a {found or 'non-bnnflow'} package")
+    if target.deploy is not None and (final == target.deploy or final.is_relative_to(target.deploy)):
+        raise BnnflowError(f"refusing to write the update into the deployment package {target.deploy}")
+    return final
+
+
+def _runtime_weight_files(
+    target: Design, checkpoint: Path, tmp: Path, data_dir: str | Path | None, n_verify: int, log: Log
+) -> tuple[Any, list[dict[str, Any]]]:
+    """FINN's runtime weight files for the checkpoint, verified; (write_runtime_weights' result, layers).
+
+    A deployment package's layers must be the update's, file for file and word
+    for word: finn-plus-driver writes each file to the port its name gives.
+    """
+    from bnnflow.hls.runtime_weights import write_runtime_weights
+
+    result = write_runtime_weights(
+        target.compile_dir,
+        checkpoint,
+        tmp / UPDATE_RUNTIME_WEIGHTS,
+        data_dir=data_dir,
+        n_verify=n_verify,
+        log=log,
+    )
+    layers = runtime_weight_layers(result.hardware_graph, tmp / UPDATE_RUNTIME_WEIGHTS)
+    if target.deploy_manifest is not None:
+        deployed = [(la["file"], la["words"]) for la in target.deploy_manifest["runtime_weights"]["layers"]]
+        if deployed != [(la["file"], la["words"]) for la in layers]:
+            raise BnnflowError(
+                f"FINN's runtime weight files {[la['file'] for la in layers]} are not those of "
+                f"{target.deploy}"
+            )
+    changes = {la.node: la for la in result.layers}
+    for la in layers:
+        change = changes[la["node"]]
+        la.update(
+            changed_words=change.changed_words, values=change.values, changed_values=change.changed_values
+        )
+    return result, layers
+
+
+def _golden_outputs(tmp: Path, testset: _Testset, log: Log) -> dict[str, Any]:
+    """The new golden outputs from the CPU engine's model file in ``tmp``; the manifest's testset entry."""
+    from bnnflow.deploy.golden import model_golden_outputs
+
+    images, labels = testset.images, testset.labels
+    t0 = time.perf_counter()
+    classes, scores, golden_source = model_golden_outputs(tmp / MODEL, images)
+    (tmp / GOLDEN_CLASSES).parent.mkdir()
+    (tmp / GOLDEN_CLASSES).write_bytes(classes.astype("<i4").tobytes())
+    (tmp / GOLDEN_SCORES).write_bytes(scores.astype("<i4").tobytes())
+    accuracy = float(np.mean(classes == np.asarray(labels)))
+    changed = None if testset.old_golden is None else int(np.sum(classes != testset.old_golden))
+    log(
+        f"  new golden outputs for {len(images)} {testset.dataset} test images ({golden_source}) in "
+        f"{time.perf_counter() - t0:.1f} s: accuracy {100 * accuracy:.2f}%"
+        + ("" if changed is None else f", class changed on {changed} images")
+    )
+    return {
+        "dataset": testset.dataset,
+        "n": int(len(images)),
+        "n_classes": int(scores.shape[1]),
+        # which images these outputs belong to: bnnflow-board update-weights checks its package's
+        "images_sha256": sha256_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes()),
+        "golden_classes": GOLDEN_CLASSES,
+        "golden_scores": GOLDEN_SCORES,
+        "golden_source": golden_source,
+        "golden_accuracy": accuracy,
+        "classes_changed": changed,
+    }
+
+
+def _manifest(
+    target: Design, result: Any, layers: list[dict[str, Any]], testset_entry: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    """manifest.json for the files now in ``tmp``: written last, it lists every other file's sha256."""
+    from bnnflow import __version__
+
+    files = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return {
+        "format": UPDATE_FORMAT,
+        "version": UPDATE_VERSION,
+        "bnnflow": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "board": target.board,
+        "model": target.model_name,
+        "checkpoint": result.checkpoint,
+        "design": {
+            "fingerprint": result.fingerprint,
+            "compile_dir": str(target.compile_dir),
+            "deploy": None if target.deploy is None else str(target.deploy),
+        },
+        "runtime_weights": {
+            "dir": UPDATE_RUNTIME_WEIGHTS,
+            "layers": layers,
+            "words": sum(la["words"] for la in layers),
+            "changed_words": sum(la["changed_words"] for la in layers),
+            "changed_against": "the compiled design",
+            "verified_images": result.verified_images,
+        },
+        "cpu": {"model": MODEL},
+        "testset": testset_entry,
+        "files": files,
+    }
