@@ -116,3 +116,27 @@ def test_bad_board_and_bad_file_give_reasons(models: dict[str, Path], tmp_path: 
     bad.write_bytes(b"not a model")
     got = estimate_arm(bad, "ultra96")
     assert isinstance(got, str) and got.startswith("cannot read the model file")
+
+
+def test_bench_summary_and_its_row_are_labelled_estimates(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bnnflow.bench.report import _arm_estimate_row
+
+    got = armestimate.bench_summary(models["tfc"], "Pynq-Z2", 1e6)
+    assert got["available"] and got["where"] == "estimated" and got["mhz"] == 650 and got["cores"] == 2
+    assert got["fpga_expected_over_arm_1_core"] == pytest.approx(1e6 / got["images_per_s_1_core"])
+    assert got["fpga_expected_over_arm_all_cores"] == pytest.approx(got["fpga_expected_over_arm_1_core"] / 2)
+    row = _arm_estimate_row(got)
+    assert row["where"] == "ARM CPU, estimated" and "Cortex-A9 at 650 MHz" in row["what"]
+    assert armestimate.bench_summary(models["tfc"], "Ultra96-V2", 1e6)["cpu"] == "Cortex-A53 at 1200 MHz"
+    # without llvm-mca the row says so, and nothing else changes
+    monkeypatch.setenv("PATH", str(tmp_path))
+    armestimate.kernel_cycles.cache_clear()
+    try:
+        missing = armestimate.bench_summary(models["tfc"], "Pynq-Z2", 1e6)
+    finally:
+        armestimate.kernel_cycles.cache_clear()
+    assert not missing["available"] and "llvm-mca not found" in missing["why"]
+    row = _arm_estimate_row(missing)
+    assert row["what"].startswith("not available: llvm-mca not found") and "images_per_s" not in row

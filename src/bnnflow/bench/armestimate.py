@@ -321,3 +321,39 @@ BNN_PYNQ_SOFTWARE_MS = {
     "cnv": (418.0, "BNN-PYNQ notebooks/CNV-QNN_Cifar10.ipynb"),
     "lfc": (17.2, "BNN-PYNQ notebooks/LFC-QNN_MNIST.ipynb"),
 }
+
+
+def board_key(board: str) -> str | None:
+    """The estimate's key for a board name of the deployment format (Pynq-Z2, Ultra96, Ultra96-V2)."""
+    b = board.lower()
+    return "pynq-z2" if b.startswith("pynq-z2") else "ultra96" if b.startswith("ultra96") else None
+
+
+def bench_summary(model: str | Path, board: str, fpga_fps: float) -> dict:
+    """What ``bnnflow bench`` shows of the estimate: the figures, or ``why`` there are none.
+    Every figure here is an llvm-mca estimate, never a measurement."""
+    key = board_key(board)
+    est = estimate_arm(model, key) if key else f"no ARM estimate for board {board!r}"
+    if isinstance(est, str):
+        return {"where": "estimated", "available": False, "why": est}
+    t = est.target
+    return {
+        "where": "estimated",
+        "available": True,
+        "why": None,
+        "method": "llvm-mca on the NEON kernels' inner loops x the model's iteration counts",
+        "cpu": t.label.split(", ", 1)[1],
+        "board": t.key,
+        "mhz": t.mhz,
+        "cores": t.cores,
+        "clock_source": t.clock_source,
+        "cycles_per_image": est.cycles,
+        "images_per_s_1_core": est.images_per_s,
+        "images_per_s_all_cores": est.images_per_s_all_cores,
+        "binary_macs_per_cycle": est.macs_per_cycle,
+        "weight_bytes": est.weight_bytes,
+        "weights_fit": "L1" if est.fits_l1 else "L2" if est.fits_l2 else "neither L1 nor L2",
+        "neglected": est.neglected,
+        "fpga_expected_over_arm_1_core": fpga_fps / est.images_per_s,
+        "fpga_expected_over_arm_all_cores": fpga_fps / est.images_per_s_all_cores,
+    }

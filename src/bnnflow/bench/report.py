@@ -285,6 +285,7 @@ def bench_design(
     log: Log | None = print,
 ) -> BenchResult:
     """Measure the CPU here, read FINN's estimates and a board report; write and return the report."""
+    from bnnflow.bench.armestimate import bench_summary
     from bnnflow.bench.boardreport import read_board_report
     from bnnflow.bench.published import PUBLISHED
     from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model
@@ -312,6 +313,7 @@ def bench_design(
     )
     est = _estimate(compile_dir, design["compile"])
     cpu = _cpu(compile_dir, data_dir, limit, finn_images, log)
+    arm_estimate = bench_summary(compile_dir / MODEL_FILE, design["board"], est["expected_fps"])
     published = PUBLISHED.get(design["network"] or "")
     design.pop("compile")
     report: dict[str, Any] = {
@@ -324,6 +326,7 @@ def bench_design(
         "published": published.to_json() if published else None,
         "ratios": _ratios(cpu, est, board_summary),
         "problems": _problems(cpu, board_summary),
+        "arm_estimate": arm_estimate,
     }
     text = format_bench(report)
     with atomic_directory(out_dir, marker=REPORT_FILE) as tmp:
@@ -401,6 +404,9 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "images_per_s": est["expected_fps"],
         },
     ]
+    arm = report.get("arm_estimate")
+    if arm is not None and report["ratios"]["fpga_measured_over_arm_cpu"] is None:
+        out.append(_arm_estimate_row(arm))
     if brd is not None:
         n = brd["n_images"]
         kind = "simulated" if brd["simulated"] else "board"
@@ -477,6 +483,35 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _arm_estimate_row(arm: dict[str, Any]) -> dict[str, Any]:
+    """The board's ARM CPU, estimated with llvm-mca (replaced by the board report's measurement)."""
+    if not arm["available"]:
+        return {"kind": "estimate", "where": "ARM CPU, estimated", "what": f"not available: {arm['why']}"}
+    return {
+        "kind": "estimate",
+        "where": "ARM CPU, estimated",
+        "what": f"C engine (neon), llvm-mca, {arm['cpu']}, 1 core, batch 1",
+        "latency": f"{1e3 / arm['images_per_s_1_core']:.3g} ms (estimate)",
+        "images_per_s": arm["images_per_s_1_core"],
+    }
+
+
+def _arm_estimate_lines(report: dict[str, Any]) -> list[str]:
+    arm = report.get("arm_estimate")
+    if arm is None or report["ratios"]["fpga_measured_over_arm_cpu"] is not None:
+        return []
+    if not arm["available"]:
+        return [f"FPGA expected / ARM CPU estimated: not available: {arm['why']}"]
+    return [
+        f"FPGA expected / ARM CPU estimated: {arm['fpga_expected_over_arm_1_core']:,.2f}x one core, "
+        f"{arm['fpga_expected_over_arm_all_cores']:,.2f}x all {arm['cores']} cores (both estimates)",
+        f"ARM CPU estimate: llvm-mca's {arm['cpu']} model on the engine's NEON inner loops, "
+        f"{arm['cycles_per_image']:,.0f} cycles/image, {arm['binary_macs_per_cycle']:.1f} binary MACs/cycle, "
+        f"weights {arm['weight_bytes']:,} B ({arm['weights_fit']}); all cores = batch split, an upper bound; "
+        "not a measurement (benchmarks/arm_estimate.py, docs/arm-estimate.md)",
+    ]
+
+
 def format_bench(report: dict[str, Any]) -> str:
     d, cpu, est, brd = report["design"], report["cpu"], report["fpga_estimate"], report["board_report"]
     name = d["run"] or Path(d["compile_dir"]).name
@@ -518,6 +553,7 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(
             f"FPGA measured / ARM CPU measured: not available: {ratios['fpga_measured_over_arm_cpu_why']}"
         )
+    lines += _arm_estimate_lines(report)
     lines.append("")
     host = cpu["host"]
     lines.append(
