@@ -404,9 +404,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "images_per_s": est["expected_fps"],
         },
     ]
-    arm = report.get("arm_estimate")
-    if arm is not None and report["ratios"]["fpga_measured_over_arm_cpu"] is None:
-        out.append(_arm_estimate_row(arm))
+    out += _arm_estimate_rows(report)
     if brd is not None:
         n = brd["n_images"]
         kind = "simulated" if brd["simulated"] else "board"
@@ -483,6 +481,14 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _arm_estimate_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The estimate's row, unless the board report measured the ARM CPU (or the report predates it)."""
+    arm = report.get("arm_estimate")
+    if arm is None or report["ratios"]["fpga_measured_over_arm_cpu"] is not None:
+        return []
+    return [_arm_estimate_row(arm)]
+
+
 def _arm_estimate_row(arm: dict[str, Any]) -> dict[str, Any]:
     """The board's ARM CPU, estimated with llvm-mca (replaced by the board report's measurement)."""
     if not arm["available"]:
@@ -553,8 +559,7 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(
             f"FPGA measured / ARM CPU measured: not available: {ratios['fpga_measured_over_arm_cpu_why']}"
         )
-    lines += _arm_estimate_lines(report)
-    lines.append("")
+    lines += [*_arm_estimate_lines(report), ""]
     host = cpu["host"]
     lines.append(
         f"CPU: {host['cpu']} ({host['machine']}, {host['cores']} cores); batch-1 latency timed by "
