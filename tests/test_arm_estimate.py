@@ -140,3 +140,18 @@ def test_bench_summary_and_its_row_are_labelled_estimates(
     assert not missing["available"] and "llvm-mca not found" in missing["why"]
     row = _arm_estimate_row(missing)
     assert row["what"].startswith("not available: llvm-mca not found") and "images_per_s" not in row
+
+
+def test_a_board_measurement_replaces_the_estimate() -> None:
+    from bnnflow.bench.report import _arm_estimate_lines, _arm_estimate_rows
+
+    arm = {"available": False, "why": "llvm-mca not found"}
+    unmeasured = {"arm_estimate": arm, "ratios": {"fpga_measured_over_arm_cpu": None}}
+    assert [r["where"] for r in _arm_estimate_rows(unmeasured)] == ["ARM CPU, estimated"]
+    assert _arm_estimate_lines(unmeasured) == [
+        "FPGA expected / ARM CPU estimated: not available: llvm-mca not found"
+    ]
+    measured = {"arm_estimate": arm, "ratios": {"fpga_measured_over_arm_cpu": {"accelerator": 9.0}}}
+    assert _arm_estimate_rows(measured) == [] and _arm_estimate_lines(measured) == []
+    older = {"ratios": {"fpga_measured_over_arm_cpu": None}}  # a bench.json from before the estimate
+    assert _arm_estimate_rows(older) == [] and _arm_estimate_lines(older) == []
