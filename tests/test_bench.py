@@ -97,7 +97,9 @@ def test_bench_without_a_board_report(digits_dir: Path, tmp_path: Path) -> None:
     assert r["board_report"] is None and r["published"] is None  # the digits MLP has no published figure
     # the table: rows labelled by source, nothing from a board or a publication
     rows = _table(result.text)
-    assert [row.split("  ")[0] for row in rows] == ["CPU, measured here"] * 2 + ["FPGA, estimated"] * 3
+    assert [row.split("  ")[0] for row in rows] == ["CPU, measured here"] * 2 + ["FPGA, estimated"] * 3 + [
+        "ARM CPU, estimated"
+    ]
     assert "simulated board" not in result.text and "published" not in result.text
     assert "FPGA measured / ARM CPU measured: not available: no board report" in result.text
     # written all at once: the JSON is the report, the text is the table

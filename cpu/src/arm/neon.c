@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "../mca_markers.h"
 
 #ifdef BNN_ARM
 
@@ -59,6 +60,10 @@ static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb
         const uint64_t *w = wb + (size_t)r * j->row_words * BNN_BLOCK;
         const size_t at = r * j->row_stride;
         for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
+            if (P == 2)
+                BNN_MCA_BEGIN("neon_bgemm_p2");
+            else
+                BNN_MCA_BEGIN("neon_bgemm_p1");
             uint64x2_t wv[4];
             UNROLL
             for (int c = 0; c < 4; c++)
@@ -70,6 +75,10 @@ static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const uint64_t *wb
                 for (int c = 0; c < 4; c++)
                     acc[q][c] = vpadalq_u8(acc[q][c], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(x, wv[c]))));
             }
+            if (P == 2)
+                BNN_MCA_END("neon_bgemm_p2");
+            else
+                BNN_MCA_END("neon_bgemm_p1");
             if (++pending == MAX_WORDS_PER_FLUSH) {
                 UNROLL
                 for (int q = 0; q < P; q++)
@@ -135,12 +144,14 @@ static void i8gemm_neon(const struct bnn_i8gemm_job *j)
             for (uint32_t r = 0; r < j->kernel; r++) {
                 const uint8_t *x = bnn_i8_row(j, p, r);
                 for (uint32_t q = 0; q < j->run_pairs; q++, w += BNN_BLOCK8 * 2) {
+                    BNN_MCA_BEGIN("neon_i8gemm");
                     const int8x16x2_t wv = vld2q_s8(w);
                     const int16_t x0 = x[2 * q], x1 = x[2 * q + 1];
                     lo = vmlaq_n_s16(lo, vmovl_s8(vget_low_s8(wv.val[0])), x0);
                     lo = vmlaq_n_s16(lo, vmovl_s8(vget_low_s8(wv.val[1])), x1);
                     hi = vmlaq_n_s16(hi, vmovl_s8(vget_high_s8(wv.val[0])), x0);
                     hi = vmlaq_n_s16(hi, vmovl_s8(vget_high_s8(wv.val[1])), x1);
+                    BNN_MCA_END("neon_i8gemm");
                     if (++pending == 64) {
                         widen(&lo, &hi, acc32);
                         pending = 0;
@@ -170,11 +181,13 @@ static void threshold_bits_neon(const uint8_t *x, const uint8_t *t, size_t n, ui
     BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        BNN_MCA_BEGIN("neon_threshold");
         uint64_t word = 0;
         UNROLL
         for (int c = 0; c < 4; c++)
             word |= (uint64_t)ge_mask16(x + i + 16 * c, t + i + 16 * c) << (16 * c);
         out[i / 64] = word;
+        BNN_MCA_END("neon_threshold");
     }
     if (i < n) {
         uint8_t tail[64] = {0};

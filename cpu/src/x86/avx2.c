@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "../mca_markers.h"
 
 #ifdef BNN_X86
 
@@ -108,6 +109,10 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
         const uint64_t *w = wb + (size_t)r * j->row_words * BNN_BLOCK;
         const size_t at = r * j->row_stride;
         for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
+            if (P == 4)
+                BNN_MCA_BEGIN("avx2_bgemm_p4");
+            else
+                BNN_MCA_BEGIN("avx2_bgemm_p1");
             const __m256i w0 = _mm256_load_si256((const __m256i *)(const void *)w);
             const __m256i w1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
             UNROLL
@@ -116,6 +121,10 @@ AVX2_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, const 
                 bytes[q][0] = _mm256_add_epi8(bytes[q][0], popcount_bytes(_mm256_xor_si256(x, w0), table, low));
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], popcount_bytes(_mm256_xor_si256(x, w1), table, low));
             }
+            if (P == 4)
+                BNN_MCA_END("avx2_bgemm_p4");
+            else
+                BNN_MCA_END("avx2_bgemm_p1");
             if (++pending == MAX_WORDS_PER_FLUSH) {
                 flush_byte_counts(bytes, sums, P);
                 pending = 0;
@@ -149,6 +158,10 @@ AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, 
         const uint64_t *w = ws + (size_t)r * j->row_words * 2 * BNN_BLOCK;
         const size_t at = r * j->row_stride;
         for (uint32_t i = 0; i < j->row_words; i++, w += 2 * BNN_BLOCK) {
+            if (P == 4)
+                BNN_MCA_BEGIN("avx2_bgemm_split_p4");
+            else
+                BNN_MCA_BEGIN("avx2_bgemm_split_p1");
             const __m256i wl0 = _mm256_load_si256((const __m256i *)(const void *)w);
             const __m256i wl1 = _mm256_load_si256((const __m256i *)(const void *)(w + 4));
             const __m256i wh0 = _mm256_load_si256((const __m256i *)(const void *)(w + 8));
@@ -162,6 +175,10 @@ AVX2_TARGET static INLINE void bgemm_block_split(const struct bnn_bgemm_job *j, 
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(al, wl1)));
                 bytes[q][1] = _mm256_add_epi8(bytes[q][1], _mm256_shuffle_epi8(table, _mm256_xor_si256(ah, wh1)));
             }
+            if (P == 4)
+                BNN_MCA_END("avx2_bgemm_split_p4");
+            else
+                BNN_MCA_END("avx2_bgemm_split_p1");
             if (++pending == MAX_WORDS_PER_FLUSH) {
                 flush_byte_counts(bytes, sums, P);
                 pending = 0;
@@ -211,6 +228,10 @@ AVX2_TARGET static INLINE void i8gemm_pairs(const uint8_t *x, const int8_t *w, s
                                             uint32_t q1, __m256i *acc, const int B)
 {
     for (uint32_t q = q0; q < q1; q++) {
+        if (B == 4)
+            BNN_MCA_BEGIN("avx2_i8gemm_b4");
+        else
+            BNN_MCA_BEGIN("avx2_i8gemm_b1");
         int16_t pair;
         memcpy(&pair, x + 2 * q, 2);
         const __m256i xv = _mm256_set1_epi16(pair);
@@ -220,6 +241,10 @@ AVX2_TARGET static INLINE void i8gemm_pairs(const uint8_t *x, const int8_t *w, s
                 _mm256_load_si256((const __m256i *)(const void *)(w + bb * block_bytes + (size_t)q * 32));
             acc[bb] = _mm256_add_epi16(acc[bb], _mm256_maddubs_epi16(xv, wv));
         }
+        if (B == 4)
+            BNN_MCA_END("avx2_i8gemm_b4");
+        else
+            BNN_MCA_END("avx2_i8gemm_b1");
     }
 }
 
@@ -302,8 +327,11 @@ AVX2_TARGET void bnn_threshold_bits_avx2(const uint8_t *x, const uint8_t *t, siz
 {
     BNN_REQUIRE_THRESHOLD_BITS(x, t, n, out);
     size_t i = 0;
-    for (; i + 64 <= n; i += 64)
+    for (; i + 64 <= n; i += 64) {
+        BNN_MCA_BEGIN("avx2_threshold");
         out[i / 64] = (uint64_t)ge_mask32(x + i, t + i) | (uint64_t)ge_mask32(x + i + 32, t + i + 32) << 32;
+        BNN_MCA_END("avx2_threshold");
+    }
     if (i < n) {
         /* The input ends here: compare a zero-padded copy, keep n - i bits. */
         uint8_t tail[64] = {0};

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "../mca_markers.h"
 
 #ifdef BNN_X86
 
@@ -45,12 +46,20 @@ AVX512_TARGET static INLINE void bgemm_block(const struct bnn_bgemm_job *j, cons
         const uint64_t *w = wb + (size_t)r * j->row_words * BNN_BLOCK;
         const size_t at = r * j->row_stride;
         for (uint32_t i = 0; i < j->row_words; i++, w += BNN_BLOCK) {
+            if (P == 8)
+                BNN_MCA_BEGIN("avx512_bgemm_p8");
+            else
+                BNN_MCA_BEGIN("avx512_bgemm_p1");
             const __m512i wv = _mm512_load_si512((const void *)w);
             UNROLL
             for (int q = 0; q < P; q++) {
                 const __m512i x = _mm512_set1_epi64((long long)base[q][at + i]);
                 acc[q] = _mm512_add_epi64(acc[q], _mm512_popcnt_epi64(_mm512_xor_si512(x, wv)));
             }
+            if (P == 8)
+                BNN_MCA_END("avx512_bgemm_p8");
+            else
+                BNN_MCA_END("avx512_bgemm_p1");
         }
     }
     if (j->scores) {
@@ -114,6 +123,14 @@ AVX512_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, c
     for (uint32_t r = 0; r < j->kernel; r++, w += (size_t)rp * 32) {
         uint32_t t = 0;
         for (; t + 2 <= rp; t += 2) {
+            if (P == 2 && B == 4)
+                BNN_MCA_BEGIN("avx512_i8gemm_p2b4");
+            else if (P == 2)
+                BNN_MCA_BEGIN("avx512_i8gemm_p2b1");
+            else if (B == 4)
+                BNN_MCA_BEGIN("avx512_i8gemm_p1b4");
+            else
+                BNN_MCA_BEGIN("avx512_i8gemm_p1b1");
             __m512i xv[2];
             UNROLL
             for (int q = 0; q < P; q++) {
@@ -129,6 +146,14 @@ AVX512_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, c
                 for (int q = 0; q < P; q++)
                     acc[q][bb] = _mm512_add_epi16(acc[q][bb], _mm512_maddubs_epi16(xv[q], wv));
             }
+            if (P == 2 && B == 4)
+                BNN_MCA_END("avx512_i8gemm_p2b4");
+            else if (P == 2)
+                BNN_MCA_END("avx512_i8gemm_p2b1");
+            else if (B == 4)
+                BNN_MCA_END("avx512_i8gemm_p1b4");
+            else
+                BNN_MCA_END("avx512_i8gemm_p1b1");
         }
         if (t < rp) { /* an odd pair left in this row */
             __m256i xv[2];
