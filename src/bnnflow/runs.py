@@ -45,9 +45,40 @@ def _umask() -> int:
 CHECKPOINT_VERSION = 1
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders, shallowest first; returns those it created.
+
+    A parent that exists but is a file is a one-line error (mkdir's own is a FileExistsError
+    naming neither path).
+    """
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BnnflowError(f"cannot write {path}: {parent} is not a folder")
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            pass  # made meanwhile by another process
+        except OSError as exc:
+            raise BnnflowError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return list(reversed(missing))
+
+
+def remove_made(folders: list[Path]) -> None:
+    """Remove the folders ``make_parents`` made, deepest first, where they are still empty, so a
+    failed stage leaves no empty run or compile folder behind."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the usual mode so a
@@ -92,7 +123,7 @@ def atomic_directory(
             raise BnnflowError(f"refusing to replace {path}: it is not a folder")
         if marker is not None and any(path.iterdir()) and not (path / marker).exists():
             raise BnnflowError(f"refusing to replace {path}: it is not empty and holds no {marker}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = make_parents(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
@@ -108,6 +139,7 @@ def atomic_directory(
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made(made)
         raise
 
 

@@ -20,7 +20,7 @@ from bnnflow.bnncpu.modelfile import (
     validate,
     write_model,
 )
-from bnnflow.bnncpu.writer import MODEL_FILE, build_cpu_model, export_cpu_model
+from bnnflow.bnncpu.writer import MODEL_FILE, build_cpu_model, export_cpu_model, read_design_model
 
 __all__ = [
     "MODEL_FILE",
@@ -36,6 +36,7 @@ __all__ = [
     "encode_model",
     "export_cpu_model",
     "kernel_name",
+    "read_design_model",
     "read_model",
     "validate",
     "write_model",

@@ -154,14 +154,15 @@ class CpuEngine:
     def __init__(self, model: str | os.PathLike[str]) -> None:
         lib = _library()
         self.path = Path(model)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise BnnflowError(f"CPU model file not found: {self.path}")
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(512)
         status = lib.bnn_model_load_file(str(self.path).encode(), ctypes.byref(handle), err, len(err))
         if status != 0:
             message = err.value.decode(errors="replace") or lib.bnn_strerror(status).decode()
-            raise BnnflowError(f"{self.path}: {message}")
+            # The library's file errors already start with the path it was given.
+            raise BnnflowError(message if message.startswith(f"{self.path}: ") else f"{self.path}: {message}")
         self._model: int | None = handle.value
         self._ctx: int | None = None
         info = _Info()

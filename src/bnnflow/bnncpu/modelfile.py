@@ -10,6 +10,8 @@ throughout; a 64-byte file header, then one record per layer.
 from __future__ import annotations
 
 import enum
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -306,6 +308,13 @@ def validate(model: CpuModel) -> None:
                 raise BnnflowError(
                     f"{where}: input {_shape(la.in_shape)} is neither the image {_shape(image)} "
                     f"nor the flat image {_shape(flat)}"
+                )
+            # CHW means "in stored order": only a flat read, or one channel (where HWC and CHW
+            # are the same bytes), reads the image that way (bnncpu.h; the C reader's rule).
+            if model.input_order == InputOrder.CHW and la.in_shape != flat and model.in_c != 1:
+                raise BnnflowError(
+                    f"{where}: input_order CHW with a {_shape(la.in_shape)} first layer: only a flat or "
+                    "one-channel input reads the image in stored order"
                 )
         elif la.in_shape != prev_shape:
             raise BnnflowError(
@@ -617,18 +626,63 @@ def decode_model(data: bytes) -> CpuModel:
     return model
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_header(head: bytes, size: int) -> None:
+    """The file header's magic, version and declared size against the file's size, before the rest
+    is read: a large file that is not a model (or ``/dev/zero``) is refused without reading it."""
+    if len(head) < HEADER_BYTES:
+        raise BnnflowError(f"truncated: {len(head)} bytes, shorter than the {HEADER_BYTES}-byte header")
+    magic, major, minor, header_bytes, file_bytes = FILE_HEADER.unpack_from(head)[:5]
+    if magic != MAGIC:
+        raise BnnflowError("not a bnncpu model file (bad magic)")
+    if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
+        raise BnnflowError(
+            f"format version {major}.{minor}; this reader knows {FORMAT_MAJOR}.0-{FORMAT_MINOR}"
+        )
+    if file_bytes > MAX_FILE_BYTES:
+        raise BnnflowError(f"file_bytes {file_bytes:,} is past the limit {MAX_FILE_BYTES:,}")
+    if size < file_bytes:
+        raise BnnflowError(f"truncated: {size:,} bytes, the header says {file_bytes:,}")
+    if size > file_bytes:
+        raise BnnflowError(f"{size - file_bytes:,} bytes past the end the header gives")
+
+
 def read_model(path: str | Path) -> CpuModel:
-    """Read and validate a model file; a one-line BnnflowError naming the file if it is not one."""
+    """Read and validate a model file; a one-line BnnflowError naming the file if it is not one.
+
+    Only a regular file is read (opened without waiting, so a FIFO with no writer is refused at
+    once), and its header is checked against its size before the rest is read, as the C reader does.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BnnflowError(f"model file not found: {path}") from None
-    except IsADirectoryError:
-        raise BnnflowError(f"{path} is a folder, not a model file") from None
     except OSError as exc:
         raise BnnflowError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return decode_model(data)
-    except BnnflowError as exc:
-        raise BnnflowError(f"{path}: {exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise BnnflowError(f"{path} is {_file_kind(info.st_mode)}, not a model file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            head = f.read(HEADER_BYTES)
+            _check_header(head, info.st_size)
+            data = head + f.read(info.st_size - len(head))
+            return decode_model(data)
+        except OSError as exc:
+            raise BnnflowError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except BnnflowError as exc:
+            raise BnnflowError(f"{path}: {exc}") from None

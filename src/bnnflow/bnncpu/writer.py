@@ -45,13 +45,14 @@ from bnnflow.bnncpu.modelfile import (
     Layer,
     LayerKind,
     ValueType,
+    read_model,
     validate,
     write_model,
 )
 from bnnflow.data import DATASET_BY_SHAPE
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
-from bnnflow.finnlib.hwgraph import base_op_type
+from bnnflow.finnlib.hwgraph import base_op_type, read_graph
 from bnnflow.layout import CompileDir
 
 MODEL_FILE = CompileDir.CPU_MODEL
@@ -474,15 +475,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
             raise BnnflowError(f"{compile_dir} is not a compile folder: no {path.relative_to(compile_dir)}")
 
     prepare_finn()
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    graphs = []
-    for path in (hw_path, parent_path):
-        try:
-            graphs.append(ModelWrapper(str(path)))
-        except Exception as exc:  # onnx raises DecodeError and friends
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BnnflowError(f"cannot read {path}: {first}") from None
+    graphs = [read_graph(path) for path in (hw_path, parent_path)]
     try:
         model = build_cpu_model(*graphs)
     except UnsupportedGraph as exc:
@@ -509,3 +502,24 @@ def export_in_compile(compile_dir: Path, log: Any) -> dict[str, Any]:
         log(f"  no CPU model file: {exc.reason}")
         return {"cpu_model": None, "cpu_model_error": exc.reason}
     return {"cpu_model": MODEL_FILE}
+
+
+def read_design_model(compile_dir: str | Path) -> CpuModel:
+    """The compile folder's model file, read and validated, and taking this design's input.
+
+    A model file copied in from another design (or left by an earlier compile to the same
+    folder) would otherwise meet the design's images and FINN's execution only later, as a
+    shape error deep inside FINN.
+    """
+    compile_dir = Path(compile_dir)
+    path = CompileDir(compile_dir).cpu_model
+    model = read_model(path)
+    parent = read_graph(CompileDir(compile_dir).parent_graph)
+    want = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name))[1:]
+    got = (model.in_c, model.in_h, model.in_w)
+    if got != want:
+        raise BnnflowError(
+            f"{path} is another design's model file: it takes {'x'.join(map(str, got))} images, this "
+            f"design {'x'.join(map(str, want))}; write this design's with `bnnflow cpu export {compile_dir}`"
+        )
+    return model

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.bnncpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name
+from bnnflow.bnncpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name, read_design_model
 from bnnflow.cpu.finn_reference import finn_outputs
 from bnnflow.data import load_arrays
 from bnnflow.errors import BnnflowError
@@ -134,6 +134,7 @@ def evaluate_cpu(
     if not model_path.is_file():  # compiled before compile wrote it
         log(f"{model_path} missing: writing it from the hardware graph")
         export_cpu_model(compile_dir)
+    read_design_model(compile_dir)
     with CpuEngine(model_path) as engine:
         if engine.dataset is None:
             raise BnnflowError(f"{model_path} names no dataset; run it with bnnflow-cpu on your own images")

@@ -40,6 +40,7 @@ from bnnflow.data import load_test_images
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import get_board
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.hwgraph import read_graph
 from bnnflow.finnlib.steps import run_steps
 from bnnflow.hls.cppsim import CppSimResult, HlsSim, find_hls_sim
 from bnnflow.hls.folding import load_folding_json
@@ -161,12 +162,7 @@ def _find_cppsim(n_cppsim: int, hls_sim: str | Path | None) -> HlsSim | None:
 
 
 def _read_model(model_path: Path) -> Any:
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    try:
-        return ModelWrapper(str(model_path))
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise BnnflowError(f"cannot read ONNX model {model_path}: {exc}") from None
+    return read_graph(model_path)
 
 
 def _test_images(
