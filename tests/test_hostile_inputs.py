@@ -17,10 +17,12 @@ from bnnflow.errors import BnnflowError
 
 
 def _error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The command's one error line (its progress lines may come before it), and no traceback."""
     assert main(list(args)) == 1, args
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("bnnflow: error: "), lines
-    return lines[0]
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("bnnflow: error: ")]
+    assert "Traceback" not in err and len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    return errors[0]
 
 
 def test_the_python_model_reader_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:

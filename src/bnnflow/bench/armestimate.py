@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnnflow.cpu.modelfile import CpuModel, LayerKind, ValueType, read_model
+from bnnflow.bnncpu.modelfile import CpuModel, LayerKind, ValueType, read_model
 
 CPU_DIR = Path(__file__).resolve().parents[3] / "cpu"
 LLVM_MCA = "llvm-mca"
