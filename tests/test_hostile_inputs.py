@@ -110,6 +110,8 @@ def test_another_designs_model_file_in_a_compile_folder(
     line = _error(capsys, "cpu", "run", str(folder), "--finn", "5")
     assert "model.bnn is another design's model file: it takes 1x28x28 images, this design 1x8x8" in line
     assert f"bnnflow cpu export {folder}" in line
+    line = _error(capsys, "package", str(folder), "--out", str(tmp_path / "pkg"), "--images", "4")
+    assert "model.bnn is another design's model file" in line and not (tmp_path / "pkg").exists()
 
 
 def test_an_out_folder_under_a_file(

@@ -642,11 +642,11 @@ def _file_kind(mode: int) -> str:
 def _check_header(head: bytes, size: int) -> None:
     """The file header's magic, version and declared size against the file's size, before the rest
     is read: a large file that is not a model (or ``/dev/zero``) is refused without reading it."""
+    if not MAGIC.startswith(head[: len(MAGIC)]):  # a short file is judged by the bytes it has
+        raise BnnflowError("not a bnncpu model file (bad magic)")
     if len(head) < HEADER_BYTES:
         raise BnnflowError(f"truncated: {len(head)} bytes, shorter than the {HEADER_BYTES}-byte header")
-    magic, major, minor, header_bytes, file_bytes = FILE_HEADER.unpack_from(head)[:5]
-    if magic != MAGIC:
-        raise BnnflowError("not a bnncpu model file (bad magic)")
+    major, minor, _, file_bytes = FILE_HEADER.unpack_from(head)[1:5]
     if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
         raise BnnflowError(
             f"format version {major}.{minor}; this reader knows {FORMAT_MAJOR}.0-{FORMAT_MINOR}"

@@ -64,13 +64,12 @@ from bnnflow_board.deployformat import (
     transpose_op,
 )
 
+from bnnflow.bnncpu.writer import read_design_model
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
 DEFAULT_IMAGES = 1000
-MODEL_MAGIC = b"BNNCPU\0\0"  # bnncpu.h: the model file's first 8 bytes
-MODEL_FORMAT_MAJOR = 1
 
 REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
 Log = Callable[[str], None]
@@ -137,21 +136,17 @@ def resolve_source(path: str | Path, board: str | None = None) -> Source:
 
 
 def check_model_file(path: Path) -> None:
-    """The CPU engine's model file exists and has bnncpu.h's header (magic, major version, size)."""
+    """The compile folder's CPU model file: there, a valid model file, and taking this design's input."""
     if not path.is_file():
+        try:
+            why = CompileDir(path.parent).read_info().cpu_model_error
+        except BnnflowError:
+            why = None
         raise BnnflowError(
-            f"{path.parent} has no model.bnn (the CPU engine's model): it was compiled by an older "
-            f"bnnflow; compile it again"
+            f"{path.parent} has no {path.name} (the CPU engine's model): "
+            + (why if why else "it was compiled by an older bnnflow; compile it again")
         )
-    head = path.read_bytes()[:24]
-    if len(head) < 24 or head[:8] != MODEL_MAGIC:
-        raise BnnflowError(f"{path} is not a bnncpu model file")
-    major = int.from_bytes(head[8:10], "little")
-    size = int.from_bytes(head[16:24], "little")
-    if major != MODEL_FORMAT_MAJOR:
-        raise BnnflowError(f"{path}: model file format {major}, this bnnflow writes {MODEL_FORMAT_MAJOR}")
-    if size != path.stat().st_size:
-        raise BnnflowError(f"{path} is truncated or padded ({path.stat().st_size} bytes, header says {size})")
+    read_design_model(path.parent)
 
 
 def default_out(source: Source) -> Path:
