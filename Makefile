@@ -69,7 +69,7 @@ bitstream: install
 	@test -f $(RUN)/best.pt || test -f $(RUN)/checkpoint.pt || $(VENV)/bin/bnnflow train --model $(MODEL) --run $(RUN) --epochs $(EPOCHS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow export $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(VENV)/bin/bnnflow compile $(RUN) --board $(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(COMPILE_ARGS)
-	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD) || { \
+	$(VENV)/bin/bnnflow bitstream $(RUN)/compile/$(BOARD) --out bitstreams/$(notdir $(RUN))-$(BOARD) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) || { \
 	  code=$$?; test $$code -eq 2 && $(VENV)/bin/bnnflow package $(RUN)/compile/$(BOARD) \
 	    --out bitstreams/$(notdir $(RUN))-$(BOARD)/deploy $(if $(DATA_DIR),--data-dir $(DATA_DIR)); exit $$code; }
 

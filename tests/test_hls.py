@@ -742,3 +742,110 @@ def test_compile_folder_holds_finns_intermediate_models(tfc_compiled) -> None:
     top = {p.name for p in folder.path.iterdir()}
     assert {CompileDir.SUMMARY, CompileDir.HW_GRAPH, CompileDir.CPU_MODEL, CompileDir.FOLDING} <= top
     assert {CompileDir.BUILD_CONFIG, CompileDir.ESTIMATES, CompileDir.VERIFICATION, CompileDir.CODEGEN} <= top
+
+
+FAKE_FINN = """#!/bin/sh
+# Stands in for finn-plus's `finn build`: records how it was called and writes what FINN's
+# builder writes into the output folder on a Vivado host (bitfile, .hwh, timing report, log,
+# its own deploy/ folder); exits with $FAKE_FINN_EXIT.
+printf '%s\\n' "$PWD" "$@" > "$FAKE_FINN_ARGS"
+out="$4"
+mkdir -p "$out/bitfile" "$out/report" "$out/deploy/driver"
+printf 'bit' > "$out/bitfile/finn-accel.bit"
+cp "$FAKE_FINN_HWH" "$out/bitfile/finn-accel.hwh"
+printf 'timing met\\n' > "$out/report/post_route_timing.rpt"
+printf 'FINN deploy\\n' > "$out/deploy/driver/driver.py"
+printf 'build log\\n' > "$out/build_dataflow.log"
+exit "${FAKE_FINN_EXIT:-0}"
+"""
+
+
+def test_bitstream_runs_finns_builder_on_a_copy_of_the_design(
+    tfc_compiled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the Vivado checks: `finn build` on PATH is called on a copy of the compile folder whose
+    paths point at the copy; a failed build is moved aside with its log, never left as the output."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    import bnnflow.hls.bitstream as bitstream
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "finn").write_text(FAKE_FINN)
+    (bin_dir / "finn").chmod(0o755)
+    args_file = tmp_path / "finn-args.txt"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_FINN_ARGS", str(args_file))
+    monkeypatch.setenv("FAKE_FINN_HWH", str(tmp_path / "fake.hwh"))
+    (tmp_path / "fake.hwh").write_text("<hwh/>")
+    monkeypatch.setattr(bitstream, "check_board_files", lambda board: tmp_path)  # no finn deps here
+    vivado = tmp_path / "Xilinx" / "Vivado" / "2024.2"
+    (vivado / "bin").mkdir(parents=True)
+    (vivado / "bin" / "vivado").write_text("#!/bin/sh\n")
+    env = {"XILINX_VIVADO": str(vivado), "XILINX_HLS": str(tmp_path / "Xilinx" / "Vitis_HLS" / "2024.2")}
+    src = tfc_compiled.out_dir
+    out = tmp_path / "bits"
+
+    checked = []
+    assert build_bitstream(src, out, env=env, check_design=checked.append) == out.absolute()
+    assert checked == [src.absolute()]
+    cwd, *argv = args_file.read_text().splitlines()
+    assert cwd == str(out.absolute())
+    built = out.absolute()
+    config, graph = str(built / "dataflow_build_config.json"), str(built / "model_hw.onnx")
+    assert argv == ["build", "--accept-defaults", "-o", str(built), config, graph]
+    # The copy is complete and self-contained: FINN's config and the generated code point into it.
+    for name in ("model_hw.onnx", "compile.json", "model.bnn", "folding.json", "intermediate_models"):
+        assert (out / name).exists(), name
+    assert (out / "model.bnn").read_bytes() == (src / "model.bnn").read_bytes()
+    assert json.loads((out / "dataflow_build_config.json").read_text())["output_dir"] == str(out.absolute())
+    codegen = ModelWrapper(str(out / "intermediate_models" / "step_hw_codegen.onnx"))
+    dirs = [
+        getCustomOp(n).get_nodeattr("code_gen_dir_ipgen") for n in codegen.graph.node if "_hls" in n.op_type
+    ]
+    assert dirs and all(d.startswith(str(out.absolute())) for d in dirs), dirs
+    assert (out / "bitfile" / "finn-accel.bit").is_file()
+
+    # The builder fails: nothing at --out, the attempt kept beside it for its log.
+    monkeypatch.setenv("FAKE_FINN_EXIT", "3")
+    again = tmp_path / "again"
+    with pytest.raises(BnnflowError, match=r"FINN's builder failed \(exit 3\)"):
+        build_bitstream(src, again, env=env)
+    assert not again.exists()
+    assert (tmp_path / "again.failed" / "build_dataflow.log").read_text() == "build log\n"
+
+
+def test_bitstream_command_packages_the_finished_build(
+    tfc_compiled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bnnflow bitstream` builds, then writes bnnflow's package to deploy/ with Vivado's bitfile,
+    keeping FINN's own deploy/ as deploy.finn/."""
+    import bnnflow.hls.bitstream as bitstream
+    from bnnflow.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "finn").write_text(FAKE_FINN)
+    (bin_dir / "finn").chmod(0o755)
+    (tmp_path / "fake.hwh").write_text("<hwh/>")
+    vivado = tmp_path / "Xilinx" / "Vivado" / "2024.2"
+    (vivado / "bin").mkdir(parents=True)
+    (vivado / "bin" / "vivado").write_text("#!/bin/sh\n")
+    for key, value in (
+        ("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}"),
+        ("FAKE_FINN_ARGS", str(tmp_path / "args.txt")),
+        ("FAKE_FINN_HWH", str(tmp_path / "fake.hwh")),
+        ("XILINX_VIVADO", str(vivado)),
+        ("XILINX_HLS", str(tmp_path / "Xilinx" / "Vitis_HLS" / "2024.2")),
+    ):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(bitstream, "check_board_files", lambda board: tmp_path)
+    out = tmp_path / "bits"
+    args = ["bitstream", str(tfc_compiled.out_dir), "--out", str(out), "--data-dir", str(DATA_DIR)]
+    assert main(args) == 0
+    manifest = json.loads((out / "deploy" / "manifest.json").read_text())
+    assert manifest["bitfile"]["present"] and manifest["bitfile"]["source"] == "vivado"
+    assert (out / "deploy" / "bitfile" / "finn-accel.hwh").read_text() == "<hwh/>"
+    assert (out / "deploy.finn" / "driver" / "driver.py").read_text() == "FINN deploy\n"
+    assert f"bitfile and PYNQ driver in {out}" in capsys.readouterr().out

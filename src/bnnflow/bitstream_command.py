@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
     )
     b.add_argument("compiled", help="compile folder (runs/<name>/compile/<board>)")
     b.add_argument("--out", default=None, help="output folder (default bitstreams/<model>-<board>)")
+    b.add_argument(
+        "--data-dir", default=None, help="where the package's test images are (as for bnnflow package)"
+    )
     b.set_defaults(func=_bitstream)
 
 
@@ -45,6 +48,6 @@ def _bitstream(args: argparse.Namespace) -> int:
     # same bitfile, .hwh and settings.json, plus the CPU engine, test set and installer.
     if built.deploy.path.is_dir() and not built.deploy.manifest.exists():
         os.replace(built.deploy.path, built.finn_deploy)
-    build_package(out, built.deploy.path)
+    build_package(out, built.deploy.path, data_dir=args.data_dir)
     print(f"bitfile and PYNQ driver in {out}")
     return 0

@@ -185,11 +185,15 @@ def build_bitstream(
     # boots what a Vivado build needs (dependency check, the finn_xsi simulator
     # build for this Vivado version, and a re-exec with Xilinx libraries on
     # LD_LIBRARY_PATH, which cannot be changed for a running process).
-    finn = Path(sys.executable).with_name("finn")
-    if not finn.is_file():
+    # The `finn` on PATH (an activated environment's, or one a user put first), else the one
+    # installed beside this Python (the environment bnnflow runs in, not activated).
+    found = shutil.which("finn") or shutil.which("finn", path=str(Path(sys.executable).parent))
+    if found is None:
         raise BnnflowError(
-            f"FINN's command line tool is missing next to {sys.executable}; reinstall finn-plus"
+            f"FINN's command line tool `finn` is neither on PATH nor next to {sys.executable}; "
+            "reinstall finn-plus"
         )
+    finn = Path(found)
 
     _check_replaceable(out)
     if check_design is not None:
