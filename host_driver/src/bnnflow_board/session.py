@@ -113,7 +113,7 @@ class Session:
         from bnnflow_board.simulated.fabric import Fabric
 
         assert self.sim is not None
-        host = self.pkg.manifest.get("host", {})
+        host = self.pkg.manifest.get("host") or {}
         design = self.sim.design or Path(host.get("compile_dir", ""))
         python = self.sim.python or Path(host.get("python", ""))
         spec = get_board(self.sim.board or self.pkg.board)
