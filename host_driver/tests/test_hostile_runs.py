@@ -142,3 +142,16 @@ def test_the_report_has_the_modes_of_new_files(designs: Path, tmp_path: Path) ->
     for p in paths:
         want = 0o750 if p.is_dir() else 0o640
         assert stat.S_IMODE(p.stat().st_mode) == want, f"{p}: {oct(stat.S_IMODE(p.stat().st_mode))}"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_the_start_timeout_is_finite_and_positive(made: dict, value: float) -> None:
+    from conftest import HOST_PYTHON
+
+    from bnnflow_board.errors import BoardError
+    from bnnflow_board.simulated.fabric import Fabric
+
+    with pytest.raises(BoardError, match="the start timeout must be a finite number of seconds above 0"):
+        Fabric(made["digits"], "Pynq-Z2", HOST_PYTHON, "python", start_timeout_s=value)
+    r = board_cli("check", made["digits"], "--simulated-board", f"--sim-start-timeout={value}")
+    assert r.returncode == 2 and "argument --sim-start-timeout: the timeout must be a finite" in r.stderr

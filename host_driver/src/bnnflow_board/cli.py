@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bnnflow_board import __version__
-from bnnflow_board.deadline import timeout_help
+from bnnflow_board.deadline import start_timeout_help, timeout_help
 from bnnflow_board.errors import BoardError
 
 
@@ -69,8 +69,7 @@ def _simulated(p: argparse.ArgumentParser) -> None:
         type=_timeout,
         default=None,
         metavar="SECONDS",
-        help="seconds the accelerator process may take to load the design, and again to prepare it "
-        "(default 600: cppsim compiles the design first)",
+        help=start_timeout_help(),
     )
     g.add_argument(
         "--sim-fault",

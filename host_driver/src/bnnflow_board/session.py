@@ -3,9 +3,9 @@
 Opening reads the package and checks it against the running board
 (checks.py); on the simulated board it first makes the .bit/.hwh a package
 without Vivado's lacks. From an open package come the FPGA (finn-plus-driver
-through ``FpgaRunner``, with a deadline per run: deadline.py) and the CPU engine (built
-from the package's sources with the board's gcc). Closing releases both and
-the work folder they were built in.
+through ``FpgaRunner``, with a deadline per run: deadline.py) and the CPU
+engine (built from the package's sources with the board's gcc). Closing
+releases both and the work folder they were built in.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SimulatedBoard:
     exec_mode: str = "auto"
     cache: Path | None = None
     fault: str | None = None
-    start_timeout_s: float | None = None  # None: fabric.START_TIMEOUT_S for the start and for preparing
+    start_timeout_s: float | None = None  # None: deadline.START_TIMEOUT_S, to start and to prepare
 
 
 def simulated_bitfile(pkg: Package, folder: Path) -> Path:
@@ -129,7 +129,7 @@ class Session:
             self.sim.exec_mode,
             self.sim.cache,
             self.work / "simulated-accelerator.log",
-            **({"start_timeout_s": self.sim.start_timeout_s} if self.sim.start_timeout_s else {}),
+            **({"start_timeout_s": self.sim.start_timeout_s} if self.sim.start_timeout_s is not None else {}),
         )
         self.device = SimulatedBoardDevice(spec, fabric, self.sim.fault)
         return self.device

@@ -16,6 +16,7 @@ Wire format: wire.py, shared with the accelerator process.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -27,12 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow_board.deadline import START_TIMEOUT_S
 from bnnflow_board.errors import BoardError
 from bnnflow_board.simulated.wire import read_message, write_message
-
-# Loading the design (FINN's import, the graph) and preparing it (cppsim: compiling the generated
-# HLS, a minute or more per design when not cached) each get this long.
-START_TIMEOUT_S = 600.0
 
 
 class Fabric:
@@ -74,6 +72,10 @@ class Fabric:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         self.command = f"{python} -m bnnflow.deploy.simulated_accelerator"
         self.start_timeout_s = float(start_timeout_s)
+        if not (math.isfinite(self.start_timeout_s) and self.start_timeout_s > 0):
+            raise BoardError(
+                f"the start timeout must be a finite number of seconds above 0, got {start_timeout_s}"
+            )
         self._expired = False
         self._log = open(self.log_path, "ab")
         # a session of its own: at a deadline the whole group goes, so no child of a stuck
