@@ -96,6 +96,11 @@ def test_an_accelerator_process_that_fails_says_why(designs: Path, tmp_path: Pat
     err = _one_error(r)
     assert err.startswith("bnnflow-board: error: simulated board: the accelerator process stopped (")
     assert err.endswith("; its last words: RuntimeError: no FINN here") and ".log" not in err
+    # one whose stdout, where only the wire format may go, ends in the middle of a message
+    python = _stand_in(tmp_path, "printf '\\002\\000\\000\\000{}'\necho 'ImportError: no FINN here' >&2\n")
+    r = board_cli("bench", str(designs / "digits-pkg"), "--simulated-board", "--compiler-python", str(python),
+                  "--out", str(tmp_path / "b"), timeout=90)  # fmt: skip
+    assert _one_error(r).endswith("; its last words: ImportError: no FINN here")
 
 
 def _test_set_check(pkg: Path) -> dict:

@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
@@ -128,7 +129,7 @@ class Fabric:
             timer.start()
         try:
             msg = read_message(self._proc.stdout)
-        except (EOFError, ValueError) as exc:
+        except (EOFError, ValueError, struct.error) as exc:  # a process that prints on stdout
             msg = None
             why = str(exc)
         else:
