@@ -19,7 +19,7 @@ from typing import Any
 
 from bnnflow_board.deployformat import ACTIVE_WEIGHTS, MANIFEST, WEIGHTS_DIR
 from bnnflow_board.errors import BoardError
-from bnnflow_board.fsutil import atomic_directory, atomic_write_text
+from bnnflow_board.fsutil import atomic_directory, atomic_write_text, confined
 from bnnflow_board.package import Package
 from bnnflow_board.update_package import Update, check_belongs, load_update, update_problems
 
@@ -53,7 +53,7 @@ def active_weights(pkg: Package) -> ActiveWeights:
         )
     try:
         record = json.loads(record_path.read_text())
-        upd = load_update(pkg.root / record["path"])
+        upd = load_update(confined(pkg.root, record["path"], record_path))
     except (OSError, ValueError, KeyError, BoardError) as exc:
         raise BoardError(f"{record_path} names no usable update: {exc}") from None
     problems = update_problems(upd)

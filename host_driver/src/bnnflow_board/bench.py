@@ -53,7 +53,7 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCHES
     warmup: int = 3
     repeats: int = 20
-    timeout_s: float | None = None  # base deadline per FPGA run; None: 5 s on a board, 600 s simulated
+    timeout_s: float | None = None  # base deadline per FPGA run (session.run_deadline_s); None: default
     cpu: bool = True
     out: Path | None = None
 

@@ -93,19 +93,26 @@ def _files(out: _Checks, pkg: Package) -> None:
 
 
 def _testset(out: _Checks, pkg: Package) -> None:
-    """The test set and the accelerator's input agree with FINN's driver settings."""
+    """The test set and the accelerator's input agree with FINN's driver settings; a failure says which
+    of them does not."""
     shapes = pkg.driver.get("io_shape_dict", {})
     ts = pkg.manifest["testset"]
     want = [int(d) for d in pkg.manifest["fpga_input"]["shape"]]
     got = [int(d) for d in shapes.get("ishape_normal", [[0]])[0]]
-    sizes_ok = (pkg.root / ts["images"]).is_file() and (pkg.root / ts["images"]).stat().st_size == int(
-        ts["n"]
-    ) * int(np.prod(ts["image_shape"]))
+    idt = str(shapes.get("idt", [""])[0])
+    images, size = pkg.root / ts["images"], ts["n"] * int(np.prod(ts["image_shape"]))
+    problems = [] if want == got else [f"the manifest says {want}"]
+    if not images.is_file():
+        problems.append(f"{ts['images']} is missing")
+    elif images.stat().st_size != size:
+        problems.append(f"{ts['images']} holds {images.stat().st_size} bytes, not {size}")
+    if "UINT8" not in idt:
+        problems.append(f"driver/settings.json's input type is {idt or 'missing'}, not UINT8")
     out.add(
         "test set",
-        want == got and sizes_ok and "UINT8" in str(shapes.get("idt", [""])[0]),
+        not problems,
         f"{ts['n']} {ts['dataset']} images {ts['image_shape']} uint8 -> accelerator input {got}"
-        + ("" if want == got else f", but the manifest says {want}"),
+        + (f", but {'; '.join(problems)}" if problems else ""),
     )
 
 

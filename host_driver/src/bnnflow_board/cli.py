@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bnnflow_board import __version__
+from bnnflow_board.deadline import start_timeout_help, timeout_help
 from bnnflow_board.errors import BoardError
 
 
@@ -64,6 +65,13 @@ def _simulated(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--sim-cache", default=None, help="where compiled C simulations are kept")
     g.add_argument(
+        "--sim-start-timeout",
+        type=_timeout,
+        default=None,
+        metavar="SECONDS",
+        help=start_timeout_help(),
+    )
+    g.add_argument(
         "--sim-fault",
         choices=("never-done", "flip-weight-bit"),
         default=None,
@@ -83,6 +91,7 @@ def _sim(args: argparse.Namespace):  # noqa: ANN202
         exec_mode=args.sim_exec,
         cache=Path(args.sim_cache) if args.sim_cache else None,
         fault=args.sim_fault,
+        start_timeout_s=args.sim_start_timeout,
     )
 
 
@@ -114,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", type=_batches, default=None, help="comma-separated (default 1,64,1000)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement (default 3)")
     b.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
-    b.add_argument(
-        "--timeout", type=_timeout, default=None, help="seconds an FPGA run may take before it is stuck"
-    )
+    b.add_argument("--timeout", type=_timeout, default=None, metavar="SECONDS", help=timeout_help())
     b.add_argument("--no-cpu", action="store_true", help="run the FPGA only")
     _simulated(b)
     b.set_defaults(func=_bench)
@@ -132,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("package", help="the deployment package folder")
     u.add_argument("update", help="the update package folder (bnnflow package --weights-only)")
-    u.add_argument(
-        "--timeout", type=_timeout, default=None, help="seconds an FPGA run may take before it is stuck"
-    )
+    u.add_argument("--timeout", type=_timeout, default=None, metavar="SECONDS", help=timeout_help())
     u.add_argument("--no-cpu", action="store_true", help="check the FPGA only")
     _simulated(u)
     u.set_defaults(func=_update_weights)

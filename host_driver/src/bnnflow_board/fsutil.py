@@ -16,6 +16,22 @@ from pathlib import Path
 from bnnflow_board.errors import BoardError
 
 
+def confined(root: Path, rel: object, source: Path, what: str = "the package") -> Path:
+    """``root / rel`` where ``rel`` names a path inside ``root``; a one-line error naming ``source`` else.
+
+    A manifest is data from wherever the package came from: an absolute path,
+    a ``..`` or a symlink out of the folder would let ``check`` vouch for, and
+    ``bench`` read or run, files anywhere on the board.
+    """
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise BoardError(f"{source} names {rel!r}, outside {what}")
+    path = root / rel
+    real_root, real = root.resolve(), path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise BoardError(f"{source} names {rel}, a symlink to {real}, outside {what}")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow_board._qonnx import ensure_qonnx_importable
+from bnnflow_board.deadline import run_deadline_s
 from bnnflow_board.errors import BoardError
 
 ensure_qonnx_importable()
@@ -104,7 +105,7 @@ class DeadlineDMAOverlay(FINNDMAOverlay):
     def wait_until_finished(self) -> None:
         if self.platform != "zynq-iodma":
             return super().wait_until_finished()
-        limit = self.timeout_s + self.per_frame_s * self._batch_in_flight
+        limit = run_deadline_s(self.timeout_s, self.per_frame_s, self._batch_in_flight)
         start = time.monotonic()
         deadline = start + limit
         for o, odma in enumerate(self.odma):

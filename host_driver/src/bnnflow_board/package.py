@@ -20,6 +20,8 @@ from bnnflow_board.deployformat import (
     sha256,
 )
 from bnnflow_board.errors import BoardError
+from bnnflow_board.fsutil import confined
+from bnnflow_board.manifest_types import MANIFEST_TYPES, check_types
 
 
 @dataclass
@@ -59,8 +61,8 @@ class Package:
         """Dataset images in the accelerator's input layout (the host-side ops FINN left, as packaged)."""
         try:
             return np.ascontiguousarray(apply_input_ops(images, self.manifest["fpga_input"]["from_images"]))
-        except FormatError as exc:
-            raise BoardError(str(exc)) from None
+        except (FormatError, ValueError, TypeError) as exc:  # numpy's, for a perm or shape that does not fit
+            raise BoardError(f"{self.root / MANIFEST}: fpga_input.from_images: {exc}") from None
 
     def path(self, key: str) -> Path:
         return self.root / self.manifest["testset"][key]
@@ -98,7 +100,7 @@ class Package:
 
 
 def load_package(path: str | Path) -> Package:
-    """The package's manifest, checked for format; a one-line error for anything else."""
+    """The package's manifest, checked for format, types and paths; a one-line error for anything else."""
     root = Path(path)
     if not root.is_dir():
         raise BoardError(
@@ -114,8 +116,8 @@ def load_package(path: str | Path) -> Package:
         raise BoardError(f"{root} is not a bnnflow deployment package: no {MANIFEST}{hint}")
     try:
         manifest = json.loads(mf.read_text())
-    except (OSError, ValueError) as exc:
-        raise BoardError(f"{mf} is not valid JSON: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BoardError(f"{mf} is not valid JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BoardError(f"{mf} is not a bnnflow deployment manifest")
     if manifest.get("version") != FORMAT_VERSION:
@@ -125,7 +127,25 @@ def load_package(path: str | Path) -> Package:
     for key in MANIFEST_KEYS:
         if key not in manifest:
             raise BoardError(f"{mf} lacks {key!r}: the package is damaged")
+    check_types(manifest, MANIFEST_TYPES, mf)
+    if manifest["bitfile"]["present"] and not isinstance(manifest["bitfile"].get("bit"), str):
+        raise BoardError(f"{mf}: bitfile.bit must be a string when bitfile.present is true")
+    for rel in manifest_paths(manifest):
+        confined(root, rel, mf)
     return Package(root.absolute(), manifest)
+
+
+TESTSET_FILES = ("images", "labels", "golden_classes", "golden_scores")
+
+
+def manifest_paths(manifest: dict[str, Any]) -> list[str]:
+    """Every path in the package the manifest names, each to be confined to the package."""
+    ts, bf, rw = manifest["testset"], manifest["bitfile"], manifest.get("runtime_weights")
+    named = [*manifest["files"], manifest["driver"]["settings"], manifest["cpu"]["sources"]]
+    named += [manifest["cpu"]["model"], *(ts[k] for k in TESTSET_FILES)]
+    named += [bf[k] for k in ("bit", "hwh") if bf["present"] and isinstance(bf.get(k), str)]
+    named += [manifest["timing_report"]] if manifest.get("timing_report") else []
+    return named + ([rw["dir"]] if rw else [])
 
 
 def checksum_problems(pkg: Package) -> tuple[list[str], list[str]]:

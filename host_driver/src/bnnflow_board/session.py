@@ -3,10 +3,9 @@
 Opening reads the package and checks it against the running board
 (checks.py); on the simulated board it first makes the .bit/.hwh a package
 without Vivado's lacks. From an open package come the FPGA (finn-plus-driver
-through ``FpgaRunner``, with a deadline per run: 5 s on a board, 600 s on the
-simulated board, where FINN executes the design) and the CPU engine (built
-from the package's sources with the board's gcc). Closing releases both and
-the work folder they were built in.
+through ``FpgaRunner``, with a deadline per run: deadline.py) and the CPU
+engine (built from the package's sources with the board's gcc). Closing
+releases both and the work folder they were built in.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 
 from bnnflow_board.boards import get_board
 from bnnflow_board.checks import Check, failures, run_checks
+from bnnflow_board.deadline import deadline_terms
 from bnnflow_board.detect import RunningBoard, running_board
 from bnnflow_board.errors import BoardError
 from bnnflow_board.package import Package, load_package
@@ -37,6 +37,7 @@ class SimulatedBoard:
     exec_mode: str = "auto"
     cache: Path | None = None
     fault: str | None = None
+    start_timeout_s: float | None = None  # None: deadline.START_TIMEOUT_S, to start and to prepare
 
 
 def simulated_bitfile(pkg: Package, folder: Path) -> Path:
@@ -113,7 +114,7 @@ class Session:
         from bnnflow_board.simulated.fabric import Fabric
 
         assert self.sim is not None
-        host = self.pkg.manifest.get("host", {})
+        host = self.pkg.manifest.get("host") or {}
         design = self.sim.design or Path(host.get("compile_dir", ""))
         python = self.sim.python or Path(host.get("python", ""))
         spec = get_board(self.sim.board or self.pkg.board)
@@ -128,6 +129,7 @@ class Session:
             self.sim.exec_mode,
             self.sim.cache,
             self.work / "simulated-accelerator.log",
+            **({"start_timeout_s": self.sim.start_timeout_s} if self.sim.start_timeout_s is not None else {}),
         )
         self.device = SimulatedBoardDevice(spec, fabric, self.sim.fault)
         return self.device
@@ -143,13 +145,13 @@ class Session:
             self.start_simulated_device(log)
         if self.bitfile is None:
             raise BoardError("the package has no bitfile")
-        simulated = self.board.simulated
+        base, per_image = deadline_terms(timeout_s, self.board.simulated)
         return FpgaRunner(
             Path(self.bitfile),
             self.pkg.driver,
             device=self.device,
-            timeout_s=timeout_s if timeout_s is not None else (600.0 if simulated else 5.0),
-            per_frame_s=2.0 if simulated else 0.01,
+            timeout_s=base,
+            per_frame_s=per_image,
             runtime_weight_dir=runtime_weight_dir,
         )
 

@@ -24,6 +24,8 @@ from bnnflow_board.deployformat import (
     sha256_bytes,
 )
 from bnnflow_board.errors import BoardError
+from bnnflow_board.fsutil import confined
+from bnnflow_board.manifest_types import UPDATE_TYPES, check_types
 from bnnflow_board.package import Package
 
 
@@ -66,8 +68,8 @@ def load_update(path: str | Path) -> Update:
     raw = mf.read_bytes()
     try:
         manifest = json.loads(raw)
-    except ValueError as exc:
-        raise BoardError(f"{mf} is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise BoardError(f"{mf} is not valid JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != UPDATE_FORMAT:
         kind = manifest.get("format") if isinstance(manifest, dict) else None
         hint = " (a deployment package: give it as DEPLOY_DIR)" if kind == FORMAT else ""
@@ -79,14 +81,10 @@ def load_update(path: str | Path) -> Update:
     for key in UPDATE_MANIFEST_KEYS:
         if key not in manifest:
             raise BoardError(f"{mf} lacks {key!r}: the update package is damaged")
-    try:
-        named = [*manifest["files"], manifest["runtime_weights"]["dir"], manifest["cpu"]["model"]]
-        named += [manifest["testset"][k] for k in ("golden_classes", "golden_scores")]
-    except (KeyError, TypeError):
-        raise BoardError(f"{mf} is incomplete: the update package is damaged") from None
-    for rel in named:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise BoardError(f"{mf} names {rel}, outside the update package")
+    check_types(manifest, UPDATE_TYPES, mf)
+    named = [*manifest["files"], manifest["runtime_weights"]["dir"], manifest["cpu"]["model"]]
+    for rel in named + [manifest["testset"][k] for k in ("golden_classes", "golden_scores")]:
+        confined(root, rel, mf, "the update package")
     return Update(root.absolute(), manifest, sha256_bytes(raw))
 
 
@@ -148,7 +146,7 @@ def check_belongs(pkg: Package, upd: Update) -> None:
                     f"the update is for another design: {a['file']} {key} is {b.get(key)!r} in the update, "
                     f"{a.get(key)!r} in this design"
                 )
-    mine = pkg.manifest.get("design", {}).get("fingerprint")
+    mine = (pkg.manifest.get("design") or {}).get("fingerprint")
     if upd.manifest["design"].get("fingerprint") != mine:
         raise BoardError(
             "the update is for another design: its structure fingerprint differs from this package's "

@@ -15,7 +15,11 @@ Wire format: wire.py, shared with the accelerator process.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import signal
+import struct
 import subprocess
 import tempfile
 import threading
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow_board.deadline import START_TIMEOUT_S
 from bnnflow_board.errors import BoardError
 from bnnflow_board.simulated.wire import read_message, write_message
 
@@ -40,7 +45,9 @@ class Fabric:
         exec_mode: str = "auto",
         cache_dir: str | Path | None = None,
         log_path: str | Path | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
+        """Start the accelerator process; it must load the design within ``start_timeout_s``."""
         self.design = Path(design)
         if not (self.design / "model_hw.onnx").is_file():
             raise BoardError(f"simulated board: {self.design} is not a compile folder (no model_hw.onnx)")
@@ -64,12 +71,26 @@ class Fabric:
         if cache_dir is not None:
             cmd += ["--cache", str(cache_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        self.command = f"{python} -m bnnflow.deploy.simulated_accelerator"
+        self.start_timeout_s = float(start_timeout_s)
+        if not (math.isfinite(self.start_timeout_s) and self.start_timeout_s > 0):
+            raise BoardError(
+                f"the start timeout must be a finite number of seconds above 0, got {start_timeout_s}"
+            )
+        self._expired = False
         self._log = open(self.log_path, "ab")
+        # a session of its own: at a deadline the whole group goes, so no child of a stuck
+        # process keeps the pipe open and the read waiting
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env
-        )
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
+            start_new_session=True,
+        )  # fmt: skip
         self._lock = threading.Lock()
-        hello = self._receive()
+        try:
+            hello = self._receive(self.start_timeout_s, "start")
+        except BaseException:
+            self.close()
+            raise
         if "error" in hello[0]:
             self.close()
             raise BoardError(f"simulated board: the compiled design did not load: {hello[0]['error']}")
@@ -84,35 +105,64 @@ class Fabric:
             self.memories[str(mem["instance"])] = (mem, words[at : at + n].copy())
             at += n
 
-    def _receive(self) -> tuple[dict[str, Any], bytes]:
+    def _kill(self) -> None:
+        self._expired = True
+        with contextlib.suppress(OSError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def _tail(self) -> str:
+        """The accelerator process's last line of stderr: the log itself goes with the board's work folder."""
+        self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        return f"; its last words: {lines[-1][:300]}" if lines else "; it wrote nothing to stderr"
+
+    def _receive(self, within_s: float | None = None, step: str = "") -> tuple[dict[str, Any], bytes]:
+        """The accelerator process's next message; at ``within_s`` seconds the process is killed."""
         assert self._proc.stdout is not None
+        timer = threading.Timer(within_s, self._kill) if within_s is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             msg = read_message(self._proc.stdout)
-        except (EOFError, ValueError) as exc:
+        except (EOFError, ValueError, struct.error) as exc:  # a process that prints on stdout
             msg = None
             why = str(exc)
         else:
             why = "it exited"
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self._expired:
+            self._proc.wait(timeout=30)
+            raise BoardError(
+                f"simulated board: the accelerator process ({self.command}) did not answer within "
+                f"{within_s:g} s of its {step} (--sim-start-timeout){self._tail()}"
+            )
         if msg is None:
             self._proc.wait(timeout=30)
-            raise BoardError(f"simulated board: the accelerator process stopped ({why}); see {self.log_path}")
+            raise BoardError(f"simulated board: the accelerator process stopped ({why}){self._tail()}")
         return msg
 
-    def _request(self, header: dict[str, Any], payload: bytes = b"") -> tuple[dict[str, Any], bytes]:
+    def _request(
+        self, header: dict[str, Any], payload: bytes = b"", within_s: float | None = None, step: str = ""
+    ) -> tuple[dict[str, Any], bytes]:
         """One message to the accelerator process and its reply, one request at a time."""
         with self._lock:
             assert self._proc.stdin is not None
             try:
                 write_message(self._proc.stdin, header, payload)
             except BrokenPipeError:
-                raise BoardError(
-                    f"simulated board: the accelerator process stopped; see {self.log_path}"
-                ) from None
-            return self._receive()
+                raise BoardError(f"simulated board: the accelerator process stopped{self._tail()}") from None
+            return self._receive(within_s, step)
 
     def prepare(self) -> None:
         """Load the design (cppsim: compile the generated HLS), as programming an FPGA takes its time."""
-        header, _ = self._request({"op": "prepare"})
+        header, _ = self._request({"op": "prepare"}, within_s=self.start_timeout_s, step="preparation")
         if "error" in header:
             raise BoardError(f"simulated board: the compiled design did not load: {header['error']}")
 
@@ -143,6 +193,6 @@ class Fabric:
                 self._proc.stdin.close()
                 self._proc.wait(timeout=30)
             except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
+                self._kill()
                 self._proc.wait()
         self._log.close()
