@@ -63,6 +63,8 @@ def sim_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("simulated-board-cache")
 
 
-def board_cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+def board_cli(*args: str, timeout: float = 1200, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    return subprocess.run([str(BOARD_CLI), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [str(BOARD_CLI), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )

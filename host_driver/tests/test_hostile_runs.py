@@ -103,6 +103,26 @@ def test_an_accelerator_process_that_fails_says_why(designs: Path, tmp_path: Pat
     assert _one_error(r).endswith("; its last words: ImportError: no FINN here")
 
 
+def test_a_relative_compiler_python_is_the_one_in_the_current_folder(designs: Path, tmp_path: Path) -> None:
+    """`--compiler-python ./name` runs ./name, as a shell would, not a `name` found on PATH."""
+    ran = tmp_path / "ran"
+    _stand_in(tmp_path, f"touch {ran}\necho 'RuntimeError: the stand-in' >&2\nexit 1\n")
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "stand-in-python").write_text("#!/bin/sh\necho 'RuntimeError: the one on PATH' >&2\nexit 1\n")
+    (on_path / "stand-in-python").chmod(0o755)
+    env_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{on_path}{os.pathsep}{env_path}"
+    try:
+        args = ["--compiler-python", "./stand-in-python", "--out", str(tmp_path / "b")]
+        r = board_cli(
+            "bench", str(designs / "digits-pkg"), "--simulated-board", *args, timeout=90, cwd=tmp_path
+        )
+    finally:
+        os.environ["PATH"] = env_path
+    assert _one_error(r).endswith("; its last words: RuntimeError: the stand-in") and ran.is_file()
+
+
 def _test_set_check(pkg: Path) -> dict:
     r = board_cli("check", str(pkg), "--simulated-board", "--json")
     return next(c for c in json.loads(r.stdout) if c["name"] == "test set")

@@ -49,6 +49,9 @@ class Fabric:
     ) -> None:
         """Start the accelerator process; it must load the design within ``start_timeout_s``."""
         self.design = Path(design)
+        # Absolute, so that `./python` runs the one in the current folder: Path() drops the "./",
+        # and a bare name given to Popen is looked up on PATH.
+        python = Path(python).absolute()
         if not (self.design / "model_hw.onnx").is_file():
             raise BoardError(f"simulated board: {self.design} is not a compile folder (no model_hw.onnx)")
         if not Path(python).is_file():
