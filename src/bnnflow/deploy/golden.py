@@ -22,6 +22,7 @@ from bnnflow.cpu import MODEL_FILE, CpuEngine, kernel_name
 from bnnflow.errors import BnnflowError
 
 GOLDEN_SOURCE = "bnnflow-cpu engine"
+DEFAULT_IMAGES = 1000  # test images a package carries with their golden outputs
 
 
 def golden_outputs(compile_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:

@@ -67,7 +67,7 @@ from bnnflow_board.deployformat import (
 from bnnflow import __version__
 from bnnflow.bnncpu.writer import read_design_model
 from bnnflow.data import load_test_images
-from bnnflow.deploy.golden import golden_outputs
+from bnnflow.deploy.golden import DEFAULT_IMAGES, golden_outputs
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
 from bnnflow.finnlib.hwgraph import writable_nodes
@@ -77,8 +77,6 @@ from bnnflow.hls.bitstream import default_out_dir
 from bnnflow.hls.runtime_weights import structure_fingerprint
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
-
-DEFAULT_IMAGES = 1000
 
 REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
 Log = Callable[[str], None]
