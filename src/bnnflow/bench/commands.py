@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bnnflow.bench.report import bench_design
 from bnnflow.cliutil import HelpFormatter, nonnegative_int, positive_int
+from bnnflow.errors import BnnflowError
 
 
 def register(sub: Any) -> None:
@@ -44,9 +46,6 @@ def register(sub: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bnnflow.bench.report import bench_design
-    from bnnflow.errors import BnnflowError
-
     result = bench_design(
         args.path,
         board=args.board,

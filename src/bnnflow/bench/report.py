@@ -32,8 +32,15 @@ from typing import Any
 
 from bnnflow_board.deployformat import sha256
 
+from bnnflow.bench.armestimate import bench_summary
+from bnnflow.bench.boardreport import read_board_report
+from bnnflow.bench.published import PUBLISHED, identify_network
+from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model
+from bnnflow.cpu.evaluate import evaluate_cpu, resolve_compile_dir
 from bnnflow.errors import BnnflowError
+from bnnflow.hls.iobound import io_bound
 from bnnflow.layout import CompileDir
+from bnnflow.runs import atomic_directory, atomic_write_json, atomic_write_text
 
 OUT_DIR = "bench"
 REPORT_FILE = "bench.json"
@@ -123,8 +130,6 @@ def c_bench(model: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def _design(compile_dir: Path, engine: Any) -> dict[str, Any]:
-    from bnnflow.bench.published import identify_network
-
     try:
         info = json.loads((compile_dir / CompileDir.SUMMARY).read_text())
     except OSError:
@@ -156,8 +161,6 @@ def _design(compile_dir: Path, engine: Any) -> dict[str, Any]:
 
 
 def _estimate(compile_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    from bnnflow.hls.iobound import io_bound
-
     io = io_bound(compile_dir)
     compute = float(info["estimated_fps"])
     dma_decides = io.fps <= compute
@@ -174,8 +177,6 @@ def _estimate(compile_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cpu(compile_dir: Path, data_dir: Any, limit: int | None, finn_images: int, log: Log) -> dict[str, Any]:
-    from bnnflow.cpu.evaluate import evaluate_cpu
-
     log(f"the C engine on {compile_dir}'s test set ...")
     ev = evaluate_cpu(compile_dir, data_dir=data_dir, limit=limit, finn_images=finn_images, log=log)
     log("bnnflow-cpu bench --json ...")
@@ -287,13 +288,6 @@ def bench_design(
     log: Log | None = print,
 ) -> BenchResult:
     """Measure the CPU here, read FINN's estimates and a board report; write and return the report."""
-    from bnnflow.bench.armestimate import bench_summary
-    from bnnflow.bench.boardreport import read_board_report
-    from bnnflow.bench.published import PUBLISHED
-    from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model
-    from bnnflow.cpu.evaluate import resolve_compile_dir
-    from bnnflow.runs import atomic_directory, atomic_write_json, atomic_write_text
-
     log = log or (lambda _msg: None)
     if finn_images < 0:
         raise BnnflowError(f"--finn must be 0 or more, got {finn_images}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bnnflow.deploy.package import DEFAULT_IMAGES
+from bnnflow.deploy.golden import DEFAULT_IMAGES
+from bnnflow.errors import BnnflowError
 
 
 def register(sub: Any) -> None:
@@ -62,8 +63,6 @@ def register(sub: Any) -> None:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from bnnflow.errors import BnnflowError
-
     if args.weights_only is not None or args.target is not None:
         if args.weights_only is None or args.target is None:
             raise BnnflowError(
@@ -71,6 +70,8 @@ def _package(args: argparse.Namespace) -> int:
             )
         if args.design is not None:
             raise BnnflowError("--weights-only takes the design from --design, not as a positional folder")
+        # Deferred: cli.py imports every command module on each call, and bnnflow.deploy.update
+        # pulls in bnnflow.hls, which loads qonnx and onnx.
         from bnnflow.deploy.update import build_weights_update
 
         build_weights_update(
@@ -84,6 +85,8 @@ def _package(args: argparse.Namespace) -> int:
         return 0
     if args.design is None:
         raise BnnflowError("give the run, compile or bitstream folder to package")
+    # Deferred: cli.py imports every command module on each call, and bnnflow.deploy.package
+    # pulls in bnnflow.hls, which loads qonnx and onnx.
     from bnnflow.deploy.package import build_package
 
     build_package(args.design, args.out, board=args.board, n_images=args.images, data_dir=args.data_dir)

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bnnflow.cpu import MODEL_FILE, CpuEngine, kernel_name
 from bnnflow.errors import BnnflowError
 
 GOLDEN_SOURCE = "bnnflow-cpu engine"
+DEFAULT_IMAGES = 1000  # test images a package carries with their golden outputs
 
 
 def golden_outputs(compile_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """(classes int32 [N], scores int32 [N, n_classes], source) for uint8 images [N, C, H, W]."""
-    from bnnflow.cpu import MODEL_FILE
-
     path = Path(compile_dir) / MODEL_FILE
     if not path.is_file():
         raise BnnflowError(f"{path.parent} has no {MODEL_FILE}; run `bnnflow cpu export {path.parent}`")
@@ -35,8 +35,6 @@ def golden_outputs(compile_dir: str | Path, images: np.ndarray) -> tuple[np.ndar
 
 def model_golden_outputs(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """The same for a model file of its own (a weights-only update's model.bnn)."""
-    from bnnflow.cpu import CpuEngine, kernel_name
-
     with CpuEngine(path) as engine:
         classes, scores = engine.run(np.ascontiguousarray(images, dtype=np.uint8), threads=0)
     return classes, scores, f"{GOLDEN_SOURCE} ({kernel_name()} kernels)"

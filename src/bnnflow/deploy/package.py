@@ -64,12 +64,19 @@ from bnnflow_board.deployformat import (
     transpose_op,
 )
 
+from bnnflow import __version__
 from bnnflow.bnncpu.writer import read_design_model
+from bnnflow.data import load_test_images
+from bnnflow.deploy.golden import DEFAULT_IMAGES, golden_outputs
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+from bnnflow.finnlib.hwgraph import writable_nodes
+from bnnflow.finnlib.weight_memory import memory_layout
+from bnnflow.finnlib.zynq import instances, zynq_dataflow_model
+from bnnflow.hls.bitstream import default_out_dir
+from bnnflow.hls.runtime_weights import structure_fingerprint
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
-
-DEFAULT_IMAGES = 1000
 
 REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
 Log = Callable[[str], None]
@@ -151,8 +158,6 @@ def check_model_file(path: Path) -> None:
 
 def default_out(source: Source) -> Path:
     """<bitstream folder>/deploy where Vivado ran, else bitstreams/<model>-<board>/deploy."""
-    from bnnflow.hls.bitstream import default_out_dir
-
     if source.vivado:
         return source.compile_dir / "deploy"
     return default_out_dir(source.compile_dir) / "deploy"
@@ -269,8 +274,6 @@ def _driver_settings(
     else:
         from finn.transformation.fpgadataflow.make_driver import MakePYNQDriver
 
-        from bnnflow.finnlib.finn_env import quiet_finn
-
         with open(tmp / "finn.log", "a") as sink, quiet_finn(sink):
             driven = parent.transform(MakePYNQDriver("zynq-iodma", "FINNDMAOverlay", clk_period_ns=clock_ns))
         driver_dir = Path(driven.get_metadata_prop("pynq_driver_dir"))
@@ -307,9 +310,6 @@ def runtime_weight_layers(model_hw: Any, folder: Path) -> list[dict[str, Any]]:
     behind its AXI-lite port (weight_memory.py), which a weights-only update
     must share with the design.
     """
-    from bnnflow.finnlib.hwgraph import writable_nodes
-    from bnnflow.finnlib.weight_memory import memory_layout
-
     files = {f.stem.split("_", 2)[2]: f for f in sorted(folder.glob("*.dat"))}
     nodes = writable_nodes(model_hw)
     if sorted(files) != sorted(n.name for n in nodes):
@@ -395,8 +395,6 @@ def build_package(
     if not (cpu_src / "include" / "bnncpu.h").is_file():
         raise BnnflowError(f"the CPU engine's sources are not at {cpu_src}: run bnnflow from its source tree")
 
-    from bnnflow.finnlib.finn_env import prepare_finn
-
     prepare_finn()
     cfg = json.loads((source.compile_dir / "dataflow_build_config.json").read_text())
     clock_ns = float(cfg.get("synth_clk_period_ns", source.compile_info.get("clock_ns", 10.0)))
@@ -426,9 +424,6 @@ def _golden_outputs(
     """The dataset's first ``n_images`` test images in the design's input shape, with their golden outputs."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.data import load_test_images
-    from bnnflow.deploy.golden import golden_outputs
-
     parent_host = ModelWrapper(str(source.compile_dir / "intermediate_models" / "dataflow_parent.onnx"))
     ops = host_input_ops(parent_host)
     in_shape = tuple(int(d) for d in parent_host.get_tensor_shape(parent_host.graph.input[0].name))[1:]
@@ -456,10 +451,6 @@ def _checked_design(
     before anything else is copied.
     """
     from qonnx.core.modelwrapper import ModelWrapper
-
-    from bnnflow.finnlib.finn_env import quiet_finn
-    from bnnflow.finnlib.zynq import zynq_dataflow_model
-    from bnnflow.hls.runtime_weights import structure_fingerprint
 
     model_hw = ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH))
     with open(work / "finn.log", "a") as sink, quiet_finn(sink):
@@ -539,9 +530,6 @@ def _manifest(
     ``warnings`` are for whoever runs the package: bnnflow-board prints them and
     puts them in its bench report.
     """
-    from bnnflow import __version__
-    from bnnflow.finnlib.zynq import instances
-
     files = {
         str(p.relative_to(tmp)): sha256(p)
         for p in sorted(tmp.rglob("*"))

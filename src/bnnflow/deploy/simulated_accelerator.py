@@ -51,6 +51,13 @@ from typing import IO, Any
 
 from bnnflow_board.simulated.wire import read_message, write_message
 
+from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
+from bnnflow.finnlib.weight_memory import decode, encode, memory_layout
+from bnnflow.finnlib.zynq import instances, iodmas, zynq_dataflow_model
+from bnnflow.layout import CompileDir
+
 HLS_SIM_ENV = ("XILINX_HLS", "FINN_DEPS", "FINN_CUSTOM_HLS")
 
 
@@ -80,10 +87,6 @@ class Accelerator:
     """The compiled design, ready to run frames in the chosen execution mode."""
 
     def __init__(self, compile_dir: Path, board: str, mode: str, cache: Path) -> None:
-        from bnnflow.errors import BnnflowError
-        from bnnflow.finnlib.finn_env import prepare_finn
-        from bnnflow.layout import CompileDir
-
         self.compile_dir = compile_dir
         model_hw = compile_dir / CompileDir.HW_GRAPH
         if not model_hw.is_file():
@@ -94,9 +97,6 @@ class Accelerator:
         prepare_finn(self.work / "finn-build")
 
         from qonnx.core.modelwrapper import ModelWrapper
-
-        from bnnflow.finnlib.weight_memory import encode, memory_layout
-        from bnnflow.finnlib.zynq import instances, iodmas, zynq_dataflow_model
 
         self.design = ModelWrapper(str(model_hw))
         with tempfile.TemporaryDirectory() as tmp:
@@ -135,8 +135,6 @@ class Accelerator:
         from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
         from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
-        from bnnflow.layout import CompileDir
-
         model = ModelWrapper(str(self.compile_dir / CompileDir.HW_GRAPH))
         model = model.transform(SetExecMode("cppsim")).transform(PrepareCppSim()).transform(CompileCppSim())
         tmp = compiled.with_name(compiled.name + ".tmp")
@@ -147,9 +145,6 @@ class Accelerator:
 
     def _map_parameters(self) -> None:
         """Which tensor of the executed graph each runtime-writable layer's memory feeds."""
-        from bnnflow.errors import BnnflowError
-        from bnnflow.finnlib.hwgraph import base_op_type, writable_nodes
-
         ours = writable_nodes(self.design)
         theirs = [n for n in self.model.graph.node if base_op_type(n.op_type) in ("MVAU", "Thresholding")]
         if [base_op_type(n.op_type) for n in ours] != [base_op_type(n.op_type) for n in theirs]:
@@ -165,9 +160,6 @@ class Accelerator:
         Returns, per memory, how many values differ from what the graph held before.
         """
         import numpy as np
-
-        from bnnflow.errors import BnnflowError
-        from bnnflow.finnlib.weight_memory import decode
 
         if self.model is None:
             self.prepare()

@@ -45,6 +45,11 @@ from bnnflow_board.deployformat import (
     sha256_bytes,
 )
 
+from bnnflow import __version__
+from bnnflow.bnncpu.writer import PARENT_GRAPH
+from bnnflow.cpu import build_cpu_model, write_model
+from bnnflow.data import load_test_images
+from bnnflow.deploy.golden import model_golden_outputs
 from bnnflow.deploy.package import (
     DEFAULT_IMAGES,
     Log,
@@ -54,6 +59,8 @@ from bnnflow.deploy.package import (
     runtime_weight_layers,
 )
 from bnnflow.errors import BnnflowError
+from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.hls.runtime_weights import structure_fingerprint, write_runtime_weights
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
 
@@ -117,9 +124,6 @@ def resolve_design(path: str | Path, board: str | None = None) -> Design:
             )
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from bnnflow.finnlib.finn_env import prepare_finn
-        from bnnflow.hls.runtime_weights import structure_fingerprint
-
         prepare_finn()
         now = structure_fingerprint(ModelWrapper(str(source.compile_dir / CompileDir.HW_GRAPH)))
         if manifest.get("design", {}).get("fingerprint") != now:
@@ -180,10 +184,6 @@ def build_weights_update(
     """
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from bnnflow.bnncpu.writer import PARENT_GRAPH
-    from bnnflow.cpu import build_cpu_model, write_model
-    from bnnflow.finnlib.finn_env import prepare_finn
-
     log = log or (lambda _msg: None)
     if n_images < 1:
         raise BnnflowError(f"--images must be at least 1, got {n_images}")
@@ -224,8 +224,6 @@ class _Testset:
 
 def _testset(target: Design, parent: Any, n_images: int, data_dir: str | Path | None) -> _Testset:
     """The package's own test images (a deployment package given), else the dataset's first ``n_images``."""
-    from bnnflow.data import load_test_images
-
     if target.deploy is not None:
         images, labels, dataset, old_golden = _deploy_testset(target)
         return _Testset(images, labels, dataset, old_golden)
@@ -263,8 +261,6 @@ def _runtime_weight_files(
     A deployment package's layers must be the update's, file for file and word
     for word: finn-plus-driver writes each file to the port its name gives.
     """
-    from bnnflow.hls.runtime_weights import write_runtime_weights
-
     result = write_runtime_weights(
         target.compile_dir,
         checkpoint,
@@ -292,8 +288,6 @@ def _runtime_weight_files(
 
 def _golden_outputs(tmp: Path, testset: _Testset, log: Log) -> dict[str, Any]:
     """The new golden outputs from the CPU engine's model file in ``tmp``; the manifest's testset entry."""
-    from bnnflow.deploy.golden import model_golden_outputs
-
     images, labels = testset.images, testset.labels
     t0 = time.perf_counter()
     classes, scores, golden_source = model_golden_outputs(tmp / MODEL, images)
@@ -325,8 +319,6 @@ def _manifest(
     target: Design, result: Any, layers: list[dict[str, Any]], testset_entry: dict[str, Any], tmp: Path
 ) -> dict[str, Any]:
     """manifest.json for the files now in ``tmp``: written last, it lists every other file's sha256."""
-    from bnnflow import __version__
-
     files = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     return {
         "format": UPDATE_FORMAT,
