@@ -180,3 +180,48 @@ def test_update_manifest_symlinks_stay_in_the_update(designs: Path, tmp_path: Pa
         f"bnnflow-board: error: {upd / 'manifest.json'} names model.bnn, a symlink to {copy}, "
         "outside the update package"
     )
+
+
+SETTINGS_WRONG_TYPES = {
+    "ishape": (
+        ("io_shape_dict", "ishape_normal"),
+        "1x8x8",
+        "io_shape_dict.ishape_normal must be a list of shapes",
+    ),
+    "shape entry": (
+        ("io_shape_dict", "oshape_normal"),
+        [["1", 1]],
+        "io_shape_dict.oshape_normal must be a list",
+    ),
+    "dma names": (
+        ("io_shape_dict", "idma_names"),
+        "idma0",
+        "io_shape_dict.idma_names must be a list of strings",
+    ),
+    "shapes": (("io_shape_dict",), [1, 2], "io_shape_dict must be an object"),
+    "clock": (("fclk_mhz",), "fast", "fclk_mhz must be a clock in MHz"),
+    "platform": (("platform",), None, "platform must be a string"),
+}
+
+
+@pytest.mark.parametrize("case", list(SETTINGS_WRONG_TYPES))
+def test_driver_settings_of_the_wrong_type(designs: Path, tmp_path: Path, case: str) -> None:
+    """FINN's settings.json is read by the board too: its fields of the wrong type are one line."""
+    keys, value, message = SETTINGS_WRONG_TYPES[case]
+    pkg = _package(designs, tmp_path)
+    path = pkg / "driver" / "settings.json"
+    settings = json.loads(path.read_text())
+    node = settings["driver_information"]
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    path.write_text(json.dumps(settings))
+    m = json.loads((pkg / "manifest.json").read_text())  # the checksums agree: only the types are wrong
+    m["files"]["driver/settings.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    for command in ("check", "bench"):
+        r = board_cli(command, str(pkg), "--simulated-board", "--out" if command == "bench" else "--json",
+                      *([str(tmp_path / "b")] if command == "bench" else []), timeout=300)  # fmt: skip
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "Traceback" not in out, out[-3000:]
+        assert f"{path}: driver_information.{message}" in out, out[-3000:]

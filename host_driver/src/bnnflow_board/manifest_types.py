@@ -11,6 +11,7 @@ it in the table, and the keys under a null or absent parent are not looked at.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,39 @@ def check_types(manifest: dict[str, Any], table: dict[str, str], source: Path) -
                 continue
             article = "a " if kind == "string" else ""
             raise BoardError(f"{source}: {where} must be {article}{kind}, not {_name(value)}")
+
+
+def read_manifest(
+    mf: Path,
+    fmt: tuple[str, int],
+    keys: tuple[str, ...],
+    table: dict[str, str],
+    names: tuple[str, str, str],
+    foreign: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """A manifest's JSON checked for its format and version (``fmt``), keys and types; with its bytes.
+
+    ``names`` are the manifest's kind, its format's and its package's names in messages;
+    ``foreign`` maps another format to a hint, for a manifest of the wrong kind.
+    """
+    kind_name, format_name, package_name = names
+    try:
+        raw = mf.read_bytes()
+        manifest = json.loads(raw)
+    except OSError as exc:
+        raise BoardError(f"cannot read {mf}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise BoardError(f"{mf} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt[0]:
+        kind = manifest.get("format") if isinstance(manifest, dict) else None
+        hint = (foreign or {}).get(kind, "") if isinstance(kind, str) else ""
+        raise BoardError(f"{mf} is not a {kind_name}{hint}")
+    if manifest.get("version") != fmt[1]:
+        raise BoardError(
+            f"{mf}: {format_name} format {manifest.get('version')!r}; this bnnflow-board reads {fmt[1]}"
+        )
+    for key in keys:
+        if key not in manifest:
+            raise BoardError(f"{mf} lacks {key!r}: {package_name} is damaged")
+    check_types(manifest, table, mf)
+    return manifest, raw

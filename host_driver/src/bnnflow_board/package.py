@@ -21,7 +21,7 @@ from bnnflow_board.deployformat import (
 )
 from bnnflow_board.errors import BoardError
 from bnnflow_board.fsutil import confined
-from bnnflow_board.manifest_types import MANIFEST_TYPES, check_types
+from bnnflow_board.manifest_types import MANIFEST_TYPES, read_manifest
 
 
 @dataclass
@@ -45,12 +45,17 @@ class Package:
 
     @property
     def driver(self) -> dict[str, Any]:
-        """settings.json's driver_information, as finn-plus-driver's CLI reads it."""
+        """settings.json's driver_information, as finn-plus-driver's CLI reads it, with the types of
+        every field the board reads checked (a one-line error names the first that is wrong)."""
+        path = self.root / self.manifest["driver"]["settings"]
         try:
-            settings = json.loads((self.root / self.manifest["driver"]["settings"]).read_text())
-            return dict(settings["driver_information"])
-        except (OSError, ValueError, KeyError):
+            info = json.loads(path.read_text())["driver_information"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise BoardError(f"{self.root}: driver/settings.json is missing or not FINN's") from None
+        problem = _driver_problem(info)
+        if problem:
+            raise BoardError(f"{path}: driver_information.{problem}")
+        return dict(info)
 
     @property
     def bitfile(self) -> Path | None:
@@ -99,6 +104,44 @@ class Package:
         )
 
 
+def _is_shape_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            for shape in value
+        )
+    )
+
+
+def _driver_problem(info: Any) -> str | None:
+    """What is wrong with the fields of FINN's driver settings that the board reads, or None."""
+    if not isinstance(info, dict):
+        return "is not an object"
+    if not isinstance(info.get("platform"), str):
+        return "platform must be a string"
+    clock = info.get("fclk_mhz", 100.0)
+    if isinstance(clock, bool) or not isinstance(clock, int | float) or not 0 < clock < 1e4:
+        return f"fclk_mhz must be a clock in MHz, not {clock!r}"
+    shapes = info.get("io_shape_dict")
+    if not isinstance(shapes, dict):
+        return "io_shape_dict must be an object"
+    for key in ("ishape_normal", "oshape_normal", "ishape_folded", "oshape_folded", "ishape_packed",
+                "oshape_packed"):  # fmt: skip
+        if key in shapes and not _is_shape_list(shapes[key]):
+            return f"io_shape_dict.{key} must be a list of shapes (lists of whole numbers)"
+    for key in ("ishape_normal", "oshape_normal"):
+        if key not in shapes:
+            return f"io_shape_dict has no {key}"
+    for key in ("idt", "odt", "idma_names", "odma_names"):
+        value = shapes.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"io_shape_dict.{key} must be a list of strings"
+    return None
+
+
 def load_package(path: str | Path) -> Package:
     """The package's manifest, checked for format, types and paths; a one-line error for anything else."""
     root = Path(path)
@@ -114,20 +157,13 @@ def load_package(path: str | Path) -> Package:
             else ""
         )
         raise BoardError(f"{root} is not a bnnflow deployment package: no {MANIFEST}{hint}")
-    try:
-        manifest = json.loads(mf.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise BoardError(f"{mf} is not valid JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BoardError(f"{mf} is not a bnnflow deployment manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise BoardError(
-            f"{mf}: package format {manifest.get('version')!r}; this bnnflow-board reads {FORMAT_VERSION}"
-        )
-    for key in MANIFEST_KEYS:
-        if key not in manifest:
-            raise BoardError(f"{mf} lacks {key!r}: the package is damaged")
-    check_types(manifest, MANIFEST_TYPES, mf)
+    manifest, _ = read_manifest(
+        mf,
+        (FORMAT, FORMAT_VERSION),
+        MANIFEST_KEYS,
+        MANIFEST_TYPES,
+        ("bnnflow deployment manifest", "package", "the package"),
+    )
     if manifest["bitfile"]["present"] and not isinstance(manifest["bitfile"].get("bit"), str):
         raise BoardError(f"{mf}: bitfile.bit must be a string when bitfile.present is true")
     for rel in manifest_paths(manifest):

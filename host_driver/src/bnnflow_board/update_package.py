@@ -9,7 +9,6 @@ golden outputs were computed for the package's test images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from bnnflow_board.deployformat import (
 )
 from bnnflow_board.errors import BoardError
 from bnnflow_board.fsutil import confined
-from bnnflow_board.manifest_types import UPDATE_TYPES, check_types
+from bnnflow_board.manifest_types import UPDATE_TYPES, read_manifest
 from bnnflow_board.package import Package
 
 
@@ -65,23 +64,14 @@ def load_update(path: str | Path) -> Update:
     mf = root / MANIFEST
     if not mf.is_file():
         raise BoardError(f"{root} is not a bnnflow update package: no {MANIFEST}")
-    raw = mf.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BoardError(f"{mf} is not valid JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != UPDATE_FORMAT:
-        kind = manifest.get("format") if isinstance(manifest, dict) else None
-        hint = " (a deployment package: give it as DEPLOY_DIR)" if kind == FORMAT else ""
-        raise BoardError(f"{mf} is not a weights-only update manifest{hint}")
-    if manifest.get("version") != UPDATE_VERSION:
-        raise BoardError(
-            f"{mf}: update format {manifest.get('version')!r}; this bnnflow-board reads {UPDATE_VERSION}"
-        )
-    for key in UPDATE_MANIFEST_KEYS:
-        if key not in manifest:
-            raise BoardError(f"{mf} lacks {key!r}: the update package is damaged")
-    check_types(manifest, UPDATE_TYPES, mf)
+    manifest, raw = read_manifest(
+        mf,
+        (UPDATE_FORMAT, UPDATE_VERSION),
+        UPDATE_MANIFEST_KEYS,
+        UPDATE_TYPES,
+        ("weights-only update manifest", "update", "the update package"),
+        foreign={FORMAT: " (a deployment package: give it as DEPLOY_DIR)"},
+    )
     named = [*manifest["files"], manifest["runtime_weights"]["dir"], manifest["cpu"]["model"]]
     for rel in named + [manifest["testset"][k] for k in ("golden_classes", "golden_scores")]:
         confined(root, rel, mf, "the update package")
