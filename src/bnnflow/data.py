@@ -195,10 +195,11 @@ FASHION_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
-# dataset: (folder names searched under the data folder, mirrors, MD5s); both are MNIST's IDX format
-IDX_SOURCES: dict[str, tuple[tuple[str, ...], list[str], dict[str, str]]] = {
-    "mnist": (("", "mnist", "MNIST/raw"), MNIST_MIRRORS, MNIST_MD5),
-    "fashion-mnist": (("fashion-mnist", "FashionMNIST/raw"), FASHION_MIRRORS, FASHION_MD5),
+# dataset: (folder names searched under the data folder, the names of its mirror and MD5 tables,
+# looked up when downloading); both are MNIST's IDX format
+IDX_SOURCES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "mnist": (("", "mnist", "MNIST/raw"), "MNIST_MIRRORS", "MNIST_MD5"),
+    "fashion-mnist": (("fashion-mnist", "FashionMNIST/raw"), "FASHION_MIRRORS", "FASHION_MD5"),
 }
 
 # SVHN: the cropped-digits .mat files and their MD5s as torchvision's SVHN dataset lists them.
@@ -233,6 +234,7 @@ def load_arrays(
     are cached per process (keyed on the files' paths, sizes and mtimes), and
     the caller always gets its own copy, so modifying it cannot leak into
     another stage that loads the same split.
+
     A ``folder:PATH`` or ``npz:PATH`` name reads with the default options
     (no resize, the default split): :func:`open_dataset` takes them all.
     """
@@ -546,6 +548,17 @@ def test_images(
     images, labels = identity_test_set(identity, data_dir)
     idx = test_subset(labels, n, seed)
     return np.ascontiguousarray(images[idx]), labels[idx]
+
+
+def checkpoint_identity(payload: dict[str, Any]) -> DatasetIdentity:
+    """The dataset a checkpoint was trained on: its record, else (older runs) its named dataset's."""
+    from bnnflow.models import get_spec
+    from bnnflow.runs import dataset_record
+
+    record = dataset_record(payload)
+    if record is not None:
+        return DatasetIdentity.from_json(record, "the checkpoint's dataset record")
+    return legacy_identity(str(payload.get("dataset") or get_spec(payload["model"]).dataset))
 
 
 DATASET_FILE = "dataset.json"  # DatasetIdentity in a run, export or compile folder
@@ -942,7 +955,8 @@ def _download_mnist(target: Path, name: str = "mnist") -> None:
     Each file is verified before it is written (atomically), so a failed or
     corrupted download never leaves a file that a later run would trust.
     """
-    _, mirrors, md5s = IDX_SOURCES[name]
+    _, mirrors_name, md5s_name = IDX_SOURCES[name]
+    mirrors, md5s = globals()[mirrors_name], globals()[md5s_name]
     for file, md5 in md5s.items():
         if (target / file).is_file() or (target / file.removesuffix(".gz")).is_file():
             continue

@@ -178,10 +178,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+# The checkpoint's record of its dataset: bnnflow.data.DatasetIdentity.to_json() (absent before it existed).
+DATASET_KEY = "dataset_identity"
+
+
+def dataset_record(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The dataset record a checkpoint carries, None for one written before the record existed."""
+    record = payload.get(DATASET_KEY)
+    return record if isinstance(record, dict) else None
+
+
+def _dataset_classes(payload: dict[str, Any]) -> int | None:
+    """The class count the network was sized for: its dataset's, else (older checkpoints) its own."""
+    record = dataset_record(payload)
+    if record is None:
+        return None
+    try:
+        return int(record["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        raise BnnflowError("corrupted checkpoint: its dataset record has no class count") from None
+
+
 def load_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained network of a checkpoint (or run folder), in eval mode, and the checkpoint."""
     payload = load_checkpoint(path)
-    model = build_model(payload["model"])  # raises on an unknown architecture
+    model = build_model(payload["model"], _dataset_classes(payload))  # raises on an unknown architecture
     try:
         model.load_state_dict(payload["model_state"])
     except (RuntimeError, KeyError) as exc:

@@ -39,6 +39,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
 from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
 from bnnflow.runs import (
+    DATASET_KEY,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -72,6 +73,8 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     download: bool = False
+    resize: str | None = None  # HxW, for folder: datasets
+    test_fraction: float | None = None  # for a folder: dataset without train/ and test/
     augment: bool | None = None  # None: on for cifar10
     limit_train: int | None = None
     limit_test: int | None = None
@@ -93,12 +96,11 @@ class TrainConfig:
             cfg.augment = cfg.dataset == "cifar10"
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
-        info = bdata.get_dataset_info(cfg.dataset)
-        if tuple(info.input_shape) != tuple(spec.input_shape):
-            raise BnnflowError(
-                f"model {cfg.model!r} takes {spec.input_shape} images, dataset {cfg.dataset!r} has "
-                f"{tuple(info.input_shape)}"
-            )
+        cfg.dataset = bdata.canonical_name(cfg.dataset)
+        bdata.parse_resize(cfg.resize)
+        if bdata.dataset_kind(cfg.dataset) == "named":  # a named dataset's shape is known before reading it
+            known = bdata.legacy_identity(cfg.dataset)
+            bdata.check_model_fits(known, spec.input_shape, known.num_classes, f"model {cfg.model!r}")
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
@@ -118,7 +120,7 @@ class TrainConfig:
 
 
 # Keys that must match between a checkpoint and the command resuming it.
-_RESUME_KEYS = ("model", "dataset", "method", "batch_size", "seed", "compact")
+_RESUME_KEYS = ("model", "dataset", "resize", "test_fraction", "method", "batch_size", "seed", "compact")
 
 
 class _EpochSampler(Sampler[int]):
@@ -334,15 +336,21 @@ class _Run:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
 
-        info = bdata.get_dataset_info(cfg.dataset)
-        x_train, y_train = bdata.load_arrays(
-            cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.limit_train
+        data = bdata.open_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.resize, cfg.test_fraction)
+        self.dataset = data.identity
+        bdata.check_model_fits(
+            self.dataset, get_spec(cfg.model).input_shape, self.dataset.num_classes, cfg.model
         )
-        x_test, y_test = bdata.load_arrays(cfg.dataset, "test", cfg.data_dir, cfg.download, cfg.limit_test)
-        self.train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
-        self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
+        # --limit-*: a class-stratified subset, so a class-ordered file still gives every class
+        keep = np.sort(bdata.test_subset(data.y_train, cfg.limit_train, cfg.seed))
+        x_train, y_train = data.x_train[keep], data.y_train[keep]
+        keep = np.sort(bdata.test_subset(data.y_test, cfg.limit_test, cfg.seed))
+        x_test, y_test = data.x_test[keep], data.y_test[keep]
+        pixel_max = self.dataset.pixel_max
+        self.train_set = bdata.ImageDataset(x_train, y_train, pixel_max, augment=bool(cfg.augment))
+        self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, pixel_max), batch_size=1000)
 
-        self.model = build_model(cfg.model)
+        self.model = build_model(cfg.model, self.dataset.num_classes)
         if cfg.method != "latent-adam":
             binarize_weights_(self.model)
         self.model.to(self.device)
@@ -420,6 +428,7 @@ class _Run:
     def _write_config(self) -> None:
         cfg = self.cfg
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        bdata.write_identity(self.run_dir.path, self.dataset)
         atomic_write_json(
             self.run_dir.config,
             {
@@ -442,6 +451,7 @@ class _Run:
             {
                 "model": cfg.model,
                 "dataset": cfg.dataset,
+                DATASET_KEY: self.dataset.to_json(),
                 "method": cfg.method,
                 "config": asdict(cfg),
                 "epoch": epoch_done,
