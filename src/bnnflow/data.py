@@ -601,6 +601,24 @@ def find_identity(path: str | os.PathLike[str]) -> DatasetIdentity | None:
     return None
 
 
+def recorded_test_images(
+    path: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    n: int | None,
+    data_dir: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, DatasetIdentity]:
+    """``n`` test images and labels of the dataset recorded for ``path`` (a run, export or compile
+    folder or a file in one), checked against the model's input shape (and class count, if given)."""
+    identity = find_identity(path)
+    if identity is None:
+        raise BnnflowError(f"no dataset is recorded for {path} (no dataset.json in it or its run folder)")
+    classes = identity.num_classes if num_classes is None else num_classes
+    check_model_fits(identity, input_shape, classes, f"the model of {path}")
+    images, labels = test_images(identity, n, data_dir)
+    return images, labels, identity
+
+
 def _legacy_name(folder: Path) -> str | None:
     for file, keys in (("export.json", ("dataset",)), ("run.json", ("config", "dataset"))):
         try:

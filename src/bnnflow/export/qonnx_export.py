@@ -29,7 +29,14 @@ import torch
 from torch import nn
 
 import bnnflow._compat  # noqa: F401  (before brevitas)
-from bnnflow.data import get_dataset_info, load_arrays
+from bnnflow.data import (
+    DatasetIdentity,
+    check_model_fits,
+    checkpoint_identity,
+    legacy_identity,
+    test_images,
+    write_identity,
+)
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import ExportDir, RunDir
 from bnnflow.models import get_spec
@@ -348,7 +355,7 @@ def export_network(
     out_dir: str | Path,
     *,
     model_name: str,
-    dataset: str,
+    dataset: str | DatasetIdentity,
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -356,10 +363,13 @@ def export_network(
 ) -> ExportResult:
     """Export an eval-mode network to ``out_dir`` and verify it on ``images`` (uint8, N x C x H x W).
 
+    ``dataset``: a named dataset or the identity of the one the network was trained on
+    (``bnnflow.data.DatasetIdentity``), which the export folder records in ``dataset.json``.
     ``out_dir`` appears only if the export and its verification succeed.
     """
 
-    info = get_dataset_info(dataset)
+    info = dataset if isinstance(dataset, DatasetIdentity) else legacy_identity(dataset)
+    dataset = info.name
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(info.input_shape):
@@ -371,6 +381,7 @@ def export_network(
     check_supported_layers(model)
     model.eval()
     wrapped = PixelScale(model, info.pixel_max).eval()
+    _check_classes(wrapped, images, info, model_name)
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, marker=EXPORT_FILE) as tmp:
@@ -397,6 +408,7 @@ def export_network(
             "versions": _versions(),
             **(extra or {}),
         }
+        write_identity(tmp, info)
         atomic_write_json(tmp / EXPORT_FILE, meta)
     return ExportResult(
         out_dir=out_dir,
@@ -408,6 +420,13 @@ def export_network(
         dataset=dataset,
         verification=report,
     )
+
+
+def _check_classes(wrapped: nn.Module, images: np.ndarray, info: DatasetIdentity, name: str) -> None:
+    """One line where the network's class count is not its dataset's (before anything is exported)."""
+    with torch.no_grad():
+        out = wrapped(torch.from_numpy(np.ascontiguousarray(images[:1])).float())
+    check_model_fits(info, images.shape[1:], int(out.reshape(1, -1).shape[1]), f"model {name!r}")
 
 
 def default_out_dir(checkpoint_or_run: str | Path) -> Path:
@@ -425,7 +444,8 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint (or a run folder's best checkpoint) to QONNX and verify it.
 
-    Verification uses the first ``n_verify`` images of the dataset's test split
+    Verification uses ``n_verify`` images of the run's dataset's test split (a seeded,
+    class-stratified subset: ``bnnflow.data.test_images``)
     (all of them if the split is smaller, e.g. the 360 digits test images).
     Writes ``model.onnx``, ``model_logits.onnx``, ``verification.json`` and
     ``export.json`` to ``out_dir`` (default ``<run>/export/``).
@@ -437,14 +457,9 @@ def export_model(
         raise BnnflowError(f"batch size must be positive, got {batch_size}")
     model, payload = load_model(checkpoint_or_run)
     name = payload["model"]
-    dataset = str(payload.get("dataset") or get_spec(name).dataset)
-    info = get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(get_spec(name).input_shape):
-        raise BnnflowError(
-            f"model {name!r} takes {get_spec(name).input_shape} inputs, dataset {dataset!r} has "
-            f"{info.input_shape}"
-        )
-    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
+    identity = checkpoint_identity(payload)  # the dataset the run recorded (older runs: its named one)
+    check_model_fits(identity, get_spec(name).input_shape, identity.num_classes, f"model {name!r}")
+    images, labels = test_images(identity, n_verify, data_dir)  # seeded, every class its share
     checkpoint = Path(checkpoint_or_run)
     source = checkpoint
     if checkpoint.is_dir():  # the file load_checkpoint read
@@ -454,7 +469,7 @@ def export_model(
         model,
         default_out_dir(checkpoint) if out_dir is None else out_dir,
         model_name=name,
-        dataset=dataset,
+        dataset=identity,
         images=images,
         labels=labels,
         batch_size=batch_size,
