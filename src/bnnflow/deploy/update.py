@@ -200,7 +200,7 @@ def build_weights_update(
     # Everything is written to a temporary folder that replaces ``final`` only once complete.
     with atomic_directory(final, marker=MANIFEST) as tmp:
         result, layers = _runtime_weight_files(target, checkpoint, tmp, data_dir, n_verify, log)
-        write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent))
+        write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent, testset.dataset))
         testset_entry = _golden_outputs(tmp, testset, log)
         manifest = _manifest(target, result, layers, testset_entry, tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
