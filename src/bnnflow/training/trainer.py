@@ -339,7 +339,7 @@ class _Run:
         data = bdata.open_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.resize, cfg.test_fraction)
         self.dataset = data.identity
         bdata.check_model_fits(
-            self.dataset, get_spec(cfg.model).input_shape, self.dataset.num_classes, cfg.model
+            self.dataset, get_spec(cfg.model).input_shape, self.dataset.num_classes, f"model {cfg.model!r}"
         )
         # --limit-*: a class-stratified subset, so a class-ordered file still gives every class
         keep = np.sort(bdata.test_subset(data.y_train, cfg.limit_train, cfg.seed))
