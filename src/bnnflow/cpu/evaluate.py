@@ -28,7 +28,7 @@ import numpy as np
 
 from bnnflow.bnncpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name, read_design_model
 from bnnflow.cpu.finn_reference import finn_outputs
-from bnnflow.data import check_model_fits, find_identity, legacy_identity, test_images
+from bnnflow.data import DatasetIdentity, check_model_fits, find_identity, legacy_identity, test_images
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import CompileDir, RunDir
 from bnnflow.runs import atomic_write_json
@@ -119,6 +119,18 @@ def _rate(engine: Any, images: np.ndarray, threads: int, repeats: int = 3) -> fl
     return len(images) / statistics.median(best)
 
 
+def _design_dataset(compile_dir: Path, engine: Any) -> DatasetIdentity:
+    """The dataset the run recorded (a compile folder from before that record: its model file's),
+    checked against the engine's input shape and class count."""
+    identity = find_identity(compile_dir)
+    if identity is None and engine.dataset is not None:
+        identity = legacy_identity(engine.dataset)
+    if identity is None:
+        raise BnnflowError(f"{engine.path} names no dataset; run it with bnnflow-cpu on your own images")
+    check_model_fits(identity, engine.input_shape, engine.n_classes, str(engine.path))
+    return identity
+
+
 def evaluate_cpu(
     path: str | Path,
     board: str | None = None,
@@ -139,13 +151,7 @@ def evaluate_cpu(
         export_cpu_model(compile_dir)
     read_design_model(compile_dir)
     with CpuEngine(model_path) as engine:
-        # The dataset the run recorded; a compile folder from before that record: its model file's.
-        identity = find_identity(compile_dir)
-        if identity is None and engine.dataset is not None:
-            identity = legacy_identity(engine.dataset)
-        if identity is None:
-            raise BnnflowError(f"{model_path} names no dataset; run it with bnnflow-cpu on your own images")
-        check_model_fits(identity, engine.input_shape, engine.n_classes, str(model_path))
+        identity = _design_dataset(compile_dir, engine)
         images, labels = test_images(identity, limit, data_dir)  # all, or a seeded class-stratified subset
         images = np.ascontiguousarray(images)
         classes, scores = engine.run(images, threads=0)

@@ -168,6 +168,12 @@ def _evaluation_split(
             return recorded, bdata.identity_test_set(recorded, data_dir, download)
         data = bdata.open_dataset(recorded.name, data_dir, download, recorded.resize, recorded.test_fraction)
         return recorded, (data.x_train, data.y_train)
+    if bdata.dataset_kind(dataset) == "named":  # its shape and classes are known before reading it
+        known = bdata.legacy_identity(dataset)
+        bdata.check_model_fits(
+            known, recorded.input_shape, recorded.num_classes, "the model cannot read its images: it"
+        )
+        return known, bdata.load_arrays(known.name, split, data_dir, download)
     data = bdata.open_dataset(dataset, data_dir, download)
     return data.identity, (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
 
