@@ -130,9 +130,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     e.add_argument("checkpoint", help="checkpoint file or run folder")
-    e.add_argument("--dataset", help="dataset (default: the one it was trained on)")
+    e.add_argument("--dataset", help="dataset, as for train (default: the one the run recorded)")
     e.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
-    e.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    e.add_argument(
+        "--limit", type=positive_int, help="evaluate only N images (seeded, every class its share)"
+    )
     add_data_arguments(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_evaluate)
