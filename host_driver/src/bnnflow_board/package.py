@@ -34,9 +34,6 @@ class TestSet:
     dataset: str
     class_names: list[str]  # one per class: the dataset's names, else the class indices
 
-    def class_name(self, label: int) -> str:
-        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
-
 
 @dataclass
 class Package:
