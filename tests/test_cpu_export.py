@@ -414,10 +414,10 @@ def _table(text: str, start: str, end: str) -> list[tuple[int, str, str]]:
     section = text[text.index(start) : text.index(end)]
     rows = []
     for offset, ctype, names in re.findall(
-        r"^\s*\*\s+(\d+)\s+(u8\[8\]|u16|u32|u64|i32|u32\[2\])\s+(\w+(?:, \w+)*)", section, re.M
+        r"^\s*\*\s+(\d+)\s+(u8\[8\]|u8\[4\]|u16|u32|u64|i32|u32\[2\])\s+(\w+(?:, \w+)*)", section, re.M
     ):
         size = {"u16": 2, "u32": 4, "u64": 8, "i32": 4}.get(ctype)
-        if ctype in ("u8[8]", "u32[2]"):
+        if ctype in ("u8[8]", "u8[4]", "u32[2]"):
             rows.append((int(offset), ctype, names))
             continue
         for i, name in enumerate(names.split(", ")):
@@ -427,7 +427,7 @@ def _table(text: str, start: str, end: str) -> list[tuple[int, str, str]]:
 
 def _struct_rows(st: struct.Struct, names: tuple[str, ...]) -> list[tuple[int, str, str]]:
     codes = re.findall(r"\d*[A-Za-z]", st.format.lstrip("<"))
-    types = {"8s": "u8[8]", "H": "u16", "I": "u32", "Q": "u64", "i": "i32"}
+    types = {"8s": "u8[8]", "4s": "u8[4]", "H": "u16", "I": "u32", "Q": "u64", "i": "i32"}
     rows, offset = [], 0
     for code, name in zip(codes, names, strict=True):
         rows.append((offset, types[code], name))

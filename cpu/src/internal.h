@@ -87,13 +87,14 @@
  * One binary MVAU layer (or any part of a batch of FC layers): output pixels
  * in raster order, each a window of n_rows runs of row_words words, run r of
  * pixel (oy, ox) starting at
+ * in + oy * row_step + ox * col_step + r * row_stride, i.e.
  * in + (oy * stride_h * in_w + ox * stride_w) * in_wpp + r * row_stride.
  * A padded layer's in, in_w and in_words are those of its padded copy.
  */
 struct bnn_bgemm_job {
     const uint64_t *in;
     uint32_t in_w, in_wpp;       /* input width in pixels, words per pixel */
-    uint32_t out_h, out_w, stride_h, stride_w;
+    uint32_t out_h, out_w, stride_h;
     uint32_t n_rows, row_words;  /* window: n_rows runs of row_words words */
     size_t row_stride;           /* words from one window run to the next */
     const uint64_t *weights;     /* [n_blocks][n_rows * row_words][BNN_BLOCK] */
@@ -106,6 +107,11 @@ struct bnn_bgemm_job {
     const uint64_t *weights_split; /* or NULL: [n_blocks][word][2][BNN_BLOCK], see above */
     uint64_t *split;             /* scratch for the activations' nibbles: 2 x in_words */
     size_t in_words;             /* words of the input tensor */
+    uint32_t stride_w;           /* the window's step along a row (stride_h: down the rows) */
+    /* Words from one output row's windows to the next's (stride_h * in_w *
+     * in_wpp) and from one output column's to the next's (stride_w * in_wpp):
+     * computed once per layer, so finding a window costs two multiplies. */
+    size_t row_step, col_step;
 };
 
 /* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is kernel (the
@@ -115,9 +121,7 @@ struct bnn_bgemm_job {
 struct bnn_i8gemm_job {
     const uint8_t *in;
     uint32_t in_w, in_c;
-    uint32_t out_h, out_w;
-    uint32_t kernel, kernel_w;   /* the window: kernel (kh) rows of kernel_w pixels */
-    uint32_t stride_h, stride_w;
+    uint32_t out_h, out_w, kernel, stride_h; /* the window: kernel (kh) rows of kernel_w pixels */
     const int8_t *weights;       /* [n_blocks][kernel * run_pairs][BNN_BLOCK8][2] */
     uint32_t n_blocks, run_pairs;
     const int32_t *limit;        /* [n_blocks * 16]: bit = sum(u * w) >= limit */
@@ -125,6 +129,8 @@ struct bnn_i8gemm_job {
     uint8_t *out;                /* bits out: 16 channels = 2 bytes per block */
     size_t out_pixel_bytes;
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 16] */
+    uint32_t kernel_w, stride_w;
+    size_t row_step, col_step;   /* bytes: stride_h * in_w * in_c and stride_w * in_c */
 };
 
 struct bnn_kernels {
@@ -182,7 +188,7 @@ void bnn_threshold_bits_scalar(const uint8_t *x, const uint8_t *t, size_t n, uin
 static inline const uint8_t *bnn_i8_row(const struct bnn_i8gemm_job *j, uint32_t p, uint32_t r)
 {
     uint32_t oy = p / j->out_w, ox = p % j->out_w;
-    return j->in + ((size_t)(oy * j->stride_h + r) * j->in_w + (size_t)ox * j->stride_w) * j->in_c;
+    return j->in + (size_t)oy * j->row_step + (size_t)ox * j->col_step + (size_t)r * j->in_w * j->in_c;
 }
 
 /* Bytes of slack every 8-bit tensor has after its end (zero or finite data). */
@@ -192,7 +198,7 @@ static inline const uint8_t *bnn_i8_row(const struct bnn_i8gemm_job *j, uint32_t
 static inline const uint64_t *bnn_pixel_base(const struct bnn_bgemm_job *j, uint32_t p)
 {
     uint32_t oy = p / j->out_w, ox = p % j->out_w;
-    return j->in + ((size_t)oy * j->stride_h * j->in_w + (size_t)ox * j->stride_w) * j->in_wpp;
+    return j->in + (size_t)oy * j->row_step + (size_t)ox * j->col_step;
 }
 
 /* Mismatch counts m[8] of block b at pixel p -> one output byte, or 8 scores. */

@@ -44,6 +44,7 @@ void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align)
 {
     BNN_REQUIRE(j && j->in && j->weights && aligned(j->in, 8) && aligned(j->weights, align));
     BNN_REQUIRE(j->in_w > 0 && j->in_wpp > 0 && j->out_h > 0 && j->out_w > 0 && j->stride_h > 0 && j->stride_w > 0);
+    BNN_REQUIRE(j->row_step == (size_t)j->stride_h * j->in_w * j->in_wpp && j->col_step == (size_t)j->stride_w * j->in_wpp);
     BNN_REQUIRE(j->n_blocks > 0 && j->n_rows > 0 && j->row_words > 0);
     /* Runs of one window do not overlap, and K counts window bits. */
     BNN_REQUIRE(j->n_rows == 1 || j->row_words <= j->row_stride);
@@ -63,6 +64,7 @@ void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align)
     BNN_REQUIRE(j && j->in && j->weights && aligned(j->weights, align));
     BNN_REQUIRE(j->in_w > 0 && j->in_c > 0 && j->out_h > 0 && j->out_w > 0 && j->kernel > 0 && j->stride_h > 0 &&
                 j->stride_w > 0);
+    BNN_REQUIRE(j->row_step == (size_t)j->stride_h * j->in_w * j->in_c && j->col_step == (size_t)j->stride_w * j->in_c);
     BNN_REQUIRE(j->n_blocks > 0);
     /* A row's pairs cover its kernel_w * in_c bytes, with at most one pad byte. */
     const uint64_t run = (uint64_t)j->kernel_w * j->in_c;
@@ -195,6 +197,8 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
             .weights_split = L->bw_split,
             .split = ctx->split,
             .in_words = (size_t)L->win_h * L->win_w * L->in_wpp,
+            .row_step = (size_t)L->stride * L->win_w * L->in_wpp,
+            .col_step = (size_t)L->stride_w * L->in_wpp,
         };
         BNN_REQUIRE(j.in_words * 8 <= in_bytes);
         BNN_REQUIRE(want_scores ? n_pix * L->n_blocks * BNN_BLOCK <= m->score_count
@@ -222,6 +226,8 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
             .out = out,
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
+            .row_step = (size_t)L->stride * L->win_w * L->in_c,
+            .col_step = (size_t)L->stride_w * L->in_c,
         };
         /* The last pixel's last kernel row, pad byte included, is inside the
          * input (the kernels may read into its slack past that). */
