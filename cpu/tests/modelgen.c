@@ -237,7 +237,10 @@ void gen_random_arch(struct gen_model *m, gen_rng *r)
             random_pad(r, kh, kw, pad);
             if ((uint64_t)kh * kw * m->c > 20000)
                 kh = kw = 1, memset(pad, 0, sizeof(pad));
-            gen_conv(m, kh, kw, 1 + gen_below(r, 2), 1 + gen_below(r, 3), pad, out_c, 0);
+            /* One draw per statement: the order of a call's arguments is unspecified. */
+            uint32_t sh = 1 + gen_below(r, 2);
+            uint32_t sw = 1 + gen_below(r, 3);
+            gen_conv(m, kh, kw, sh, sw, pad, out_c, 0);
             continue;
         }
         uint32_t k = pick == 1 ? side : 1 + gen_below(r, side < 4 ? side : 4);

@@ -268,7 +268,10 @@ class _Walker:
             )
         expect = [(ph - k[0]) // s[0] + 1, (pw - k[1]) // s[1] + 1]
         if k[0] > ph or k[1] > pw or ofm != expect:
-            raise _fail(node, f"output {ofm} != {expect}: an oversized kernel is not supported")
+            raise _fail(
+                node,
+                f"output {ofm} != {expect}, what a {k[0]}x{k[1]} window at stride {s} gives on {ph}x{pw}",
+            )
         if max(top, bottom) >= k[0] or max(left, right) >= k[1]:
             raise _fail(node, f"padding {self.pad} is not smaller than the {k[0]}x{k[1]} kernel")
         return (k[0], k[1]), (s[0], s[1]), (ofm[0], ofm[1])
