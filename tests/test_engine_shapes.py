@@ -26,6 +26,7 @@ FINN's hardware graph computes.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import zlib
@@ -36,6 +37,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CPU, made_once
+from helpers import unavailable
 from torch import nn
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
@@ -190,24 +192,63 @@ def test_engine_equals_finn_on_every_image(design: tuple[str, Path]) -> None:
     assert len({tuple(s) for s in finn.scores.tolist()}) > 1
 
 
-def test_every_kernel_set_equals_finn(design: tuple[str, Path], tmp_path: Path) -> None:
-    """bnnflow-cpu with kernel sets switched off (BNNCPU_DISABLE) gives FINN's scores too."""
+# The boards' cores, as tests/test_cpu_engine.py runs them: (cross compiler, qemu-user command).
+CROSS = {
+    "armhf": ("arm-linux-gnueabihf-gcc", ["qemu-arm", "-cpu", "cortex-a9", "-L", "/usr/arm-linux-gnueabihf"]),
+    "aarch64": (
+        "aarch64-linux-gnu-gcc",
+        ["qemu-aarch64", "-cpu", "cortex-a53", "-L", "/usr/aarch64-linux-gnu"],
+    ),
+}
+
+
+def _cli_scores(
+    runner: list[str], cli: Path, model: Path, images: np.ndarray, tmp: Path, disable: str
+) -> np.ndarray:
+    raw, out = tmp / "images.raw", tmp / f"scores-{disable or 'none'}.bin"
+    raw.write_bytes(images.tobytes())
+    cmd = [
+        *runner,
+        str(cli),
+        "run",
+        str(model),
+        str(raw),
+        "--format",
+        "raw",
+        "--scores-out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, env={**os.environ, "BNNCPU_DISABLE": disable}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return np.fromfile(out, dtype="<i4").reshape(len(images), -1)
+
+
+# cpu/build is shared with test_cpu_engine.py's and test_cpu_native.py's make runs: one worker runs them all.
+@pytest.mark.xdist_group("cpu-make")
+@pytest.mark.parametrize("arch", ["x86", *sorted(CROSS)])
+def test_every_kernel_set_equals_finn(design: tuple[str, Path], tmp_path: Path, arch: str) -> None:
+    """bnnflow-cpu with kernel sets switched off (BNNCPU_DISABLE) gives FINN's scores, on x86 and
+    built for the boards' cores (NEON on the Cortex-A9 and the Cortex-A53) under qemu-user."""
     from bnnflow.cpu.finn_reference import finn_outputs
 
     name, compile_dir = design
+    if arch == "x86":
+        runner, cli, settings = [], CPU / "build" / "bnnflow-cpu", ("all", "avx512,avx2", "avx512", "")
+    else:
+        compiler, runner = CROSS[arch]
+        if not shutil.which(compiler) or not shutil.which(runner[0]):
+            unavailable(f"{compiler} or {runner[0]} not installed: the {arch} engine is not tested here")
+        subprocess.run(
+            ["make", "-s", "-C", str(CPU), f"cli-{arch}"], check=True, capture_output=True, timeout=900
+        )
+        cli, settings = CPU / "build" / arch / "bnnflow-cpu", ("all", "")
     images = _images(name)[:3]
     finn = finn_outputs(compile_dir, images)
-    raw = tmp_path / "images.raw"
-    raw.write_bytes(images.tobytes())
-    for disable in ("all", "avx512,avx2", "avx512", ""):
-        out = tmp_path / f"scores-{disable or 'none'}.bin"
-        cmd = [str(CPU / "build" / "bnnflow-cpu"), "run", str(CompileDir(compile_dir).cpu_model), str(raw)]
-        cmd += ["--format", "raw", "--scores-out", str(out), "--quiet"]
-        env = {**os.environ, "BNNCPU_DISABLE": disable}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        scores = np.fromfile(out, dtype="<i4").reshape(len(images), -1)
-        assert np.array_equal(scores, finn.scores), (name, disable)
+    for disable in settings:
+        scores = _cli_scores(runner, cli, CompileDir(compile_dir).cpu_model, images, tmp_path, disable)
+        assert np.array_equal(scores, finn.scores), (name, arch, disable)
 
 
 def _small_model(minor: int, pad: tuple[int, int, int, int] = (0, 0, 0, 0)) -> mf.CpuModel:
