@@ -564,7 +564,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
 def export_in_compile(compile_dir: Path, log: Any) -> dict[str, Any]:
     """The compile stage's call: write model.bnn; its compile.json entries.
 
-    A network FINN can build but the CPU format cannot express (padding, say)
+    A network FINN can build but the CPU format cannot express (a dilated window, say)
     still compiles for the FPGA: the reason is logged and recorded instead.
     """
     try:
