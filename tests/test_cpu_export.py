@@ -527,7 +527,7 @@ def test_damaged_files_are_refused(digits_dir: Path, tmp_path: Path) -> None:
         (good + bytes(8), "past the end"),
         (good[:20], "truncated"),
         (b"NOTMODEL" + good[8:], "bad magic"),
-        (edited(8, "<H", 2), r"format version 2\.0"),
+        (edited(8, "<H", 2), r"format version 2\.1"),  # major 2, the file's minor
         (edited(10, "<H", 2), r"format version 1\.2"),
         (edited(first_mvau, "<I", 9), "unknown layer kind 9"),
         (edited(first_mvau + 12, "<I", 2), "input 1x2x64 != previous output 1x1x64"),  # in_w
