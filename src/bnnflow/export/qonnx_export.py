@@ -32,8 +32,7 @@ import bnnflow._compat  # noqa: F401  (before brevitas)
 from bnnflow.data import get_dataset_info, load_arrays
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import ExportDir, RunDir
-from bnnflow.models import get_spec
-from bnnflow.runs import atomic_directory, atomic_write_json, load_model
+from bnnflow.runs import atomic_directory, atomic_write_json, checkpoint_network, load_model
 
 MODEL_FILE = ExportDir.MODEL
 LOGITS_FILE = ExportDir.LOGITS
@@ -105,7 +104,16 @@ def check_supported_layers(model: nn.Module) -> None:
     from brevitas.nn.mixin.base import QuantLayerMixin
     from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 
-    passive = (nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout, TensorNorm, PixelScale)
+    passive = (
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.MaxPool2d,
+        nn.Dropout,
+        nn.Flatten,
+        nn.Identity,
+        TensorNorm,
+        PixelScale,
+    )
     seen_weight_layer = False
     seen_act_quant = False
     skip: list[str] = []  # brevitas layers' own submodules (quantizer proxies)
@@ -437,12 +445,11 @@ def export_model(
         raise BnnflowError(f"batch size must be positive, got {batch_size}")
     model, payload = load_model(checkpoint_or_run)
     name = payload["model"]
-    dataset = str(payload.get("dataset") or get_spec(name).dataset)
+    dataset, input_shape = checkpoint_network(payload)
     info = get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(get_spec(name).input_shape):
+    if tuple(info.input_shape) != tuple(input_shape):
         raise BnnflowError(
-            f"model {name!r} takes {get_spec(name).input_shape} inputs, dataset {dataset!r} has "
-            f"{info.input_shape}"
+            f"model {name!r} takes {input_shape} inputs, dataset {dataset!r} has {info.input_shape}"
         )
     images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
     checkpoint = Path(checkpoint_or_run)

@@ -11,8 +11,8 @@ from typing import Any
 from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.errors import BnnflowError
-from bnnflow.models import get_spec, model_names
-from bnnflow.runs import load_model
+from bnnflow.models import model_names
+from bnnflow.runs import checkpoint_network, load_model
 from bnnflow.training.optimizers import METHODS
 from bnnflow.training.trainer import TrainConfig, evaluate, finish_distributed, train
 
@@ -44,8 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
-    p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the model's own)")
+    p.add_argument(
+        "--model",
+        default="digits-mlp",
+        help=f"network: {', '.join(model_names())}, or your own: path/to/net.py:build or "
+        "package.module:build (see docs/your-network.md)",
+    )
+    p.add_argument(
+        "--dataset", help="digits, mnist or cifar10 (default: the model's own; required for your own)"
+    )
     # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
     p.add_argument(
@@ -141,9 +148,10 @@ def evaluate_checkpoint(
     from torch.utils.data import DataLoader
 
     model, payload = load_model(checkpoint)
-    dataset = dataset or payload.get("dataset") or get_spec(payload["model"]).dataset
+    trained_on, input_shape = checkpoint_network(payload)
+    dataset = dataset or trained_on
     info = bdata.get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(get_spec(payload["model"]).input_shape):
+    if tuple(info.input_shape) != tuple(input_shape):
         raise BnnflowError(f"model {payload['model']!r} cannot read {dataset!r} images")
     x, y = bdata.load_arrays(dataset, split, data_dir, download, limit)
     loader = DataLoader(bdata.ImageDataset(x, y, info.pixel_max), batch_size=1000)
