@@ -39,7 +39,7 @@ MLP_SOURCE = textwrap.dedent(
             for d in input_shape:
                 n_in *= d
             self.body = nn.Sequential(
-                _act(), nn.Flatten(), _linear(n_in, hidden), nn.BatchNorm1d(hidden), _act(),
+                nn.Flatten(), _act(), _linear(n_in, hidden), nn.BatchNorm1d(hidden), _act(),
                 _linear(hidden, num_classes), TensorNorm(),
             )
 

@@ -357,17 +357,26 @@ def export_network(
     *,
     model_name: str,
     dataset: str,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     extra: dict[str, Any] | None = None,
+    n_verify: int = DEFAULT_N_VERIFY,
+    data_dir: str | Path | None = None,
 ) -> ExportResult:
     """Export an eval-mode network to ``out_dir`` and verify it on ``images`` (uint8, N x C x H x W).
 
+    Without ``images`` and ``labels`` the verification takes the first ``n_verify``
+    images of ``dataset``'s test split (so a network trained in the user's own loop
+    exports with ``export_network(model, out, model_name=..., dataset=...)``).
     ``out_dir`` appears only if the export and its verification succeed.
     """
 
     info = get_dataset_info(dataset)
+    if images is None or labels is None:
+        if images is not None or labels is not None:
+            raise BnnflowError("give both verification images and labels, or neither")
+        images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(info.input_shape):
