@@ -39,7 +39,8 @@ def test_own_loop_to_package(tmp_path: Path) -> None:
         optimizer.step()
     model.eval()
 
-    export = export_network(model, tmp_path / "mine" / "export", model_name="mine", dataset="digits", n_verify=40)
+    out = tmp_path / "mine" / "export"
+    export = export_network(model, out, model_name="mine", dataset="digits", n_verify=40)
     assert export.verification["n_images"] == 40 and export.verification["label_agreement"] == 1.0
     compiled = compile_model(tmp_path / "mine", "Pynq-Z2", folding="fps:20000", n_verify=40, log=None)
     assert compiled.out_dir == (tmp_path / "mine" / "compile" / "Pynq-Z2").absolute()
