@@ -265,6 +265,17 @@ def run_qonnx(path: str | Path, images: np.ndarray, batch_size: int = DEFAULT_BA
     return np.concatenate(outputs)
 
 
+def _other_class(ref: np.ndarray, classes: np.ndarray) -> int:
+    """Images whose ``classes`` PyTorch scores more than ``LOGIT_TOLERANCE`` below its own top logit.
+
+    With unit weight scales the logits are exact and this is PyTorch's argmax; with a scaled
+    quantizer (Brevitas' 0.1) two classes tied in integers differ by float rounding, and
+    either is the network's answer.
+    """
+    rows = np.arange(len(ref))
+    return int(np.sum(ref[rows, classes] < ref.max(axis=1) - LOGIT_TOLERANCE))
+
+
 def verify_export(
     logits_path: str | Path,
     model_path: str | Path,
@@ -329,10 +340,10 @@ def verify_export(
             f"verification failed: QONNX logits differ from PyTorch by {diff:.3g} "
             f"(tolerance {LOGIT_TOLERANCE:g}) on {len(images)} images"
         )
-    bad = int(np.sum(ref_cls != got_cls))
+    bad = _other_class(ref, got_cls)
     if bad:
         raise BnnflowError(f"verification failed: QONNX predicts another class on {bad}/{len(images)} images")
-    bad = int(np.sum(top_cls != ref_cls))
+    bad = _other_class(ref, top_cls)
     if bad:
         raise BnnflowError(
             f"verification failed: TopK differs from PyTorch argmax on {bad}/{len(images)} images"
