@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ from bnnflow.errors import BnnflowError
 STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
+    "bnnflow.hls.check",
     "bnnflow.hls.commands",
     "bnnflow.bitstream_command",
     "bnnflow.cpu.commands",
@@ -60,10 +62,23 @@ def _shorthands(argv: list[str]) -> list[str]:
     return argv
 
 
+def _check_before_training(args: argparse.Namespace) -> None:
+    """``bnnflow train`` first runs ``bnnflow check`` on the network (not when resuming, not with
+    --no-check); under torchrun rank 0 alone, the others wait for it at the process group."""
+    if args.command != "train" or not getattr(args, "check", False) or args.resume:
+        return
+    if os.environ.get("RANK", "0") != "0":
+        return
+    from bnnflow.hls.check import check_before_training
+
+    check_before_training(args.model, args.dataset)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_shorthands(list(sys.argv[1:] if argv is None else argv)))
     try:
+        _check_before_training(args)
         return int(args.func(args) or 0)
     except BnnflowError as exc:
         print(f"bnnflow: error: {exc}", file=sys.stderr)

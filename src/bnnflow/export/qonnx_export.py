@@ -31,6 +31,7 @@ from torch import nn
 import bnnflow._compat  # noqa: F401  (before brevitas)
 from bnnflow.data import get_dataset_info, load_arrays
 from bnnflow.errors import BnnflowError
+from bnnflow.export.layers import check_layers
 from bnnflow.layout import ExportDir, RunDir
 from bnnflow.runs import atomic_directory, atomic_write_json, checkpoint_network, load_model
 
@@ -43,13 +44,6 @@ EXPORT_FILE = ExportDir.SUMMARY
 LOGIT_TOLERANCE = 1e-4
 DEFAULT_N_VERIFY = 1000
 DEFAULT_BATCH_SIZE = 250
-#: Widest activation FINN's first layer takes in bnnflow's flow (CNV's Q1.7 input).
-MAX_INPUT_BITS = 8
-
-SUPPORTED = (
-    "QuantLinear/QuantConv2d with 1-bit weights, QuantIdentity with 1-bit output "
-    f"(up to {MAX_INPUT_BITS} bits on the input quantizer), BatchNorm1d/2d, MaxPool2d, Dropout, TensorNorm"
-)
 
 
 @dataclass(frozen=True)
@@ -93,74 +87,12 @@ class PixelScale(nn.Module):
 
 
 # --------------------------------------------------------------------------- layer check
-def check_supported_layers(model: nn.Module) -> None:
-    """Raise a one-line ``BnnflowError`` naming the first layer bnnflow's FINN flow cannot map.
-
-    bnnflow compiles W1A1 networks to FINN's XNOR-popcount matrix-vector
-    units, so every weight layer must have 1-bit weights and every activation
-    1 bit, except the input quantizer, which may be up to 8 bits wide (CNV).
-    """
-    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
-    from brevitas.nn.mixin.base import QuantLayerMixin
-    from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
-
-    passive = (
-        nn.BatchNorm1d,
-        nn.BatchNorm2d,
-        nn.MaxPool2d,
-        nn.Dropout,
-        nn.Flatten,
-        nn.Identity,
-        TensorNorm,
-        PixelScale,
-    )
-    seen_weight_layer = False
-    seen_act_quant = False
-    skip: list[str] = []  # brevitas layers' own submodules (quantizer proxies)
-    for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in skip):
-            continue
-        label = f"layer {name or '<root>'!r} ({type(module).__name__})"
-        if isinstance(module, (QuantLinear, QuantConv2d)):
-            skip.append(name)
-            seen_weight_layer = True
-            bits = module.quant_weight().bit_width if module.weight_quant.is_quant_enabled else None
-            if bits is None:
-                raise BnnflowError(f"{label} has float weights; bnnflow's FINN flow supports {SUPPORTED}")
-            if int(bits) != 1:
-                raise BnnflowError(
-                    f"{label} has {int(bits)}-bit weights; bnnflow's FINN flow supports {SUPPORTED}"
-                )
-        elif isinstance(module, QuantIdentity):
-            skip.append(name)
-            bits = module.act_quant.bit_width() if module.act_quant.is_quant_enabled else None
-            first = not seen_act_quant and not seen_weight_layer
-            seen_act_quant = True
-            if bits is None:
-                raise BnnflowError(f"{label} does not quantize; bnnflow's FINN flow supports {SUPPORTED}")
-            limit = MAX_INPUT_BITS if first else 1
-            if int(bits) > limit:
-                raise BnnflowError(
-                    f"{label} has {int(bits)}-bit activations; bnnflow's FINN flow supports {SUPPORTED}"
-                )
-        elif isinstance(module, QuantLayerMixin):
-            skip.append(name)
-            raise BnnflowError(f"{label} is not supported; bnnflow's FINN flow supports {SUPPORTED}")
-        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            raise BnnflowError(
-                f"{label} is a float layer; FINN needs quantized layers: use brevitas.nn."
-                f"Quant{type(module).__name__} with weight_bit_width=1 ({SUPPORTED})"
-            )
-        elif isinstance(module, passive):
-            continue
-        elif isinstance(module, (nn.ModuleList, nn.Sequential)) or (
-            any(True for _ in module.children())
-            and not any(True for _ in module.parameters(recurse=False))
-            and not any(True for _ in module.buffers(recurse=False))
-        ):
-            continue  # a container: its children are checked in turn
-        else:
-            raise BnnflowError(f"{label} is not supported; bnnflow's FINN flow supports {SUPPORTED}")
+def check_supported_layers(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+) -> None:
+    """Raise a one-line ``BnnflowError`` naming the first layer bnnflow's FINN flow cannot map
+    (export/layers.py has the rules)."""
+    check_layers(model, input_shape, num_classes)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -184,7 +116,7 @@ def _quiet_export() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
-def _qonnx_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+def export_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
     """The cleaned logits graph and the deployed (TopK) graph, both with a UINT8 input."""
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -396,13 +328,13 @@ def export_network(
         )
     if images.dtype != np.uint8:
         raise BnnflowError(f"verification images must be uint8 raw pixels, got {images.dtype}")
-    check_supported_layers(model)
+    check_supported_layers(model, tuple(info.input_shape))
     model.eval()
     wrapped = PixelScale(model, info.pixel_max).eval()
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, marker=EXPORT_FILE) as tmp:
-        logits, deployed = _qonnx_graphs(wrapped, tuple(info.input_shape))
+        logits, deployed = export_graphs(wrapped, tuple(info.input_shape))
         logits.save(str(tmp / LOGITS_FILE))
         deployed.save(str(tmp / MODEL_FILE))
         report = verify_export(

@@ -98,6 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch only)"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip `bnnflow check` (the FINN mapping of the untrained network) before training",
+    )
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
