@@ -221,6 +221,28 @@ def _front_end(onnx_path: Path, work: Path, board: str, clock_ns: float, budget:
     return model, cfg.estimate
 
 
+# Where in FINN an assertion fired (the innermost function), and what the user changes.
+_FINN_HINTS = {
+    "get_hw_compatible_threshold_tensor": (
+        "thresholds below 0 for unsigned pixel input: the input quantizer has levels below the "
+        "smallest pixel; map pixels to [-1, 1] first (x = 2 * x - 1, as brevitas_examples' bnn_pynq "
+        "networks do)"
+    ),
+}
+
+
+def _what_to_change(exc: StepFailed) -> str:
+    """FINN's message, or for an assertion without one, what it means for the network."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.cause.__traceback__)
+    hint = _FINN_HINTS.get(frames[-1].name) if frames else None
+    if hint:
+        return hint
+    where = f" in {frames[-1].name}" if frames else ""
+    return f"{exc.first_line}{where}; check its layers against docs/your-network.md"
+
+
 def check_module(
     model: nn.Module,
     dataset: str,
@@ -250,8 +272,7 @@ def check_module(
             folded, estimate = _front_end(path, work, board, clock_ns, budget)
         except StepFailed as exc:
             raise BnnflowError(
-                f"{name} does not map: FINN {exc.step} fails ({exc.first_line}); check its layers against "
-                "docs/your-network.md"
+                f"{name} does not map: FINN {exc.step} fails ({_what_to_change(exc)})"
             ) from None
         except BnnflowError as exc:
             raise BnnflowError(f"{name} does not map: {exc}") from None
