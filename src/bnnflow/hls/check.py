@@ -65,6 +65,7 @@ class CheckReport:
     estimate: DesignEstimate
     folding: list[dict[str, Any]] = field(default_factory=list)  # per FINN node: type, PE, SIMD
     seconds: float = 0.0
+    graph: Any = field(default=None, repr=False)  # the folded hardware graph (qonnx ModelWrapper)
 
     @property
     def binary_macs(self) -> int:
@@ -253,17 +254,36 @@ def check_module(
     budget: float = 0.85,
 ) -> CheckReport:
     """Check ``model`` (untrained or trained, not modified) for ``dataset``'s images on ``board``."""
-    t0 = time.perf_counter()
-    get_board(board)  # an unknown board fails before any work
     info = get_dataset_info(dataset)
     input_shape, num_classes = network_io(dataset)
+    return check_design(
+        model, input_shape, num_classes, info.pixel_max, name=name, dataset=dataset, board=board,
+        clock_ns=clock_ns, budget=budget,
+    )  # fmt: skip
+
+
+def check_design(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    pixel_max: int,
+    *,
+    name: str = "network",
+    dataset: str = "",
+    board: str = "Pynq-Z2",
+    clock_ns: float = 10.0,
+    budget: float = 0.85,
+) -> CheckReport:
+    """The check for ``input_shape`` images of ``pixel_max`` and ``num_classes`` classes."""
+    t0 = time.perf_counter()
+    get_board(board)  # an unknown board fails before any work
     layers = check_layers(model, input_shape, num_classes)
     prepare_finn()
     net = copy.deepcopy(model).eval()
     with tempfile.TemporaryDirectory(prefix="bnnflow-check-") as scratch:
         work = Path(scratch)
         path = work / "model.onnx"
-        _logits, deployed = export_graphs(PixelScale(net, info.pixel_max).eval(), input_shape)
+        _logits, deployed = export_graphs(PixelScale(net, pixel_max).eval(), input_shape)
         problem = graph_problems(deployed)
         if problem:
             raise BnnflowError(f"{name} does not map: {problem}")
@@ -279,15 +299,15 @@ def check_module(
         problems = folding_problems(folded)
         if problems:
             raise BnnflowError(f"internal: bnnflow chose an illegal folding: {problems[0]}")
-        nodes = _node_folding(folded)
     return CheckReport(
         model=name,
         dataset=dataset,
         board=get_board(board).name,
         layers=layers,
         estimate=estimate,
-        folding=nodes,
+        folding=_node_folding(folded),
         seconds=time.perf_counter() - t0,
+        graph=folded,
     )
 
 
