@@ -237,3 +237,19 @@ def test_a_finn_refusal_says_what_to_change(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "FINN step_minimize_bit_width_initial fails" in err and "x = 2 * x - 1" in err
+
+
+def test_train_checks_a_user_network_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.set_num_threads(1)
+    path = tmp_path / "net.py"
+    path.write_text(NET)
+    short = ["--dataset", "digits", "--epochs", "1", "--limit-train", "100", "--limit-test", "50"]
+    short += ["--no-progress", "--threads", "1"]
+    run = tmp_path / "run"
+    assert main(["train", "--model", f"{path}:build", "--run", str(run), *short]) == 0
+    out = capsys.readouterr().out
+    assert f"check: {path}:build maps to FINN for Pynq-Z2" in out and "binary MACs per image" in out
+    assert (run / "network" / "net.py").is_file()
+    skipped = tmp_path / "skipped"
+    assert main(["train", "--model", f"{path}:with_bn", "--run", str(skipped), "--no-check", *short]) == 0
+    assert "check:" not in capsys.readouterr().out

@@ -63,15 +63,21 @@ def _shorthands(argv: list[str]) -> list[str]:
 
 
 def _check_before_training(args: argparse.Namespace) -> None:
-    """``bnnflow train`` first runs ``bnnflow check`` on the network (not when resuming, not with
-    --no-check); under torchrun rank 0 alone, the others wait for it at the process group."""
+    """``bnnflow train`` of a user network first runs ``bnnflow check`` on it, once its settings
+    are valid (not when resuming, not with --no-check; the named networks are compiled by the
+    test suite). Under torchrun rank 0 alone checks; the others wait for it at the process group."""
     if args.command != "train" or not getattr(args, "check", False) or args.resume:
         return
-    if os.environ.get("RANK", "0") != "0":
+    from bnnflow.models import is_user_model
+    from bnnflow.training.trainer import TrainConfig
+
+    if not is_user_model(args.model) or os.environ.get("RANK", "0") != "0":
         return
+    fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)}
+    cfg = TrainConfig(**fields).resolved()  # a bad setting is reported before the check's work
     from bnnflow.hls.check import check_before_training
 
-    check_before_training(args.model, args.dataset)
+    check_before_training(cfg.model, cfg.dataset)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
