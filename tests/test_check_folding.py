@@ -67,7 +67,25 @@ def shapes(seed: int, n: int) -> list[tuple[str, nn.Module, tuple[int, int, int]
     return out
 
 
-CASES = shapes(seed=13, n=4)
+def fixed_cases() -> list[tuple[str, nn.Module, tuple[int, int, int], int]]:
+    """A 1-D network ((1, k) kernels on a 1 x W signal, stride 2, same padding) and a non-square kernel."""
+    one_d = Centred(
+        act(8), conv(1, 7, (1, 5), stride=(1, 2), padding=(0, 2)), nn.BatchNorm2d(7), act(),
+        nn.MaxPool2d((1, 2)), nn.Flatten(), linear(7 * 19, 10), tensor_norm(),
+    )  # fmt: skip
+    tall = Centred(
+        act(8),
+        conv(3, 11, (3, 1)),
+        nn.BatchNorm2d(11),
+        act(),
+        nn.Flatten(),
+        linear(11 * 7 * 9, 4),
+        tensor_norm(),
+    )
+    return [("1-D", one_d, (1, 1, 75), 10), ("3x1", tall, (3, 9, 9), 4)]
+
+
+CASES = shapes(seed=13, n=3) + fixed_cases()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}:{c[2]}->{c[3]}" for c in CASES])

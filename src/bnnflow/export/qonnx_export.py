@@ -116,7 +116,7 @@ def _quiet_export() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
-def export_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _qonnx_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
     """The cleaned logits graph and the deployed (TopK) graph, both with a UINT8 input."""
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -158,6 +158,12 @@ def export_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[An
     for graph in (logits, deployed):
         graph.set_tensor_datatype(graph.graph.input[0].name, DataType["UINT8"])
     return logits, deployed
+
+
+def export_graphs(wrapped: PixelScale, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The logits and deployed QONNX graphs of ``wrapped``, unverified (``bnnflow check`` on an
+    untrained network; ``export_network`` verifies)."""
+    return _qonnx_graphs(wrapped, input_shape)
 
 
 # --------------------------------------------------------------------------- verification
@@ -334,7 +340,7 @@ def export_network(
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, marker=EXPORT_FILE) as tmp:
-        logits, deployed = export_graphs(wrapped, tuple(info.input_shape))
+        logits, deployed = _qonnx_graphs(wrapped, tuple(info.input_shape))
         logits.save(str(tmp / LOGITS_FILE))
         deployed.save(str(tmp / MODEL_FILE))
         report = verify_export(

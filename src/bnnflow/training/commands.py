@@ -44,12 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--model",
-        default="digits-mlp",
-        help=f"network: {', '.join(model_names())}, or your own: path/to/net.py:build or "
-        "package.module:build (see docs/your-network.md)",
-    )
+    models = ", ".join(model_names())
+    p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
     p.add_argument(
         "--dataset", help="digits, mnist or cifar10 (default: the model's own; required for your own)"
     )
@@ -99,10 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument(
-        "--no-check",
-        dest="check",
-        action="store_false",
-        help="skip `bnnflow check` (the FINN mapping of the untrained network) before training",
+        "--no-check", dest="check", action="store_false", help="skip `bnnflow check` of your network"
     )
     p.set_defaults(func=_train)
 
