@@ -94,8 +94,11 @@ def test_train_from_file_then_rebuild_from_moved_run_folder(tmp_path: Path) -> N
     with torch.no_grad():
         assert torch.equal(model(x), trained(x))
     assert type(model).__name__ == "TinyMLP"
-    # also from the checkpoint file inside it, and for export
+    # evaluate and export from the moved folder alone
     from bnnflow.export import export_model
+    from bnnflow.training.commands import evaluate_checkpoint
+
+    assert evaluate_checkpoint(str(moved / "best.pt"), limit=50)["images"] == 50
 
     result = export_model(moved, n_verify=40)
     assert result.verification["label_agreement"] == 1.0
