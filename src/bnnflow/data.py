@@ -381,6 +381,15 @@ def legacy_identity(name: str) -> DatasetIdentity:
     return DatasetIdentity(info.name, info.input_shape, info.num_classes, names, info.pixel_max)
 
 
+def identity_of(dataset: str | DatasetIdentity) -> DatasetIdentity:
+    """A dataset's identity: a named one's without reading it, a folder or npz source's by reading it."""
+    if isinstance(dataset, DatasetIdentity):
+        return dataset
+    if dataset_kind(dataset) == "named":
+        return legacy_identity(dataset)
+    return open_dataset(dataset).identity
+
+
 def _digest(images: np.ndarray, labels: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{images.shape}{labels.shape}".encode())

@@ -41,7 +41,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 DATASET_HELP = (
     f"{', '.join(bdata.dataset_names())}; folder:PATH (one subfolder of PNG/JPEG/BMP images per class, "
     "optionally under train/ and test/) or npz:PATH (uint8 x_train, x_test; integer y_train, y_test; "
-    "docs/your-data.md) (default: the model's own)"
+    "docs/your-data.md) (default: the model's own; required for your own network)"
 )
 
 
@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
+    models = ", ".join(model_names())
+    p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
     p.add_argument("--dataset", help=DATASET_HELP)
     # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
@@ -121,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch only)"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip `bnnflow check` of your network"
+    )
     p.set_defaults(func=_train)
 
     e = sub.add_parser(

@@ -37,15 +37,18 @@ import bnnflow
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
-from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
+from bnnflow.models import NetworkSource, binarize_weights_, binary_weight_modules
 from bnnflow.runs import (
     DATASET_KEY,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    network_of,
     save_checkpoint,
+    save_network_source,
 )
+from bnnflow.training import network as net
 from bnnflow.training.optimizers import (
     METHODS,
     CaseOptimizer,
@@ -88,10 +91,9 @@ class TrainConfig:
     interrupt_after_steps: int | None = field(default=None, repr=False)
 
     def resolved(self) -> TrainConfig:
-        spec = get_spec(self.model)
         cfg = TrainConfig(**asdict(self))
-        cfg.dataset = cfg.dataset or spec.dataset
-        cfg.run_dir = cfg.run_dir or str(Path("runs") / self.model)
+        cfg.dataset = cfg.dataset or net.default_dataset(cfg.model)
+        cfg.run_dir = cfg.run_dir or net.default_run_dir(cfg.model)
         if cfg.augment is None:
             cfg.augment = cfg.dataset == "cifar10"
         if cfg.method not in METHODS:
@@ -99,8 +101,7 @@ class TrainConfig:
         cfg.dataset = bdata.canonical_name(cfg.dataset)
         bdata.parse_resize(cfg.resize)
         if bdata.dataset_kind(cfg.dataset) == "named":  # a named dataset's shape is known before reading it
-            known = bdata.legacy_identity(cfg.dataset)
-            bdata.check_model_fits(known, spec.input_shape, known.num_classes, f"model {cfg.model!r}")
+            net.check_model_dataset(cfg.model, cfg.dataset)
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
@@ -338,9 +339,7 @@ class _Run:
 
         data = bdata.open_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.resize, cfg.test_fraction)
         self.dataset = data.identity
-        bdata.check_model_fits(
-            self.dataset, get_spec(cfg.model).input_shape, self.dataset.num_classes, f"model {cfg.model!r}"
-        )
+        net.check_model_dataset(cfg.model, self.dataset)  # before the split is subset or a network built
         # --limit-*: a class-stratified subset, so a class-ordered file still gives every class
         keep = np.sort(bdata.test_subset(data.y_train, cfg.limit_train, cfg.seed))
         x_train, y_train = data.x_train[keep], data.y_train[keep]
@@ -350,7 +349,13 @@ class _Run:
         self.train_set = bdata.ImageDataset(x_train, y_train, pixel_max, augment=bool(cfg.augment))
         self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, pixel_max), batch_size=1000)
 
-        self.model = build_model(cfg.model, self.dataset.num_classes)
+        if resume_payload is not None and resume_payload.get("network_source"):  # the run folder's copy
+            self.model = network_of(resume_payload, self.run_dir.checkpoint)
+            self.network_source = NetworkSource.from_json(resume_payload["network_source"])
+        else:
+            self.model, self.network_source, network_bytes = net.new_network(cfg.model, self.dataset)
+            if self.network_source is not None and self.is_main:
+                save_network_source(self.run_dir.path, self.network_source, network_bytes or b"")
         if cfg.method != "latent-adam":
             binarize_weights_(self.model)
         self.model.to(self.device)
@@ -434,7 +439,7 @@ class _Run:
             {
                 "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
                 "method_description": METHODS[cfg.method],
-                "model_description": get_spec(cfg.model).description,
+                "model_description": net.describe(cfg.model, self.network_source),
                 "world_size": self.world,
                 "versions": {"bnnflow": bnnflow.__version__, "torch": torch.__version__},
             },
@@ -450,6 +455,8 @@ class _Run:
             path,
             {
                 "model": cfg.model,
+                # what rebuilds a user network from the run folder alone (runs.network_of)
+                "network_source": self.network_source.to_json() if self.network_source else None,
                 "dataset": cfg.dataset,
                 DATASET_KEY: self.dataset.to_json(),
                 "method": cfg.method,
