@@ -69,7 +69,7 @@ def _padded_convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if isinstance(module, QuantConv2d) and not hasattr(module, MARKER):
             label = f"layer {name!r} (QuantConv2d)"
             if isinstance(module.padding, str) or getattr(module, "is_same_padded_strided", False):
-                raise BnnflowError(f"{label} has padding='same'; give the padding in pixels (padding=1 for 3x3)")
+                raise BnnflowError(f"{label} has padding='same'; give the padding in pixels (1 for 3x3)")
             if module.padding_mode != "zeros" and any(int(p) for p in module.padding):
                 raise BnnflowError(
                     f"{label} has padding_mode={module.padding_mode!r}; FINN pads with a constant only"

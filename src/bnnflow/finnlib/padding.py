@@ -68,30 +68,42 @@ class AbsorbBinaryPadIntoIm2Col(Transformation):
         from qonnx.custom_op.registry import getCustomOp
 
         for pad in model.graph.node:
-            if pad.op_type != "Pad" or model.get_tensor_datatype(pad.input[0]) != DataType["BINARY"]:
+            found = _pad_before_xnor_im2col(model, pad)
+            if found is None:
                 continue
-            amount = _hw_pad_amount(model, pad)
-            transpose = model.find_consumer(pad.output[0])
-            if amount is None or transpose is None or transpose.op_type != "Transpose":
-                continue
-            if _perm(transpose) != [0, 2, 3, 1]:
-                continue
-            im2col = model.find_consumer(transpose.output[0])
-            if im2col is None or im2col.op_type != "Im2Col" or len(model.find_consumers(pad.output[0])) != 1:
-                continue
-            matmul = model.find_consumer(im2col.output[0])
-            inst = getCustomOp(im2col)
-            if matmul is None or matmul.op_type != "XnorPopcountMatMul" or any(inst.get_nodeattr("pad_amount")):
-                continue
+            amount, transpose, im2col = found
             n, c, h, w = model.get_tensor_shape(pad.input[0])
             transpose.input[0] = pad.input[0]
             model.set_tensor_shape(transpose.output[0], [n, h, w, c])
+            inst = getCustomOp(im2col)
             inst.set_nodeattr("input_shape", f"({n},{h},{w},{c})")
             inst.set_nodeattr("pad_amount", amount)
             inst.set_nodeattr("pad_value", BINARY_PAD)
             model.graph.node.remove(pad)
             return model, True
         return model, False
+
+
+def _pad_before_xnor_im2col(model: Any, pad: Any) -> tuple[list[int], Any, Any] | None:
+    """(pad_amount, Transpose, Im2Col) if ``pad`` is a -1 Pad of a 0/1 stream before an unpadded
+    Im2Col of an XNOR MatMul, else None."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    if pad.op_type != "Pad" or model.get_tensor_datatype(pad.input[0]) != DataType["BINARY"]:
+        return None
+    amount = _hw_pad_amount(model, pad)
+    if amount is None or len(model.find_consumers(pad.output[0])) != 1:
+        return None
+    transpose = model.find_consumer(pad.output[0])
+    if transpose.op_type != "Transpose" or _perm(transpose) != [0, 2, 3, 1]:
+        return None
+    im2col = model.find_consumer(transpose.output[0])
+    if im2col is None or im2col.op_type != "Im2Col" or any(getCustomOp(im2col).get_nodeattr("pad_amount")):
+        return None
+    matmul = model.find_consumer(im2col.output[0])
+    if matmul is None or matmul.op_type != "XnorPopcountMatMul":
+        return None
+    return amount, transpose, im2col
 
 
 def _perm(transpose: Any) -> list[int]:
