@@ -29,7 +29,11 @@ DIGITS = (1, 8, 8)
 
 
 class PaddedCnn(nn.Module):
-    """in-quant, conv 3x3 p1, BN, sign, conv 3x3 p1, BN, sign, maxpool 2, FC 10: as a user writes it."""
+    """in-quant, conv 3x3 p1, BN, sign, maxpool 2, conv 3x3 p1, BN, sign, maxpool 2, FC 10, as users write it.
+
+    The second convolution pads the max-pooled activations: FINN then meets the -1 padding
+    after a pooling layer, between the transposes of its NHWC pooling and of the lowered convolution.
+    """
 
     def __init__(self, in_bits: int) -> None:
         from brevitas.core.restrict_val import RestrictValueType
@@ -59,11 +63,11 @@ class PaddedCnn(nn.Module):
         self.conv2, self.bn2 = conv(16, 16), nn.BatchNorm2d(16)
         self.act2 = QuantIdentity(act_quant=CommonActQuant, bit_width=1)
         self.pool = nn.MaxPool2d(2)
-        self.fc = QuantLinear(16 * 4 * 4, 10, bias=False, weight_quant=CommonWeightQuant, weight_bit_width=1)
+        self.fc = QuantLinear(16 * 2 * 2, 10, bias=False, weight_quant=CommonWeightQuant, weight_bit_width=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.quant_in(2.0 * x - 1.0)
-        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.pool(self.act1(self.bn1(self.conv1(x))))
         x = self.pool(self.act2(self.bn2(self.conv2(x))))
         return self.fc(x.reshape(x.shape[0], -1))
 
@@ -229,3 +233,22 @@ def test_padding_same_and_non_constant_padding_are_refused() -> None:
         )
         with pytest.raises(BnnflowError, match=words):
             pad_binary_inputs_with_minus_one(model, DIGITS)
+
+
+def test_a_pad_finn_cannot_map_is_one_line(tmp_path: Path) -> None:
+    """Binary activations padded with +1 (by hand, not by bnnflow.padding): refused with the Pad named."""
+    from bnnflow.export import export_network
+    from bnnflow.hls import compile_model
+    from bnnflow.padding import BinaryPad
+
+    torch.manual_seed(0)
+    model = PaddedCnn(1).eval()
+    model.conv2.padding = (0, 0)
+    model.conv2.register_forward_pre_hook(BinaryPad((1, 1, 1, 1), 1.0))
+    images, labels = load_arrays("digits", "test", limit=8)
+    exported = export_network(
+        model, tmp_path / "export", model_name="padded-cnn", dataset="digits", images=images, labels=labels
+    )
+    with pytest.raises(BnnflowError, match=r"FINN cannot map Pad_\d \(Pad of a BINARY tensor with 1\)"):
+        compile_model(exported.model_path, "Pynq-Z2", tmp_path / "compile", n_verify=0, log=None)
+    assert not (tmp_path / "compile").exists()

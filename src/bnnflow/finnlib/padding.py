@@ -27,6 +27,8 @@ import numpy as np
 from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
+from bnnflow.errors import BnnflowError
+
 #: The bipolar value that bnnflow.padding pads binary activations with, and its bit in FINN's encoding.
 BIPOLAR_PAD = -1.0
 BINARY_PAD = 0
@@ -113,6 +115,21 @@ def _perm(transpose: Any) -> list[int]:
     return list(perm.ints) if perm is not None else []
 
 
+def _refuse_other_pads(model: Any) -> None:
+    """A Pad left now has no FINN hardware layer (FMPadding pads with 0 only, through a convolution's
+    sliding window); FINN's ``InferFMPadding`` would fail on it without naming it."""
+    for node in model.graph.node:
+        if node.op_type != "Pad":
+            continue
+        value = _initializer(model, node, 2)
+        value = 0.0 if value is None else float(np.ravel(value)[0])
+        dtype = model.get_tensor_datatype(node.input[0]).name
+        raise BnnflowError(
+            f"FINN cannot map {node.name} (Pad of a {dtype} tensor with {value:g}): pad through the "
+            "convolution's padding, binary activations with -1 (bnnflow.padding, docs/padding.md)"
+        )
+
+
 def map_binary_padding(model: Any, _cfg: Any = None) -> Any:
     """After FINN's step_streamline: -1 padding into the Im2Cols, then the transposes FINN's step absorbs.
 
@@ -132,6 +149,7 @@ def map_binary_padding(model: Any, _cfg: Any = None) -> Any:
     if not any(n.op_type == "Pad" for n in model.graph.node):
         return model
     model = model.transform(AbsorbBinaryPadIntoIm2Col())
+    _refuse_other_pads(model)
     for transformation in (
         InferShapes(),
         AbsorbTransposeIntoMultiThreshold(),
