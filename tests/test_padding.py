@@ -23,7 +23,7 @@ from torch import nn
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.data import load_arrays
 from bnnflow.errors import BnnflowError
-from bnnflow.padding import MARKER, pad_binary_inputs_with_minus_one
+from bnnflow.padding import MARKER, pad_binary_inputs_with_minus_one, zero_padded_binary_convs
 
 DIGITS = (1, 8, 8)
 
@@ -201,7 +201,10 @@ def test_forward_pads_binary_activations_with_minus_one() -> None:
     torch.manual_seed(1)
     model = PaddedCnn(1).eval()
     before = copy.deepcopy(model)
+    assert zero_padded_binary_convs(model, DIGITS) == ["conv1", "conv2"]
+    assert zero_padded_binary_convs(PaddedCnn(8), DIGITS) == ["conv2"]  # the 8-bit input's stays
     assert pad_binary_inputs_with_minus_one(model, DIGITS) == ["conv1", "conv2"]
+    assert zero_padded_binary_convs(model, DIGITS) == []
     assert pad_binary_inputs_with_minus_one(model, DIGITS) == []  # a second call changes nothing
     assert model.conv1.padding == (0, 0) and getattr(model.conv1, MARKER) == (1, 1, 1, 1, -1.0)
     assert list(model.state_dict()) == list(before.state_dict())

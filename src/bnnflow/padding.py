@@ -106,7 +106,8 @@ def _input_quantizers(
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
         for handle in handles:
@@ -114,23 +115,38 @@ def _input_quantizers(
     return found
 
 
-def pad_binary_inputs_with_minus_one(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
-    """Make ``model`` pad as FINN does; returns the names of the convolutions changed (in place).
-
-    ``input_shape`` is one input's (C, H, W), for the forward pass that finds
-    which convolutions read binary activations. A convolution reading a wider
-    quantizer (the 8-bit input) keeps PyTorch's zero padding, which FINN
-    reproduces exactly. Calling it again changes nothing.
-    """
+def _binary_padded(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, nn.Module, nn.Module]]:
+    """(name, convolution, its 1-bit quantizer) for each convolution padding a binary activation with 0."""
     convs = _padded_convs(model)
     if not convs:
         return []
     sources = _input_quantizers(model, convs, input_shape)
-    changed = []
+    found = []
     for name, conv in convs:
         quant = sources.get(name)
-        if quant is None or int(quant.act_quant.bit_width()) != 1:
-            continue  # the network's input or a multi-bit quantizer: FINN pads with 0.0 as PyTorch does
+        if quant is not None and int(quant.act_quant.bit_width()) == 1:
+            found.append((name, conv, quant))
+    return found
+
+
+def zero_padded_binary_convs(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """The convolutions that pad a binary activation with PyTorch's 0, which FINN cannot reproduce.
+
+    A check before training: empty once ``pad_binary_inputs_with_minus_one`` has run.
+    """
+    return [name for name, _conv, _quant in _binary_padded(model, input_shape)]
+
+
+def pad_binary_inputs_with_minus_one(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """Make ``model`` pad as FINN does; returns the names of the convolutions changed (in place).
+
+    ``input_shape`` is one input's (C, H, W), for the forward pass that finds
+    which convolutions read binary activations. A convolution reading the
+    network's input or a wider quantizer (the 8-bit input) keeps PyTorch's
+    zero padding, which FINN reproduces exactly. Calling it again changes nothing.
+    """
+    changed = []
+    for name, conv, quant in _binary_padded(model, input_shape):
         scale = quant.act_quant.scale().detach().reshape(-1)
         if scale.numel() != 1:
             raise BnnflowError(
