@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ from bnnflow.errors import BnnflowError
 STAGES = (
     "bnnflow.training.commands",
     "bnnflow.export.commands",
+    "bnnflow.hls.check",
     "bnnflow.hls.commands",
     "bnnflow.bitstream_command",
     "bnnflow.cpu.commands",
@@ -60,10 +62,29 @@ def _shorthands(argv: list[str]) -> list[str]:
     return argv
 
 
+def _check_before_training(args: argparse.Namespace) -> None:
+    """``bnnflow train`` of a user network first runs ``bnnflow check`` on it, once its settings
+    are valid (not when resuming, not with --no-check; the named networks are compiled by the
+    test suite). Under torchrun rank 0 alone checks; the others wait for it at the process group."""
+    if args.command != "train" or not getattr(args, "check", False) or args.resume:
+        return
+    from bnnflow.models import is_user_model
+    from bnnflow.training.trainer import TrainConfig
+
+    if not is_user_model(args.model) or os.environ.get("RANK", "0") != "0":
+        return
+    fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)}
+    cfg = TrainConfig(**fields).resolved()  # a bad setting is reported before the check's work
+    from bnnflow.hls.check import check_before_training
+
+    check_before_training(cfg.model, cfg.dataset)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_shorthands(list(sys.argv[1:] if argv is None else argv)))
     try:
+        _check_before_training(args)
         return int(args.func(args) or 0)
     except BnnflowError as exc:
         print(f"bnnflow: error: {exc}", file=sys.stderr)

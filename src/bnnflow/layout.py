@@ -208,6 +208,7 @@ class RunDir:
     EXPORT: ClassVar[str] = "export"
     COMPILE: ClassVar[str] = "compile"
     VERIFICATION_CACHE: ClassVar[str] = "verification-cache"
+    NETWORK: ClassVar[str] = "network"  # a user network's source copy (models.NetworkSource)
 
     @property
     def config(self) -> Path:
@@ -216,6 +217,10 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / self.CHECKPOINT
+
+    @property
+    def network(self) -> Path:
+        return self.path / self.NETWORK
 
     @property
     def best(self) -> Path:

@@ -9,7 +9,15 @@ same ``FC`` class sized for scikit-learn's 8x8 digits.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,3 +115,162 @@ def binarize_weights_(model: nn.Module) -> None:
     """
     for weight in binary_weight_params(model):
         weight.copy_(torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype))
+
+
+# --------------------------------------------------------------------------- a user's own network
+@dataclass(frozen=True)
+class NetworkSource:
+    """What rebuilds a user's network without the user's files: the run folder's copy of its source.
+
+    ``file`` is the copied source's name inside the run folder's ``network/``,
+    ``sha256`` its digest when it was copied, ``callable`` the name called in it
+    (a function or an ``nn.Module`` subclass) with ``input_shape`` and
+    ``num_classes``; ``origin`` is what the user named (``net.py:build`` or
+    ``package.module:build``), kept for reports only.
+    """
+
+    file: str
+    sha256: str
+    callable: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    origin: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "callable": self.callable,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "origin": self.origin,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> NetworkSource:
+        try:
+            return cls(
+                file=str(data["file"]),
+                sha256=str(data["sha256"]),
+                callable=str(data["callable"]),
+                input_shape=tuple(int(d) for d in data["input_shape"]),
+                num_classes=int(data["num_classes"]),
+                origin=str(data.get("origin", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BnnflowError(f"damaged network record: {type(exc).__name__}: {exc}") from None
+
+
+def is_user_model(model: str) -> bool:
+    """``path/to/net.py:build`` or ``package.module:build`` rather than a named network."""
+    return model not in MODEL_SPECS and ":" in model
+
+
+def model_label(model: str) -> str:
+    """A folder-safe name for ``model``: itself if named, else ``<file stem>-<callable>``."""
+    if not is_user_model(model):
+        return model
+    where, _, name = model.rpartition(":")
+    stem = Path(where).stem if where.endswith(".py") else where.rpartition(".")[2]
+    return f"{stem}-{name}"
+
+
+def resolve_source(model: str) -> tuple[Path, str]:
+    """(source file, callable name) of a user network reference, or a one-line error."""
+    where, _, name = model.rpartition(":")
+    if not where or not name.isidentifier():
+        raise BnnflowError(
+            f"unknown model {model!r}; choose one of: {', '.join(model_names())}, "
+            "or give path/to/net.py:build or package.module:build"
+        )
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where)
+        if not path.is_file():
+            raise BnnflowError(f"network source not found: {path}")
+        return path, name
+    try:
+        module = importlib.import_module(where)
+    except Exception as exc:  # the user's package: any error while importing it
+        raise BnnflowError(f"cannot import {where!r}: {type(exc).__name__}: {_first_line(exc)}") from None
+    file = getattr(module, "__file__", None)
+    if not file or not file.endswith(".py"):
+        raise BnnflowError(f"module {where!r} has no Python source file to copy into the run folder")
+    return Path(file), name
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _load_callable(path: Path, name: str) -> Callable[..., Any]:
+    """``name`` from the Python file ``path``, executed as a fresh module (this runs its code)."""
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    module_name = f"bnnflow_network_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise BnnflowError(f"cannot load {path} as Python source")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error while running it
+        sys.modules.pop(module_name, None)
+        raise BnnflowError(f"{path} failed to run: {type(exc).__name__}: {_first_line(exc)}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise BnnflowError(f"{path} defines no callable {name!r}")
+    return fn
+
+
+def _instantiate(
+    fn: Callable[..., Any], where: str, input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    try:
+        model = fn(tuple(input_shape), int(num_classes))
+    except Exception as exc:  # the user's code
+        raise BnnflowError(
+            f"{where}({tuple(input_shape)}, {num_classes}) failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise BnnflowError(f"{where} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build_user_network(
+    model: str, input_shape: tuple[int, ...], num_classes: int
+) -> tuple[nn.Module, NetworkSource, bytes]:
+    """A user's network from its reference, its record and the source bytes to keep with the run.
+
+    Loading the file executes it, as importing any Python module does.
+    """
+    path, name = resolve_source(model)
+    data = path.read_bytes()
+    source = NetworkSource(
+        file=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        callable=name,
+        input_shape=tuple(int(d) for d in input_shape),
+        num_classes=int(num_classes),
+        origin=model,
+    )
+    net = _instantiate(_load_callable(path, name), f"{model}", source.input_shape, source.num_classes)
+    return net, source, data
+
+
+def rebuild_user_network(source: NetworkSource, folder: Path) -> nn.Module:
+    """The network of ``source`` from its copy in ``folder``, after checking the copy's sha256.
+
+    This executes the copied source (as ``torch.load`` of a pickle runs code): open run
+    folders only from people you trust.
+    """
+    path = Path(folder) / source.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BnnflowError(f"cannot read the network source {path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != source.sha256:
+        raise BnnflowError(
+            f"{path} was changed after training (sha256 differs from the checkpoint's); restore it"
+        )
+    fn = _load_callable(path, source.callable)
+    return _instantiate(fn, f"{source.file}:{source.callable}", source.input_shape, source.num_classes)

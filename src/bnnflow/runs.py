@@ -31,7 +31,7 @@ import torch
 
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
-from bnnflow.models import build_model
+from bnnflow.models import NetworkSource, build_model, get_spec, rebuild_user_network
 
 CHECKPOINT_FORMAT = "bnnflow-checkpoint"
 
@@ -178,10 +178,41 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+def save_network_source(run_dir: str | os.PathLike[str], source: NetworkSource, data: bytes) -> None:
+    """Copy a user network's source into the run folder's ``network/`` with its record (network.json)."""
+    folder = RunDir(Path(run_dir)).network
+    atomic_write_bytes(folder / source.file, data)
+    atomic_write_json(folder / NETWORK_RECORD, source.to_json())
+
+
+NETWORK_RECORD = "network.json"
+
+
+def network_of(payload: dict[str, Any], path: str | os.PathLike[str]) -> torch.nn.Module:
+    """A fresh network of the checkpoint ``payload`` read from ``path``: named, or rebuilt from the
+    run folder's copy of the user's source (``network/``, checked against the checkpoint's sha256)."""
+    record = payload.get("network_source")
+    if record is None:
+        return build_model(payload["model"])  # raises on an unknown architecture
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    return rebuild_user_network(NetworkSource.from_json(record), RunDir(run_dir).network)
+
+
+def checkpoint_network(payload: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
+    """(dataset, input shape) a checkpoint's network was built for."""
+    record = payload.get("network_source")
+    if record is not None:
+        source = NetworkSource.from_json(record)
+        return str(payload.get("dataset") or ""), source.input_shape
+    spec = get_spec(payload["model"])
+    return str(payload.get("dataset") or spec.dataset), tuple(spec.input_shape)
+
+
 def load_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained network of a checkpoint (or run folder), in eval mode, and the checkpoint."""
     payload = load_checkpoint(path)
-    model = build_model(payload["model"])  # raises on an unknown architecture
+    model = network_of(payload, path)
     try:
         model.load_state_dict(payload["model_state"])
     except (RuntimeError, KeyError) as exc:

@@ -208,6 +208,63 @@ def padding_hints(qonnx_model: Any) -> dict[int, str]:
     return hints
 
 
+def _bipolar_scale(model: Any, tensor: str) -> np.ndarray | None:
+    """The scale of the BipolarQuant producing ``tensor`` (None: not a BipolarQuant or no constant scale)."""
+    node = model.find_producer(tensor)
+    if node is None or node.op_type != "BipolarQuant" or len(node.input) < 2:
+        return None
+    scale = model.get_initializer(node.input[1])
+    return None if scale is None else np.asarray(scale, dtype=np.float64)
+
+
+def _dot_scale(model: Any, node: Any) -> np.ndarray | None:
+    """Per output channel (or one for all), the factor between a binary layer's QONNX dot product
+    and its +-1 dot product: the input's BipolarQuant scale times the weights' (per tensor or per
+    output channel). Brevitas' own binary quantizers scale by 0.1 (SignedBinaryWeightPerTensorConst);
+    FINN's streamlining moves any positive scale into the thresholds, so the streamlined popcount is
+    the same. None: not binary weights from a BipolarQuant, or a scale that is not positive
+    (then the check compares against unit scale and reports the difference)."""
+    w_scale = _bipolar_scale(model, node.input[1])
+    a_scale = _bipolar_scale(model, node.input[0])
+    if w_scale is None or a_scale is None or a_scale.size != 1:
+        return None
+    # One value, or one per output channel: (out, 1, ...) for Conv and Gemm, (1, out) for MatMul.
+    w_scale = w_scale.reshape(-1)
+    scale = w_scale * float(a_scale.ravel()[0])
+    if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
+        return None
+    return scale
+
+
+def _matches_scaled(q_dot: np.ndarray, expected: np.ndarray, scale: np.ndarray | None) -> bool:
+    """Whether the QONNX dot product is ``scale`` (channels last) times the integer ``expected``.
+
+    Exact for unit scale; otherwise the quotient must round to ``expected`` and lie within
+    1e-3 of an integer: a popcount off by one moves the quotient by 2, a float rounding by
+    far less than 1e-3 for any dot-product length FINN accepts.
+    """
+    if scale is None or np.all(scale == 1.0):
+        return bool(np.array_equal(q_dot, expected))
+    quotient = q_dot.astype(np.float64) / scale
+    return bool(
+        np.array_equal(np.rint(quotient), expected) and np.max(np.abs(quotient - np.rint(quotient))) < 1e-3
+    )
+
+
+def _float_tie(lq: int, ls: int, lh: int, last_dot: np.ndarray | None, layers_ok: bool) -> bool:
+    """QONNX's class differs from the hardware's only by breaking a tie in float arithmetic.
+
+    The graphs agree on every accumulator, and QONNX's class and the hardware's have the same
+    integer dot product in the last layer: with a scaled weight quantizer (Brevitas' 0.1) the
+    QONNX logits of tied classes differ by rounding, while the hardware, like numpy, takes the
+    lowest index of a tie.
+    """
+    if ls != lh or not layers_ok or last_dot is None:
+        return False
+    dots = np.ravel(last_dot)
+    return bool(0 <= lq < dots.size and 0 <= ls < dots.size and dots[lq] == dots[ls])
+
+
 class ChainGraphs:
     """The three graphs and the tensor names that line up between them."""
 
@@ -222,6 +279,8 @@ class ChainGraphs:
         # (FactorOutMulSignMagnitude + Absorb1BitMulIntoMatMul), so there the
         # streamlined accumulator mirrors the QONNX dot product.
         self.q_signs: list[np.ndarray | None] = []
+        # Per layer, the positive factor between QONNX's dot product and the +-1 one (_dot_scale).
+        self.q_scales: list[np.ndarray | None] = []
         for node in qonnx_model.graph.node:
             if node.op_type not in ("Conv", "Gemm", "MatMul"):
                 continue
@@ -247,6 +306,7 @@ class ChainGraphs:
                 signs = _scalar_sign(qonnx_model, nxt)
             self.q_layers.append((node.output[0], act, k))
             self.q_signs.append(signs)
+            self.q_scales.append(_dot_scale(qonnx_model, node) if binary_in else None)
         self.s_layers: list[tuple[str, str | None]] = []
         for node in streamlined.graph.node:
             if node.op_type in ("MatMul", "XnorPopcountMatMul"):
@@ -305,6 +365,7 @@ class ChainGraphs:
         lh = int(np.ravel(ch[self.h.graph.output[0].name])[0])
         acc_ok = act_ok = True
         first: str | None = None
+        last_dot: np.ndarray | None = None  # the last layer's +-1 dot products, as integers
         for li, ((q_out, q_act, k), (s_out, s_act), h_node) in enumerate(
             zip(self.q_layers, self.s_layers, self.h_layers, strict=True)
         ):
@@ -320,7 +381,8 @@ class ChainGraphs:
                 signs = self.q_signs[li]
                 if signs is not None:  # channels last in both layouts
                     expected = expected * signs
-                if not np.array_equal(q_dot.reshape(s_acc.shape), expected):
+                last_dot = expected
+                if not _matches_scaled(q_dot.reshape(s_acc.shape), expected, self.q_scales[li]):
                     problems.append("QONNX dot product != 2*popcount-K of the streamlined graph")
             if problems:
                 acc_ok = False
@@ -336,7 +398,7 @@ class ChainGraphs:
                     act_ok = False
             if problems and first is None:
                 first = f"{where}: {problems[0]}" + self.padding_hint(li)
-        if not (lq == ls == lh) and first is None:
+        if not (lq == ls == lh) and first is None and not _float_tie(lq, ls, lh, last_dot, acc_ok):
             first = f"image {index}: labels differ (QONNX {lq}, streamlined {ls}, hardware {lh})"
             first += self.padding_hint(len(self.h_layers) - 1)
         return _ImageCheck((lq, ls, lh), acc_ok, act_ok, first)

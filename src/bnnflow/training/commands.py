@@ -11,8 +11,8 @@ from typing import Any
 from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.errors import BnnflowError
-from bnnflow.models import get_spec, model_names
-from bnnflow.runs import load_model
+from bnnflow.models import model_names
+from bnnflow.runs import checkpoint_network, load_model
 from bnnflow.training.optimizers import METHODS
 from bnnflow.training.trainer import TrainConfig, evaluate, finish_distributed, train
 
@@ -44,8 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default="digits-mlp", help=f"network: {', '.join(model_names())}")
-    p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the model's own)")
+    models = ", ".join(model_names())
+    p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
+    p.add_argument(
+        "--dataset", help="digits, mnist or cifar10 (default: the model's own; required for your own)"
+    )
     # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
     p.add_argument(
@@ -91,6 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch only)"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip `bnnflow check` of your network"
+    )
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -141,9 +147,10 @@ def evaluate_checkpoint(
     from torch.utils.data import DataLoader
 
     model, payload = load_model(checkpoint)
-    dataset = dataset or payload.get("dataset") or get_spec(payload["model"]).dataset
+    trained_on, input_shape = checkpoint_network(payload)
+    dataset = dataset or trained_on
     info = bdata.get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(get_spec(payload["model"]).input_shape):
+    if tuple(info.input_shape) != tuple(input_shape):
         raise BnnflowError(f"model {payload['model']!r} cannot read {dataset!r} images")
     x, y = bdata.load_arrays(dataset, split, data_dir, download, limit)
     loader = DataLoader(bdata.ImageDataset(x, y, info.pixel_max), batch_size=1000)

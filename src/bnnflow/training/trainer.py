@@ -37,14 +37,17 @@ import bnnflow
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
-from bnnflow.models import binarize_weights_, binary_weight_modules, build_model, get_spec
+from bnnflow.models import NetworkSource, binarize_weights_, binary_weight_modules
 from bnnflow.runs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    network_of,
     save_checkpoint,
+    save_network_source,
 )
+from bnnflow.training import network as net
 from bnnflow.training.optimizers import (
     METHODS,
     CaseOptimizer,
@@ -85,20 +88,14 @@ class TrainConfig:
     interrupt_after_steps: int | None = field(default=None, repr=False)
 
     def resolved(self) -> TrainConfig:
-        spec = get_spec(self.model)
         cfg = TrainConfig(**asdict(self))
-        cfg.dataset = cfg.dataset or spec.dataset
-        cfg.run_dir = cfg.run_dir or str(Path("runs") / self.model)
+        cfg.dataset = cfg.dataset or net.default_dataset(cfg.model)
+        cfg.run_dir = cfg.run_dir or net.default_run_dir(cfg.model)
         if cfg.augment is None:
             cfg.augment = cfg.dataset == "cifar10"
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
-        info = bdata.get_dataset_info(cfg.dataset)
-        if tuple(info.input_shape) != tuple(spec.input_shape):
-            raise BnnflowError(
-                f"model {cfg.model!r} takes {spec.input_shape} images, dataset {cfg.dataset!r} has "
-                f"{tuple(info.input_shape)}"
-            )
+        net.check_model_dataset(cfg.model, cfg.dataset)
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
@@ -342,7 +339,13 @@ class _Run:
         self.train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
         self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
 
-        self.model = build_model(cfg.model)
+        if resume_payload is not None and resume_payload.get("network_source"):  # the run folder's copy
+            self.model = network_of(resume_payload, self.run_dir.checkpoint)
+            self.network_source = NetworkSource.from_json(resume_payload["network_source"])
+        else:
+            self.model, self.network_source, network_bytes = net.new_network(cfg.model, cfg.dataset)
+            if self.network_source is not None and self.is_main:
+                save_network_source(self.run_dir.path, self.network_source, network_bytes or b"")
         if cfg.method != "latent-adam":
             binarize_weights_(self.model)
         self.model.to(self.device)
@@ -425,7 +428,7 @@ class _Run:
             {
                 "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
                 "method_description": METHODS[cfg.method],
-                "model_description": get_spec(cfg.model).description,
+                "model_description": net.describe(cfg.model, self.network_source),
                 "world_size": self.world,
                 "versions": {"bnnflow": bnnflow.__version__, "torch": torch.__version__},
             },
@@ -441,6 +444,8 @@ class _Run:
             path,
             {
                 "model": cfg.model,
+                # what rebuilds a user network from the run folder alone (runs.network_of)
+                "network_source": self.network_source.to_json() if self.network_source else None,
                 "dataset": cfg.dataset,
                 "method": cfg.method,
                 "config": asdict(cfg),
