@@ -255,3 +255,31 @@ def test_a_pad_finn_cannot_map_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(BnnflowError, match=r"FINN cannot map Pad_\d \(Pad of a BINARY tensor with 1\)"):
         compile_model(exported.model_path, "Pynq-Z2", tmp_path / "compile", n_verify=0, log=None)
     assert not (tmp_path / "compile").exists()
+
+
+USER_NET = """
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
+from torch import nn
+
+
+def build(input_shape, num_classes):
+    w = dict(bias=False, weight_quant=CommonWeightQuant, weight_bit_width=1)
+    return nn.Sequential(
+        QuantIdentity(act_quant=CommonActQuant, bit_width=1),
+        QuantConv2d(input_shape[0], 4, 3, padding=1, **w),
+        nn.Flatten(),
+        QuantLinear(4 * input_shape[1] * input_shape[2], num_classes, **w),
+    )
+"""
+
+
+def test_a_user_network_is_built_with_finns_padding(tmp_path: Path) -> None:
+    """Built for training and rebuilt from a run folder alike: the padded binary conv pads with -1."""
+    from bnnflow.models import build_user_network, rebuild_user_network
+
+    (tmp_path / "net.py").write_text(USER_NET)
+    net, source, _ = build_user_network(f"{tmp_path / 'net.py'}:build", DIGITS, 10)
+    assert getattr(net[1], MARKER) == (1, 1, 1, 1, -1.0) and net[1].padding == (0, 0)
+    again = rebuild_user_network(source, tmp_path)
+    assert getattr(again[1], MARKER) == (1, 1, 1, 1, -1.0)
