@@ -12,6 +12,7 @@ the layer.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,25 @@ def compiled(root: Path, in_bits: int, finn_padding: bool) -> dict[str, Any]:
         )
     except BnnflowError as exc:
         return {**out, "error": str(exc)}
-    return {**out, "compile_dir": str(result.out_dir), "verification": result.verification.to_json()}
+    return {
+        **out,
+        "compile_dir": str(result.out_dir),
+        "verification": result.verification.to_json(),
+        "engine_classes": _engine_classes(result.out_dir, images),
+    }
+
+
+def _engine_classes(compile_dir: Path, images: np.ndarray) -> list[int] | str:
+    """The CPU engine's classes from the compile's model.bnn, or why compile wrote none."""
+    from bnnflow.bnncpu import CpuEngine
+    from bnnflow.layout import CompileDir
+
+    folder = CompileDir(compile_dir)
+    if not folder.cpu_model.is_file():
+        return json.loads(folder.summary.read_text()).get("cpu_model_error") or "no model.bnn"
+    with CpuEngine(folder.cpu_model) as engine:
+        classes, _scores = engine.run(np.ascontiguousarray(images), threads=0)
+    return [int(c) for c in classes]
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +188,8 @@ def test_binary_padding_passes_the_chain_on_every_test_image(binary_input: dict[
     assert all(getCustomOp(p).get_nodeattr("Padding") == [1, 1, 1, 1] for p in pads)
     images, _ = load_arrays("digits", "test")
     assert _hw_classes(binary_input["compile_dir"], images) == binary_input["torch_classes"]
+    # The CPU engine's model file from the same design pads with -1 too.
+    assert binary_input["engine_classes"] == binary_input["torch_classes"]
 
 
 def test_zero_padding_of_binary_activations_fails_the_chain_naming_padding(
@@ -194,6 +215,7 @@ def test_eight_bit_input_keeps_zero_padding_and_passes(tmp_path_factory: pytest.
     assert "error" not in eight, eight.get("error")
     assert eight["verification"]["labels_identical"] == eight["n"] == 360
     assert eight["verification"]["first_mismatch"] is None
+    assert eight["engine_classes"] == eight["torch_classes"]
 
 
 # --------------------------------------------------------------------------- the training side
