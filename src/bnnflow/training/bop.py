@@ -28,7 +28,9 @@ Compact layout (``compact=True``): per binary weight, one bit for its sign
 (packed eight to a byte in ``state["signs"]``) and a bfloat16 average, so
 2.125 bytes instead of float32 Bop's 12 (weight, average and gradient) and
 latent Adam's 16. The parameter's own storage is released to a one-element
-NaN placeholder of the right shape; :meth:`_FlipOptimizer.bind` hooks the
+NaN placeholder of the right shape (Brevitas' binary quantizer maps NaN to
+-1, so an unbound layer's gradient is refused with an error);
+:meth:`_FlipOptimizer.bind` hooks the
 layers holding the weights so the float +-1 values exist only while a layer
 runs, and each gradient is folded into the average and dropped as soon as
 autograd has accumulated it (``register_post_accumulate_grad_hook``): no
@@ -118,9 +120,8 @@ def unpack_signs(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype = t
 
 def _placeholder(p: torch.Tensor) -> torch.Tensor:
     # One element of storage with the parameter's shape, so autograd's shape
-    # checks and state_dict keys still hold. NaN, so that a forward through a
-    # layer the optimizer was not bound to makes the loss non-finite instead
-    # of training silently on zeros.
+    # checks and state_dict keys still hold. NaN, so that no plain float layer
+    # reading it by mistake computes anything finite.
     return torch.full((), math.nan, dtype=p.dtype, device=p.device).expand(p.shape)
 
 
@@ -156,6 +157,7 @@ class _FlipOptimizer(Optimizer):
         self._grad_hooks: list[Any] = []
         self._module_hooks: list[Any] = []
         self._rounding: dict[str, torch.Generator] = {}
+        self._bound: set[int] = set()
         super().__init__(params, defaults)
 
     # -- the compact layout ---------------------------------------------------
@@ -198,6 +200,12 @@ class _FlipOptimizer(Optimizer):
     def _gradient_ready(self, p: torch.Tensor) -> None:
         # Runs inside backward() as soon as p's gradient is complete: fold it
         # into the average, flip, and drop it.
+        if id(p) not in self._bound:
+            # Its layer ran on the placeholder, which a binary quantizer turns
+            # into all -1 without complaint: the gradient is meaningless.
+            raise RuntimeError(
+                f"{type(self).__name__}(compact=True) is not bound to the model: call bind(model)"
+            )
         self._fold(p, self._group_of(p), p.grad)
 
     def binary_weight(self, p: torch.Tensor) -> torch.Tensor:
@@ -226,6 +234,7 @@ class _FlipOptimizer(Optimizer):
                 self._bind_module(module, names)
         if found != wanted:
             raise ValueError(f"{len(wanted - found)} compact parameters are not in the model")
+        self._bound |= found
 
     def _bind_module(self, module: nn.Module, names: list[str]) -> None:
         params = [getattr(module, n) for n in names]
