@@ -112,10 +112,22 @@ def pack_signs(weight: torch.Tensor) -> torch.Tensor:
     return _pack_bits(weight.detach().reshape(-1) >= 0)
 
 
+# Elements per slice when the compact layout updates or unpacks a weight
+# tensor: the temporaries (float32 average, rounding noise, flip masks) then
+# take a few MiB instead of several times the layer's size. A multiple of 8,
+# so slices start on a byte of the packed signs.
+_SLICE = 1 << 20
+
+
 def unpack_signs(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The +-1 tensor of ``shape`` whose signs :func:`pack_signs` packed."""
-    bits = _unpack_bits(packed, math.prod(shape))
-    return bits.to(dtype).mul_(2.0).sub_(1.0).view(shape)
+    n = math.prod(shape)
+    out = torch.empty(n, dtype=dtype, device=packed.device)
+    for start in range(0, n, _SLICE):
+        stop = min(n, start + _SLICE)
+        bits = _unpack_bits(packed[start // 8 : (stop + 7) // 8], stop - start)
+        out[start:stop] = bits
+    return out.mul_(2.0).sub_(1.0).view(shape)
 
 
 def _placeholder(p: torch.Tensor) -> torch.Tensor:
@@ -354,16 +366,27 @@ class _FlipOptimizer(Optimizer):
         state = self.state[p]
         if not state:
             self._init_state(p, group, state)
-        signal = self._flip_signal(grad, group, state)
         if self._is_compact(p):
-            flips = self._flip_packed_(state, signal, group["tau"])
+            count = self._fold_compact(state, group, grad)
             p.grad = None
             self._release(p)  # the float values, if still there, are stale now
         else:
-            flips = self._flip_(p, signal, group["tau"])
-        count = flips.sum()
+            count = self._flip_(p, self._flip_signal(grad, group, state), group["tau"]).sum()
         state["flips"] = count  # this step
         state["flips_total"].add_(count)  # since the last reset_flip_counts()
+
+    def _fold_compact(self, state: dict[str, Any], group: dict[str, Any], grad: torch.Tensor) -> torch.Tensor:
+        """The compact update, slice by slice (see ``_SLICE``); returns the flip count."""
+        flat_grad = grad.reshape(-1)
+        averages = {key: state[key].view(-1) for key in self._averages}
+        count = torch.zeros((), dtype=torch.int64, device=grad.device)
+        for start in range(0, flat_grad.numel(), _SLICE):
+            stop = min(flat_grad.numel(), start + _SLICE)
+            part = {key: avg[start:stop] for key, avg in averages.items()}
+            part["signs"] = state["signs"][start // 8 : (stop + 7) // 8]
+            signal = self._flip_signal(flat_grad[start:stop], group, part)
+            count += self._flip_packed_(part, signal, group["tau"]).sum()
+        return count
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
