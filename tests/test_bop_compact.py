@@ -13,8 +13,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.export.qonnx_export import export_model
 from bnnflow.models import binarize_weights_, binary_weight_modules, binary_weight_params, build_model
 from bnnflow.runs import load_checkpoint
-from bnnflow.training import Bop, Bop2ndOrder, build_optimizer
-from bnnflow.training import bop
+from bnnflow.training import Bop, Bop2ndOrder, bop, build_optimizer
 from bnnflow.training.bop import pack_signs, unpack_signs
 from bnnflow.training.trainer import TrainConfig, train
 
