@@ -161,10 +161,23 @@ def test_weights_exist_only_while_their_layer_runs() -> None:
 
         return hook
 
+    after_forward = {}
+
+    def storage_after(name: str):
+        def hook(module: torch.nn.Module, args: object, out: object) -> None:  # after the optimizer's
+            after_forward[name] = module.weight.untyped_storage().nbytes()
+
+        return hook
+
     for name, module in layers:
         module.register_forward_pre_hook(look(name))
+        module.register_forward_hook(storage_after(name))
     x, y = _batches((1, 8, 8), 1, seed=9)[0]
-    F.cross_entropy(model(x), y).backward()
+    loss = F.cross_entropy(model(x), y)
+    # Brevitas saves the quantized copy, not the weight, for the backward
+    # pass: each weight is released as soon as its layer's forward ends.
+    assert after_forward == {name: 4 for name, _ in layers}
+    loss.backward()
     opt.step()
     for name, module in layers:
         assert set(seen[name].unique().tolist()) <= {-1.0, 1.0}
