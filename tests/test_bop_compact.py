@@ -12,7 +12,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from bnnflow.errors import BnnflowError
 from bnnflow.export.qonnx_export import export_model
 from bnnflow.models import binarize_weights_, binary_weight_modules, binary_weight_params, build_model
-from bnnflow.runs import load_checkpoint
+from bnnflow.runs import load_checkpoint, save_checkpoint
 from bnnflow.training import Bop, Bop2ndOrder, bop, build_optimizer
 from bnnflow.training.bop import pack_signs, unpack_signs
 from bnnflow.training.trainer import TrainConfig, train
@@ -267,3 +267,18 @@ def test_export_of_a_compact_run_holds_the_signs(tmp_path: Path) -> None:
     exported = [torch.from_numpy(onnx.get_initializer(w).copy()) for w in weights[: len(signs)]]
     for s, e in zip(signs, exported, strict=True):
         assert torch.equal(e, s)
+
+
+def test_resuming_a_checkpoint_without_sign_bits_is_one_line(tmp_path: Path) -> None:
+    # What a checkpoint of the earlier compact layout (float32 weights, no sign bits) holds.
+    cfg = dict(model="digits-mlp", run_dir=str(tmp_path / "r"), epochs=2, batch_size=50)
+    cfg.update(limit_train=100, limit_test=50, compact=True, progress=False)
+    with pytest.raises(BnnflowError):
+        train(TrainConfig(**cfg, interrupt_after_steps=1))
+    path = tmp_path / "r" / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    for state in payload["optimizer_state"]["optimizers"][0]["state"].values():
+        del state["signs"]
+    save_checkpoint(path, payload)
+    with pytest.raises(BnnflowError, match="cannot resume .*no sign bits"):
+        train(TrainConfig(**cfg, resume=True))

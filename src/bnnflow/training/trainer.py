@@ -407,7 +407,10 @@ class _Run:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model_state"])
-        self.optimizer.load_state_dict(payload["optimizer_state"])
+        try:
+            self.optimizer.load_state_dict(payload["optimizer_state"])
+        except ValueError as e:  # e.g. a float32-layout state for --compact
+            raise BnnflowError(f"cannot resume {self.run_dir.checkpoint}: {e}") from None
         for sched, sd in zip(self.schedulers, payload["scheduler_states"], strict=True):
             sched.load_state_dict(sd)
         self.start_epoch = payload["epoch"]
