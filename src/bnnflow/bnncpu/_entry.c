@@ -9,10 +9,17 @@
  * TFC image cost 0.77 us against the C loop's 0.26 us, and getting the three
  * data pointers through `.ctypes.data` or `__array_interface__` cost several
  * microseconds more (benchmarks/cpu_inference.py prints the figures): ctypes
- * alone could not come within 1 us of the C loop. Here the array checks are
- * the buffer protocol's (the layout, dtype and shape in one call), the
- * outputs are numpy arrays made by numpy.empty, and the GIL is released
- * while the engine runs.
+ * alone could not come within 1 us of the C loop. Here the array checks read
+ * the array's own fields (below), the outputs are numpy arrays made by
+ * numpy.empty, and the GIL is released while the engine runs.
+ *
+ * The fields are read through numpy's PyArrayObject_fields layout, declared
+ * here rather than taken from numpy's headers so that the package builds
+ * without numpy: numpy keeps this layout across 1.x and 2.x (compiled
+ * extensions read it through PyArray_DATA and friends), and setup() checks it
+ * against a real array before the first call. Not the buffer protocol:
+ * numpy builds and frees a buffer description on every export, and a call
+ * into the caller's arrays must allocate nothing.
  *
  * Anything this path does not take (a closed engine, another type, dtype,
  * shape or layout, a bad `out`, a context in use by another thread, an
@@ -27,8 +34,21 @@
 
 #include "bnncpu.h"
 
-/* What setup() is given: numpy.ndarray, numpy.empty, numpy.dtype('int32'), the refusal class. */
-static PyObject *ndarray_type, *np_empty, *int32_dtype, *refused;
+/* numpy's PyArrayObject_fields, up to the flags; the NPY_ARRAY_* flags used. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    int nd;
+    Py_ssize_t *dimensions;
+    Py_ssize_t *strides;
+    PyObject *base;
+    PyObject *descr;
+    int flags;
+} array_fields;
+enum { ARRAY_C_CONTIGUOUS = 0x0001, ARRAY_ALIGNED = 0x0100, ARRAY_WRITEABLE = 0x0400 };
+
+/* What setup() is given: numpy.ndarray, numpy.empty, numpy.dtype('uint8'), numpy.dtype('int32'), the refusal class. */
+static PyObject *ndarray_type, *np_empty, *uint8_dtype, *int32_dtype, *refused;
 
 enum mode { MODE_CLASSES = 0, MODE_BOTH = 1, MODE_SCORES = 2 };
 
@@ -42,25 +62,49 @@ static PyObject *refuse(int status)
     return NULL;
 }
 
+/* An array of exactly numpy's base type with this dtype object (numpy's own
+ * for uint8/int32; an equal but separate dtype is refused), C-contiguous and
+ * aligned (and writable, if asked); NULL if not. */
+static const array_fields *as_array(PyObject *obj, PyObject *dtype, int writable)
+{
+    if ((PyObject *)Py_TYPE(obj) != ndarray_type)
+        return NULL;
+    const array_fields *a = (const array_fields *)obj;
+    const int need = ARRAY_C_CONTIGUOUS | ARRAY_ALIGNED | (writable ? ARRAY_WRITEABLE : 0);
+    return a->descr == dtype && (a->flags & need) == need ? a : NULL;
+}
+
 static PyObject *entry_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "setup(ndarray, empty, int32_dtype, refused)");
+    if (nargs != 6 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "setup(ndarray, empty, uint8, int32, refused, probe)");
         return NULL;
     }
-    PyObject **slots[] = {&ndarray_type, &np_empty, &int32_dtype, &refused};
-    for (int i = 0; i < 4; i++) {
+    PyObject **slots[] = {&ndarray_type, &np_empty, &uint8_dtype, &int32_dtype, &refused};
+    for (int i = 0; i < 5; i++)
         Py_XSETREF(*slots[i], Py_NewRef(args[i]));
+    /* probe: (an int32 array of shape (3, 5), its data address) from numpy itself. */
+    PyObject *probe = args[5];
+    const array_fields *a = PyTuple_Check(probe) && PyTuple_GET_SIZE(probe) == 2
+                                ? as_array(PyTuple_GET_ITEM(probe, 0), int32_dtype, 1)
+                                : NULL;
+    void *data = PyTuple_Check(probe) ? PyLong_AsVoidPtr(PyTuple_GET_ITEM(probe, 1)) : NULL;
+    if (!a || a->data != data || a->nd != 2 || a->dimensions[0] != 3 || a->dimensions[1] != 5 ||
+        a->strides[0] != 20 || a->strides[1] != 4) {
+        Py_CLEAR(refused);
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ImportError, "this numpy's array layout is not the one the engine's entry point reads");
+        return NULL;
     }
     Py_RETURN_NONE;
 }
 
 /* The batch size of an image array for this model, or -1 if its shape does not fit. */
-static Py_ssize_t batch_size(const Py_buffer *v, const bnn_model_info *mi)
+static Py_ssize_t batch_size(const array_fields *a, const bnn_model_info *mi)
 {
-    const Py_ssize_t c = mi->in_c, h = mi->in_h, w = mi->in_w, *s = v->shape;
-    switch (v->ndim) {
+    const Py_ssize_t c = mi->in_c, h = mi->in_h, w = mi->in_w, *s = a->dimensions;
+    switch (a->nd) {
     case 4:
         return s[1] == c && s[2] == h && s[3] == w ? s[0] : -1;
     case 3:
@@ -74,38 +118,16 @@ static Py_ssize_t batch_size(const Py_buffer *v, const bnn_model_info *mi)
     }
 }
 
-static int is_uint8(const Py_buffer *v)
+/* The int32 output array `arr`'s data if it has exactly shape (n) or (n, k); NULL if not. */
+static int32_t *output_data(PyObject *arr, int ndim, Py_ssize_t n, Py_ssize_t k)
 {
-    return v->itemsize == 1 && v->format && (!strcmp(v->format, "B") || !strcmp(v->format, "=B"));
+    const array_fields *a = as_array(arr, int32_dtype, 1);
+    if (!a || a->nd != ndim || a->dimensions[0] != n || (ndim == 2 && a->dimensions[1] != k))
+        return NULL;
+    return (int32_t *)(void *)a->data;
 }
 
-static int is_int32(const Py_buffer *v)
-{
-    const char *f = v->format;
-    if (v->itemsize != 4 || !f)
-        return 0;
-    if (*f == '=' || *f == '@' || (*f == '<' && PY_LITTLE_ENDIAN) || (*f == '>' && !PY_LITTLE_ENDIAN))
-        f++;
-    return !strcmp(f, "i");
-}
-
-/* An int32 output array of exactly `len` elements, C-contiguous, writable; 0 if it is not. */
-static int take_output(PyObject *arr, Py_buffer *v, Py_ssize_t ndim, Py_ssize_t n, Py_ssize_t k)
-{
-    if (!PyObject_TypeCheck(arr, (PyTypeObject *)ndarray_type))
-        return 0;
-    if (PyObject_GetBuffer(arr, v, PyBUF_RECORDS) != 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    int ok = is_int32(v) && v->ndim == ndim && v->shape[0] == n && (ndim == 1 || v->shape[1] == k) &&
-             PyBuffer_IsContiguous(v, 'C');
-    if (!ok)
-        PyBuffer_Release(v);
-    return ok;
-}
-
-static PyObject *new_int32(Py_ssize_t n, Py_ssize_t k, Py_buffer *v)
+static PyObject *new_int32(Py_ssize_t n, Py_ssize_t k)
 {
     PyObject *shape = k ? Py_BuildValue("(nn)", n, k) : PyLong_FromSsize_t(n);
     if (!shape)
@@ -113,23 +135,21 @@ static PyObject *new_int32(Py_ssize_t n, Py_ssize_t k, Py_buffer *v)
     PyObject *args[] = {shape, int32_dtype};
     PyObject *arr = PyObject_Vectorcall(np_empty, args, 2, NULL);
     Py_DECREF(shape);
-    if (arr && PyObject_GetBuffer(arr, v, PyBUF_RECORDS) != 0)
-        Py_CLEAR(arr);
+    if (arr && !as_array(arr, int32_dtype, 1)) {
+        Py_DECREF(arr);
+        PyErr_SetString(PyExc_RuntimeError, "numpy.empty made an array the engine cannot write");
+        return NULL;
+    }
     return arr;
 }
 
 struct outputs {
-    PyObject *classes, *scores; /* new references */
-    Py_buffer cv, sv;
-    int have_c, have_s;
+    PyObject *classes, *scores; /* new references, or NULL */
+    int32_t *c, *s;
 };
 
 static void drop_outputs(struct outputs *o)
 {
-    if (o->have_c)
-        PyBuffer_Release(&o->cv);
-    if (o->have_s)
-        PyBuffer_Release(&o->sv);
     Py_XDECREF(o->classes);
     Py_XDECREF(o->scores);
 }
@@ -138,33 +158,24 @@ static void drop_outputs(struct outputs *o)
 static int get_outputs(struct outputs *o, PyObject *out, int mode, Py_ssize_t n, Py_ssize_t k)
 {
     memset(o, 0, sizeof(*o));
-    PyObject *oc = NULL, *os = NULL;
     if (out != Py_None) {
         if (mode == MODE_CLASSES)
-            oc = out;
-        else if (mode == MODE_BOTH && PyTuple_CheckExact(out) && PyTuple_GET_SIZE(out) == 2)
-            oc = PyTuple_GET_ITEM(out, 0), os = PyTuple_GET_ITEM(out, 1);
-        else
+            return (o->c = output_data(out, 1, n, 0)) ? 0 : -1;
+        if (mode != MODE_BOTH || !PyTuple_CheckExact(out) || PyTuple_GET_SIZE(out) != 2)
             return -1;
-        if (!(o->have_c = take_output(oc, &o->cv, 1, n, 0)))
-            return -1;
-        o->classes = Py_NewRef(oc);
-        if (os) {
-            if (!(o->have_s = take_output(os, &o->sv, 2, n, k)))
-                return -1;
-            o->scores = Py_NewRef(os);
-        }
-        return 0;
+        o->c = output_data(PyTuple_GET_ITEM(out, 0), 1, n, 0);
+        o->s = output_data(PyTuple_GET_ITEM(out, 1), 2, n, k);
+        return o->c && o->s ? 0 : -1;
     }
     if (mode != MODE_SCORES) {
-        if (!(o->classes = new_int32(n, 0, &o->cv)))
+        if (!(o->classes = new_int32(n, 0)))
             return -2;
-        o->have_c = 1;
+        o->c = (int32_t *)(void *)((const array_fields *)o->classes)->data;
     }
     if (mode != MODE_CLASSES) {
-        if (!(o->scores = new_int32(n, k, &o->sv)))
+        if (!(o->scores = new_int32(n, k)))
             return -2;
-        o->have_s = 1;
+        o->s = (int32_t *)(void *)((const array_fields *)o->scores)->data;
     }
     return 0;
 }
@@ -184,54 +195,43 @@ static PyObject *entry_run(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const long mode = PyLong_AsLong(args[5]);
     if (PyErr_Occurred())
         PyErr_Clear();
-    if (!ctx || !model || threads < 0 || threads > 1024 || mode < 0 || mode > 2 ||
-        !PyObject_TypeCheck(args[2], (PyTypeObject *)ndarray_type))
+    const array_fields *images = as_array(args[2], uint8_dtype, 0);
+    if (!ctx || !model || threads < 0 || threads > 1024 || mode < 0 || mode > 2 || !images)
         return refuse(0);
-    Py_buffer iv;
-    if (PyObject_GetBuffer(args[2], &iv, PyBUF_RECORDS_RO) != 0) {
-        PyErr_Clear();
-        return refuse(0);
-    }
     bnn_model_info mi;
     bnn_model_get_info(model, &mi);
-    const Py_ssize_t n = batch_size(&iv, &mi), k = mi.n_classes;
-    if (n < 0 || !is_uint8(&iv) || !PyBuffer_IsContiguous(&iv, 'C')) {
-        PyBuffer_Release(&iv);
+    const Py_ssize_t n = batch_size(images, &mi), k = mi.n_classes;
+    if (n < 0)
         return refuse(0);
-    }
     struct outputs o;
     int got = get_outputs(&o, args[4], (int)mode, n, k);
     if (got != 0) {
-        PyBuffer_Release(&iv);
         drop_outputs(&o);
         return got == -1 ? refuse(0) : NULL;
     }
     /* scores() alone still needs the classes somewhere. */
-    int32_t stack_classes[256], *classes = o.have_c ? o.cv.buf : stack_classes;
-    if (!o.have_c && n > 256 && !(classes = PyMem_Malloc((size_t)n * sizeof(int32_t)))) {
-        PyBuffer_Release(&iv);
+    int32_t stack_classes[256], *classes = o.c ? o.c : stack_classes;
+    if (!o.c && n > 256 && !(classes = PyMem_Malloc((size_t)n * sizeof(int32_t)))) {
         drop_outputs(&o);
         return PyErr_NoMemory();
     }
-    int32_t *scores = o.have_s ? o.sv.buf : NULL;
+    const uint8_t *data = (const uint8_t *)images->data;
+    /* The images array stays alive: the caller's argument holds it for the call. */
     int status = BNN_OK;
     if (n > 0) {
         Py_BEGIN_ALLOW_THREADS
-        status = threads == 1 ? bnn_context_run(ctx, iv.buf, (size_t)n, classes, scores)
-                              : bnn_context_run_threads(ctx, iv.buf, (size_t)n, classes, scores, (int)threads);
+        status = threads == 1 ? bnn_context_run(ctx, data, (size_t)n, classes, o.s)
+                              : bnn_context_run_threads(ctx, data, (size_t)n, classes, o.s, (int)threads);
         Py_END_ALLOW_THREADS
     }
-    if (classes != stack_classes && !o.have_c)
+    if (!o.c && classes != stack_classes)
         PyMem_Free(classes);
-    PyBuffer_Release(&iv);
-    if (o.have_c)
-        PyBuffer_Release(&o.cv), o.have_c = 0;
-    if (o.have_s)
-        PyBuffer_Release(&o.sv), o.have_s = 0;
     if (status != BNN_OK) {
         drop_outputs(&o);
         return refuse(status);
     }
+    if (args[4] != Py_None) /* the caller's own arrays back: with out, a call allocates nothing */
+        return Py_NewRef(args[4]);
     if (mode == MODE_CLASSES)
         return o.classes;
     if (mode == MODE_SCORES)
@@ -242,7 +242,7 @@ static PyObject *entry_run(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 static PyMethodDef methods[] = {
-    {"setup", (PyCFunction)(void (*)(void))entry_setup, METH_FASTCALL, "setup(ndarray, empty, int32_dtype, refused)"},
+    {"setup", (PyCFunction)(void (*)(void))entry_setup, METH_FASTCALL, "setup(ndarray, empty, uint8, int32, refused, probe)"},
     {"run", (PyCFunction)(void (*)(void))entry_run, METH_FASTCALL, "run(context, model, images, threads, out, mode)"},
     {NULL, NULL, 0, NULL},
 };

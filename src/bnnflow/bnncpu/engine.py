@@ -41,6 +41,9 @@ BNN_ERR_BUSY = -12  # bnncpu.h: the context is running a batch for another threa
 _CLASSES, _BOTH, _SCORES = 0, 1, 2  # what the entry point returns (_entry.c)
 
 
+_UINT8, _INT32 = np.dtype(np.uint8), np.dtype(np.int32)  # the dtype objects the entry point compares with
+
+
 class _Refused(Exception):
     """The entry point's refusal (args: the engine's status, or 0 for arguments it does not take)."""
 
@@ -132,7 +135,8 @@ def _library() -> ctypes.CDLL:
     lib.bnn_version.restype = ctypes.c_char_p
     global _entry
     entry = importlib.import_module("bnnflow.bnncpu._bnncpu")
-    entry.setup(np.ndarray, np.empty, np.dtype(np.int32), _Refused)
+    probe = np.zeros((3, 5), np.int32)
+    entry.setup(np.ndarray, np.empty, _UINT8, _INT32, _Refused, (probe, probe.__array_interface__["data"][0]))
     _entry = entry.run
     _lib = lib
     return lib
@@ -270,7 +274,8 @@ class CpuEngine:
                 f"images of shape {shape} do not fit this model: it takes {expected} uint8"
                 + (f" ({self.dataset})" if self.dataset else "")
             )
-        return np.ascontiguousarray(images)
+        # Base ndarray with numpy's own uint8 dtype object: what the entry point compares.
+        return np.ascontiguousarray(images).view(dtype=_UINT8, type=np.ndarray)
 
     def _check_out(self, out: Any, n: int, mode: int) -> None:
         if out is None:
@@ -300,6 +305,13 @@ class CpuEngine:
             raise ValueError(f"threads must be 0 (all cores) or an integer from 1 to 1024, got {threads!r}")
         batch = self._batch(images)
         self._check_out(out, len(batch), mode)
+        given = out
+        if out is not None:  # base-class views with numpy's own int32 dtype object
+            out = (
+                out.view(dtype=_INT32, type=np.ndarray)
+                if mode == _CLASSES
+                else tuple(a.view(dtype=_INT32, type=np.ndarray) for a in out)
+            )
         for _ in range(2):
             if status == 0:  # the arguments: checked above, so the contiguous batch must pass
                 ctx = self._ctx_addr
@@ -308,7 +320,8 @@ class CpuEngine:
             else:
                 raise RuntimeError(f"CPU engine: {_library().bnn_strerror(status).decode()}")
             try:
-                return _entry(ctx, self._model_addr, batch, threads, out, mode)
+                result = _entry(ctx, self._model_addr, batch, threads, out, mode)
+                return given if given is not None else result
             except _Refused as why:
                 status = why.args[0]
             finally:
