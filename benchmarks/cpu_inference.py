@@ -22,7 +22,9 @@ Then, per network, from Python in one process (``--engine-only`` prints just the
   blocks of each interleaved, medians, in microseconds and as ratios to the C loop;
 - **thread scaling**: ``CpuEngine.run`` on batches of several sizes with 2 and
   with all threads against 1 thread, interleaved, as the ratio of the median
-  times (above 1: the threads help).
+  times (above 1: the threads help), and the ratio of the process CPU time
+  (1.0: splitting adds no work; on a machine other processes keep busy, the
+  wall-clock ratios say more about them than about the engine).
 
 Speeds are images per second from the median time; "vs pytorch" divides by
 PyTorch's batch-1 figure. With ``--run NET=RUN_DIR`` the network's trained
@@ -198,27 +200,40 @@ def python_overhead(model: Path, blocks: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def thread_scaling(model: Path, blocks: int) -> list[tuple[int, float, float, int]]:
-    """(batch, 1-thread time / 2-thread time, 1-thread time / all-cores time, threads started)."""
+def _block_cpu_us(fn, calls: int) -> tuple[float, float]:
+    """(wall, process CPU) microseconds per call over a block of calls."""
+    c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - t0) / calls / 1000, (time.process_time_ns() - c0) / calls / 1000
+
+
+def thread_scaling(model: Path, blocks: int) -> list[tuple[int, float, float, float, int]]:
+    """(batch, 1-thread time / 2-thread time, the same for all cores, 1-thread CPU time /
+    2-thread CPU time, threads started so far).
+
+    The CPU-time ratio is what a shared machine still measures: the work the split
+    adds (1.0: none), where the wall-clock ratio depends on what else runs.
+    """
     from bnnflow.bnncpu.engine import CpuEngine, threads_started
 
     rows = []
     with CpuEngine(model) as engine:
         per_image = python_overhead(model, 5)["c_loop"]
-        sizes = [1, 8, 64, 512, 4096, 32768]
         # Batches up to about 0.2 s on one thread.
-        sizes = [b for b in sizes if b * per_image < 2e5] or [1]
+        sizes = [b for b in (1, 8, 64, 512, 4096, 32768) if b * per_image < 2e5] or [1]
         rng = np.random.default_rng(1)
         for batch in sizes:
             images = rng.integers(0, 256, (batch, *engine.input_shape), dtype=np.uint8)
             calls = max(1, int(2000 / (batch * per_image)))
-            t = {1: [], 2: [], 0: []}
+            t: dict[int, list[tuple[float, float]]] = {1: [], 2: [], 0: []}
             for _ in range(blocks):
                 for threads in t:
                     call = lambda x=images, th=threads: engine.run(x, threads=th)  # noqa: E731
-                    t[threads].append(_block_us(call, calls))
-            med = {k: statistics.median(v) for k, v in t.items()}
-            rows.append((batch, med[1] / med[2], med[1] / med[0], threads_started()))
+                    t[threads].append(_block_cpu_us(call, calls))
+            wall = {k: statistics.median(w for w, _ in v) for k, v in t.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in t.items()}
+            rows.append((batch, wall[1] / wall[2], wall[1] / wall[0], cpu[1] / cpu[2], threads_started()))
     return rows
 
 
@@ -255,12 +270,13 @@ def engine_tables(nets: list[str], models: dict[str, Path], blocks: int) -> list
         "Thread scaling, CpuEngine.run: 1-thread time / n-thread time "
         f"(medians of {blocks} interleaved blocks)",
         "",
-        "| network | batch | 2 threads vs 1 | all cores vs 1 | worker threads started so far |",
-        "|---|---:|---:|---:|---:|",
+        "| network | batch | 2 threads vs 1 | all cores vs 1 | CPU time, 1 thread / 2 threads "
+        "| worker threads started so far |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for net in nets:
-        for batch, two, every, started in thread_scaling(models[net], blocks):
-            lines.append(f"| {net} | {batch} | {two:.2f}x | {every:.2f}x | {started} |")
+        for batch, two, every, cpu, started in thread_scaling(models[net], blocks):
+            lines.append(f"| {net} | {batch} | {two:.2f}x | {every:.2f}x | {cpu:.2f} | {started} |")
             print(lines[-1], file=sys.stderr, flush=True)
     return lines
 

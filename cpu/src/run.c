@@ -584,6 +584,12 @@ static void pool_run(bnn_context *ctx, const struct job *job)
     }
 }
 
+/* A new measure of the time per image, averaged in so that one preempted run does not decide the next split. */
+static void learn(bnn_context *ctx, uint64_t ns)
+{
+    ctx->ns_per_image = ctx->ns_per_image ? (3 * ctx->ns_per_image + ns) / 4 : ns;
+}
+
 static int run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
                        int n_threads)
 {
@@ -611,7 +617,7 @@ static int run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_
         /* Long enough to time (two clock reads are noise here): the measure decides the next split. */
         uint64_t t0 = now_ns();
         int st = run_batch(ctx, images, n, classes, scores, NULL);
-        ctx->ns_per_image = (now_ns() - t0) / n + 1;
+        learn(ctx, (now_ns() - t0) / n + 1);
         return st;
     }
     int st = pool_grow(ctx, ways - 1);
@@ -623,7 +629,7 @@ static int run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_
     uint64_t t0 = now_ns();
     pool_run(ctx, &job);
     /* Per image on one thread: the wall time times the threads that had work. */
-    ctx->ns_per_image = (now_ns() - t0) * (uint64_t)ways / n + 1;
+    learn(ctx, (now_ns() - t0) * (uint64_t)ways / n + 1);
     return BNN_OK;
 }
 
