@@ -5,10 +5,11 @@ its own bit unpacking), so that the tests comparing it with FINN's Python
 execution prove what the file means, not what bnnflow's writer thinks it
 means. Slow and literal on purpose: weights unpacked word by word to +-1,
 im2col by loops over output positions in window order (kernel row, kernel
-column, channel), XNOR as counting equal bits, thresholds compared one by
-one, max-pooling as OR, and the label select as an upward scan with a
-strict >. Exactness: every matrix product here is of small integers held in
-float64, exact far beyond any accumulator these models have (< 2**53).
+column, channel) on the input padded with the value 0 (format 1.1), XNOR
+as counting equal bits, thresholds compared one by one, max-pooling as OR,
+and the label select as an upward scan with a strict >. Exactness: every
+matrix product here is of small integers held in float64, exact far beyond
+any accumulator these models have (< 2**53).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class RefLayer:
     output_type: int
     n_thresholds: int
     act_val: int
+    kernel_w: int = 0
+    stride_w: int = 0
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     weights_pm1: np.ndarray | None = None  # (K, out_c) in {-1, +1}
     thresholds: np.ndarray | None = None  # THRESHOLD (in_c, n); MVAU (out_c,)
 
@@ -61,7 +65,7 @@ def load(path: str | Path) -> RefModel:
 def load_bytes(data: bytes) -> RefModel:
     if len(data) < 64 or data[0:8] != b"BNNCPU\0\0":
         raise ValueError("bad magic")
-    major, _minor = struct.unpack_from("<HH", data, 8)
+    major, minor = struct.unpack_from("<HH", data, 8)
     if major != 1 or _u32(data, 12) != 64:
         raise ValueError("unknown version or header size")
     file_bytes = struct.unpack_from("<Q", data, 16)[0]
@@ -92,13 +96,18 @@ def load_bytes(data: bytes) -> RefModel:
             n_thresholds=h[12],
             act_val=h[13],
         )
+        if minor >= 1:  # 1.1: u16 kernel_w, u16 stride_w, u8 pad[4] at 56
+            layer.kernel_w, layer.stride_w = struct.unpack_from("<HH", data, offset + 56)
+            layer.pad = tuple(data[offset + 60 : offset + 64])  # type: ignore[assignment]
+        else:
+            layer.kernel_w, layer.stride_w = layer.kernel, layer.stride
         payload = offset + 64
         if kind == THRESHOLD:
             c = layer.in_hwc[2]
             n = layer.n_thresholds
             layer.thresholds = np.array(struct.unpack_from(f"<{c * n}i", data, payload)).reshape(c, n)
         elif kind == MVAU:
-            k = layer.kernel * layer.kernel * layer.in_hwc[2]
+            k = layer.kernel * layer.kernel_w * layer.in_hwc[2]
             out_c = layer.out_hwc[2]
             words_per_row = (k + 63) // 64
             w = np.zeros((k, out_c))
@@ -122,13 +131,16 @@ def load_bytes(data: bytes) -> RefModel:
 
 
 def _windows(x: np.ndarray, layer: RefLayer) -> np.ndarray:
-    """(N, out_h, out_w, k*k*C): every window flattened in (kernel row, kernel column, channel) order."""
-    k, s = layer.kernel, layer.stride
+    """(N, out_h, out_w, kh*kw*C): every window flattened in (kernel row, kernel column, channel)
+    order, over the input padded with the value 0 (FINN's FMPadding)."""
+    kh, kw, sh, sw = layer.kernel, layer.kernel_w, layer.stride, layer.stride_w
+    top, left, bottom, right = layer.pad
+    x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     out_h, out_w, _ = layer.out_hwc
-    cols = np.zeros((x.shape[0], out_h, out_w, k * k * x.shape[3]))
+    cols = np.zeros((x.shape[0], out_h, out_w, kh * kw * x.shape[3]))
     for oy in range(out_h):
         for ox in range(out_w):
-            window = x[:, oy * s : oy * s + k, ox * s : ox * s + k, :]  # (N, k, k, C)
+            window = x[:, oy * sh : oy * sh + kh, ox * sw : ox * sw + kw, :]  # (N, kh, kw, C)
             cols[:, oy, ox, :] = window.reshape(x.shape[0], -1)
     return cols
 
@@ -164,12 +176,12 @@ def _forward(model: RefModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarra
                 x = acc
                 scores = acc.reshape(n, -1)
         elif layer.kind == MAXPOOL:
-            k, s = layer.kernel, layer.stride
+            kh, kw, sh, sw = layer.kernel, layer.kernel_w, layer.stride, layer.stride_w
             out_h, out_w, c = layer.out_hwc
             out = np.zeros((n, out_h, out_w, c))
             for oy in range(out_h):
                 for ox in range(out_w):
-                    window = x[:, oy * s : oy * s + k, ox * s : ox * s + k, :]
+                    window = x[:, oy * sh : oy * sh + kh, ox * sw : ox * sw + kw, :]
                     out[:, oy, ox, :] = window.reshape(n, -1, c).any(axis=1)
             x = out
         elif layer.kind == LABEL_SELECT:

@@ -339,8 +339,9 @@ def test_unsupported_conv_patterns_name_the_node(cnv_dir: Path) -> None:
 
     cases = [
         ("ConvolutionInputGenerator_rtl_1", dict(Dilation=[2, 2]), "dilation"),
-        ("ConvolutionInputGenerator_rtl_1", dict(ConvKernelDim=[3, 2]), "non-square kernel 3x2"),
-        ("ConvolutionInputGenerator_rtl_3", dict(Stride=[1, 2]), "non-square stride"),
+        # kernels and strides the stated output does not have (non-square ones are supported)
+        ("ConvolutionInputGenerator_rtl_1", dict(ConvKernelDim=[3, 2]), r"output \[28, 28\] != \[28, 29\]"),
+        ("ConvolutionInputGenerator_rtl_3", dict(Stride=[1, 2]), r"output \[(\d+), \1\] != \[\1, \d+\]"),
         ("Pool_hls_0", dict(InputDataType="INT4"), "only BINARY"),
         ("Pool_hls_0", dict(Function="AvgPool"), "only MaxPool"),
         ("MVAU_hls_0", dict(ActVal=-1), "ActVal -1"),
@@ -350,16 +351,20 @@ def test_unsupported_conv_patterns_name_the_node(cnv_dir: Path) -> None:
         _attr(hw, node, **values)
         _refused(hw, parent, node, reason)
 
-    hw, parent = _graphs(cnv_dir)  # a padded convolution: FINN's FMPadding before the window
-    swg = hw.get_node_from_name("ConvolutionInputGenerator_rtl_1")
-    pad = helper.make_node(
-        "FMPadding_rtl", [swg.input[0]], ["padded"], domain="finn.custom_op.fpgadataflow.rtl",
-        name="FMPadding_rtl_0", ImgDim=[30, 30], Padding=[1, 1, 1, 1], NumChannels=64, SIMD=1,
-        inputDataType="BINARY", numInputVectors=1,
-    )  # fmt: skip
-    swg.input[0] = "padded"
-    hw.graph.node.insert(list(hw.graph.node).index(swg), pad)
-    _refused(hw, parent, "FMPadding_rtl_0", "padding is not supported")
+    for attrs, node, reason in (  # FMPadding before a window: its datatype and the window's input
+        (dict(inputDataType="INT8"), "FMPadding_rtl_0", "input INT8, the tensor is BINARY"),
+        (dict(inputDataType="BINARY"), "ConvolutionInputGenerator_rtl_1", "tensor 32x32x64 with its padding"),
+    ):
+        hw, parent = _graphs(cnv_dir)
+        swg = hw.get_node_from_name("ConvolutionInputGenerator_rtl_1")
+        pad = helper.make_node(
+            "FMPadding_rtl", [swg.input[0]], ["padded"], domain="finn.custom_op.fpgadataflow.rtl",
+            name="FMPadding_rtl_0", ImgDim=[30, 30], Padding=[1, 1, 1, 1], NumChannels=64, SIMD=1,
+            numInputVectors=1, **attrs,
+        )  # fmt: skip
+        swg.input[0] = "padded"
+        hw.graph.node.insert(list(hw.graph.node).index(swg), pad)
+        _refused(hw, parent, node, reason)
 
     hw, parent = _graphs(cnv_dir)  # unsorted input thresholds: FINN's RTL binary search needs them sorted
     thr_node = hw.get_node_from_name("Thresholding_rtl_0")
@@ -414,10 +419,10 @@ def _table(text: str, start: str, end: str) -> list[tuple[int, str, str]]:
     section = text[text.index(start) : text.index(end)]
     rows = []
     for offset, ctype, names in re.findall(
-        r"^\s*\*\s+(\d+)\s+(u8\[8\]|u16|u32|u64|i32|u32\[2\])\s+(\w+(?:, \w+)*)", section, re.M
+        r"^\s*\*\s+(\d+)\s+(u8\[8\]|u8\[4\]|u16|u32|u64|i32|u32\[2\])\s+(\w+(?:, \w+)*)", section, re.M
     ):
         size = {"u16": 2, "u32": 4, "u64": 8, "i32": 4}.get(ctype)
-        if ctype in ("u8[8]", "u32[2]"):
+        if ctype in ("u8[8]", "u8[4]", "u32[2]"):
             rows.append((int(offset), ctype, names))
             continue
         for i, name in enumerate(names.split(", ")):
@@ -427,7 +432,7 @@ def _table(text: str, start: str, end: str) -> list[tuple[int, str, str]]:
 
 def _struct_rows(st: struct.Struct, names: tuple[str, ...]) -> list[tuple[int, str, str]]:
     codes = re.findall(r"\d*[A-Za-z]", st.format.lstrip("<"))
-    types = {"8s": "u8[8]", "H": "u16", "I": "u32", "Q": "u64", "i": "i32"}
+    types = {"8s": "u8[8]", "4s": "u8[4]", "H": "u16", "I": "u32", "Q": "u64", "i": "i32"}
     rows, offset = [], 0
     for code, name in zip(codes, names, strict=True):
         rows.append((offset, types[code], name))
@@ -522,8 +527,8 @@ def test_damaged_files_are_refused(digits_dir: Path, tmp_path: Path) -> None:
         (good + bytes(8), "past the end"),
         (good[:20], "truncated"),
         (b"NOTMODEL" + good[8:], "bad magic"),
-        (edited(8, "<H", 2), r"format version 2\.0"),
-        (edited(10, "<H", 1), r"format version 1\.1"),
+        (edited(8, "<H", 2), r"format version 2\.1"),  # major 2, the file's minor
+        (edited(10, "<H", 2), r"format version 1\.2"),
         (edited(first_mvau, "<I", 9), "unknown layer kind 9"),
         (edited(first_mvau + 12, "<I", 2), "input 1x2x64 != previous output 1x1x64"),  # in_w
         (edited(first_mvau + 8, "<I", 0), "in_h 0 is outside"),

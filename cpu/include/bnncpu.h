@@ -42,17 +42,34 @@
  *    4  u32    record_bytes    64 + payload, rounded up to a multiple of 8
  *    8  u32    in_h, in_w, in_c      the layer's input, height x width x channels
  *   20  u32    out_h, out_w, out_c   its output
- *   32  u32    kernel          window side k (k x k); 1 for fully-connected layers
- *   36  u32    stride          window stride; 1 for fully-connected layers
+ *   32  u32    kernel          window height kh; 1 for fully-connected layers
+ *   36  u32    stride          window stride down the rows sh; 1 for fully-connected layers
  *   40  u32    input_type      BNN_TYPE_*
  *   44  u32    output_type     BNN_TYPE_*
  *   48  u32    n_thresholds    thresholds per output channel
  *   52  i32    act_val         THRESHOLD only: added to the count (FINN's ActVal); else 0
- *   56  u32[2] reserved        0
+ *   56  u16    kernel_w        window width kw (format 1.1; 0 in 1.0 files: kw = kh)
+ *   58  u16    stride_w        stride along a row sw (format 1.1; 0 in 1.0 files: sw = sh)
+ *   60  u8[4]  pad             MVAU only: pad_top, pad_left, pad_bottom, pad_right
+ *                              (format 1.1; 0 in 1.0 files)
+ *
+ * In a 1.1 file kernel_w and stride_w are 1 .. BNN_MAX_DIM on every layer (1
+ * on THRESHOLD and LABEL_SELECT) and pad is zero on every layer but an MVAU.
+ * A 1.0 file has zeros at 56..63 (its "reserved" words) and means square
+ * windows and no padding; readers of 1.1 load it unchanged.
  *
  * Tensors between layers are height x width x channels with the channel
  * fastest (FINN's NHWC stream order); a fully-connected layer sees 1 x 1 x C.
- * Every window has no padding: out = (in - kernel) / stride + 1.
+ * A window is kh x kw pixels, moved sh rows and sw columns at a time over the
+ * input padded by pad_top rows above, pad_bottom below, pad_left columns on
+ * the left and pad_right on the right:
+ *   out_h = (in_h + pad_top + pad_bottom - kh) / sh + 1   (integer division)
+ *   out_w = (in_w + pad_left + pad_right - kw) / sw + 1
+ * with every pad < the window's side in its direction. A padded pixel holds,
+ * in every channel, the value 0 of the input's type, as FINN's FMPadding
+ * (np.pad with a constant 0 on the integer stream): a 0 bit for a bits input,
+ * which is the weight-mismatching -1 of the XNOR product (not a neutral
+ * value), and the integer 0 for a uint8 or int8 input.
  *
  * Layer kinds:
  *
@@ -70,7 +87,7 @@
  *   input BNN_TYPE_BITS (binaryXnorMode), or BNN_TYPE_UINT8 / BNN_TYPE_INT8 (an
  *   integer first layer: CNV's conv1); output BNN_TYPE_BITS (n_thresholds == 1)
  *   or BNN_TYPE_INT32 scores (n_thresholds == 0).
- *   K = kernel * kernel * in_c inputs per output, in window order
+ *   K = kh * kw * in_c inputs per output, in window order
  *   (kernel row, kernel column, channel), the channel fastest: the order of
  *   FINN's im2col and of the rows of MVAU's weight matrix.
  *   payload: out_c weight rows of ceil(K / 64) u64 words each; bit j of word i
@@ -85,8 +102,8 @@
  *   out = acc >= threshold[n] (bits), or acc itself (int32 scores).
  *
  * BNN_LAYER_MAXPOOL (FINN's max-pooling: a depthwise sliding window + Pool)
- *   bits in, bits out, out_c == in_c: out = OR over the k x k window (the max
- *   of {0, 1}). no payload.
+ *   bits in, bits out, out_c == in_c, no padding: out = OR over the kh x kw
+ *   window (the max of {0, 1}). no payload.
  *
  * BNN_LAYER_LABEL_SELECT (FINN LabelSelect, top-1)
  *   int32 scores in (1 x 1 x n_classes), BNN_TYPE_CLASS out (1 x 1 x 1).
@@ -100,8 +117,10 @@
  * layer's input_type being the output_type of the one before; every MVAU but
  * the last outputs bits, the last MVAU outputs n_classes int32 scores and the
  * label select makes the class. A flatten followed by a fully-connected layer
- * (CNV's 3x3x256 -> 256 after conv6 is a 3x3 window) is an MVAU whose window
- * covers its whole input: HWC order is the flattened order.
+ * (CNV's 3x3x256 -> 256 after conv6 is a 3x3 window; a LeNet-style 5x5xC ->
+ * N, where FINN's RemoveCNVtoFCFlatten permutes the weight rows from the
+ * flattened CHW order to HWC) is an MVAU whose kh x kw window covers its whole
+ * input: HWC order is the flattened order.
  * With input_order CHW the first layer reads the image flat (1 x 1 x
  * in_c*in_h*in_w) or has a single channel (in_h x in_w x 1, the same bytes):
  * a multi-channel spatial first layer has no stored-order meaning and is
@@ -134,7 +153,7 @@ extern "C" {
 #endif
 
 #define BNN_FORMAT_MAJOR 1
-#define BNN_FORMAT_MINOR 0
+#define BNN_FORMAT_MINOR 1
 #define BNN_MAGIC "BNNCPU\0\0"
 #define BNN_HEADER_BYTES 64u
 #define BNN_LAYER_HEADER_BYTES 64u

@@ -7,8 +7,16 @@
  *
  * - A bits tensor of h x w x c is pixel-major (HWC), each pixel padded to
  *   wpp = ceil(c / 64) whole u64 words, channel j of a pixel at bit j % 64 of
- *   word j / 64, pad bits zero. A k x k window row is then k consecutive
- *   pixels, k * wpp consecutive words, read in place without an im2col copy.
+ *   word j / 64, pad bits zero. A row of a kh x kw window is then kw
+ *   consecutive pixels, kw * wpp consecutive words, read in place without an
+ *   im2col copy.
+ *
+ * - A padded window (the file's pad fields) reads a padded copy of its input,
+ *   made once per layer and image by the runner: the input with pad_top rows
+ *   above, pad_left columns on the left and so on, each padded pixel all 0
+ *   bits (FINN's 0 bit, -1) or the byte of the integer 0 (0 for uint8, 128 for
+ *   int8 stored as x + 128). The kernels then see an unpadded window on the
+ *   larger input and never test for borders; only padded layers pay the copy.
  *   As bytes (little-endian), channel j sits in bit j % 8 of byte j / 8, so a
  *   kernel that makes 8 output channels at once stores one byte.
  *
@@ -78,12 +86,15 @@
 /*
  * One binary MVAU layer (or any part of a batch of FC layers): output pixels
  * in raster order, each a window of n_rows runs of row_words words, run r of
- * pixel (oy, ox) starting at in + ((oy * stride + r) * in_w + ox * stride) * in_wpp.
+ * pixel (oy, ox) starting at
+ * in + oy * row_step + ox * col_step + r * row_stride, i.e.
+ * in + (oy * stride_h * in_w + ox * stride_w) * in_wpp + r * row_stride.
+ * A padded layer's in, in_w and in_words are those of its padded copy.
  */
 struct bnn_bgemm_job {
     const uint64_t *in;
     uint32_t in_w, in_wpp;       /* input width in pixels, words per pixel */
-    uint32_t out_h, out_w, stride;
+    uint32_t out_h, out_w, stride_h;
     uint32_t n_rows, row_words;  /* window: n_rows runs of row_words words */
     size_t row_stride;           /* words from one window run to the next */
     const uint64_t *weights;     /* [n_blocks][n_rows * row_words][BNN_BLOCK] */
@@ -96,15 +107,21 @@ struct bnn_bgemm_job {
     const uint64_t *weights_split; /* or NULL: [n_blocks][word][2][BNN_BLOCK], see above */
     uint64_t *split;             /* scratch for the activations' nibbles: 2 x in_words */
     size_t in_words;             /* words of the input tensor */
+    uint32_t stride_w;           /* the window's step along a row (stride_h: down the rows) */
+    /* Words from one output row's windows to the next's (stride_h * in_w *
+     * in_wpp) and from one output column's to the next's (stride_w * in_wpp):
+     * computed once per layer, so finding a window costs two multiplies. */
+    size_t row_step, col_step;
 };
 
-/* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is kernel runs of
- * run_pairs byte pairs (kernel * in_c bytes and, if that is odd, one more,
- * which meets a zero weight; the input has slack after its end for it). */
+/* One 8-bit-input MVAU layer: the window of pixel (oy, ox) is kernel (the
+ * window's height kh) runs of run_pairs byte pairs (kw * in_c bytes and, if
+ * that is odd, one more, which meets a zero weight; the input has slack after
+ * its end for it). A padded layer's in and in_w are those of its padded copy. */
 struct bnn_i8gemm_job {
     const uint8_t *in;
     uint32_t in_w, in_c;
-    uint32_t out_h, out_w, kernel, stride;
+    uint32_t out_h, out_w, kernel, stride_h; /* the window: kernel (kh) rows of kernel_w pixels */
     const int8_t *weights;       /* [n_blocks][kernel * run_pairs][BNN_BLOCK8][2] */
     uint32_t n_blocks, run_pairs;
     const int32_t *limit;        /* [n_blocks * 16]: bit = sum(u * w) >= limit */
@@ -112,6 +129,8 @@ struct bnn_i8gemm_job {
     uint8_t *out;                /* bits out: 16 channels = 2 bytes per block */
     size_t out_pixel_bytes;
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 16] */
+    uint32_t kernel_w, stride_w;
+    size_t row_step, col_step;   /* bytes: stride_h * in_w * in_c and stride_w * in_c */
 };
 
 struct bnn_kernels {
@@ -169,7 +188,7 @@ void bnn_threshold_bits_scalar(const uint8_t *x, const uint8_t *t, size_t n, uin
 static inline const uint8_t *bnn_i8_row(const struct bnn_i8gemm_job *j, uint32_t p, uint32_t r)
 {
     uint32_t oy = p / j->out_w, ox = p % j->out_w;
-    return j->in + ((size_t)(oy * j->stride + r) * j->in_w + (size_t)ox * j->stride) * j->in_c;
+    return j->in + (size_t)oy * j->row_step + (size_t)ox * j->col_step + (size_t)r * j->in_w * j->in_c;
 }
 
 /* Bytes of slack every 8-bit tensor has after its end (zero or finite data). */
@@ -179,7 +198,7 @@ static inline const uint8_t *bnn_i8_row(const struct bnn_i8gemm_job *j, uint32_t
 static inline const uint64_t *bnn_pixel_base(const struct bnn_bgemm_job *j, uint32_t p)
 {
     uint32_t oy = p / j->out_w, ox = p % j->out_w;
-    return j->in + ((size_t)oy * j->stride * j->in_w + (size_t)ox * j->stride) * j->in_wpp;
+    return j->in + (size_t)oy * j->row_step + (size_t)ox * j->col_step;
 }
 
 /* Mismatch counts m[8] of block b at pixel p -> one output byte, or 8 scores. */
@@ -242,10 +261,18 @@ void bnn_context_set_split_ns(bnn_context *ctx, uint64_t min_ns);
 uint32_t bnn_crc32(const uint8_t *data, size_t size, size_t skip_at);
 
 struct bnn_layer {
-    /* The record's header. */
+    /* The record's header (kernel, stride: the window's height and row step). */
     uint32_t kind, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
     uint32_t in_type, out_type, n_thresholds;
     int32_t act_val;
+    uint32_t kernel_w, stride_w;
+    uint32_t pad[4];              /* top, left, bottom, right */
+
+    /* The input the window slides over: in_h x in_w, or the padded copy's
+     * size when padded (see the top of this file). */
+    int padded;
+    uint32_t win_h, win_w;
+    uint8_t pad_byte;             /* 8-bit inputs: the byte of the integer 0 */
 
     uint32_t in_wpp, out_wpp;     /* words per pixel of bits tensors */
     uint64_t k;                   /* MVAU: inputs per output */
@@ -279,9 +306,14 @@ struct bnn_model {
     size_t act_bytes;             /* each of the two activation buffers */
     size_t image_bytes, score_count;
     size_t split_bytes;           /* the activations' nibble split of the largest split layer */
+    size_t pad_bytes;             /* the padded copy of the largest padded layer's input, slack included */
     uint64_t context_bytes;
     uint64_t binary_macs, integer_macs;
 };
+
+/* Writes layer L's padded input (win_h x win_w pixels) from its input x: the
+ * copy a padded window reads (see the top of this file). */
+void bnn_pad_input(const struct bnn_layer *L, const uint8_t *x, uint8_t *out);
 
 /* Aligned allocation that works for any size (aligned_alloc needs a multiple
  * of the alignment). */

@@ -124,6 +124,9 @@ struct record {
     uint32_t kind, record_bytes, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
     uint32_t in_type, out_type, n_thresholds, reserved0, reserved1;
     int32_t act_val;
+    uint32_t minor;           /* the file's format minor version */
+    uint32_t kernel_w, stride_w, pad[4]; /* 1.1 fields; a 1.0 file's square, unpadded values */
+    uint32_t win_h, win_w;    /* the input with its padding */
     uint64_t offset;          /* of the record in the file */
     uint64_t payload_bytes;   /* without the zero padding */
     uint64_t k;
@@ -143,7 +146,7 @@ static int check_dim(char *err, size_t errlen, uint32_t i, uint32_t n, const str
     return BNN_OK;
 }
 
-static void parse_record(const uint8_t *h, struct record *r)
+static void parse_record(const uint8_t *h, uint32_t minor, struct record *r)
 {
     r->kind = rd32(h + 0);
     r->record_bytes = rd32(h + 4);
@@ -159,8 +162,21 @@ static void parse_record(const uint8_t *h, struct record *r)
     r->out_type = rd32(h + 44);
     r->n_thresholds = rd32(h + 48);
     r->act_val = (int32_t)rd32(h + 52);
-    r->reserved0 = rd32(h + 56);
-    r->reserved1 = rd32(h + 60);
+    r->minor = minor;
+    if (minor == 0) {
+        /* Format 1.0: the window fields are reserved words, zero. */
+        r->reserved0 = rd32(h + 56);
+        r->reserved1 = rd32(h + 60);
+        r->kernel_w = r->kernel;
+        r->stride_w = r->stride;
+    } else {
+        r->kernel_w = rd16(h + 56);
+        r->stride_w = rd16(h + 58);
+        for (int k = 0; k < 4; k++)
+            r->pad[k] = h[60 + k];
+    }
+    r->win_h = r->in_h + r->pad[0] + r->pad[2];
+    r->win_w = r->in_w + r->pad[1] + r->pad[3];
 }
 
 /* The kind and the record's extent, before anything is read from its payload. */
@@ -191,6 +207,7 @@ static int check_fields(const struct record *r, uint32_t i, uint32_t n, char *er
     } dims[] = {
         {"in_h", r->in_h},   {"in_w", r->in_w},     {"in_c", r->in_c},         {"out_h", r->out_h},
         {"out_w", r->out_w}, {"out_c", r->out_c},   {"kernel", r->kernel},     {"stride", r->stride},
+        {"kernel_w", r->kernel_w}, {"stride_w", r->stride_w},
     };
     for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
         if ((st = check_dim(err, errlen, i, n, r, dims[d].what, dims[d].v)) != BNN_OK)
@@ -208,20 +225,29 @@ static int check_fields(const struct record *r, uint32_t i, uint32_t n, char *er
  * the other kinds map pixels one to one. */
 static int check_window(const struct record *r, uint32_t i, uint32_t n, char *err, size_t errlen)
 {
+    int padded = r->pad[0] || r->pad[1] || r->pad[2] || r->pad[3];
+    if (padded && r->kind != BNN_LAYER_MVAU)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "padding %u,%u,%u,%u, only an MVAU has any",
+                    LAYER_ARGS(i, n, r), r->pad[0], r->pad[1], r->pad[2], r->pad[3]);
     if (r->kind != BNN_LAYER_MVAU && r->kind != BNN_LAYER_MAXPOOL) {
-        if (r->kernel != 1 || r->stride != 1)
-            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u stride %u, must be 1 and 1",
-                        LAYER_ARGS(i, n, r), r->kernel, r->stride);
+        if (r->kernel != 1 || r->stride != 1 || r->kernel_w != 1 || r->stride_w != 1)
+            return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %ux%u stride %ux%u, must be 1x1 and 1x1",
+                        LAYER_ARGS(i, n, r), r->kernel, r->kernel_w, r->stride, r->stride_w);
         return BNN_OK;
     }
-    if (r->kernel > r->in_h || r->kernel > r->in_w)
-        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %u does not fit the %ux%u input",
-                    LAYER_ARGS(i, n, r), r->kernel, r->in_h, r->in_w);
-    uint32_t oh = (r->in_h - r->kernel) / r->stride + 1, ow = (r->in_w - r->kernel) / r->stride + 1;
+    /* A pad as large as the window would make windows of padding alone. */
+    if (r->pad[0] >= r->kernel || r->pad[2] >= r->kernel || r->pad[1] >= r->kernel_w || r->pad[3] >= r->kernel_w)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "padding %u,%u,%u,%u is not smaller than the %ux%u kernel",
+                    LAYER_ARGS(i, n, r), r->pad[0], r->pad[1], r->pad[2], r->pad[3], r->kernel, r->kernel_w);
+    if (r->kernel > r->win_h || r->kernel_w > r->win_w)
+        return fail(err, errlen, BNN_ERR_SHAPE, LAYER_FMT "kernel %ux%u does not fit the %ux%u input (padded %ux%u)",
+                    LAYER_ARGS(i, n, r), r->kernel, r->kernel_w, r->in_h, r->in_w, r->win_h, r->win_w);
+    uint32_t oh = (r->win_h - r->kernel) / r->stride + 1, ow = (r->win_w - r->kernel_w) / r->stride_w + 1;
     if (r->out_h != oh || r->out_w != ow)
         return fail(err, errlen, BNN_ERR_SHAPE,
-                    LAYER_FMT "kernel %u stride %u on %ux%u gives %ux%u, not the stated %ux%u", LAYER_ARGS(i, n, r),
-                    r->kernel, r->stride, r->in_h, r->in_w, oh, ow, r->out_h, r->out_w);
+                    LAYER_FMT "kernel %ux%u stride %ux%u on %ux%u (padded %ux%u) gives %ux%u, not the stated %ux%u",
+                    LAYER_ARGS(i, n, r), r->kernel, r->kernel_w, r->stride, r->stride_w, r->in_h, r->in_w, r->win_h,
+                    r->win_w, oh, ow, r->out_h, r->out_w);
     return BNN_OK;
 }
 
@@ -256,10 +282,10 @@ static int check_mvau(struct record *r, uint32_t i, uint32_t n, char *err, size_
         return fail(err, errlen, BNN_ERR_SHAPE,
                     LAYER_FMT "output %s with %u thresholds, must be bits with 1 or int32 with 0",
                     LAYER_ARGS(i, n, r), type_name(r->out_type), r->n_thresholds);
-    r->k = (uint64_t)r->kernel * r->kernel * r->in_c;
+    r->k = (uint64_t)r->kernel * r->kernel_w * r->in_c;
     if (r->k > BNN_MAX_K)
         return fail(err, errlen, BNN_ERR_TOO_LARGE, LAYER_FMT "K = %ux%ux%u = %llu is past the limit of %u",
-                    LAYER_ARGS(i, n, r), r->kernel, r->kernel, r->in_c, (unsigned long long)r->k, BNN_MAX_K);
+                    LAYER_ARGS(i, n, r), r->kernel, r->kernel_w, r->in_c, (unsigned long long)r->k, BNN_MAX_K);
     r->payload_bytes = (uint64_t)r->out_c * ceil_div(r->k, 64) * 8 + (uint64_t)r->n_thresholds * r->out_c * 4;
     return BNN_OK;
 }
@@ -350,7 +376,7 @@ static int read_record(const uint8_t *p, uint64_t file_bytes, uint64_t offset, u
         return fail(err, errlen, BNN_ERR_TRUNCATED,
                     "layer %u/%u: its header runs past the end of the file", i + 1, n);
     const uint8_t *h = p + offset;
-    parse_record(h, r);
+    parse_record(h, rd16(p + 10), r);
     int st;
     if ((st = check_framing(r, file_bytes, i, n, err, errlen)) != BNN_OK ||
         (st = check_fields(r, i, n, err, errlen)) != BNN_OK || (st = check_window(r, i, n, err, errlen)) != BNN_OK ||
@@ -434,7 +460,7 @@ static int check_header_dim(char *err, size_t errlen, const char *what, uint32_t
 /* Layout sizes of the engine, all in 64-bit arithmetic; the caps keep them far
  * from overflowing size_t even on 32-bit ARM. */
 struct plan {
-    uint64_t arena, act, image, scores, split;
+    uint64_t arena, act, image, scores, split, pad;
 };
 
 static uint64_t bits_tensor_bytes(uint32_t h, uint32_t w, uint32_t c)
@@ -470,13 +496,13 @@ static uint64_t layer_arena_bytes(const struct record *r)
     if (r->kind == BNN_LAYER_MVAU) {
         uint64_t blocks = ceil_div(r->out_c, BNN_BLOCK), blocks8 = ceil_div(r->out_c, BNN_BLOCK8);
         if (r->in_type == BNN_TYPE_BITS) {
-            uint64_t words = (uint64_t)r->kernel * r->kernel * ceil_div(r->in_c, 64);
+            uint64_t words = (uint64_t)r->kernel * r->kernel_w * ceil_div(r->in_c, 64);
             a += round_up(blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
             a += round_up(blocks * BNN_BLOCK * 4, BNN_ALIGN);
             if (splits_weights(r))
                 a += round_up(2 * blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
         } else {
-            uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel * r->in_c, 2);
+            uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel_w * r->in_c, 2);
             a += round_up(blocks8 * pairs * BNN_BLOCK8 * 2, BNN_ALIGN);
             a += 2 * round_up(blocks8 * BNN_BLOCK8 * 4, BNN_ALIGN);
         }
@@ -503,9 +529,14 @@ static int plan_model(const struct record *r, uint32_t n, uint64_t image_bytes, 
             pl->act = t;
         if (r[i].kind == BNN_LAYER_MVAU && r[i].out_type == BNN_TYPE_INT32)
             pl->scores = round_up(r[i].out_c, BNN_BLOCK8);
-        if (splits_weights(&r[i]) && 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c) > pl->split)
-            pl->split = 2 * bits_tensor_bytes(r[i].in_h, r[i].in_w, r[i].in_c);
-        if (pl->arena > BNN_ENGINE_MAX_BYTES || pl->act > BNN_ENGINE_MAX_BYTES / 4)
+        if (splits_weights(&r[i]) && 2 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c) > pl->split)
+            pl->split = 2 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c);
+        if (r[i].win_h != r[i].in_h || r[i].win_w != r[i].in_w) {
+            uint64_t pad = tensor_bytes(r[i].in_type, r[i].win_h, r[i].win_w, r[i].in_c);
+            if (pad > pl->pad)
+                pl->pad = pad;
+        }
+        if (pl->arena > BNN_ENGINE_MAX_BYTES || pl->act > BNN_ENGINE_MAX_BYTES / 4 || pl->pad > BNN_ENGINE_MAX_BYTES / 4)
             return fail(err, errlen, BNN_ERR_TOO_LARGE,
                         LAYER_FMT "the engine would need more than %llu MiB for the weights or %llu MiB for one "
                         "tensor",
@@ -601,16 +632,16 @@ static void build_mvau_bits(struct bnn_layer *L, const struct record *r, const u
                             int split)
 {
     const uint8_t *thr = payload + (uint64_t)r->out_c * ceil_div(r->k, 64) * 8;
-    uint32_t window = r->kernel * r->kernel * L->in_wpp;
+    uint32_t window = r->kernel * r->kernel_w * L->in_wpp;
     L->n_blocks = (uint32_t)ceil_div(r->out_c, BNN_BLOCK);
-    /* A window as wide as the input has its rows back to back in memory:
-     * one run instead of kernel runs. */
-    if (r->kernel == r->in_w) {
+    /* A window as wide as the (padded) input has its rows back to back in
+     * memory: one run instead of kh runs. */
+    if (r->kernel_w == r->win_w) {
         L->n_rows = 1;
         L->row_words = window;
     } else {
         L->n_rows = r->kernel;
-        L->row_words = r->kernel * L->in_wpp;
+        L->row_words = r->kernel_w * L->in_wpp;
     }
     L->bw = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * window * 8);
     L->limit = take(cursor, (uint64_t)L->n_blocks * BNN_BLOCK * 4);
@@ -633,7 +664,7 @@ static void build_mvau_bits(struct bnn_layer *L, const struct record *r, const u
  * the sum of its weights. */
 static int64_t pack_byte_weights(struct bnn_layer *L, const struct record *r, const uint8_t *row, uint32_t o)
 {
-    const uint64_t run = (uint64_t)r->kernel * r->in_c, n_pairs = (uint64_t)r->kernel * L->run_pairs;
+    const uint64_t run = (uint64_t)r->kernel_w * r->in_c, n_pairs = (uint64_t)r->kernel * L->run_pairs;
     int64_t sumw = 0;
     for (uint64_t j = 0; j < r->k; j++) {
         int w = weight_bit(row, j) ? 1 : -1;
@@ -653,7 +684,7 @@ static void build_mvau_bytes(struct bnn_layer *L, const struct record *r, const 
     const uint64_t row_bytes = ceil_div(r->k, 64) * 8;
     const uint8_t *thr = payload + (uint64_t)r->out_c * row_bytes;
     L->n_blocks8 = (uint32_t)ceil_div(r->out_c, BNN_BLOCK8);
-    L->run_pairs = (uint32_t)ceil_div((uint64_t)r->kernel * r->in_c, 2);
+    L->run_pairs = (uint32_t)ceil_div((uint64_t)r->kernel_w * r->in_c, 2);
     uint64_t wbytes = (uint64_t)L->n_blocks8 * r->kernel * L->run_pairs * BNN_BLOCK8 * 2;
     L->w8 = take(cursor, wbytes);
     L->limit8 = take(cursor, (uint64_t)L->n_blocks8 * BNN_BLOCK8 * 4);
@@ -684,6 +715,11 @@ static void build_layer(struct bnn_layer *L, const struct record *r, const uint8
     L->in_h = r->in_h, L->in_w = r->in_w, L->in_c = r->in_c;
     L->out_h = r->out_h, L->out_w = r->out_w, L->out_c = r->out_c;
     L->kernel = r->kernel, L->stride = r->stride;
+    L->kernel_w = r->kernel_w, L->stride_w = r->stride_w;
+    memcpy(L->pad, r->pad, sizeof(L->pad));
+    L->win_h = r->win_h, L->win_w = r->win_w;
+    L->padded = r->win_h != r->in_h || r->win_w != r->in_w;
+    L->pad_byte = r->in_type == BNN_TYPE_INT8 ? 128 : 0;
     L->in_type = r->in_type, L->out_type = r->out_type;
     L->n_thresholds = r->n_thresholds, L->act_val = r->act_val;
     L->in_wpp = (uint32_t)ceil_div(r->in_c, 64);
@@ -836,9 +872,10 @@ static int new_model(const uint8_t *p, const struct record *rec, uint32_t n, int
     model->image_bytes = (size_t)pl->image;
     model->score_count = (size_t)pl->scores;
     model->split_bytes = (size_t)round_up(pl->split, BNN_ALIGN);
+    model->pad_bytes = pl->pad ? (size_t)round_up(pl->pad + BNN_SLACK, BNN_ALIGN) : 0;
     model->model_bytes = pl->arena + sizeof(*model) + (uint64_t)n * sizeof(*layers);
     model->context_bytes = 2 * (uint64_t)model->act_bytes + round_up(pl->image + BNN_SLACK, BNN_ALIGN) +
-                           round_up(pl->scores * 4, BNN_ALIGN) + model->split_bytes;
+                           round_up(pl->scores * 4, BNN_ALIGN) + model->split_bytes + model->pad_bytes;
     *out = model;
     return BNN_OK;
 }

@@ -40,6 +40,7 @@ struct bnn_context {
     uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
     int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
     uint64_t *split;   /* a layer input's nibbles, for the split-weight kernels */
+    uint8_t *padded;   /* a padded window's input with its border (bnn_pad_input) */
     void *mem;
 };
 
@@ -63,13 +64,15 @@ static int aligned(const void *p, size_t align)
 void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align)
 {
     BNN_REQUIRE(j && j->in && j->weights && aligned(j->in, 8) && aligned(j->weights, align));
-    BNN_REQUIRE(j->in_w > 0 && j->in_wpp > 0 && j->out_h > 0 && j->out_w > 0 && j->stride > 0);
+    BNN_REQUIRE(j->in_w > 0 && j->in_wpp > 0 && j->out_h > 0 && j->out_w > 0 && j->stride_h > 0 && j->stride_w > 0);
+    BNN_REQUIRE(j->row_step == (size_t)j->stride_h * j->in_w * j->in_wpp && j->col_step == (size_t)j->stride_w * j->in_wpp);
     BNN_REQUIRE(j->n_blocks > 0 && j->n_rows > 0 && j->row_words > 0);
     /* Runs of one window do not overlap, and K counts window bits. */
     BNN_REQUIRE(j->n_rows == 1 || j->row_words <= j->row_stride);
     BNN_REQUIRE(j->k >= 0 && (uint64_t)j->k <= (uint64_t)j->n_rows * j->row_words * 64);
     /* The last output pixel's last run ends inside the input tensor. */
-    const size_t last = ((size_t)(j->out_h - 1) * j->stride * j->in_w + (size_t)(j->out_w - 1) * j->stride) * j->in_wpp;
+    const size_t last =
+        ((size_t)(j->out_h - 1) * j->stride_h * j->in_w + (size_t)(j->out_w - 1) * j->stride_w) * j->in_wpp;
     BNN_REQUIRE(last + (size_t)(j->n_rows - 1) * j->row_stride + j->row_words <= j->in_words);
     if (!j->scores)
         BNN_REQUIRE(j->out && j->limit && j->n_blocks <= j->out_pixel_bytes);
@@ -80,10 +83,12 @@ void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align)
 void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align)
 {
     BNN_REQUIRE(j && j->in && j->weights && aligned(j->weights, align));
-    BNN_REQUIRE(j->in_w > 0 && j->in_c > 0 && j->out_h > 0 && j->out_w > 0 && j->kernel > 0 && j->stride > 0);
+    BNN_REQUIRE(j->in_w > 0 && j->in_c > 0 && j->out_h > 0 && j->out_w > 0 && j->kernel > 0 && j->stride_h > 0 &&
+                j->stride_w > 0);
+    BNN_REQUIRE(j->row_step == (size_t)j->stride_h * j->in_w * j->in_c && j->col_step == (size_t)j->stride_w * j->in_c);
     BNN_REQUIRE(j->n_blocks > 0);
-    /* A row's pairs cover its kernel * in_c bytes, with at most one pad byte. */
-    const uint64_t run = (uint64_t)j->kernel * j->in_c;
+    /* A row's pairs cover its kernel_w * in_c bytes, with at most one pad byte. */
+    const uint64_t run = (uint64_t)j->kernel_w * j->in_c;
     BNN_REQUIRE(2 * (uint64_t)j->run_pairs >= run && 2 * (uint64_t)j->run_pairs <= run + 1);
     if (j->scores)
         BNN_REQUIRE(j->offset != NULL);
@@ -105,14 +110,14 @@ bnn_context *bnn_context_new(const bnn_model *model)
     if (!ctx)
         return NULL;
     size_t act = model->act_bytes, image = align_up(model->image_bytes + BNN_SLACK);
-    size_t scores = align_up(model->score_count * 4), split = model->split_bytes;
-    uint8_t *mem = bnn_alloc(2 * act + image + scores + split);
+    size_t scores = align_up(model->score_count * 4), split = model->split_bytes, pad = model->pad_bytes;
+    uint8_t *mem = bnn_alloc(2 * act + image + scores + split + pad);
     if (!mem) {
         free(ctx);
         return NULL;
     }
     /* Zeroed once, so the slack after each tensor holds defined bytes. */
-    memset(mem, 0, 2 * act + image + scores + split);
+    memset(mem, 0, 2 * act + image + scores + split + pad);
     ctx->model = model;
     atomic_init(&ctx->busy, 0);
     ctx->split_min_ns = BNN_SPLIT_MIN_NS;
@@ -122,6 +127,7 @@ bnn_context *bnn_context_new(const bnn_model *model)
     ctx->image = mem + 2 * act;
     ctx->scores = (int32_t *)(void *)(ctx->image + image);
     ctx->split = (uint64_t *)(void *)(ctx->image + image + scores);
+    ctx->padded = ctx->image + image + scores + split;
     return ctx;
 }
 
@@ -187,17 +193,26 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
     int32_t *scores = ctx->scores;
     const int want_scores = L->out_type == BNN_TYPE_INT32;
     const size_t n_pix = (size_t)L->out_h * L->out_w;
+    if (L->padded) {
+        /* The window slides over a padded copy (internal.h), so the kernels
+         * never meet a border. */
+        BNN_REQUIRE(in_bytes >= (L->in_type == BNN_TYPE_BITS ? (size_t)L->in_wpp * 8 : L->in_c) * L->in_h * L->in_w);
+        bnn_pad_input(L, in, ctx->padded);
+        in = ctx->padded;
+        in_bytes = m->pad_bytes;
+    }
     if (L->in_type == BNN_TYPE_BITS) {
         struct bnn_bgemm_job j = {
             .in = in,
-            .in_w = L->in_w,
+            .in_w = L->win_w,
             .in_wpp = L->in_wpp,
             .out_h = L->out_h,
             .out_w = L->out_w,
-            .stride = L->stride,
+            .stride_h = L->stride,
+            .stride_w = L->stride_w,
             .n_rows = L->n_rows,
             .row_words = L->row_words,
-            .row_stride = (size_t)L->in_w * L->in_wpp,
+            .row_stride = (size_t)L->win_w * L->in_wpp,
             .weights = L->bw,
             .n_blocks = L->n_blocks,
             .k = (int32_t)L->k,
@@ -207,7 +222,9 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
             .scores = want_scores ? scores : NULL,
             .weights_split = L->bw_split,
             .split = ctx->split,
-            .in_words = (size_t)L->in_h * L->in_w * L->in_wpp,
+            .in_words = (size_t)L->win_h * L->win_w * L->in_wpp,
+            .row_step = (size_t)L->stride * L->win_w * L->in_wpp,
+            .col_step = (size_t)L->stride_w * L->in_wpp,
         };
         BNN_REQUIRE(j.in_words * 8 <= in_bytes);
         BNN_REQUIRE(want_scores ? n_pix * L->n_blocks * BNN_BLOCK <= m->score_count
@@ -219,12 +236,14 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
     } else {
         struct bnn_i8gemm_job j = {
             .in = in,
-            .in_w = L->in_w,
+            .in_w = L->win_w,
             .in_c = L->in_c,
             .out_h = L->out_h,
             .out_w = L->out_w,
             .kernel = L->kernel,
-            .stride = L->stride,
+            .kernel_w = L->kernel_w,
+            .stride_h = L->stride,
+            .stride_w = L->stride_w,
             .weights = L->w8,
             .n_blocks = L->n_blocks8,
             .run_pairs = L->run_pairs,
@@ -233,11 +252,13 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
             .out = out,
             .out_pixel_bytes = (size_t)L->out_wpp * 8,
             .scores = want_scores ? scores : NULL,
+            .row_step = (size_t)L->stride * L->win_w * L->in_c,
+            .col_step = (size_t)L->stride_w * L->in_c,
         };
         /* The last pixel's last kernel row, pad byte included, is inside the
          * input (the kernels may read into its slack past that). */
-        const size_t last_row = (((size_t)(L->out_h - 1) * L->stride + L->kernel - 1) * L->in_w +
-                                 (size_t)(L->out_w - 1) * L->stride) * L->in_c;
+        const size_t last_row = (((size_t)(L->out_h - 1) * L->stride + L->kernel - 1) * L->win_w +
+                                 (size_t)(L->out_w - 1) * L->stride_w) * L->in_c;
         BNN_REQUIRE(last_row + 2 * (size_t)L->run_pairs <= in_bytes);
         BNN_REQUIRE(want_scores ? n_pix * L->n_blocks8 * BNN_BLOCK8 <= m->score_count
                                 : n_pix * j.out_pixel_bytes <= out_bytes);
@@ -251,18 +272,18 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
 static void run_maxpool(const struct bnn_layer *L, const uint64_t *in, size_t in_bytes, uint64_t *out,
                         size_t out_bytes)
 {
-    const uint32_t wpp = L->in_wpp, k = L->kernel, s = L->stride;
-    BNN_REQUIRE(L->out_wpp == wpp && (uint64_t)(L->out_h - 1) * s + k <= L->in_h &&
-                (uint64_t)(L->out_w - 1) * s + k <= L->in_w);
+    const uint32_t wpp = L->in_wpp, kh = L->kernel, kw = L->kernel_w, sh = L->stride, sw = L->stride_w;
+    BNN_REQUIRE(L->out_wpp == wpp && (uint64_t)(L->out_h - 1) * sh + kh <= L->in_h &&
+                (uint64_t)(L->out_w - 1) * sw + kw <= L->in_w);
     BNN_REQUIRE((size_t)L->in_h * L->in_w * wpp * 8 <= in_bytes && (size_t)L->out_h * L->out_w * wpp * 8 <= out_bytes);
     for (uint32_t oy = 0; oy < L->out_h; oy++)
         for (uint32_t ox = 0; ox < L->out_w; ox++) {
             uint64_t *o = out + ((size_t)oy * L->out_w + ox) * wpp;
             for (uint32_t w = 0; w < wpp; w++) {
                 uint64_t v = 0;
-                for (uint32_t ky = 0; ky < k; ky++) {
-                    const uint64_t *row = in + ((size_t)(oy * s + ky) * L->in_w + (size_t)ox * s) * wpp + w;
-                    for (uint32_t kx = 0; kx < k; kx++)
+                for (uint32_t ky = 0; ky < kh; ky++) {
+                    const uint64_t *row = in + ((size_t)(oy * sh + ky) * L->in_w + (size_t)ox * sw) * wpp + w;
+                    for (uint32_t kx = 0; kx < kw; kx++)
                         v |= row[(size_t)kx * wpp];
                 }
                 o[w] = v;

@@ -79,3 +79,21 @@ const struct bnn_kernels bnn_kernels_scalar = {
     .i8gemm = bnn_i8gemm_scalar,
     .threshold_bits = bnn_threshold_bits_scalar,
 };
+
+void bnn_pad_input(const struct bnn_layer *L, const uint8_t *x, uint8_t *out)
+{
+    /* Bits: whole words per pixel, a padded pixel all 0 bits (FINN's BINARY 0,
+     * the -1 of the XNOR product). Bytes: the byte that stores the integer 0. */
+    const size_t pix = L->in_type == BNN_TYPE_BITS ? (size_t)L->in_wpp * 8 : L->in_c;
+    const int fill = L->in_type == BNN_TYPE_BITS ? 0 : L->pad_byte;
+    const size_t in_row = (size_t)L->in_w * pix, out_row = (size_t)L->win_w * pix;
+    const size_t left = (size_t)L->pad[1] * pix, right = (size_t)L->pad[3] * pix;
+    memset(out, fill, (size_t)L->pad[0] * out_row);
+    uint8_t *o = out + (size_t)L->pad[0] * out_row;
+    for (uint32_t y = 0; y < L->in_h; y++, o += out_row) {
+        memset(o, fill, left);
+        memcpy(o + left, x + (size_t)y * in_row, in_row);
+        memset(o + left + in_row, fill, right);
+    }
+    memset(o, fill, (size_t)L->pad[2] * out_row);
+}

@@ -22,10 +22,12 @@ static int write_file(const char *path, const uint8_t *data, size_t size)
 
 static int corpus(const char *dir)
 {
-    static const char *names[] = {"digits", "tfc"};
+    /* The format 1.1 shapes too: padded 8-bit and binary windows, stride 2,
+     * (1, k) kernels on 1 x W, non-square windows and inputs, 43 classes. */
+    static const char *names[] = {"digits", "tfc", "lenet", "conv1d", "wide"};
     char path[4096];
     int rc = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
         struct gen_model g;
         gen_arch(&g, names[i]);
         size_t size;

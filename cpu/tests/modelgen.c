@@ -41,7 +41,7 @@ static struct gen_layer *push(struct gen_model *m, uint32_t kind)
     memset(L, 0, sizeof(*L));
     L->kind = kind;
     L->in_h = m->h, L->in_w = m->w, L->in_c = m->c, L->in_type = m->type;
-    L->kernel = L->stride = 1;
+    L->kernel = L->stride = L->kernel_w = L->stride_w = 1;
     return L;
 }
 
@@ -66,9 +66,19 @@ void gen_threshold_fixed(struct gen_model *m, int32_t threshold)
 
 void gen_mvau(struct gen_model *m, uint32_t kernel, uint32_t stride, uint32_t out_c, int scores)
 {
+    static const uint32_t no_pad[4] = {0, 0, 0, 0};
+    gen_conv(m, kernel, kernel, stride, stride, no_pad, out_c, scores);
+}
+
+void gen_conv(struct gen_model *m, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, const uint32_t *pad,
+              uint32_t out_c, int scores)
+{
     struct gen_layer *L = push(m, BNN_LAYER_MVAU);
-    L->kernel = kernel, L->stride = stride;
-    L->out_h = (L->in_h - kernel) / stride + 1, L->out_w = (L->in_w - kernel) / stride + 1, L->out_c = out_c;
+    L->kernel = kh, L->stride = sh, L->kernel_w = kw, L->stride_w = sw;
+    memcpy(L->pad, pad, sizeof(L->pad));
+    L->out_h = (L->in_h + pad[0] + pad[2] - kh) / sh + 1;
+    L->out_w = (L->in_w + pad[1] + pad[3] - kw) / sw + 1;
+    L->out_c = out_c;
     L->out_type = scores ? BNN_TYPE_INT32 : BNN_TYPE_BITS;
     L->n_thresholds = scores ? 0 : 1;
     if (scores)
@@ -78,19 +88,23 @@ void gen_mvau(struct gen_model *m, uint32_t kernel, uint32_t stride, uint32_t ou
 
 void gen_fc(struct gen_model *m, uint32_t out_c, int scores)
 {
-    /* FINN flattens HWC before a fully-connected layer: a square input is a
-     * window over all of it (CNV's 3x3x256 after conv6 is really 1x1). */
-    if (m->h == m->w)
-        gen_mvau(m, m->h, 1, out_c, scores);
-    else /* not square: the largest window, strided past the rest */
-        gen_mvau(m, m->h < m->w ? m->h : m->w, m->h > m->w ? m->h : m->w, out_c, scores);
+    /* FINN flattens HWC before a fully-connected layer: a window over all of
+     * the input (CNV's 3x3x256 after conv6 is really 1x1; a 5x3 input, a 5x3
+     * window). */
+    static const uint32_t no_pad[4] = {0, 0, 0, 0};
+    gen_conv(m, m->h, m->w, 1, 1, no_pad, out_c, scores);
 }
 
 void gen_maxpool(struct gen_model *m, uint32_t kernel, uint32_t stride)
 {
+    gen_maxpool2(m, kernel, kernel, stride, stride);
+}
+
+void gen_maxpool2(struct gen_model *m, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw)
+{
     struct gen_layer *L = push(m, BNN_LAYER_MAXPOOL);
-    L->kernel = kernel, L->stride = stride;
-    L->out_h = (L->in_h - kernel) / stride + 1, L->out_w = (L->in_w - kernel) / stride + 1, L->out_c = L->in_c;
+    L->kernel = kh, L->stride = sh, L->kernel_w = kw, L->stride_w = sw;
+    L->out_h = (L->in_h - kh) / sh + 1, L->out_w = (L->in_w - kw) / sw + 1, L->out_c = L->in_c;
     L->out_type = BNN_TYPE_BITS;
     pop(m, L);
 }
@@ -139,10 +153,49 @@ int gen_arch(struct gen_model *m, const char *name)
         gen_mvau(m, 1, 1, 512, 0);
         gen_mvau(m, 1, 1, 10, 1);
         gen_label_select(m);
+    } else if (!strcmp(name, "lenet")) {
+        static const uint32_t same2[4] = {2, 2, 2, 2}, none[4] = {0, 0, 0, 0};
+        gen_start(m, 1, 28, 28, BNN_ORDER_HWC, BNN_DATASET_MNIST, 0);
+        gen_threshold(m, BNN_TYPE_INT8, 255, -128);
+        gen_conv(m, 5, 5, 1, 1, same2, 17, 0); /* 28x28x17, padded int8 input */
+        gen_maxpool(m, 2, 2);                  /* 14x14 */
+        gen_conv(m, 3, 3, 2, 2, none, 31, 0); /* no pad: 6x6x31, stride 2 */
+        gen_conv(m, 2, 2, 1, 1, none, 64, 0);     /* 5x5x64 */
+        gen_fc(m, 100, 0);                     /* the flatten of 5x5x64 */
+        gen_fc(m, 10, 1);
+        gen_label_select(m);
+    } else if (!strcmp(name, "conv1d")) {
+        static const uint32_t pad1[4] = {0, 2, 0, 2};
+        gen_start(m, 1, 1, 125, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold(m, BNN_TYPE_BITS, 1, 0);
+        gen_conv(m, 1, 5, 1, 1, pad1, 13, 0);  /* 1x125x13, padded bits */
+        gen_maxpool2(m, 1, 3, 1, 3);           /* 1x41 */
+        gen_conv(m, 1, 7, 1, 2, pad1, 29, 0);  /* 1x20x29, stride (1, 2) */
+        gen_fc(m, 2, 1);
+        gen_label_select(m);
+    } else if (!strcmp(name, "wide")) {
+        static const uint32_t pad[4] = {1, 0, 1, 2};
+        gen_start(m, 3, 20, 44, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold(m, BNN_TYPE_INT8, 255, -128);
+        gen_conv(m, 3, 5, 1, 2, pad, 7, 0);    /* 20x21x7 */
+        gen_conv(m, 2, 3, 2, 1, pad, 67, 0);   /* 11x21x67 */
+        gen_maxpool2(m, 2, 3, 2, 3);           /* 5x7 */
+        gen_fc(m, 43, 1);
+        gen_label_select(m);
     } else {
         return 0;
     }
     return 1;
+}
+
+/* Padding smaller than the window on each side, often none. */
+static void random_pad(gen_rng *r, uint32_t kh, uint32_t kw, uint32_t *pad)
+{
+    memset(pad, 0, 4 * sizeof(*pad));
+    if (gen_below(r, 2))
+        return;
+    pad[0] = gen_below(r, kh), pad[2] = gen_below(r, kh);
+    pad[1] = gen_below(r, kw), pad[3] = gen_below(r, kw);
 }
 
 void gen_random_arch(struct gen_model *m, gen_rng *r)
@@ -152,6 +205,8 @@ void gen_random_arch(struct gen_model *m, gen_rng *r)
     uint32_t c = 1 + gen_below(r, 3), h = 1 + gen_below(r, 12), w = h;
     if (gen_below(r, 4) == 0)
         w = 1 + gen_below(r, 12); /* not square */
+    if (gen_below(r, 6) == 0)
+        h = 1, w = 8 + gen_below(r, 60); /* a 1 x W signal */
     int order = gen_below(r, 2) ? BNN_ORDER_HWC : BNN_ORDER_CHW;
     int flat = order == BNN_ORDER_CHW && c > 1 ? 1 : (int)gen_below(r, 3) == 0;
     gen_start(m, c, h, w, (uint32_t)order, BNN_DATASET_NONE, flat);
@@ -174,8 +229,21 @@ void gen_random_arch(struct gen_model *m, gen_rng *r)
             gen_maxpool(m, k, 1 + gen_below(r, 2));
             continue;
         }
-        uint32_t k = pick == 1 ? side : 1 + gen_below(r, side < 4 ? side : 4);
         uint32_t out_c = channels[gen_below(r, nch)];
+        if (pick == 2) {
+            /* kh x kw with strides sh, sw, padded or not */
+            uint32_t kh = 1 + gen_below(r, m->h < 4 ? m->h : 4), kw = 1 + gen_below(r, m->w < 5 ? m->w : 5);
+            uint32_t pad[4];
+            random_pad(r, kh, kw, pad);
+            if ((uint64_t)kh * kw * m->c > 20000)
+                kh = kw = 1, memset(pad, 0, sizeof(pad));
+            /* One draw per statement: the order of a call's arguments is unspecified. */
+            uint32_t sh = 1 + gen_below(r, 2);
+            uint32_t sw = 1 + gen_below(r, 3);
+            gen_conv(m, kh, kw, sh, sw, pad, out_c, 0);
+            continue;
+        }
+        uint32_t k = pick == 1 ? side : 1 + gen_below(r, side < 4 ? side : 4);
         if ((uint64_t)k * k * m->c > 20000)
             k = 1;
         gen_mvau(m, k, 1 + gen_below(r, 3), out_c, 0);
@@ -252,7 +320,7 @@ static uint64_t payload_bytes(const struct gen_layer *L)
     if (L->kind == BNN_LAYER_THRESHOLD)
         return (uint64_t)L->in_c * L->n_thresholds * 4;
     if (L->kind == BNN_LAYER_MVAU) {
-        uint64_t k = (uint64_t)L->kernel * L->kernel * L->in_c;
+        uint64_t k = (uint64_t)L->kernel * L->kernel_w * L->in_c;
         return (uint64_t)L->out_c * ((k + 63) / 64) * 8 + (uint64_t)L->n_thresholds * L->out_c * 4;
     }
     return 0;
@@ -289,7 +357,7 @@ uint8_t *gen_write(const struct gen_model *m, uint64_t seed, size_t *size)
         return NULL;
     memcpy(f, BNN_MAGIC, 8);
     f[8] = BNN_FORMAT_MAJOR;
-    f[10] = BNN_FORMAT_MINOR;
+    f[10] = (uint8_t)(m->minor_set ? m->minor : BNN_FORMAT_MINOR);
     gen_set32(f + 12, 64);
     gen_set64(f + 16, total);
     gen_set32(f + 28, m->n_layers);
@@ -311,6 +379,13 @@ uint8_t *gen_write(const struct gen_model *m, uint64_t seed, size_t *size)
         put32(&p, L->kernel), put32(&p, L->stride);
         put32(&p, L->in_type), put32(&p, L->out_type);
         put32(&p, L->n_thresholds), put32(&p, (uint32_t)L->act_val);
+        if (f[10] >= 1) {
+            /* 1.1: kernel_w, stride_w (u16) and the four pads (u8) */
+            p[0] = (uint8_t)L->kernel_w, p[1] = (uint8_t)(L->kernel_w >> 8);
+            p[2] = (uint8_t)L->stride_w, p[3] = (uint8_t)(L->stride_w >> 8);
+            for (int k = 0; k < 4; k++)
+                p[4 + k] = (uint8_t)L->pad[k];
+        }
         p = rec + 64;
         if (L->kind == BNN_LAYER_THRESHOLD) {
             int cnv_input = L->n_thresholds == 255 && L->act_val == -128;
@@ -328,7 +403,7 @@ uint8_t *gen_write(const struct gen_model *m, uint64_t seed, size_t *size)
                     put32(&p, (uint32_t)v);
                 }
         } else if (L->kind == BNN_LAYER_MVAU) {
-            uint64_t k = (uint64_t)L->kernel * L->kernel * L->in_c, words = (k + 63) / 64;
+            uint64_t k = (uint64_t)L->kernel * L->kernel_w * L->in_c, words = (k + 63) / 64;
             for (uint32_t o = 0; o < L->out_c; o++)
                 for (uint64_t wi = 0; wi < words; wi++) {
                     uint64_t v = gen_next(&r);

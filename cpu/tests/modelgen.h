@@ -24,6 +24,7 @@ int32_t gen_range(gen_rng *r, int32_t lo, int32_t hi); /* lo .. hi */
 
 struct gen_layer {
     uint32_t kind, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
+    uint32_t kernel_w, stride_w, pad[4]; /* format 1.1: window width, row step, top/left/bottom/right */
     uint32_t in_type, out_type, n_thresholds;
     int32_t act_val;
     int32_t threshold; /* THRESHOLD to bits: this one value for every channel (0: random) */
@@ -32,6 +33,8 @@ struct gen_layer {
 struct gen_model {
     uint32_t in_c, in_h, in_w, input_order, n_classes, dataset;
     uint32_t n_layers;
+    uint32_t minor; /* the format minor version gen_write writes: BNN_FORMAT_MINOR unless set to 0 */
+    int minor_set;
     struct gen_layer layers[GEN_MAX_LAYERS];
     /* the tensor after the last layer added */
     uint32_t h, w, c, type;
@@ -44,14 +47,24 @@ void gen_threshold(struct gen_model *m, uint32_t out_type, uint32_t n_thresholds
 /* THRESHOLD to bits with one threshold for every channel (TFC: 128). */
 void gen_threshold_fixed(struct gen_model *m, int32_t threshold);
 void gen_mvau(struct gen_model *m, uint32_t kernel, uint32_t stride, uint32_t out_c, int scores);
+/* A kh x kw window with strides sh, sw over the input padded by pad[4] (top,
+ * left, bottom, right). */
+void gen_conv(struct gen_model *m, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, const uint32_t *pad,
+              uint32_t out_c, int scores);
+void gen_maxpool2(struct gen_model *m, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw);
 void gen_fc(struct gen_model *m, uint32_t out_c, int scores); /* a window over the whole input */
 void gen_maxpool(struct gen_model *m, uint32_t kernel, uint32_t stride);
 void gen_label_select(struct gen_model *m);
 
-/* "digits", "tfc", "sfc", "lfc", "cnv"; 0 if the name is unknown. */
+/* "digits", "tfc", "sfc", "lfc", "cnv", and the shapes of format 1.1:
+ * "lenet" (padded 8-bit conv, stride 2, a flatten of 5x5xC into an FC),
+ * "conv1d" (1 x W signal, (1, k) kernels, padding, odd channels, 2 classes),
+ * "wide" (non-square input and kernels, prime channels, 43 classes);
+ * 0 if the name is unknown. */
 int gen_arch(struct gen_model *m, const char *name);
 /* A small random architecture with odd channel counts, K not a multiple of
- * 64, stride 2, kernels covering the whole input, 1 output channel, ... */
+ * 64, stride 2, kernels covering the whole input, 1 output channel,
+ * non-square kernels and strides, padded windows, 1 x W inputs, ... */
 void gen_random_arch(struct gen_model *m, gen_rng *r);
 
 /* The model file (malloc'ed) with weights and thresholds drawn from seed. */

@@ -22,6 +22,7 @@ int naive_run(const uint8_t *file, size_t size, const uint8_t *image, int32_t *c
     (void)size;
     uint32_t n_layers = u32(file + 28);
     uint32_t C = u32(file + 32), H = u32(file + 36), W = u32(file + 40), order = u32(file + 44);
+    uint32_t minor = (uint32_t)file[10] | (uint32_t)file[11] << 8;
     const uint8_t *rec = file + 64;
 
     /* The first layer's input tensor (height x width x channels, channel
@@ -46,6 +47,14 @@ int naive_run(const uint8_t *file, size_t size, const uint8_t *image, int32_t *c
         uint32_t k = u32(rec + 32), s = u32(rec + 36), in_type = u32(rec + 40), out_type = u32(rec + 44);
         uint32_t n_thr = u32(rec + 48);
         int32_t act_val = (int32_t)u32(rec + 52);
+        /* Format 1.1: window width, row step and padding; a 1.0 file's
+         * windows are square and unpadded. */
+        uint32_t kw = k, sw = s, pt = 0, pl = 0;
+        if (minor >= 1) {
+            kw = (uint32_t)rec[56] | (uint32_t)rec[57] << 8;
+            sw = (uint32_t)rec[58] | (uint32_t)rec[59] << 8;
+            pt = rec[60], pl = rec[61];
+        }
         const uint8_t *payload = rec + 64;
         int64_t *o = malloc(sizeof(int64_t) * ((size_t)oh * ow * oc + 1));
         if (!o) {
@@ -61,7 +70,7 @@ int naive_run(const uint8_t *file, size_t size, const uint8_t *image, int32_t *c
                     o[p * ic + ch] = v;
                 }
         } else if (kind == BNN_LAYER_MVAU) {
-            uint64_t K = (uint64_t)k * k * ic, row_bytes = (K + 63) / 64 * 8;
+            uint64_t K = (uint64_t)k * kw * ic, row_bytes = (K + 63) / 64 * 8;
             const uint8_t *thr = payload + oc * row_bytes;
             for (uint32_t oy = 0; oy < oh; oy++)
                 for (uint32_t ox = 0; ox < ow; ox++)
@@ -70,9 +79,14 @@ int naive_run(const uint8_t *file, size_t size, const uint8_t *image, int32_t *c
                         int64_t acc = 0;
                         uint64_t idx = 0;
                         for (uint32_t ky = 0; ky < k; ky++)
-                            for (uint32_t kx = 0; kx < k; kx++)
+                            for (uint32_t kx = 0; kx < kw; kx++)
                                 for (uint32_t ch = 0; ch < ic; ch++, idx++) {
-                                    int64_t x = t[((size_t)(oy * s + ky) * iw + ox * s + kx) * ic + ch];
+                                    /* Window position in the unpadded input; a padded
+                                     * position holds the value 0 (a 0 bit, or the integer 0). */
+                                    int64_t y = (int64_t)oy * s + ky - pt, xx = (int64_t)ox * sw + kx - pl;
+                                    int64_t x = 0;
+                                    if (y >= 0 && y < ih && xx >= 0 && xx < iw)
+                                        x = t[((size_t)y * iw + (size_t)xx) * ic + ch];
                                     int wt = weight(row, idx);
                                     if (in_type == BNN_TYPE_BITS)
                                         acc += (x == 1) == (wt == 1); /* XNOR: the bits agree */
@@ -90,8 +104,8 @@ int naive_run(const uint8_t *file, size_t size, const uint8_t *image, int32_t *c
                     for (uint32_t ch = 0; ch < oc; ch++) {
                         int64_t best = 0;
                         for (uint32_t ky = 0; ky < k; ky++)
-                            for (uint32_t kx = 0; kx < k; kx++) {
-                                int64_t x = t[((size_t)(oy * s + ky) * iw + ox * s + kx) * ic + ch];
+                            for (uint32_t kx = 0; kx < kw; kx++) {
+                                int64_t x = t[((size_t)(oy * s + ky) * iw + ox * sw + kx) * ic + ch];
                                 if (x > best)
                                     best = x;
                             }

@@ -227,8 +227,8 @@ static void test_selection(void)
 
 static void test_architectures(int quick)
 {
-    static const char *names[] = {"digits", "tfc", "sfc", "lfc", "cnv"};
-    for (size_t a = 0; a < 5; a++) {
+    static const char *names[] = {"digits", "tfc", "sfc", "lfc", "cnv", "lenet", "conv1d", "wide"};
+    for (size_t a = 0; a < sizeof(names) / sizeof(names[0]); a++) {
         struct gen_model g;
         gen_arch(&g, names[a]);
         size_t size;
@@ -247,7 +247,7 @@ static void test_architectures(int quick)
             for (uint32_t i = 0; i < g.n_layers; i++) {
                 const struct gen_layer *L = &g.layers[i];
                 if (L->kind == BNN_LAYER_MVAU) {
-                    uint64_t v = (uint64_t)L->out_h * L->out_w * L->out_c * L->kernel * L->kernel * L->in_c;
+                    uint64_t v = (uint64_t)L->out_h * L->out_w * L->out_c * L->kernel * L->kernel_w * L->in_c;
                     *(L->in_type == BNN_TYPE_BITS ? &macs : &imacs) += v;
                 }
             }
@@ -256,6 +256,8 @@ static void test_architectures(int quick)
                 CHECK(info.binary_macs == 784 * 64 + 2 * 64 * 64 + 64 * 10, "tfc binary MACs");
             if (cnv)
                 CHECK(info.integer_macs == 30 * 30 * 64 * 27, "cnv 8-bit MACs");
+            if (!strcmp(names[a], "lenet")) /* padded 5x5 on 28x28: 28x28 outputs */
+                CHECK(info.integer_macs == 28 * 28 * 17 * 25, "lenet 8-bit MACs");
             bnn_model_free(m);
         }
         free(images);
@@ -313,6 +315,53 @@ static void test_shapes(void)
         uint8_t *images = random_images(&r, 4, gen_image_bytes(&g), 255);
         char what[64];
         snprintf(what, sizeof(what), "shape case %zu", i);
+        against_naive(file, size, images, 4, 4, what);
+        free(images);
+        free(file);
+    }
+}
+
+/* Windows of format 1.1, one layer each between a first layer and an FC:
+ * kh x kw kernels, separate strides, padding on each side, 1 x W inputs, on
+ * bits, int8 (pad byte 128) and uint8 (pad byte 0) inputs; then a 43-class
+ * and a 2-class FC over a non-square input. */
+static void test_window_shapes(void)
+{
+    struct {
+        uint32_t c, h, w, first, kh, kw, sh, sw, pad[4], out_c, classes;
+    } cases[] = {
+        {1, 1, 40, 1, 1, 5, 1, 1, {0, 2, 0, 2}, 13, 2},  {1, 1, 33, 2, 1, 7, 1, 2, {0, 3, 0, 3}, 65, 43},
+        {2, 1, 17, 0, 1, 3, 1, 3, {0, 1, 0, 0}, 5, 3},   {3, 7, 9, 3, 3, 3, 1, 1, {1, 1, 1, 1}, 64, 10},
+        {3, 8, 8, 3, 3, 3, 2, 2, {1, 1, 1, 1}, 17, 43},  {1, 9, 6, 1, 2, 3, 2, 1, {1, 0, 0, 2}, 129, 2},
+        {1, 6, 6, 0, 5, 5, 1, 1, {2, 2, 2, 2}, 31, 7},   {1, 5, 12, 1, 5, 1, 1, 1, {4, 0, 4, 0}, 8, 11},
+        {3, 11, 4, 2, 4, 2, 3, 1, {3, 1, 0, 1}, 67, 43}, {1, 64, 3, 1, 3, 3, 1, 1, {1, 1, 1, 1}, 200, 2},
+        {3, 32, 32, 3, 3, 3, 1, 1, {1, 1, 1, 1}, 64, 10},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gen_model g;
+        gen_start(&g, cases[i].c, cases[i].h, cases[i].w, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        if (cases[i].first == 1)
+            gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
+        else if (cases[i].first == 2)
+            gen_threshold(&g, BNN_TYPE_INT8, 7, -3);
+        else if (cases[i].first == 3)
+            gen_threshold(&g, BNN_TYPE_INT8, 255, -128);
+        gen_conv(&g, cases[i].kh, cases[i].kw, cases[i].sh, cases[i].sw, cases[i].pad, cases[i].out_c, 0);
+        if (g.w > 3) { /* a padded binary window after it, a (1, 3) one on a 1 x W signal */
+            static const uint32_t pad[4] = {0, 1, 0, 1}, pad2[4] = {1, 1, 1, 1};
+            if (g.h == 1)
+                gen_conv(&g, 1, 3, 1, 1, pad, 9, 0);
+            else if (g.h > 2)
+                gen_conv(&g, 3, 3, 1, 2, pad2, 9, 0);
+        }
+        gen_fc(&g, cases[i].classes, 1);
+        gen_label_select(&g);
+        size_t size;
+        uint8_t *file = gen_write(&g, 300 + i, &size);
+        gen_rng r = {100 + i};
+        uint8_t *images = random_images(&r, 4, gen_image_bytes(&g), 255);
+        char what[64];
+        snprintf(what, sizeof(what), "window case %zu", i);
         against_naive(file, size, images, 4, 4, what);
         free(images);
         free(file);
@@ -425,6 +474,8 @@ enum reader_base {
     HUGE_K,         /* MVAU 17x17x4096 bits, kernel 17: K = 1,183,744 > 2^20 */
     HUGE_IMAGE,     /* a 64x4096x4096 image (1 GiB) through tiny layers */
     POOL_FIRST,     /* a MAXPOOL straight after THRESHOLD */
+    DIGITS_1_0,     /* the digits architecture in format 1.0 (no window fields) */
+    PADDED,         /* 1.1: THRESHOLD, padded 3x3 conv, 2x1 MAXPOOL, padded 2x3 conv with strides 1x2, FC */
     N_BASES
 };
 
@@ -487,6 +538,20 @@ static uint8_t *reader_base(enum reader_base b, size_t *size)
         gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
         gen_fc(&g, 2, 1);
         break;
+    case DIGITS_1_0:
+        gen_arch(&g, "digits");
+        g.minor = 0, g.minor_set = 1;
+        return gen_write(&g, 9, size);
+    case PADDED: {
+        static const uint32_t pad1[4] = {1, 1, 1, 1}, pad2[4] = {1, 0, 0, 2};
+        gen_start(&g, 3, 6, 5, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold(&g, BNN_TYPE_INT8, 5, -2);
+        gen_conv(&g, 3, 3, 1, 1, pad1, 9, 0); /* 6x5x9 */
+        gen_maxpool2(&g, 2, 1, 2, 1);         /* 3x5x9 */
+        gen_conv(&g, 2, 3, 1, 2, pad2, 7, 0); /* 3x3x7 */
+        gen_fc(&g, 4, 1);
+        break;
+    }
     default:
         return raw_base(b, size);
     }
@@ -524,7 +589,7 @@ static const struct reader_case {
     {"magic", DIGITS, {{SET8, HEADER, 0, 'X'}}, AS_IS, BNN_ERR_MAGIC, "magic"},
     {"zip file", ZIP, UNCHANGED, AS_IS, BNN_ERR_MAGIC, NULL},
     {"major 2", DIGITS, {{SET32, HEADER, 8, 2}}, FIX_CRC, BNN_ERR_VERSION, "version"},
-    {"minor 1", DIGITS, {{SET32, HEADER, 8, 1 | 1u << 16}}, FIX_CRC, BNN_ERR_VERSION, "version"},
+    {"minor 2", DIGITS, {{SET32, HEADER, 8, 1 | 2u << 16}}, FIX_CRC, BNN_ERR_VERSION, "version"},
     {"header_bytes 72", DIGITS, {{SET32, HEADER, 12, 72}}, FIX_CRC, BNN_ERR_VERSION, "header_bytes"},
     {"flags", DIGITS, {{SET32, HEADER, 56, 1}}, FIX_CRC, BNN_ERR_VERSION, "flags"},
     {"8 bytes past file_bytes", DIGITS, {{APPEND, HEADER, 0, 8}}, AS_IS, BNN_ERR_TOO_LARGE, "header says"},
@@ -558,7 +623,26 @@ static const struct reader_case {
     {"bits THRESHOLD with act_val -1", DIGITS, {{SET32, 0, 52, (uint32_t)-1}}, FIX_CRC, BNN_ERR_SHAPE, "act_val"},
     {"THRESHOLD to int32", DIGITS, {{SET32, 0, 44, BNN_TYPE_INT32}}, FIX_CRC, BNN_ERR_SHAPE, "THRESHOLD"},
     {"MVAU with act_val", DIGITS, {{SET32, 1, 52, 3}}, FIX_CRC, BNN_ERR_SHAPE, "act_val"},
-    {"reserved field", DIGITS, {{SET32, 1, 56, 3}}, FIX_CRC, BNN_ERR_SHAPE, "reserved"},
+    /* Format 1.0 files load; their window fields are reserved words. */
+    {"format 1.0 digits", DIGITS_1_0, UNCHANGED, AS_IS, BNN_OK, NULL},
+    {"reserved field of 1.0", DIGITS_1_0, {{SET32, 1, 56, 3}}, FIX_CRC, BNN_ERR_SHAPE, "reserved"},
+    {"reserved field of 1.0 (pads)", DIGITS_1_0, {{SET32, 1, 60, 1}}, FIX_CRC, BNN_ERR_SHAPE, "reserved"},
+    /* Format 1.1's window fields. */
+    {"kernel_w 0", DIGITS, {{SET8, 1, 56, 0}}, FIX_CRC, BNN_ERR_SHAPE, "kernel_w is 0"},
+    {"stride_w 0", DIGITS, {{SET8, 1, 58, 0}}, FIX_CRC, BNN_ERR_SHAPE, "stride_w is 0"},
+    {"kernel_w 5000", DIGITS, {{SET32, 1, 56, 5000 | 1u << 16}}, FIX_CRC, BNN_ERR_TOO_LARGE, "limit"},
+    {"kernel_w 2 on a 1x1 input", DIGITS, {{SET8, 1, 56, 2}}, FIX_CRC, BNN_ERR_SHAPE, "does not fit"},
+    {"stride_w 2 on THRESHOLD", DIGITS, {{SET8, 0, 58, 2}}, FIX_CRC, BNN_ERR_SHAPE, "must be 1x1"},
+    {"kernel_w 2 on LABEL_SELECT", DIGITS, {{SET8, 4, 56, 2}}, FIX_CRC, BNN_ERR_SHAPE, "must be 1x1"},
+    {"padding on THRESHOLD", DIGITS, {{SET8, 0, 60, 1}}, FIX_CRC, BNN_ERR_SHAPE, "only an MVAU"},
+    {"padded", PADDED, UNCHANGED, AS_IS, BNN_OK, NULL},
+    {"padding on MAXPOOL", PADDED, {{SET8, 2, 61, 1}}, FIX_CRC, BNN_ERR_SHAPE, "only an MVAU"},
+    {"pad_top as large as the kernel", PADDED, {{SET8, 1, 60, 3}}, FIX_CRC, BNN_ERR_SHAPE, "not smaller"},
+    {"pad_right as large as kernel_w", PADDED, {{SET8, 3, 63, 3}}, FIX_CRC, BNN_ERR_SHAPE, "not smaller"},
+    {"padding the stated output does not have", PADDED, {{SET8, 1, 62, 0}}, FIX_CRC, BNN_ERR_SHAPE, "gives"},
+    {"stride_w the stated output does not have", PADDED, {{SET8, 3, 58, 1}}, FIX_CRC, BNN_ERR_SHAPE, "gives"},
+    {"kernel_w wider than the padded input", PADDED, {{SET8, 3, 56, 9}}, FIX_CRC, BNN_ERR_SHAPE, "does not fit"},
+    {"kernel_w changes K and the payload", PADDED, {{SET8, 4, 56, 4}}, FIX_CRC, BNN_ERR_SHAPE, NULL},
     {"kernel 2 on a 1x1 input", DIGITS, {{SET32, 1, 32, 2}}, FIX_CRC, BNN_ERR_SHAPE, "kernel"},
     {"stride 0", DIGITS, {{SET32, 1, 36, 0}}, FIX_CRC, BNN_ERR_SHAPE, "stride"},
     {"out_c 5000", DIGITS, {{SET32, 1, 28, 5000}}, FIX_CRC, BNN_ERR_TOO_LARGE, "limit"},
@@ -1059,6 +1143,7 @@ int main(int argc, char **argv)
     test_selection();
     test_ties();
     test_shapes();
+    test_window_shapes();
     t0 = lap("selection, ties, shapes", t0);
     test_threads();
     test_no_allocation();

@@ -257,16 +257,16 @@ def _layer(t: Target, index: int, la, cycles: dict[str, float]) -> LayerEstimate
     n_pix = la.out_h * la.out_w
     if la.kind == LayerKind.MVAU and la.input_type == ValueType.BITS:
         wpp = math.ceil(la.in_c / 64)
-        window, n_blocks = la.kernel * la.kernel * wpp, math.ceil(la.out_c / 8)
+        window, n_blocks = la.kernel * la.kernel_w * wpp, math.ceil(la.out_c / 8)
         regions = _bgemm_counts(t, n_pix, n_blocks, window)
-        macs = n_pix * la.out_c * la.kernel * la.kernel * la.in_c
+        macs = n_pix * la.out_c * la.k
         est = LayerEstimate(
             index, kind, regions, 0.0, binary_macs=macs, weight_bytes=n_blocks * 8 * window * 8
         )
     elif la.kind == LayerKind.MVAU:
-        run_pairs, n_blocks8 = math.ceil(la.kernel * la.in_c / 2), math.ceil(la.out_c / 16)
+        run_pairs, n_blocks8 = math.ceil(la.kernel_w * la.in_c / 2), math.ceil(la.out_c / 16)
         regions = _i8gemm_counts(t, n_pix, n_blocks8, la.kernel, run_pairs)
-        macs = n_pix * la.out_c * la.kernel * la.kernel * la.in_c
+        macs = n_pix * la.out_c * la.k
         wbytes = n_blocks8 * 16 * la.kernel * run_pairs * 2
         est = LayerEstimate(index, kind, regions, 0.0, int8_macs=macs, weight_bytes=wbytes)
     elif la.kind == LayerKind.THRESHOLD and la.output_type == ValueType.BITS:

@@ -23,7 +23,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_bytes
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 MAGIC = b"BNNCPU\0\0"
 HEADER_BYTES = 64
 LAYER_HEADER_BYTES = 64
@@ -68,10 +68,11 @@ LAYER_HEADER_FIELDS = (
     "output_type",
     "n_thresholds",
     "act_val",
-    "reserved",  # u32[2]
-    "reserved",
+    "kernel_w",  # format 1.1; in 1.0 files the reserved u32[2] (zero)
+    "stride_w",
+    "pad",  # u8[4]: top, left, bottom, right
 )
-LAYER_HEADER = struct.Struct("<IIIIIIIIIIIIIiII")
+LAYER_HEADER = struct.Struct("<IIIIIIIIIIIIIiHH4s")
 assert FILE_HEADER.size == HEADER_BYTES and LAYER_HEADER.size == LAYER_HEADER_BYTES
 
 
@@ -116,8 +117,11 @@ _I32 = (-(1 << 31), (1 << 31) - 1)
 class Layer:
     """One layer record. Shapes are height x width x channels (FINN's NHWC stream order).
 
-    ``weights`` (MVAU): the MVAU weight matrix, shape (K, out_c) with
-    K = kernel * kernel * in_c in window order (kernel row, kernel column,
+    Windows (MVAU, MAXPOOL) are ``kernel`` x ``kernel_w`` pixels moved ``stride`` rows and
+    ``stride_w`` columns at a time (0: the same as ``kernel`` / ``stride``, a square window),
+    over the input padded by ``pad`` = (top, left, bottom, right) pixels of the value 0 (MVAU
+    only). ``weights`` (MVAU): the MVAU weight matrix, shape (K, out_c) with
+    K = kernel * kernel_w * in_c in window order (kernel row, kernel column,
     channel), values 1 for +1 and 0 for -1. ``thresholds``: THRESHOLD
     (in_c, n_thresholds); MVAU with bits out (out_c,); else None.
     """
@@ -136,6 +140,14 @@ class Layer:
     act_val: int = 0
     weights: np.ndarray | None = None
     thresholds: np.ndarray | None = None
+    kernel_w: int = 0
+    stride_w: int = 0
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        self.kernel_w = self.kernel_w or self.kernel
+        self.stride_w = self.stride_w or self.stride
+        self.pad = tuple(int(v) for v in self.pad)  # type: ignore[assignment]
 
     @property
     def n_thresholds(self) -> int:
@@ -154,7 +166,17 @@ class Layer:
     @property
     def k(self) -> int:
         """Inputs per output of an MVAU: the window's length."""
-        return self.kernel * self.kernel * self.in_c
+        return self.kernel * self.kernel_w * self.in_c
+
+    @property
+    def padded_in(self) -> tuple[int, int]:
+        """The height and width the window slides over: the input with its padding."""
+        return (self.in_h + self.pad[0] + self.pad[2], self.in_w + self.pad[1] + self.pad[3])
+
+    @property
+    def window_text(self) -> str:
+        text = f"kernel {self.kernel}x{self.kernel_w} stride {self.stride}x{self.stride_w}"
+        return text + (f" pad {','.join(map(str, self.pad))}" if any(self.pad) else "")
 
     def same_as(self, other: Layer) -> bool:
         """Equal header fields and payload."""
@@ -207,14 +229,14 @@ class CpuModel:
                 f"{_shape(la.out_shape):>11} {la.output_type.name:<5}"
             )
             if la.kind == LayerKind.MVAU:
-                text += f"  kernel {la.kernel} stride {la.stride}, K {la.k}, {la.n_thresholds} threshold(s)"
+                text += f"  {la.window_text}, K {la.k}, {la.n_thresholds} threshold(s)"
                 macs = la.out_h * la.out_w * la.out_c * la.k
                 if la.input_type == ValueType.BITS:
                     binary += macs
                 else:
                     integer += macs
             elif la.kind == LayerKind.MAXPOOL:
-                text += f"  kernel {la.kernel} stride {la.stride}"
+                text += f"  {la.window_text}"
             elif la.kind == LayerKind.THRESHOLD:
                 text += f"  {la.n_thresholds} threshold(s) per channel, act_val {la.act_val}"
             lines.append(text)
@@ -241,6 +263,9 @@ def _header_fields(la: Layer) -> tuple[int, ...]:
         int(la.output_type),
         la.n_thresholds,
         la.act_val,
+        la.kernel_w,
+        la.stride_w,
+        *la.pad,
     )
 
 
@@ -299,10 +324,11 @@ def validate(model: CpuModel) -> None:
     prev_type = ValueType.UINT8
     for i, la in enumerate(model.layers):
         where = f"layer {i} ({la.kind.name})"
-        for name in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride"):
+        for name in DIM_FIELDS:
             value = getattr(la, name)
             if not 1 <= value <= MAX_DIM:
                 raise BnnflowError(f"{where}: {name} {value} is outside 1..{MAX_DIM}")
+        _check_window_fields(la, where, model.version_minor)
         if prev_shape is None:
             if la.in_shape not in (image, flat):
                 raise BnnflowError(
@@ -333,13 +359,39 @@ def validate(model: CpuModel) -> None:
         raise BnnflowError(f"the model file would be {size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
 
 
+DIM_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride", "kernel_w", "stride_w")
+
+
+def _check_window_fields(la: Layer, where: str, minor: int) -> None:
+    """Format 1.1's window fields: what a 1.0 file can say, padding on MVAUs only and smaller than
+    the window, 1x1 windows on the layers without one (bnncpu.h)."""
+    if minor == 0 and (la.kernel_w != la.kernel or la.stride_w != la.stride or any(la.pad)):
+        raise BnnflowError(f"{where}: format 1.0 has square, unpadded windows only ({la.window_text})")
+    if any(not 0 <= v <= 255 for v in la.pad):
+        raise BnnflowError(f"{where}: padding {la.pad} outside 0..255")
+    if any(la.pad) and la.kind != LayerKind.MVAU:
+        raise BnnflowError(f"{where}: padding {la.pad}; only an MVAU has any")
+    window = (la.kernel, la.kernel_w, la.stride, la.stride_w)
+    if la.kind not in (LayerKind.MVAU, LayerKind.MAXPOOL) and window != (1, 1, 1, 1):
+        raise BnnflowError(f"{where}: {la.window_text}; must be 1x1 and 1x1")
+
+
 def _windowed(la: Layer, where: str) -> None:
-    if la.kernel > min(la.in_h, la.in_w):
-        raise BnnflowError(f"{where}: kernel {la.kernel} is larger than the input {_shape(la.in_shape)}")
-    out = ((la.in_h - la.kernel) // la.stride + 1, (la.in_w - la.kernel) // la.stride + 1)
+    top, left, bottom, right = la.pad
+    if max(top, bottom) >= la.kernel or max(left, right) >= la.kernel_w:
+        raise BnnflowError(
+            f"{where}: padding {la.pad} is not smaller than the {la.kernel}x{la.kernel_w} kernel"
+        )
+    ph, pw = la.padded_in
+    if la.kernel > ph or la.kernel_w > pw:
+        raise BnnflowError(
+            f"{where}: kernel {la.kernel}x{la.kernel_w} is larger than the input "
+            f"{_shape(la.in_shape)} (padded {ph}x{pw})"
+        )
+    out = ((ph - la.kernel) // la.stride + 1, (pw - la.kernel_w) // la.stride_w + 1)
     if (la.out_h, la.out_w) != out:
         raise BnnflowError(
-            f"{where}: output {la.out_h}x{la.out_w} != (in - kernel) / stride + 1 = {out[0]}x{out[1]}"
+            f"{where}: output {la.out_h}x{la.out_w} != (in + pad - kernel) / stride + 1 = {out[0]}x{out[1]}"
         )
 
 
@@ -349,7 +401,7 @@ def _validate_kind(la: Layer, where: str, last_mvau: bool, n_classes: int) -> No
             raise BnnflowError(
                 f"{where}: {la.input_type.name} -> {la.output_type.name}; THRESHOLD is UINT8 -> BITS or INT8"
             )
-        if la.out_shape != la.in_shape or la.kernel != 1 or la.stride != 1:
+        if la.out_shape != la.in_shape:
             raise BnnflowError(f"{where}: output shape must equal the input, kernel and stride 1")
         t = la.thresholds
         if t is None or t.ndim != 2 or t.shape[0] != la.in_c or not 1 <= t.shape[1] <= 255:
@@ -415,8 +467,8 @@ def _validate_kind(la: Layer, where: str, last_mvau: bool, n_classes: int) -> No
             raise BnnflowError(
                 f"{where}: {_shape(la.in_shape)} -> {_shape(la.out_shape)}, expected 1x1x{n_classes} -> 1x1x1"
             )
-        if la.kernel != 1 or la.stride != 1 or la.weights is not None or la.thresholds is not None:
-            raise BnnflowError(f"{where}: kernel and stride 1, no payload")
+        if la.weights is not None or la.thresholds is not None:
+            raise BnnflowError(f"{where}: no payload")
     else:  # pragma: no cover  (LayerKind is closed)
         raise BnnflowError(f"{where}: unknown kind")
 
@@ -468,7 +520,9 @@ def encode_model(model: CpuModel) -> bytes:
             if la.thresholds is not None:
                 payload += np.ascontiguousarray(la.thresholds, dtype="<i4").tobytes()
         size = _record_bytes(la)
-        head = LAYER_HEADER.pack(la.kind, size, *_header_fields(la)[1:], 0, 0)
+        # Format 1.0 has zero reserved words where 1.1 has the window fields.
+        window = (la.kernel_w, la.stride_w, bytes(la.pad)) if model.version_minor >= 1 else (0, 0, bytes(4))
+        head = LAYER_HEADER.pack(la.kind, size, *_header_fields(la)[1:13], *window)
         records.append(head + payload + bytes(size - LAYER_HEADER_BYTES - len(payload)))
     body = b"".join(records)
     file_bytes = HEADER_BYTES + len(body)
@@ -511,7 +565,7 @@ def _enum(cls: type[enum.IntEnum], value: int, what: str, where: str) -> enum.In
         raise BnnflowError(f"{where}: unknown {what} {value}") from None
 
 
-def _decode_layer(data: bytes, offset: int, file_bytes: int, where: str) -> tuple[Layer, int]:
+def _decode_layer(data: bytes, offset: int, file_bytes: int, where: str, minor: int) -> tuple[Layer, int]:
     """The layer record at ``offset``, checked field by field: (layer, record bytes)."""
     if offset + LAYER_HEADER_BYTES > file_bytes:
         raise BnnflowError(f"{where}: record runs past the end of the file")
@@ -521,15 +575,16 @@ def _decode_layer(data: bytes, offset: int, file_bytes: int, where: str) -> tupl
     in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride = fields[2:10]
     in_t = _enum(ValueType, fields[10], "input type", where)
     out_t = _enum(ValueType, fields[11], "output type", where)
-    n_thr, act_val, res0, res1 = fields[12:16]
-    if res0 or res1:
-        raise BnnflowError(f"{where}: reserved fields are not 0")
-    for name, value in zip(
-        ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride"), fields[2:10], strict=True
-    ):
+    n_thr, act_val, kernel_w, stride_w, pad = fields[12:17]
+    if minor == 0:
+        if kernel_w or stride_w or any(pad):
+            raise BnnflowError(f"{where}: reserved fields are not 0")
+        kernel_w, stride_w = kernel, stride
+    for name, value in zip(DIM_FIELDS, (*fields[2:10], kernel_w, stride_w), strict=True):
         if not 1 <= value <= MAX_DIM:  # before any size is computed from them
             raise BnnflowError(f"{where}: {name} {value} is outside 1..{MAX_DIM}")
     la = Layer(kind, in_h, in_w, in_c, out_h, out_w, out_c, in_t, out_t, kernel, stride, act_val)  # type: ignore[arg-type]
+    la.kernel_w, la.stride_w, la.pad = kernel_w, stride_w, tuple(pad)  # type: ignore[assignment]
     if kind == LayerKind.MVAU and la.k > MAX_K:
         raise BnnflowError(f"{where}: K {la.k} is larger than {MAX_K}")
     most = {LayerKind.THRESHOLD: 255, LayerKind.MVAU: 1}.get(kind, 0)
@@ -617,7 +672,7 @@ def decode_model(data: bytes) -> CpuModel:
     )
     offset = HEADER_BYTES
     for i in range(n_layers):
-        la, record = _decode_layer(data, offset, file_bytes, f"layer {i}")
+        la, record = _decode_layer(data, offset, file_bytes, f"layer {i}", minor)
         model.layers.append(la)
         offset += record
     if offset != file_bytes:

@@ -19,9 +19,18 @@ specialisation suffix):
   reading the image flat (TFC, SFC, LFC, digits); Thresholding on the
   transposed image -> THRESHOLD on H x W x C (CNV).
 * ConvolutionInputGenerator (not depthwise) + MVAU -> MVAU with the window's
-  kernel and stride.
+  kernel (kh x kw) and strides; FMPadding before the window -> the MVAU's
+  padding. FINN's FMPadding pads with the value 0 of the stream's datatype
+  (``np.pad`` with a constant 0 in its Python execution; InferConvInpGen
+  refuses any other pad value), so the file's padding means exactly that: a
+  0 bit on a BINARY stream, the integer 0 on an 8-bit one.
 * MVAU alone -> MVAU with kernel 1 (per pixel); after a flatten of an
-  H x W x C tensor, an MVAU whose window covers the whole input.
+  H x W x C tensor, an MVAU whose window covers the whole input. So is an
+  MVAU with one input vector on an H x W x C stream: FINN's
+  RemoveCNVtoFCFlatten removed the NHWC->NCHW Transpose and the Flatten
+  between the last convolution and the fully-connected layer and permuted the
+  weight rows from the flattened (C, H, W) order to (H, W, C), the stream's
+  order, which is the window order of an MVAU covering the whole input.
 * ConvolutionInputGenerator (depthwise) + Pool(MaxPool) on BINARY -> MAXPOOL.
 * LabelSelect with K = 1 -> LABEL_SELECT.
 
@@ -118,6 +127,7 @@ class _Walker:
         self.shape: tuple[int, int, int] = (0, 0, 0)  # current tensor, h x w x c
         self.vtype = ValueType.UINT8
         self.flattened: tuple[int, int, int] | None = None  # h x w x c before a flatten, if h*w > 1
+        self.pad: tuple[int, int, int, int] | None = None  # an FMPadding's (top, left, bottom, right)
         self.done = False
 
     def init(self, node: Any, index: int, name: str) -> np.ndarray:
@@ -211,33 +221,64 @@ class _Walker:
         mvau.output_type = ValueType.BITS
         self.vtype = ValueType.BITS
 
-    def window(self, node: Any) -> tuple[int, int, tuple[int, int]]:
-        """A sliding-window generator's (kernel, stride, output h x w), checked against the input."""
+    def padding(self, node: Any) -> None:
+        """FINN's FMPadding before a convolution's window: it pads with the value 0 of the stream's
+        datatype, which the model file's padding means (bnncpu.h); the window that follows takes it."""
+        inst = self.get(node)
+        pad = tuple(int(v) for v in inst.get_nodeattr("Padding"))
+        h, w, c = self.shape
+        if self.pad is not None or self.flattened is not None:
+            raise _fail(node, "padding after a padding or a flatten")
+        if [int(v) for v in inst.get_nodeattr("ImgDim")] != [h, w] or int(
+            inst.get_nodeattr("NumChannels")
+        ) != c:
+            raise _fail(
+                node,
+                f"input {inst.get_nodeattr('ImgDim')} x {inst.get_nodeattr('NumChannels')} != {h}x{w}x{c}",
+            )
+        dt = inst.get_nodeattr("inputDataType")
+        want = "BINARY" if self.vtype == ValueType.BITS else self.vtype.name
+        if dt != want:
+            raise _fail(node, f"input {dt}, the tensor is {want}")
+        if len(pad) != 4 or min(pad) < 0:
+            raise _fail(node, f"padding {list(pad)} is not (top, left, bottom, right)")
+        self.pad = pad  # type: ignore[assignment]
+
+    def window(self, node: Any) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """A sliding-window generator's ((kh, kw), (sh, sw), output h x w), checked against the
+        input and the padding before it."""
         inst = self.get(node)
         k = [int(v) for v in inst.get_nodeattr("ConvKernelDim")]
         s = [int(v) for v in inst.get_nodeattr("Stride")]
         d = [int(v) for v in inst.get_nodeattr("Dilation")]
         ifm = [int(v) for v in inst.get_nodeattr("IFMDim")]
         ofm = [int(v) for v in inst.get_nodeattr("OFMDim")]
-        if d != [1, 1]:
+        if any(v != 1 for v in d):
             raise _fail(node, f"dilation {d} is not supported (only 1)")
-        if k[0] != k[1]:
-            raise _fail(node, f"non-square kernel {k[0]}x{k[1]} is not supported")
-        if s[0] != s[1]:
-            raise _fail(node, f"non-square stride {s} is not supported")
         if self.flattened is not None:
             raise _fail(node, "a sliding window after a flatten")
         h, w, c = self.shape
-        if ifm != [h, w] or int(inst.get_nodeattr("IFMChannels")) != c:
+        top, left, bottom, right = self.pad or (0, 0, 0, 0)
+        ph, pw = h + top + bottom, w + left + right
+        if ifm != [ph, pw] or int(inst.get_nodeattr("IFMChannels")) != c:
             raise _fail(
-                node, f"input {ifm[0]}x{ifm[1]}x{inst.get_nodeattr('IFMChannels')} != the tensor {h}x{w}x{c}"
+                node,
+                f"input {ifm[0]}x{ifm[1]}x{inst.get_nodeattr('IFMChannels')} != the tensor {ph}x{pw}x{c}"
+                + (" with its padding" if self.pad else ""),
             )
-        expect = [(h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1]
-        if k[0] > min(h, w) or ofm != expect:
-            raise _fail(node, f"output {ofm} != {expect}: padding or an oversized kernel is not supported")
-        return k[0], s[0], (ofm[0], ofm[1])
+        expect = [(ph - k[0]) // s[0] + 1, (pw - k[1]) // s[1] + 1]
+        if k[0] > ph or k[1] > pw or ofm != expect:
+            raise _fail(
+                node,
+                f"output {ofm} != {expect}, what a {k[0]}x{k[1]} window at stride {s} gives on {ph}x{pw}",
+            )
+        if max(top, bottom) >= k[0] or max(left, right) >= k[1]:
+            raise _fail(node, f"padding {self.pad} is not smaller than the {k[0]}x{k[1]} kernel")
+        return (k[0], k[1]), (s[0], s[1]), (ofm[0], ofm[1])
 
     def maxpool(self, swg: Any, pool: Any) -> None:
+        if self.pad is not None:
+            raise _fail(swg, "a padded max-pooling window is not supported")
         k, s, (oh, ow) = self.window(swg)
         inst = self.get(pool)
         if base_op_type(pool.op_type) != "Pool":
@@ -250,35 +291,58 @@ class _Walker:
             raise _fail(pool, f"max-pooling of {inst.get_nodeattr('InputDataType')} input; only BINARY")
         _bits_type(pool, inst.get_nodeattr("OutputDataType"), "output")
         h, w, c = self.shape
-        if [int(v) for v in inst.get_nodeattr("KernelSize")] != [k, k] or int(
+        if [int(v) for v in inst.get_nodeattr("KernelSize")] != list(k) or int(
             inst.get_nodeattr("Channels")
         ) != c:
             raise _fail(pool, f"kernel or channels do not match the sliding window {swg.name}")
         self.layers.append(
-            Layer(LayerKind.MAXPOOL, h, w, c, oh, ow, c, ValueType.BITS, ValueType.BITS, kernel=k, stride=s)
+            Layer(
+                LayerKind.MAXPOOL,
+                h,
+                w,
+                c,
+                oh,
+                ow,
+                c,
+                ValueType.BITS,
+                ValueType.BITS,
+                kernel=k[0],
+                stride=s[0],
+                kernel_w=k[1],
+                stride_w=s[1],
+            )
         )
         self.shape = (oh, ow, c)
 
-    def mvau(self, node: Any, swg: Any | None) -> None:
+    def _mvau_window(self, node: Any, swg: Any | None) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+        """The MVAU's input (h, w, c) and window (kh, kw, sh, sw, oh, ow)."""
         inst = self.get(node)
         if swg is not None:
-            kernel, stride, (oh, ow) = self.window(swg)
-            h, w, c = self.shape
-        elif self.flattened is not None:
-            h, w, c = self.flattened
-            if h != w:
-                raise _fail(node, f"flattened {h}x{w}x{c} input is not square; the window would not be")
-            kernel, stride, oh, ow = h, 1, 1, 1
-        else:
-            h, w, c = self.shape
-            kernel, stride, oh, ow = 1, 1, h, w
+            (kh, kw), (sh, sw), (oh, ow) = self.window(swg)
+            return self.shape, (kh, kw, sh, sw, oh, ow)
+        if self.pad is not None:
+            raise _fail(node, "padding without a sliding window")
+        h, w, c = self.flattened if self.flattened is not None else self.shape
+        vectors = int(np.prod(inst.get_nodeattr("numInputVectors")))
+        if self.flattened is not None or (
+            vectors == 1 and h * w > 1 and int(inst.get_nodeattr("MW")) == h * w * c
+        ):
+            # A flatten into a fully-connected layer: a Reshape node, or FINN's RemoveCNVtoFCFlatten
+            # (one input vector of h * w * c on the h x w x c stream, weight rows permuted to HWC).
+            return (h, w, c), (h, w, 1, 1, 1, 1)
+        return (h, w, c), (1, 1, 1, 1, h, w)
+
+    def mvau(self, node: Any, swg: Any | None) -> None:
+        inst = self.get(node)
+        (h, w, c), (kh, kw, sh, sw, oh, ow) = self._mvau_window(node, swg)
+        pad, self.pad = self.pad or (0, 0, 0, 0), None
         vectors = int(np.prod(inst.get_nodeattr("numInputVectors")))
         if vectors != oh * ow:
             raise _fail(node, f"{vectors} input vectors for a {oh}x{ow} output")
         mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
-        k = kernel * kernel * c
+        k = kh * kw * c
         if mw != k:
-            raise _fail(node, f"MW {mw} != kernel {kernel} x {kernel} x {c} channels")
+            raise _fail(node, f"MW {mw} != kernel {kh} x {kw} x {c} channels")
         weights = self.init(node, 1, "weights")
         if weights.shape != (mw, mh):
             raise _fail(node, f"weights of shape {weights.shape}, expected (MW, MH) = ({mw}, {mh})")
@@ -323,8 +387,11 @@ class _Walker:
                 mh,
                 self.vtype,
                 out_t,
-                kernel=kernel,
-                stride=stride,
+                kernel=kh,
+                stride=sh,
+                kernel_w=kw,
+                stride_w=sw,
+                pad=pad,
                 weights=bits,
                 thresholds=thresholds,
             )
@@ -453,8 +520,12 @@ def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
             walker.mvau(node, None)
         elif op == "LabelSelect":
             walker.label_select(node)
-        elif op in ("FMPadding", "FMPadding_Pixel"):
-            raise _fail(node, "padding is not supported")
+        elif op == "FMPadding":
+            if nxt is None or base_op_type(nxt.op_type) != "ConvolutionInputGenerator":
+                raise _fail(node, "padding not followed by a sliding window")
+            walker.padding(node)
+        elif op == "FMPadding_Pixel":
+            raise _fail(node, "pixel padding (transposed convolutions) is not supported")
         elif op == "Pool":
             raise _fail(node, "a Pool without its sliding-window generator")
         else:
@@ -493,7 +564,7 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
 def export_in_compile(compile_dir: Path, log: Any) -> dict[str, Any]:
     """The compile stage's call: write model.bnn; its compile.json entries.
 
-    A network FINN can build but the CPU format cannot express (padding, say)
+    A network FINN can build but the CPU format cannot express (a dilated window, say)
     still compiles for the FPGA: the reason is logged and recorded instead.
     """
     try:
