@@ -767,6 +767,8 @@ static void test_argument_errors(const uint8_t *file, size_t size)
     CHECK(bnn_run(NULL, NULL, 0, NULL, NULL, 1) == BNN_ERR_ARG, "bnn_run without a model");
     CHECK(bnn_context_run(NULL, NULL, 0, NULL, NULL) == BNN_ERR_ARG, "bnn_context_run without a context");
     CHECK(!strcmp(bnn_strerror(BNN_ERR_CHECKSUM), "checksum mismatch"), "strerror");
+    for (int st = BNN_ERR_IO; st >= BNN_ERR_BUSY; st--)
+        CHECK(strcmp(bnn_strerror(st), "unknown status") != 0, "strerror(%d) has no message", st);
 }
 
 /* A reader that waits on a FIFO or reads /dev/zero to its end must fail the
