@@ -132,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="keep finished runs, continue the others")
     p.add_argument("--overwrite", action="store_true", help="start every run over")
     p.add_argument("--report-only", action="store_true", help="only tabulate the runs stored in --out")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="with --report-only: also tabulate unfinished runs from their checkpoints, every run "
+        "of a model cut to the epochs all of its runs have",
+    )
     args = p.parse_args(argv)
     args.models = _names(args.models, "--models")
     args.methods = _names(args.methods, "--methods")
@@ -148,6 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise BnnflowError("--seeds has a repeated seed")
     if args.epochs < 1:
         raise BnnflowError("--epochs must be at least 1")
+    if args.partial and not args.report_only:
+        raise BnnflowError("--partial goes with --report-only")
     args.targets = _targets(args.target, args.models)
     return args
 
@@ -254,6 +262,10 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, dict], dict[tuple[str, str
                 stored = None if args.overwrite else load_result(args, key)
                 if stored is not None:
                     done[key] = stored
+                elif args.partial:
+                    ckpt = Path(args.runs) / key / "checkpoint.pt"
+                    if ckpt.exists():
+                        done[key] = {"summary": None, "history": load_checkpoint(ckpt)["history"]}
                 elif not args.report_only:
                     todo[(model, method, seed)] = epochs_done(args, model, method, seed) if args.resume else 0
     if done and not (args.resume or args.report_only):
@@ -306,14 +318,30 @@ def store_result(args: argparse.Namespace, cfg: TrainConfig, summary: dict[str, 
 
 
 def grouped(args: argparse.Namespace, done: dict[str, dict]) -> dict[tuple[str, str], list[dict]]:
-    """Finished results per (model, method), in seed order; a group with none is left out."""
+    """Results per (model, method), in seed order; a group with none is left out.
+
+    Every run of a model is cut to the epochs that all of its runs have (only
+    unfinished runs, tabulated with --partial, make that fewer than --epochs).
+    """
     groups: dict[tuple[str, str], list[dict]] = {}
     for model in args.models:
+        keys = [run_key(model, m, s) for m in args.methods for s in args.seeds]
+        common = min((len(done[k]["history"]) for k in keys if k in done), default=0)
+        if common == 0:
+            continue
         for method in args.methods:
             res = [done[k] for k in (run_key(model, method, s) for s in args.seeds) if k in done]
             if res:
-                groups[(model, method)] = res
+                groups[(model, method)] = [{**r, "history": r["history"][:common]} for r in res]
     return groups
+
+
+def final_acc(result: dict[str, Any]) -> float:
+    return result["history"][-1]["test_acc"]
+
+
+def best_acc(result: dict[str, Any]) -> float:
+    return max(row["test_acc"] for row in result["history"])
 
 
 def _pm(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -330,20 +358,21 @@ def _interval(a: list[float], b: list[float]) -> str:
 
 def summary_table(args: argparse.Namespace, groups: dict) -> list[str]:
     lines = [
-        "| model | method | seeds | final acc % | best acc % | epochs to target | s to target "
+        "| model | method | seeds | epochs | final acc % | best acc % | epochs to target | s to target "
         "| flips/epoch | s/epoch | bytes/binary weight |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (model, method), res in groups.items():
         target = args.targets[model]
         epochs, seconds = describe_reach(res, target)
         flips = [statistics.fmean(row["flips"] for row in r["history"]) for r in res]
         sec = [statistics.median(row["seconds"] for row in r["history"]) for r in res]
+        state = [r["summary"]["bytes_per_binary_weight"] for r in res if r["summary"]]
         lines.append(
-            f"| {model} | {method} | {len(res)} | {_pm([r['summary']['final_test_acc'] for r in res], 100)} "
-            f"| {_pm([r['summary']['best_test_acc'] for r in res], 100)} | {epochs} | {seconds} "
-            f"| {_pm(flips, digits=0)} | {_pm(sec, digits=1)} "
-            f"| {res[0]['summary']['bytes_per_binary_weight']:.1f} |"
+            f"| {model} | {method} | {len(res)} | {len(res[0]['history'])} "
+            f"| {_pm([final_acc(r) for r in res], 100)} | {_pm([best_acc(r) for r in res], 100)} "
+            f"| {epochs} | {seconds} | {_pm(flips, digits=0)} | {_pm(sec, digits=1)} "
+            f"| {f'{state[0]:.1f}' if state else '–'} |"
         )
     return lines
 
@@ -358,10 +387,7 @@ def difference_table(groups: dict) -> list[str]:
         base = groups.get((model, BASELINE))
         if method == BASELINE or base is None:
             continue
-        cells = [
-            _interval([r["summary"][k] for r in res], [r["summary"][k] for r in base])
-            for k in ("final_test_acc", "best_test_acc")
-        ]
+        cells = [_interval([f(r) for r in res], [f(r) for r in base]) for f in (final_acc, best_acc)]
         lines.append(f"| {model} | {method} | {BASELINE} | {cells[0]} | {cells[1]} |")
     return lines
 
@@ -379,6 +405,13 @@ def cpu_name() -> str:
 def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> str:
     groups = grouped(args, done)
     targets = ", ".join(f"{m} {100 * args.targets[m]:g}%" for m in args.models)
+    cut = sorted(
+        {(m, len(r[0]["history"])) for (m, _), r in groups.items() if len(r[0]["history"]) < args.epochs}
+    )
+    unfinished = [
+        f"{m}: unfinished, every run cut to the {n} epochs all its runs have (of {args.epochs} planned)."
+        for m, n in cut
+    ]
     lines = [
         f"Command: `python benchmarks/bop_vs_latent.py {' '.join(argv)}`",
         "",
@@ -386,6 +419,7 @@ def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> 
         f"Epochs: {args.epochs}; seeds: {','.join(map(str, args.seeds))}; batch size {args.batch_size}; "
         f"trainer defaults otherwise (`bnnflow train`: gamma 1e-4, tau 1e-8 for bop and 1e-6 for bop2, "
         f"Adam lr 1e-2, constant schedule). Targets: {targets}.",
+        *(["", *unfinished] if unfinished else []),
         "",
         "Mean ± sample standard deviation over seeds. Final: the last epoch's test accuracy; best: the "
         "highest over epochs (chosen on the test set). Epochs and seconds to target: first epoch at or "

@@ -82,3 +82,18 @@ def test_bad_options_are_one_line_errors() -> None:
     with pytest.raises(BnnflowError, match="MODEL=PERCENT"):
         bvl.parse_args(["--target", "tfc=ninety"])
     assert bvl.parse_args(["--target", "tfc=92.5"]).targets["tfc"] == pytest.approx(0.925)
+
+
+def test_unfinished_runs_are_cut_to_the_epochs_all_runs_of_the_model_have() -> None:
+    args = bvl.parse_args(["--models", "tfc", "--methods", "bop,latent-adam", "--seeds", "0,1"])
+    done = {
+        "tfc-bop-s0": {"summary": None, "history": _history([0.5, 0.8, 0.95])},
+        "tfc-bop-s1": {"summary": None, "history": _history([0.6, 0.7])},
+        "tfc-latent-adam-s0": {"summary": None, "history": _history([0.4, 0.9, 0.3, 0.2])},
+    }
+    groups = bvl.grouped(args, done)
+    assert [len(r["history"]) for r in groups[("tfc", "bop")]] == [2, 2]
+    base = groups[("tfc", "latent-adam")]
+    assert len(base) == 1
+    assert (bvl.final_acc(base[0]), bvl.best_acc(base[0])) == (0.9, 0.9)
+    assert len(done["tfc-latent-adam-s0"]["history"]) == 4  # the stored results are left whole
