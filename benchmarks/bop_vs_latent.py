@@ -442,6 +442,7 @@ def plot(args: argparse.Namespace, done: dict[str, dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     groups = grouped(args, done)
     models = [m for m in args.models if any(k[0] == m for k in groups)]
@@ -458,7 +459,8 @@ def plot(args: argparse.Namespace, done: dict[str, dict], path: Path) -> None:
             epochs = list(range(1, n + 1))
             ax.plot(epochs, mean.tolist(), marker="o", label=f"{method} ({len(res)} seeds)")
             ax.fill_between(epochs, (mean - sd).tolist(), (mean + sd).tolist(), alpha=0.2)
-        ax.axhline(100 * args.targets[model], color="grey", linestyle=":", linewidth=1)
+        ax.axhline(100 * args.targets[model], color="grey", linestyle=":", linewidth=1, label="target")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{model}: mean ± 1 sd over seeds")
         ax.grid(alpha=0.3)
         ax.legend()
