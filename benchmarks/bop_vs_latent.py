@@ -392,6 +392,19 @@ def difference_table(groups: dict) -> list[str]:
     return lines
 
 
+def hyperparameters(groups: dict) -> str:
+    """Each method's first-epoch hyperparameters, as the runs' metrics recorded them."""
+    seen: dict[str, str] = {}
+    for (_, method), res in groups.items():
+        row = res[0]["history"][0]
+        values = ", ".join(f"{k} {row[k]:g}" for k in ("gamma", "tau", "lr") if k in row)
+        config = res[0].get("config") or {}
+        if method == "bop2":
+            values += f", sigma {config.get('sigma', TrainConfig.sigma):g}"
+        seen.setdefault(method, f"{method}: {values}, {config.get('schedule', TrainConfig.schedule)} schedule")
+    return "; ".join(seen.values())
+
+
 def cpu_name() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -404,6 +417,10 @@ def cpu_name() -> str:
 
 def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> str:
     groups = grouped(args, done)
+    # The command that trains the runs; options that only resume or tabulate are named apart.
+    only_report = ("--report-only", "--partial", "--resume", "--overwrite")
+    runs_argv = [a for a in argv if a not in only_report]
+    extra = [a for a in argv if a in only_report]
     targets = ", ".join(f"{m} {100 * args.targets[m]:g}%" for m in args.models)
     cut = sorted(
         {(m, len(r[0]["history"])) for (m, _), r in groups.items() if len(r[0]["history"]) < args.epochs}
@@ -413,12 +430,12 @@ def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> 
         for m, n in cut
     ]
     lines = [
-        f"Command: `python benchmarks/bop_vs_latent.py {' '.join(argv)}`",
+        f"Command: `nice -n 10 python benchmarks/bop_vs_latent.py {' '.join(runs_argv)}`"
+        + (f" (tables: the same with `{' '.join(extra)}`)" if extra else ""),
         "",
         f"CPU: {cpu_name()}; one torch thread per run, one run at a time. "
         f"Epochs: {args.epochs}; seeds: {','.join(map(str, args.seeds))}; batch size {args.batch_size}; "
-        f"trainer defaults otherwise (`bnnflow train`: gamma 1e-4, tau 1e-8 for bop and 1e-6 for bop2, "
-        f"Adam lr 1e-2, constant schedule). Targets: {targets}.",
+        f"`bnnflow train`'s defaults otherwise ({hyperparameters(groups)}). Targets: {targets}.",
         *(["", *unfinished] if unfinished else []),
         "",
         "Mean ± sample standard deviation over seeds. Final: the last epoch's test accuracy; best: the "
