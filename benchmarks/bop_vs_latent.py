@@ -12,7 +12,7 @@ from one round to the next. A change of load on a shared machine therefore
 hits every method alike, and the seconds compared come from the same minutes.
 
 A run's results (its per-epoch metrics and summary) are stored in
-``OUT/runs/<model>-<method>-s<seed>.json`` as soon as it finishes; ``--resume``
+``OUT/per_run/<model>-<method>-s<seed>.json`` as soon as it finishes; ``--resume``
 skips finished runs and continues the others from their checkpoints (also
 from inside an epoch, where Ctrl-C stopped one). Then it prints, per model and
 method, the mean and standard deviation over seeds of the final and the best
@@ -218,7 +218,7 @@ def run_key(model: str, method: str, seed: int) -> str:
 
 
 def result_path(args: argparse.Namespace, key: str) -> Path:
-    return Path(args.out) / "runs" / f"{key}.json"
+    return Path(args.out) / "per_run" / f"{key}.json"
 
 
 def load_result(args: argparse.Namespace, key: str) -> dict[str, Any] | None:
@@ -401,7 +401,8 @@ def hyperparameters(groups: dict) -> str:
         config = res[0].get("config") or {}
         if method == "bop2":
             values += f", sigma {config.get('sigma', TrainConfig.sigma):g}"
-        seen.setdefault(method, f"{method}: {values}, {config.get('schedule', TrainConfig.schedule)} schedule")
+        schedule = config.get("schedule", TrainConfig.schedule)
+        seen.setdefault(method, f"{method}: {values}, {schedule} schedule")
     return "; ".join(seen.values())
 
 
