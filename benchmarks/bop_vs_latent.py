@@ -270,7 +270,7 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, dict], dict[tuple[str, str
                     todo[(model, method, seed)] = epochs_done(args, model, method, seed) if args.resume else 0
     if done and not (args.resume or args.report_only):
         raise BnnflowError(
-            f"{Path(args.out) / 'runs'} already holds {len(done)} finished runs: "
+            f"{Path(args.out) / 'per_run'} already holds {len(done)} finished runs: "
             "pass --resume to continue or --overwrite to start over"
         )
     return done, todo
