@@ -14,6 +14,18 @@ For each network, in one run (so machine load hits every row alike):
 - **onnxruntime**: the float twin (benchmarks/float_twin.py: +-1 weights as
   float32, sign activations) with one intra-op thread, batch 1 and ``--batch``.
 
+Then, per network, from Python in one process (``--engine-only`` prints just these):
+
+- **Python call overhead**: ``CpuEngine.run`` at batch 1 (and with ``out=``,
+  and a bare ctypes call of ``bnn_context_run`` for comparison) against the C
+  loop, timed as ``bnn_context_run`` on 64 images per call divided by 64;
+  blocks of each interleaved, medians, in microseconds and as ratios to the C loop;
+- **thread scaling**: ``CpuEngine.run`` on batches of several sizes with 2 and
+  with all threads against 1 thread, interleaved, as the ratio of the median
+  times (above 1: the threads help), and the ratio of the process CPU time
+  (1.0: splitting adds no work; on a machine other processes keep busy, the
+  wall-clock ratios say more about them than about the engine).
+
 Speeds are images per second from the median time; "vs pytorch" divides by
 PyTorch's batch-1 figure. With ``--run NET=RUN_DIR`` the network's trained
 checkpoint and its compile folder's model.bnn are used; otherwise a freshly
@@ -155,6 +167,120 @@ def measure(
     return out
 
 
+def _block_us(fn, calls: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - t0) / calls / 1000
+
+
+def python_overhead(model: Path, blocks: int) -> dict[str, float]:
+    """Median microseconds per image: the C loop, a bare ctypes call, run, run(out=), classify."""
+    from bnnflow.bnncpu.engine import CpuEngine, _library
+
+    with CpuEngine(model) as engine:
+        lib = _library()
+        many = np.random.default_rng(0).integers(0, 256, (64, *engine.input_shape), dtype=np.uint8)
+        one = many[:1].copy()
+        classes, scores = np.empty(64, np.int32), np.empty((64, engine.n_classes), np.int32)
+        out = (classes[:1], scores[:1])
+        ctx, f = engine._ctx_addr, lib.bnn_context_run
+        ptrs = (many.ctypes.data, one.ctypes.data, classes.ctypes.data, scores.ctypes.data)
+        fns = {
+            "c_loop": (lambda: f(ctx, ptrs[0], 64, ptrs[2], ptrs[3]), 3, 64),
+            "ctypes": (lambda: f(ctx, ptrs[1], 1, ptrs[2], ptrs[3]), 100, 1),
+            "run": (lambda: engine.run(one), 100, 1),
+            "run_out": (lambda: engine.run(one, out=out), 100, 1),
+            "classify": (lambda: engine.classify(one), 100, 1),
+        }
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(blocks):
+            for k, (fn, calls, images) in fns.items():
+                times[k].append(_block_us(fn, calls) / images)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _block_cpu_us(fn, calls: int) -> tuple[float, float]:
+    """(wall, process CPU) microseconds per call over a block of calls."""
+    c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - t0) / calls / 1000, (time.process_time_ns() - c0) / calls / 1000
+
+
+def thread_scaling(model: Path, blocks: int) -> list[tuple[int, float, float, float, int]]:
+    """(batch, 1-thread time / 2-thread time, the same for all cores, 1-thread CPU time /
+    2-thread CPU time, threads started so far).
+
+    The CPU-time ratio is what a shared machine still measures: the work the split
+    adds (1.0: none), where the wall-clock ratio depends on what else runs.
+    """
+    from bnnflow.bnncpu.engine import CpuEngine, threads_started
+
+    rows = []
+    with CpuEngine(model) as engine:
+        per_image = python_overhead(model, 5)["c_loop"]
+        # Batches up to about 0.2 s on one thread.
+        sizes = [b for b in (1, 8, 64, 512, 4096, 32768) if b * per_image < 2e5] or [1]
+        rng = np.random.default_rng(1)
+        for batch in sizes:
+            images = rng.integers(0, 256, (batch, *engine.input_shape), dtype=np.uint8)
+            calls = max(1, int(2000 / (batch * per_image)))
+            t: dict[int, list[tuple[float, float]]] = {1: [], 2: [], 0: []}
+            for _ in range(blocks):
+                for threads in t:
+                    call = lambda x=images, th=threads: engine.run(x, threads=th)  # noqa: E731
+                    t[threads].append(_block_cpu_us(call, calls))
+            wall = {k: statistics.median(w for w, _ in v) for k, v in t.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in t.items()}
+            rows.append((batch, wall[1] / wall[2], wall[1] / wall[0], cpu[1] / cpu[2], threads_started()))
+    return rows
+
+
+def cpu_name() -> str:
+    proc = subprocess.run(["lscpu"], capture_output=True, text=True)
+    names = [
+        line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("Model name")
+    ]
+    flags = " ".join(line for line in proc.stdout.splitlines() if line.startswith("Flags"))
+    isa = "AVX-512" if "avx512vpopcntdq" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{names[0] if names else '?'} ({os.cpu_count()} cores, {isa})"
+
+
+def engine_tables(nets: list[str], models: dict[str, Path], blocks: int) -> list[str]:
+    from bnnflow.bnncpu.engine import kernel_name
+
+    lines = [
+        f"Python call overhead, batch 1, {kernel_name()} kernels, {cpu_name()}: "
+        f"medians of {blocks} interleaved blocks, microseconds per image",
+        "",
+        "| network | C loop | bare ctypes call | CpuEngine.run | run(out=) | classify | run - C loop "
+        "| run / C loop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for net in nets:
+        o = python_overhead(models[net], blocks)
+        lines.append(
+            f"| {net} | {o['c_loop']:.3f} | {o['ctypes']:.3f} | {o['run']:.3f} | {o['run_out']:.3f} "
+            f"| {o['classify']:.3f} | {o['run'] - o['c_loop']:+.3f} | {o['run'] / o['c_loop']:.2f}x |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+    lines += [
+        "",
+        "Thread scaling, CpuEngine.run: 1-thread time / n-thread time "
+        f"(medians of {blocks} interleaved blocks)",
+        "",
+        "| network | batch | 2 threads vs 1 | all cores vs 1 | CPU time, 1 thread / 2 threads "
+        "| worker threads started so far |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for net in nets:
+        for batch, two, every, cpu, started in thread_scaling(models[net], blocks):
+            lines.append(f"| {net} | {batch} | {two:.2f}x | {every:.2f}x | {cpu:.2f} | {started} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--networks", default="tfc,lfc,cnv", help=f"comma-separated: {', '.join(SHAPES)}")
@@ -164,9 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256, help="large batch for PyTorch and onnxruntime")
     p.add_argument("--seconds", type=float, default=2.0, help="time per PyTorch/onnxruntime measurement")
     p.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    p.add_argument("--engine-only", action="store_true", help="only the Python-overhead and thread tables")
+    p.add_argument("--blocks", type=int, default=51, help="interleaved blocks for those tables")
     args = p.parse_args(argv)
     runs = dict(item.split("=", 1) for item in args.run)
     subprocess.run(["make", "-s", "-C", str(CPU), "all"], check=True, timeout=900)
+    if args.engine_only:
+        nets = args.networks.split(",")
+        with tempfile.TemporaryDirectory() as tmp:
+            models = {
+                n: model_file(n, Path(runs[n]) if n in runs else None, args.board, Path(tmp)) for n in nets
+            }
+            text = "\n".join(engine_tables(nets, models, args.blocks))
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return 0
     lines = [
         f"{os.cpu_count()} cores; engine {args.runs} batch-1 runs; PyTorch/onnxruntime median over "
         f"{args.seconds:.0f} s; images/s",

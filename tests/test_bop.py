@@ -95,8 +95,9 @@ def test_callable_schedule_updates_param_group_each_step() -> None:
     _step(opt, w, [1.0, 1.0])  # gamma 0: m unchanged; tau .2: second (+1, m=-.25) disagrees
     seen.append(w.tolist())
     assert seen == [[-1.0, 1.0], [-1.0, 1.0]]
+    # After a step the group holds the values for the next one (step 2).
     assert opt.param_groups[0]["gamma"] == 0.0
-    assert opt.param_groups[0]["tau"] == pytest.approx(0.2)
+    assert opt.param_groups[0]["tau"] == pytest.approx(0.3)
     assert opt.state[w]["exp_avg"].tolist() == [0.25, -0.25]
 
 
@@ -128,30 +129,30 @@ def test_state_dict_resume_is_bit_identical(cls: type, compact: bool) -> None:
         return w, cls([w], gamma=0.05, tau=1e-3, compact=compact)
 
     w, opt = make()
-    torch.manual_seed(7)
     for g in grads:
         w.grad = g.clone()
         opt.step()
-    straight = (w.detach().clone(), {k: v.clone() for k, v in opt.state[w].items()})
+    straight = (opt.binary_weight(w).clone(), {k: v.clone() for k, v in opt.state[w].items()})
 
     w, opt = make()
-    torch.manual_seed(7)
     for g in grads[:5]:
         w.grad = g.clone()
         opt.step()
     buf = io.BytesIO()
-    torch.save({"w": w.detach(), "opt": opt.state_dict(), "rng": torch.get_rng_state()}, buf)
+    torch.save({"w": opt.binary_weight(w), "opt": opt.state_dict()}, buf)
     buf.seek(0)
     saved = torch.load(buf, weights_only=False)
+    torch.manual_seed(99)  # the rounding noise has its own, checkpointed stream
     w2, opt2 = make()
-    with torch.no_grad():
-        w2.copy_(saved["w"])
+    if not compact:  # a compact optimizer holds the weights itself
+        with torch.no_grad():
+            w2.copy_(saved["w"])
     opt2.load_state_dict(saved["opt"])
-    torch.set_rng_state(saved["rng"])
     for g in grads[5:]:
         w2.grad = g.clone()
         opt2.step()
-    assert torch.equal(w2.detach(), straight[0])
+    assert torch.equal(opt2.binary_weight(w2), straight[0])
+    assert set(opt2.state[w2]) == set(straight[1])
     for key, value in straight[1].items():
         assert torch.equal(opt2.state[w2][key], value), key
         assert opt2.state[w2][key].dtype == value.dtype

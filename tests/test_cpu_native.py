@@ -122,6 +122,12 @@ def test_sanitize(built: None, tmp_path: Path) -> None:
     assert "sanitize: all tests passed" in _make("sanitize")
 
 
+def test_thread_sanitizer_on_the_worker_pool(built: None, tmp_path: Path) -> None:
+    if not _compiles("cc", "-fsanitize=thread", tmp=tmp_path):
+        unavailable("cc cannot link -fsanitize=thread (gcc, libc6-dev): ThreadSanitizer run not possible")
+    assert "tsan: all tests passed" in _make("tsan")
+
+
 def test_cross_armhf_neon_under_qemu(built: None) -> None:
     _need(
         "arm-linux-gnueabihf-gcc", reason="gcc-arm-linux-gnueabihf not installed: ARMv7 NEON path not tested"

@@ -19,9 +19,11 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert {"bop", "bop-compact", "latent-adam"} == set(summary["training"])
     assert "bytes/weight" in out and "frames/s" in out
-    assert summary["training"]["bop"]["bytes_per_binary_weight"] == 8.0
-    assert summary["training"]["bop-compact"]["bytes_per_binary_weight"] == 6.0
-    assert summary["training"]["latent-adam"]["bytes_per_binary_weight"] == 12.0
+    # persistent state per binary weight (plus per-layer counters, under 0.01 byte):
+    # weight, gradient, average; sign bit and bfloat16 average; weight, gradient, two moments
+    assert 12.0 < summary["training"]["bop"]["bytes_per_binary_weight"] < 12.01
+    assert 2.125 < summary["training"]["bop-compact"]["bytes_per_binary_weight"] < 2.135
+    assert 16.0 < summary["training"]["latent-adam"]["bytes_per_binary_weight"] < 16.01
     hw = summary["hardware"]
     assert hw["export"]["max_abs_logit_diff"] <= 1e-4
     assert hw["verification"]["n_images"] == 5 and hw["verification"]["first_mismatch"] is None

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from bnnflow.models import binarize_weights_, binary_weight_params, build_model
 from bnnflow.training import Bop, Bop2ndOrder, build_optimizer, state_bytes_per_binary_weight
+from bnnflow.training.optimizers import binary_state_bytes
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,11 +75,20 @@ def test_latent_adam_clips_to_unit_interval() -> None:
         assert (p.abs() == 1.0).any()
 
 
+# Bytes per binary weight by tensor after a step: the float32 layouts keep the
+# weight, its gradient and their averages; the compact layout one sign bit and
+# a bfloat16 average per weight, and a one-element placeholder per layer.
 @pytest.mark.parametrize(
-    ("method", "compact", "expected"),
-    [("bop", False, 8.0), ("bop", True, 6.0), ("bop2", False, 12.0), ("latent-adam", False, 12.0)],
+    ("method", "compact", "per_weight"),
+    [
+        ("bop", False, {"weight": 4, "grad": 4, "exp_avg": 4}),
+        ("bop", True, {"signs": 1 / 8, "exp_avg": 2}),
+        ("bop2", False, {"weight": 4, "grad": 4, "exp_avg": 4, "exp_avg_sq": 4}),
+        ("bop2", True, {"signs": 1 / 8, "exp_avg": 2, "exp_avg_sq": 2}),
+        ("latent-adam", False, {"weight": 4, "grad": 4, "exp_avg": 4, "exp_avg_sq": 4}),
+    ],
 )
-def test_state_bytes_per_binary_weight(method: str, compact: bool, expected: float) -> None:
+def test_state_bytes_per_binary_weight(method: str, compact: bool, per_weight: dict[str, float]) -> None:
     torch.manual_seed(0)
     model = build_model("digits-mlp")
     if method != "latent-adam":
@@ -88,7 +98,20 @@ def test_state_bytes_per_binary_weight(method: str, compact: bool, expected: flo
     model.train()
     F.cross_entropy(model(x), y).backward()
     opt.step()
-    assert state_bytes_per_binary_weight(model, opt) == expected
+    binary = binary_weight_params(model)
+    n, layers = sum(p.numel() for p in binary), len(binary)
+    expected = {key: round(b * n) for key, b in per_weight.items()}
+    # The scalars: two int64 flip counters per layer (Bop), one float32 step
+    # count per layer (Adam), a float32 placeholder per released weight.
+    if method == "latent-adam":
+        expected["step"] = 4 * layers
+    else:
+        expected["flips"] = expected["flips_total"] = 8 * layers
+    if compact:
+        expected["weight"] = 4 * layers
+    assert binary_state_bytes(model, opt) == expected
+    assert state_bytes_per_binary_weight(model, opt) == sum(expected.values()) / n
+    assert (state_bytes_per_binary_weight(model, opt) <= 2.25) == (method == "bop" and compact)
 
 
 def test_case_optimizer_round_trip_and_mismatch() -> None:

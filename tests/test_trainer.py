@@ -51,7 +51,7 @@ def test_run_folder_contents(tmp_path: Path) -> None:
     flip_cols = [c for c in rows[0] if c.startswith("log_flip_ratio/")]
     assert len(flip_cols) == 3  # one per binary layer
     assert summary["total_flips"] > 0
-    assert summary["bytes_per_binary_weight"] == 8.0
+    assert 12.0 < summary["bytes_per_binary_weight"] < 12.01  # weight, gradient, average (+ counters)
     assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, payload = load_model(run)
     assert payload["model"] == "digits-mlp" and not model.training
@@ -66,14 +66,17 @@ def test_resume_after_epoch_is_bit_identical(tmp_path: Path) -> None:
     _states_equal(tmp_path / "straight" / "checkpoint.pt", tmp_path / "split" / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("method", ["bop", "latent-adam"])
-def test_resume_after_kill_mid_epoch_is_bit_identical(tmp_path: Path, method: str) -> None:
-    train(_cfg(tmp_path / "straight", method=method))
+@pytest.mark.parametrize(
+    ("method", "compact"), [("bop", False), ("bop", True), ("bop2", True), ("latent-adam", False)]
+)
+def test_resume_after_kill_mid_epoch_is_bit_identical(tmp_path: Path, method: str, compact: bool) -> None:
+    train(_cfg(tmp_path / "straight", method=method, compact=compact))
     with pytest.raises(BnnflowError) as info:
-        train(_cfg(tmp_path / "killed", method=method, interrupt_after_steps=4))  # 6 steps per epoch
+        # 6 steps per epoch
+        train(_cfg(tmp_path / "killed", method=method, compact=compact, interrupt_after_steps=4))
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["batches_done"] == 4
-    train(_cfg(tmp_path / "killed", method=method, resume=True))
+    train(_cfg(tmp_path / "killed", method=method, compact=compact, resume=True))
     _states_equal(tmp_path / "straight" / "checkpoint.pt", tmp_path / "killed" / "checkpoint.pt")
     a = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
     b = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
@@ -138,5 +141,8 @@ def test_bad_names_are_one_line_errors(tmp_path: Path) -> None:
 def test_bop2_and_compact_train(tmp_path: Path) -> None:
     s2 = train(_cfg(tmp_path / "b2", method="bop2", epochs=1))
     sc = train(_cfg(tmp_path / "c", compact=True, epochs=1))
-    assert s2["bytes_per_binary_weight"] == 12.0
-    assert sc["bytes_per_binary_weight"] == 6.0
+    # weight, gradient, two averages; sign bit and bfloat16 average (plus
+    # the per-layer counters and placeholders: under 0.01 byte per weight here)
+    assert 16.0 < s2["bytes_per_binary_weight"] < 16.01
+    assert 2.125 < sc["bytes_per_binary_weight"] < 2.135
+    assert s2["final_test_acc"] > 0.5 and sc["final_test_acc"] > 0.5

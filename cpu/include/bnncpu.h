@@ -193,13 +193,14 @@ enum bnn_status {
     BNN_ERR_NOMEM = -9,     /* out of memory */
     BNN_ERR_ARG = -10,      /* a bad argument to a function */
     BNN_ERR_THREAD = -11,   /* a worker thread could not be started */
+    BNN_ERR_BUSY = -12,     /* the context is running a batch for another thread */
 };
 
 /* A short English description of a status code ("checksum mismatch"). */
 BNN_API const char *bnn_strerror(int status);
 
 typedef struct bnn_model bnn_model;     /* immutable once loaded; share it between threads */
-typedef struct bnn_context bnn_context; /* one thread's working buffers for one model */
+typedef struct bnn_context bnn_context; /* working buffers (and worker threads) for one model */
 
 /* Load and validate a model. On failure *out is NULL, the status is returned and,
  * if err is not NULL, a one-line message naming the problem (and the layer) is
@@ -239,7 +240,10 @@ BNN_API int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_laye
 BNN_API const char *bnn_layer_kind_name(uint32_t kind); /* "MVAU" */
 BNN_API const char *bnn_type_name(uint32_t type);       /* "bits", "int8", ... */
 
-/* One thread's working buffers; NULL when out of memory. */
+/* Working buffers for one model; NULL when out of memory. A context runs one
+ * batch at a time: a call that enters it while another thread's call is
+ * running returns BNN_ERR_BUSY (use one context per thread). bnn_context_free
+ * joins the context's worker threads. */
 BNN_API bnn_context *bnn_context_new(const bnn_model *model);
 BNN_API void bnn_context_free(bnn_context *ctx);
 
@@ -253,10 +257,24 @@ BNN_API int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, i
 BNN_API int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes,
                                   int32_t *scores, uint64_t *layer_ns);
 
-/* The same, with the batch split over n_threads threads (0: the online cores).
- * Contexts are made and freed inside; results do not depend on n_threads. */
+/* bnn_context_run with the batch split over at most n_threads threads, the
+ * calling thread included (0: the online cores). The context starts its
+ * worker threads, each with its own buffers, on the first batch it splits and
+ * keeps them until bnn_context_free: no call after that starts a thread. A
+ * batch is split only where each thread gets enough work to repay waking it
+ * (the context times its runs to judge), so a small batch stays on the calling
+ * thread. Results do not depend on n_threads. */
+BNN_API int bnn_context_run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes,
+                                    int32_t *scores, int n_threads);
+
+/* bnn_context_run_threads on a context made and freed inside: for one batch;
+ * repeated calls should keep a context (this one starts its threads each time). */
 BNN_API int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
                     int n_threads);
+
+/* Worker threads the library has started in this process (for tests: a
+ * context's calls after its first split must not add any). */
+BNN_API unsigned bnn_threads_started(void);
 
 /* CPU features, detected once. BNNCPU_DISABLE (comma-separated names, or "all")
  * switches features off before the kernels are chosen, so every kernel can be

@@ -541,23 +541,28 @@ static double cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Images per second for batches of n on `threads` threads: warm up once, then
- * repeat for at least min_s seconds. */
+/* Images per second for batches of n on `threads` threads: one context (its
+ * worker threads started by the warm-up call), then repeat for at least min_s
+ * seconds. */
 static struct throughput measure_batch(const bnn_model *m, const uint8_t *batch, size_t n, int threads,
                                        double min_s)
 {
     int32_t *classes = malloc(n * sizeof(int32_t));
-    if (bnn_run(m, batch, n, classes, NULL, threads) != BNN_OK)
+    bnn_context *ctx = bnn_context_new(m);
+    if (!classes || !ctx)
+        die("out of memory for a batch of %zu", n);
+    if (bnn_context_run_threads(ctx, batch, n, classes, NULL, threads) != BNN_OK)
         die("run failed");
     size_t done = 0;
     double t0 = now_s(), c0 = cpu_s(), dt;
     do {
-        if (bnn_run(m, batch, n, classes, NULL, threads) != BNN_OK)
+        if (bnn_context_run_threads(ctx, batch, n, classes, NULL, threads) != BNN_OK)
             die("run failed");
         done += n;
         dt = now_s() - t0;
     } while (dt < min_s || done < 3 * n);
     double dc = cpu_s() - c0;
+    bnn_context_free(ctx);
     free(classes);
     return (struct throughput){threads, (double)done / dt, (double)done / (dc > 0 ? dc : 1e-9)};
 }

@@ -254,6 +254,9 @@ const struct bnn_kernels *bnn_select_kernels(void);
 size_t bnn_available_kernels(const struct bnn_kernels **out, size_t max);
 /* Runs the model with another kernel set (tests compare them in one process). */
 void bnn_model_use_kernels(bnn_model *model, const struct bnn_kernels *kernels);
+/* For tests: the least work (ns) a thread's share needs before bnn_context_run_threads
+ * splits a batch; 0 splits every batch, one image a chunk, over every thread asked for. */
+void bnn_context_set_split_ns(bnn_context *ctx, uint64_t min_ns);
 
 uint32_t bnn_crc32(const uint8_t *data, size_t size, size_t skip_at);
 

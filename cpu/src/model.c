@@ -41,6 +41,7 @@ const char *bnn_strerror(int status)
     case BNN_ERR_NOMEM: return "out of memory";
     case BNN_ERR_ARG: return "bad argument";
     case BNN_ERR_THREAD: return "cannot start a thread";
+    case BNN_ERR_BUSY: return "the context is running a batch for another thread";
     default: return "unknown status";
     }
 }

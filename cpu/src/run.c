@@ -1,10 +1,15 @@
 /*
  * Running a loaded model: one context per thread holds every working buffer,
- * so bnn_context_run neither allocates nor locks; bnn_run splits a batch into
- * contiguous slices, one thread and one context each (images are
- * independent, so the split cannot change a result).
+ * so bnn_context_run neither allocates nor locks (one atomic flag refuses a
+ * second thread that enters the same context). bnn_context_run_threads splits
+ * a batch over a pool of worker threads that the context starts once and
+ * joins when it is freed: each worker has its own context, and every thread,
+ * the caller included, takes chunks of consecutive images from one atomic
+ * counter until none are left (images are independent, so the split cannot
+ * change a result, and a worker that wakes late only does less of the work).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +18,24 @@
 
 #include "internal.h"
 
+#define BNN_MAX_THREADS 256
+/* A batch is split only when each thread's share is estimated at this much
+ * work or more: below it, waking a sleeping worker (a futex wake and a
+ * reschedule, several microseconds, far more on a loaded machine) costs
+ * about what it saves. */
+#define BNN_SPLIT_MIN_NS 100000u
+/* Chunks a thread takes at a time: about this long, so that the caller never
+ * waits long for a worker's last chunk. */
+#define BNN_CHUNK_NS 20000u
+
+struct bnn_pool;
+
 struct bnn_context {
     const bnn_model *model;
+    atomic_int busy;       /* set while a thread runs on this context */
+    struct bnn_pool *pool; /* worker threads, started by the first batch worth splitting */
+    uint64_t ns_per_image; /* measured by bnn_context_run_threads; 0 until then */
+    uint64_t split_min_ns; /* BNN_SPLIT_MIN_NS but in tests */
     uint8_t *act[2];   /* ping-pong activation buffers */
     uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
     int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
@@ -98,6 +119,8 @@ bnn_context *bnn_context_new(const bnn_model *model)
     /* Zeroed once, so the slack after each tensor holds defined bytes. */
     memset(mem, 0, 2 * act + image + scores + split + pad);
     ctx->model = model;
+    atomic_init(&ctx->busy, 0);
+    ctx->split_min_ns = BNN_SPLIT_MIN_NS;
     ctx->mem = mem;
     ctx->act[0] = mem;
     ctx->act[1] = mem + act;
@@ -108,10 +131,13 @@ bnn_context *bnn_context_new(const bnn_model *model)
     return ctx;
 }
 
+static void pool_free(struct bnn_pool *p);
+
 void bnn_context_free(bnn_context *ctx)
 {
     if (!ctx)
         return;
+    pool_free(ctx->pool);
     bnn_free(ctx->mem);
     free(ctx);
 }
@@ -350,45 +376,298 @@ static int run_batch(bnn_context *ctx, const uint8_t *images, size_t n, int32_t 
     return BNN_OK;
 }
 
+/* A second thread entering a context that is running returns BNN_ERR_BUSY
+ * instead of sharing its buffers. */
+static int enter(bnn_context *ctx)
+{
+    return atomic_exchange_explicit(&ctx->busy, 1, memory_order_acquire) ? BNN_ERR_BUSY : BNN_OK;
+}
+
+static void leave(bnn_context *ctx)
+{
+    atomic_store_explicit(&ctx->busy, 0, memory_order_release);
+}
+
 int bnn_context_run(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores)
 {
-    return run_batch(ctx, images, n, classes, scores, NULL);
+    if (!ctx)
+        return BNN_ERR_ARG;
+    int st = enter(ctx);
+    if (st != BNN_OK)
+        return st;
+    st = run_batch(ctx, images, n, classes, scores, NULL);
+    leave(ctx);
+    return st;
 }
 
 int bnn_context_run_timed(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
                           uint64_t *layer_ns)
 {
-    if (!layer_ns)
+    if (!ctx || !layer_ns)
         return BNN_ERR_ARG;
-    return run_batch(ctx, images, n, classes, scores, layer_ns);
+    int st = enter(ctx);
+    if (st != BNN_OK)
+        return st;
+    st = run_batch(ctx, images, n, classes, scores, layer_ns);
+    leave(ctx);
+    return st;
 }
 
-struct slice {
-    const bnn_model *model;
+/* ---- the worker pool ---------------------------------------------------------------- */
+
+void bnn_context_set_split_ns(bnn_context *ctx, uint64_t min_ns)
+{
+    ctx->split_min_ns = min_ns;
+}
+
+static atomic_uint threads_started;
+
+unsigned bnn_threads_started(void)
+{
+    return atomic_load(&threads_started);
+}
+
+struct job {
     const uint8_t *images;
-    size_t n;
     int32_t *classes, *scores;
-    int status;
+    size_t n, chunk;
+    int workers; /* how many of the pool's workers take part */
 };
 
-static void run_slice(struct slice *s)
+struct worker {
+    struct bnn_pool *pool;
+    bnn_context *ctx;
+    pthread_t thread;
+    int index;
+    unsigned seen; /* the last job generation this worker looked at */
+};
+
+struct bnn_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a new job, or shutdown */
+    pthread_cond_t idle; /* a worker left a job */
+    struct worker *workers[BNN_MAX_THREADS];
+    int n_workers;
+    unsigned gen; /* job generation, under mu */
+    int shutdown; /* under mu */
+    int active;   /* workers inside the current job, under mu */
+    struct job job; /* under mu */
+    atomic_size_t next, done; /* the next image to take; images finished */
+};
+
+/* Take chunks of the job until none are left; each thread runs them on its own context. */
+static void take_chunks(struct bnn_pool *p, const struct job *j, bnn_context *ctx)
 {
-    bnn_context *ctx = bnn_context_new(s->model);
-    if (!ctx) {
-        s->status = BNN_ERR_NOMEM;
-        return;
+    const size_t ib = ctx->model->image_bytes, nc = ctx->model->n_classes;
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, j->chunk);
+        if (i >= j->n)
+            return;
+        size_t len = j->n - i < j->chunk ? j->n - i : j->chunk;
+        run_batch(ctx, j->images + i * ib, len, j->classes + i, j->scores ? j->scores + i * nc : NULL, NULL);
+        atomic_fetch_add(&p->done, len);
     }
-    s->status = bnn_context_run(ctx, s->images, s->n, s->classes, s->scores);
-    bnn_context_free(ctx);
 }
 
-static void *slice_thread(void *arg)
+static void *worker_main(void *arg)
 {
-    run_slice(arg);
+    struct worker *w = arg;
+    struct bnn_pool *p = w->pool;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->shutdown && p->gen == w->seen)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (p->shutdown)
+            break;
+        w->seen = p->gen;
+        if (w->index >= p->job.workers)
+            continue;
+        const struct job j = p->job;
+        p->active++;
+        pthread_mutex_unlock(&p->mu);
+        take_chunks(p, &j, w->ctx);
+        pthread_mutex_lock(&p->mu);
+        p->active--;
+        pthread_cond_broadcast(&p->idle);
+    }
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-#define BNN_MAX_THREADS 256
+static void pool_free(struct bnn_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++) {
+        pthread_join(p->workers[i]->thread, NULL);
+        bnn_context_free(p->workers[i]->ctx);
+        free(p->workers[i]);
+    }
+    pthread_cond_destroy(&p->idle);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static struct bnn_pool *pool_new(void)
+{
+    struct bnn_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->work, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->idle, NULL) != 0) {
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    atomic_init(&p->next, 0);
+    atomic_init(&p->done, 0);
+    return p;
+}
+
+/* Start workers until the pool has `want`; called by the context's owner
+ * between jobs. */
+static int pool_grow(bnn_context *ctx, int want)
+{
+    if (!ctx->pool && !(ctx->pool = pool_new()))
+        return BNN_ERR_NOMEM;
+    struct bnn_pool *p = ctx->pool;
+    while (p->n_workers < want) {
+        struct worker *w = calloc(1, sizeof(*w));
+        if (!w)
+            return BNN_ERR_NOMEM;
+        w->pool = p;
+        w->index = p->n_workers;
+        w->ctx = bnn_context_new(ctx->model);
+        if (!w->ctx) {
+            free(w);
+            return BNN_ERR_NOMEM;
+        }
+        pthread_mutex_lock(&p->mu);
+        w->seen = p->gen;
+        int rc = pthread_create(&w->thread, NULL, worker_main, w);
+        if (rc == 0)
+            p->workers[p->n_workers++] = w;
+        pthread_mutex_unlock(&p->mu);
+        if (rc != 0) {
+            bnn_context_free(w->ctx);
+            free(w);
+            return BNN_ERR_THREAD;
+        }
+        atomic_fetch_add(&threads_started, 1);
+    }
+    return BNN_OK;
+}
+
+static uint64_t ns_per_image(const bnn_context *ctx)
+{
+    if (ctx->ns_per_image)
+        return ctx->ns_per_image;
+    /* Before the first measurement: the fastest kernels' rate (about 200
+     * binary and 20 8-bit G MAC/s on one AVX-512 core), so that an unknown
+     * model errs towards the calling thread alone. */
+    return ctx->model->binary_macs / 200 + ctx->model->integer_macs / 20 + 1;
+}
+
+/* Split the job over the caller and job->workers workers; returns when every image is done. */
+static void pool_run(bnn_context *ctx, const struct job *job)
+{
+    struct bnn_pool *p = ctx->pool;
+    pthread_mutex_lock(&p->mu);
+    /* A worker may still be leaving the previous job: the counters are its until it has. */
+    while (p->active > 0)
+        pthread_cond_wait(&p->idle, &p->mu);
+    p->job = *job;
+    atomic_store(&p->next, 0);
+    atomic_store(&p->done, 0);
+    p->gen++;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    take_chunks(p, job, ctx);
+    if (atomic_load(&p->done) < job->n) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->done) < job->n)
+            pthread_cond_wait(&p->idle, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* A new measure of the time per image, averaged in so that one preempted run does not decide the next split. */
+static void learn(bnn_context *ctx, uint64_t ns)
+{
+    ctx->ns_per_image = ctx->ns_per_image ? (3 * ctx->ns_per_image + ns) / 4 : ns;
+}
+
+static int run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                       int n_threads)
+{
+    if (n_threads == 0) {
+        /* glibc reads /sys for this on every call: once is enough. */
+        static atomic_int online;
+        int cores = atomic_load_explicit(&online, memory_order_relaxed);
+        if (!cores) {
+            long v = sysconf(_SC_NPROCESSORS_ONLN);
+            cores = v > 0 ? (v < BNN_MAX_THREADS ? (int)v : BNN_MAX_THREADS) : 1;
+            atomic_store_explicit(&online, cores, memory_order_relaxed);
+        }
+        n_threads = cores;
+    }
+    if (n_threads > BNN_MAX_THREADS)
+        n_threads = BNN_MAX_THREADS;
+    const uint64_t per_image = ns_per_image(ctx), total = per_image * n;
+    /* As many threads as have split_min_ns of work each, at most one per image. */
+    uint64_t useful = ctx->split_min_ns ? total / ctx->split_min_ns : (uint64_t)n_threads;
+    useful = useful < n ? useful : n;
+    const int ways = useful < (uint64_t)n_threads ? (int)(useful ? useful : 1) : n_threads;
+    if (ways <= 1) {
+        if (total < BNN_SPLIT_MIN_NS / 10 || n_threads <= 1)
+            return run_batch(ctx, images, n, classes, scores, NULL);
+        /* Long enough to time (two clock reads are noise here): the measure decides the next split. */
+        uint64_t t0 = now_ns();
+        int st = run_batch(ctx, images, n, classes, scores, NULL);
+        learn(ctx, (now_ns() - t0) / n + 1);
+        return st;
+    }
+    int st = pool_grow(ctx, ways - 1);
+    if (st != BNN_OK)
+        return st;
+    size_t chunk = ctx->split_min_ns ? (size_t)(BNN_CHUNK_NS / per_image) : 1, most = n / (4 * (size_t)ways);
+    chunk = chunk > most ? most : chunk;
+    struct job job = {images, classes, scores, n, chunk ? chunk : 1, ways - 1};
+    uint64_t t0 = now_ns();
+    pool_run(ctx, &job);
+    /* Per image on one thread: the wall time times the threads that had work. */
+    learn(ctx, (now_ns() - t0) * (uint64_t)ways / n + 1);
+    return BNN_OK;
+}
+
+int bnn_context_run_threads(bnn_context *ctx, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
+                            int n_threads)
+{
+    if (!ctx || n_threads < 0 || (n && (!images || !classes)))
+        return BNN_ERR_ARG;
+    if (n == 0)
+        return BNN_OK;
+    int st = enter(ctx);
+    if (st != BNN_OK)
+        return st;
+    st = run_threads(ctx, images, n, classes, scores, n_threads);
+    leave(ctx);
+    return st;
+}
 
 int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *classes, int32_t *scores,
             int n_threads)
@@ -397,42 +676,10 @@ int bnn_run(const bnn_model *model, const uint8_t *images, size_t n, int32_t *cl
         return BNN_ERR_ARG;
     if (n == 0)
         return BNN_OK;
-    if (n_threads == 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = online > 0 ? (int)online : 1;
-    }
-    if (n_threads > BNN_MAX_THREADS)
-        n_threads = BNN_MAX_THREADS;
-    if ((size_t)n_threads > n)
-        n_threads = (int)n;
-
-    struct slice slices[BNN_MAX_THREADS];
-    pthread_t threads[BNN_MAX_THREADS];
-    size_t start = 0, base = n / (size_t)n_threads, extra = n % (size_t)n_threads;
-    for (int t = 0; t < n_threads; t++) {
-        size_t len = base + ((size_t)t < extra);
-        slices[t] = (struct slice){model, images + start * model->image_bytes, len, classes + start,
-                                   scores ? scores + start * model->n_classes : NULL, BNN_OK};
-        start += len;
-    }
-    BNN_REQUIRE(start == n);
-    /* The calling thread takes the first slice itself. */
-    int started = 0, status = BNN_OK;
-    for (int t = 1; t < n_threads; t++) {
-        if (pthread_create(&threads[t], NULL, slice_thread, &slices[t]) != 0) {
-            status = BNN_ERR_THREAD;
-            break;
-        }
-        started = t;
-    }
-    if (status == BNN_OK)
-        run_slice(&slices[0]);
-    for (int t = 1; t <= started; t++)
-        pthread_join(threads[t], NULL);
-    if (status != BNN_OK)
-        return status;
-    for (int t = 0; t < n_threads; t++)
-        if (slices[t].status != BNN_OK)
-            return slices[t].status;
-    return BNN_OK;
+    bnn_context *ctx = bnn_context_new(model);
+    if (!ctx)
+        return BNN_ERR_NOMEM;
+    int st = bnn_context_run_threads(ctx, images, n, classes, scores, n_threads);
+    bnn_context_free(ctx);
+    return st;
 }

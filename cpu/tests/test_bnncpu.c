@@ -17,6 +17,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -765,6 +767,8 @@ static void test_argument_errors(const uint8_t *file, size_t size)
     CHECK(bnn_run(NULL, NULL, 0, NULL, NULL, 1) == BNN_ERR_ARG, "bnn_run without a model");
     CHECK(bnn_context_run(NULL, NULL, 0, NULL, NULL) == BNN_ERR_ARG, "bnn_context_run without a context");
     CHECK(!strcmp(bnn_strerror(BNN_ERR_CHECKSUM), "checksum mismatch"), "strerror");
+    for (int st = BNN_ERR_IO; st >= BNN_ERR_BUSY; st--)
+        CHECK(strcmp(bnn_strerror(st), "unknown status") != 0, "strerror(%d) has no message", st);
 }
 
 /* A reader that waits on a FIFO or reads /dev/zero to its end must fail the
@@ -878,6 +882,123 @@ static void test_reader_errors(int thorough)
         free(bases[b]);
 }
 
+/* Threads of this process, from /proc (-1 where there is none). */
+static int task_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Every kernel set and thread count gives the single-context results, with
+ * the batch split (forced: bnn_context_set_split_ns 0) and not. */
+static void threads_match(bnn_model *m, const char *name, const uint8_t *images, size_t n, const int32_t *c1,
+                          const int32_t *s1, int32_t *c2, int32_t *s2)
+{
+    static const int counts[] = {0, 1, 2, 3, 5, 64};
+    for (size_t k = 0; k < g_n_sets; k++) {
+        bnn_model_use_kernels(m, g_sets[k]);
+        bnn_context *ctx = bnn_context_new(m);
+        for (int forced = 0; forced < 2; forced++) {
+            bnn_context_set_split_ns(ctx, forced ? 0 : 100000);
+            for (size_t t = 0; t < sizeof(counts) / sizeof(counts[0]); t++)
+                for (size_t len = 1; len <= n; len = len == n ? n + 1 : len < 4 ? len + 1 : len + 9 < n ? len + 9 : n) {
+                    memset(c2, 0xFF, len * 4);
+                    memset(s2, 0xFF, len * 40);
+                    int st = bnn_context_run_threads(ctx, images, len, c2, s2, counts[t]);
+                    CHECK(st == BNN_OK && !memcmp(c1, c2, len * 4) && !memcmp(s1, s2, len * 40),
+                          "%s, %s kernels: %zu images on %d threads (split %s) differ from one context", name,
+                          g_sets[k]->name, len, counts[t], forced ? "forced" : "when it pays");
+                }
+        }
+        bnn_context_free(ctx);
+    }
+    bnn_model_use_kernels(m, bnn_select_kernels());
+}
+
+/* The pool: threads start once per context, not per call, and are joined by bnn_context_free. */
+static void pool_is_persistent(bnn_model *m, const uint8_t *images, size_t n, const int32_t *c1, int32_t *c2)
+{
+    const int tasks0 = task_count();
+    const unsigned started0 = bnn_threads_started();
+    bnn_context *ctx = bnn_context_new(m);
+    bnn_context_set_split_ns(ctx, 0);
+    CHECK(bnn_context_run_threads(ctx, images, n, c2, NULL, 3) == BNN_OK, "pool: first run");
+    const unsigned started1 = bnn_threads_started();
+    CHECK(started1 == started0 + 2, "pool: 3 threads started %u workers, not 2", started1 - started0);
+    CHECK(tasks0 < 0 || task_count() == tasks0 + 2, "pool: %d threads in /proc/self/task, not %d", task_count(),
+          tasks0 + 2);
+    long allocations = g_allocations;
+    int same = 1;
+    for (int i = 0; i < 300; i++) {
+        size_t len = 1 + (size_t)i % n;
+        same &= bnn_context_run_threads(ctx, images, len, c2, NULL, 1 + i % 3) == BNN_OK;
+        same &= !memcmp(c1, c2, len * 4);
+    }
+    CHECK(same, "pool: 300 runs on the pool's threads differ from one context");
+    CHECK(bnn_threads_started() == started1, "pool: 300 runs started %u threads", bnn_threads_started() - started1);
+    CHECK(g_allocations == allocations, "pool: 300 runs allocated %ld times", g_allocations - allocations);
+    CHECK(tasks0 < 0 || task_count() == tasks0 + 2, "pool: %d threads after 300 runs", task_count());
+    CHECK(bnn_context_run_threads(ctx, images, n, c2, NULL, 4) == BNN_OK && !memcmp(c1, c2, n * 4),
+          "pool: grown to 4 threads");
+    CHECK(bnn_threads_started() == started1 + 1, "pool: growing to 4 threads started %u",
+          bnn_threads_started() - started1);
+    bnn_context_free(ctx);
+    CHECK(tasks0 < 0 || task_count() == tasks0, "pool: %d threads left after bnn_context_free, not %d",
+          task_count(), tasks0);
+    /* Where there is a /proc, this test must have seen it (the CI machines are Linux). */
+#ifdef __linux__
+    CHECK(tasks0 > 0, "pool: /proc/self/task unreadable");
+#endif
+}
+
+struct hammer {
+    bnn_context *ctx;
+    const uint8_t *images;
+    size_t n;
+    const int32_t *expect;
+    int ok, busy, wrong;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    int32_t cls[64];
+    for (int i = 0; i < 400; i++) {
+        int st = bnn_context_run_threads(h->ctx, h->images, h->n, cls, NULL, 2);
+        if (st == BNN_ERR_BUSY)
+            h->busy++;
+        else if (st == BNN_OK && !memcmp(cls, h->expect, h->n * 4))
+            h->ok++;
+        else
+            h->wrong++;
+    }
+    return NULL;
+}
+
+/* Two threads on one context: each call either runs correctly or is refused with BNN_ERR_BUSY. */
+static void busy_context(bnn_model *m, const uint8_t *images, size_t n, const int32_t *c1)
+{
+    bnn_context *ctx = bnn_context_new(m);
+    bnn_context_set_split_ns(ctx, 0);
+    struct hammer h[2] = {{ctx, images, n, c1, 0, 0, 0}, {ctx, images, n, c1, 0, 0, 0}};
+    pthread_t t;
+    int started = pthread_create(&t, NULL, hammer_main, &h[1]) == 0;
+    hammer_main(&h[0]);
+    if (started)
+        pthread_join(t, NULL);
+    CHECK(started, "busy: cannot start a thread");
+    CHECK(!h[0].wrong && !h[1].wrong, "busy: %d wrong results from a shared context", h[0].wrong + h[1].wrong);
+    CHECK(h[0].ok + h[1].ok + h[0].busy + h[1].busy == 800 && h[0].ok + h[1].ok > 0, "busy: %d ok, %d refused",
+          h[0].ok + h[1].ok, h[0].busy + h[1].busy);
+    bnn_context_free(ctx);
+}
+
 static void test_threads(void)
 {
     static const char *names[] = {"tfc", "cnv"};
@@ -902,9 +1023,15 @@ static void test_threads(void)
         }
         CHECK(bnn_run(m, images, n, c2, NULL, 64) == BNN_OK && !memcmp(c1, c2, n * 4), "more threads than images");
         CHECK(bnn_run(m, images, n, c2, s2, -1) == BNN_ERR_ARG, "negative thread count");
+        threads_match(m, names[a], images, n, c1, s1, c2, s2);
+        if (a == 0) {
+            pool_is_persistent(m, images, n, c1, c2);
+            busy_context(m, images, n, c1);
+        }
         uint64_t ns[64] = {0};
         ctx = bnn_context_new(m);
         CHECK(bnn_context_run_timed(ctx, images, 1, c2, NULL, ns) == BNN_OK && c2[0] == c1[0], "timed run");
+        CHECK(bnn_context_run_threads(ctx, images, n, c2, NULL, -1) == BNN_ERR_ARG, "negative thread count");
         bnn_context_free(ctx);
         free(c1), free(s1), free(c2), free(s2), free(images), free(file);
         bnn_model_free(m);

@@ -24,6 +24,7 @@ from torch import nn
 
 import bnnflow._compat  # noqa: F401
 from bnnflow.errors import BnnflowError
+from bnnflow.padding import pad_binary_inputs_with_minus_one
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,17 @@ def _instantiate(
         ) from None
     if not isinstance(model, nn.Module):
         raise BnnflowError(f"{where} returned {type(model).__name__}, not a torch.nn.Module")
+    # Every stage builds the network here, so training, export and evaluation all pad
+    # binary activations with -1, as FINN's hardware does (padding.py, docs/padding.md).
+    try:
+        pad_binary_inputs_with_minus_one(model, input_shape)
+    except BnnflowError:
+        raise
+    except Exception as exc:  # the user's forward
+        raise BnnflowError(
+            f"{where}: forward pass on a {tuple(input_shape)} input failed: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
+        ) from None
     return model
 
 

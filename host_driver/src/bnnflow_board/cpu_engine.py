@@ -10,7 +10,17 @@ functions, so that batch-1 latency is the engine's and not a process start.
 This module is the one seam between the board runtime and the engine: how
 the sources are found and compiled, and the ctypes declarations of the
 functions of bnncpu.h it calls (``bnn_model_load_file``, ``bnn_model_get_info``,
-``bnn_context_new``, ``bnn_context_run``, ``bnn_run`` and their ``_free``s).
+``bnn_context_new``, ``bnn_context_run``, ``bnn_context_run_threads`` and their
+``_free``s).
+
+A call's Python cost counts at batch 1 (on a Cortex-A9 it is several times the
+x86 figure), so ``CpuEngine.run`` keeps it small with ctypes alone (the board
+builds the engine with its Makefile, with no Python headers): prototypes set
+once with plain ``c_void_p`` pointers, the data pointers taken through the
+buffer protocol (``from_buffer``, several times cheaper than ``.ctypes.data``
+or ``__array_interface__``), an image layout checked in full once and then
+recognised by its (shape, strides), and ``out=`` to write into the caller's
+arrays. Threads come from the context's worker pool, started once.
 """
 
 from __future__ import annotations
@@ -126,28 +136,27 @@ def c_loop_bench(cpu_dir: Path, build_dir: Path, model: Path, runs: int = 1000) 
         raise CpuEngineUnavailable(f"bnnflow-cpu bench printed no report it could read ({exc})") from None
 
 
+_U8, _I32 = np.dtype(np.uint8), np.dtype(np.int32)
+_CHAR, _ADDRESS = ctypes.c_char, ctypes.addressof
+
+
 class CpuEngine:
     """A loaded model: classes and scores for uint8 images in the dataset's (N, C, H, W) layout."""
 
     def __init__(self, lib_path: Path, model_path: Path) -> None:
         lib = ctypes.CDLL(str(lib_path))
-        vp, u8p, i32p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int32)
-        lib.bnn_model_load_file.argtypes = [
-            ctypes.c_char_p,
-            ctypes.POINTER(vp),
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-        ]
+        vp, size = ctypes.c_void_p, ctypes.c_size_t
+        lib.bnn_model_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(vp), ctypes.c_char_p, size]
         lib.bnn_model_load_file.restype = ctypes.c_int
         lib.bnn_model_free.argtypes = [vp]
         lib.bnn_model_get_info.argtypes = [vp, ctypes.POINTER(_ModelInfo)]
         lib.bnn_context_new.argtypes = [vp]
         lib.bnn_context_new.restype = vp
         lib.bnn_context_free.argtypes = [vp]
-        lib.bnn_context_run.argtypes = [vp, u8p, ctypes.c_size_t, i32p, i32p]
+        lib.bnn_context_run.argtypes = [vp, vp, size, vp, vp]
         lib.bnn_context_run.restype = ctypes.c_int
-        lib.bnn_run.argtypes = [vp, u8p, ctypes.c_size_t, i32p, i32p, ctypes.c_int]
-        lib.bnn_run.restype = ctypes.c_int
+        lib.bnn_context_run_threads.argtypes = [vp, vp, size, vp, vp, ctypes.c_int]
+        lib.bnn_context_run_threads.restype = ctypes.c_int
         lib.bnn_strerror.argtypes = [ctypes.c_int]
         lib.bnn_strerror.restype = ctypes.c_char_p
         self._lib = lib
@@ -161,35 +170,64 @@ class CpuEngine:
         self.image_shape = (info.in_c, info.in_h, info.in_w)
         self.n_classes = int(info.n_classes)
         self._ctx = lib.bnn_context_new(model)
+        self._layouts: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+        self._run, self._run_threads = lib.bnn_context_run, lib.bnn_context_run_threads
         if not self._ctx:
             raise BoardError("the CPU engine could not allocate its working buffers")
 
-    def _buffers(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if images.dtype != np.uint8 or tuple(images.shape[1:]) != self.image_shape:
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        """The images as the engine reads them; a (shape, strides) that passed once is known after."""
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+            got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
+            raise BoardError(f"the CPU engine takes uint8 images (N, {self.image_shape}), got {got}")
+        if tuple(images.shape[1:]) != self.image_shape:
             raise BoardError(f"the CPU engine takes uint8 images (N, {self.image_shape}), got {images.shape}")
         images = np.ascontiguousarray(images)
-        n = len(images)
-        return images, np.empty(n, np.int32), np.empty((n, self.n_classes), np.int32)
+        self._layouts.add((images.shape, images.strides))
+        return images
 
     def _check(self, status: int) -> None:
         if status != 0:
             raise BoardError(f"the CPU engine failed: {self._lib.bnn_strerror(status).decode()}")
 
-    def run(self, images: np.ndarray, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(classes, scores); threads=1 runs on the calling thread, 0 on every online core."""
-        images, classes, scores = self._buffers(images)
-        u8, i32 = ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int32)
-        args = (
-            images.ctypes.data_as(u8),
-            len(images),
-            classes.ctypes.data_as(i32),
-            scores.ctypes.data_as(i32),
-        )
-        if threads == 1:
-            self._check(self._lib.bnn_context_run(self._ctx, *args))
+    def run(
+        self, images: np.ndarray, threads: int = 0, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, scores), int32; threads=1 runs on the calling thread, 0 on every online core;
+        ``out=(classes, scores)``: int32 arrays of shapes (N,) and (N, n_classes) to write into."""
+        if (
+            images.__class__ is not np.ndarray
+            or images.dtype is not _U8
+            or ((images.shape, images.strides) not in self._layouts)
+        ):
+            images = self._check_images(images)
+        n = images.shape[0]
+        if out is None:
+            classes, scores = np.empty(n, _I32), np.empty((n, self.n_classes), _I32)
         else:
-            self._check(self._lib.bnn_run(self._model, *args, threads))
-        return classes.astype(np.int64), scores.astype(np.int64)
+            classes, scores = out
+            if (
+                classes.shape != (n,)
+                or scores.shape != (n, self.n_classes)
+                or classes.dtype is not _I32
+                or (
+                    scores.dtype is not _I32 or not (classes.flags.c_contiguous and scores.flags.c_contiguous)
+                )
+            ):
+                raise BoardError(
+                    f"out must be int32 C-contiguous arrays of shapes ({n},), ({n}, {self.n_classes})"
+                )
+        if n:
+            try:
+                ptr = _ADDRESS(_CHAR.from_buffer(images))
+            except (TypeError, ValueError):  # read-only images
+                ptr = images.ctypes.data
+            args = (ptr, n, _ADDRESS(_CHAR.from_buffer(classes)), _ADDRESS(_CHAR.from_buffer(scores)))
+            if threads == 1:
+                self._check(self._run(self._ctx, *args))
+            else:
+                self._check(self._run_threads(self._ctx, *args, threads))
+        return classes, scores
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

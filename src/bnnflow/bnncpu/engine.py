@@ -10,16 +10,22 @@ nothing is compiled at import.
     engine = CpuEngine("runs/tfc/compile/Pynq-Z2/model.bnn")
     classes = engine.classify(images)            # uint8 (N, 1, 28, 28) -> int32 (N,)
     classes, scores = engine.run(images, threads=0)   # all cores; scores int32 (N, 10)
+    engine.run(images, out=(classes, scores))     # into the caller's arrays: nothing allocated
 
-ctypes rather than a CPython extension: the library is the same C API the
-command-line tool and the board use, and a call costs a few microseconds,
-which only batch-1 timing of the smallest networks notices (the C tool
-``bnnflow-cpu bench`` measures those without Python).
+The model's loading and description go through ctypes (the C API that the
+command-line tool and the board use); a batch goes through one C function of
+the same library (``_entry.c``, METH_FASTCALL and the buffer protocol), because
+a ctypes call with its pointer conversions costs more than TFC's whole
+inference. That function checks the arrays itself (type, dtype, shape, layout,
+``out``) and refuses whatever it does not take; only then does the checked
+path here run, to say what is wrong or to resolve it (a contiguous copy, a
+second context for a call that finds the engine busy on another thread).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -31,6 +37,15 @@ import numpy as np
 from bnnflow.errors import BnnflowError
 
 DATASETS = {0: None, 1: "mnist", 2: "cifar10", 3: "digits"}
+BNN_ERR_BUSY = -12  # bnncpu.h: the context is running a batch for another thread
+_CLASSES, _BOTH, _SCORES = 0, 1, 2  # what the entry point returns (_entry.c)
+
+
+_UINT8, _INT32 = np.dtype(np.uint8), np.dtype(np.int32)  # the dtype objects the entry point compares with
+
+
+class _Refused(Exception):
+    """The entry point's refusal (args: the engine's status, or 0 for arguments it does not take)."""
 
 
 class _Info(ctypes.Structure):
@@ -70,6 +85,7 @@ class _LayerInfo(ctypes.Structure):
 
 
 _lib: ctypes.CDLL | None = None
+_entry: Any = None
 
 
 def library_path() -> Path:
@@ -111,11 +127,24 @@ def _library() -> ctypes.CDLL:
     lib.bnn_context_run.argtypes = [p, p, size, p, p]
     lib.bnn_run.restype = i32
     lib.bnn_run.argtypes = [p, p, size, p, p, i32]
+    lib.bnn_context_run_threads.restype = i32
+    lib.bnn_context_run_threads.argtypes = [p, p, size, p, p, i32]
+    lib.bnn_threads_started.restype = ctypes.c_uint
     lib.bnn_cpu_features.restype = ctypes.c_uint
     lib.bnn_kernel_name.restype = ctypes.c_char_p
     lib.bnn_version.restype = ctypes.c_char_p
+    global _entry
+    entry = importlib.import_module("bnnflow.bnncpu._bnncpu")
+    probe = np.zeros((3, 5), np.int32)
+    entry.setup(np.ndarray, np.empty, _UINT8, _INT32, _Refused, (probe, probe.__array_interface__["data"][0]))
+    _entry = entry.run
     _lib = lib
     return lib
+
+
+def threads_started() -> int:
+    """Worker threads the engine has started in this process (tests: a call must start none)."""
+    return int(_library().bnn_threads_started())
 
 
 def kernel_name() -> str:
@@ -147,8 +176,11 @@ class CpuEngine:
     for single-channel images, or one image without the N axis. Results are
     int32: a class per image and, from ``scores``/``run``, the last layer's
     integer scores (what FINN's LabelSelect reads). ``threads``: 1 runs on the
-    calling thread with buffers kept between calls; N > 1 splits the batch
-    over N threads, 0 over every online core; the results never depend on it.
+    calling thread with buffers kept between calls; N > 1 splits a batch big
+    enough to gain over up to N threads, 0 over every online core, on worker
+    threads the engine starts once and joins in ``close``; the results never
+    depend on it. One engine may be called from several threads at once: a
+    call that finds it busy runs on a second set of buffers.
     """
 
     def __init__(self, model: str | os.PathLike[str]) -> None:
@@ -163,10 +195,16 @@ class CpuEngine:
             message = err.value.decode(errors="replace") or lib.bnn_strerror(status).decode()
             # The library's file errors already start with the path it was given.
             raise BnnflowError(message if message.startswith(f"{self.path}: ") else f"{self.path}: {message}")
-        self._model: int | None = handle.value
-        self._ctx: int | None = None
+        self._model_addr: int = handle.value
+        # One context for the calls, more for calls made while another thread runs on it.
+        self._ctx_addr: int = lib.bnn_context_new(handle.value) or 0
+        self._contexts: list[int] = [self._ctx_addr]
+        self._spares: list[int] = []
+        if not self._ctx_addr:
+            self.close()
+            raise MemoryError("the CPU engine could not allocate its working buffers")
         info = _Info()
-        lib.bnn_model_get_info(self._model, ctypes.byref(info))
+        lib.bnn_model_get_info(self._model_addr, ctypes.byref(info))
         self.input_shape = (int(info.in_c), int(info.in_h), int(info.in_w))
         self.n_classes = int(info.n_classes)
         self.dataset = DATASETS.get(int(info.dataset))
@@ -178,7 +216,7 @@ class CpuEngine:
 
     def _layer(self, lib: ctypes.CDLL, index: int) -> LayerInfo:
         li = _LayerInfo()
-        lib.bnn_model_get_layer(self._model, index, ctypes.byref(li))
+        lib.bnn_model_get_layer(self._model_addr, index, ctypes.byref(li))
         return LayerInfo(
             kind=lib.bnn_layer_kind_name(li.kind).decode(),
             in_shape=(li.in_h, li.in_w, li.in_c),
@@ -192,6 +230,30 @@ class CpuEngine:
         )
 
     # -- inference ------------------------------------------------------------------------
+    # run/classify/scores are one C call (_entry) when the arrays are what the engine
+    # takes; _checked says why not, or resolves it.
+
+    def run(self, images: Any, threads: int = 1, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(classes (N,), scores (N, n_classes)), both int32; ``out=(classes, scores)``
+        writes into those arrays (int32, C-contiguous, of those shapes) and returns them."""
+        try:
+            return _entry(self._ctx_addr, self._model_addr, images, threads, out, _BOTH)
+        except _Refused as why:
+            return self._checked(images, threads, out, _BOTH, why.args[0])
+
+    def classify(self, images: Any, threads: int = 1, out: Any = None) -> np.ndarray:
+        """The class of each image, int32 (N,); ``out``: an int32 (N,) array to write them into."""
+        try:
+            return _entry(self._ctx_addr, self._model_addr, images, threads, out, _CLASSES)
+        except _Refused as why:
+            return self._checked(images, threads, out, _CLASSES, why.args[0])
+
+    def scores(self, images: Any, threads: int = 1) -> np.ndarray:
+        """The last layer's integer scores, int32 (N, n_classes)."""
+        try:
+            return _entry(self._ctx_addr, self._model_addr, images, threads, None, _SCORES)
+        except _Refused as why:
+            return self._checked(images, threads, None, _SCORES, why.args[0])
 
     def _batch(self, images: Any) -> np.ndarray:
         if not isinstance(images, np.ndarray):
@@ -212,57 +274,87 @@ class CpuEngine:
                 f"images of shape {shape} do not fit this model: it takes {expected} uint8"
                 + (f" ({self.dataset})" if self.dataset else "")
             )
-        return np.ascontiguousarray(images)
+        # Base ndarray with numpy's own uint8 dtype object: what the entry point compares.
+        return np.ascontiguousarray(images).view(dtype=_UINT8, type=np.ndarray)
 
-    def run(self, images: Any, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(classes (N,), scores (N, n_classes)), both int32."""
-        return self._run(images, threads, want_scores=True)
+    def _check_out(self, out: Any, n: int, mode: int) -> None:
+        if out is None:
+            return
+        if mode == _SCORES:
+            raise ValueError("scores() takes no out; run(images, out=(classes, scores)) writes both")
+        wanted = [("classes", (n,))] + ([("scores", (n, self.n_classes))] if mode == _BOTH else [])
+        arrays = [out] if mode == _CLASSES else out
+        if mode == _BOTH and (not isinstance(out, tuple) or len(out) != 2):
+            raise TypeError("out must be a tuple (classes, scores) of int32 arrays")
+        for (name, shape), arr in zip(wanted, arrays, strict=True):
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.int32:
+                got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+                raise TypeError(f"out {name} must be an int32 numpy array, got {got}")
+            if arr.shape != shape or not arr.flags.c_contiguous or not arr.flags.writeable:
+                raise ValueError(
+                    f"out {name} must be a writable C-contiguous int32 array of shape {shape}, "
+                    f"got shape {arr.shape}"
+                    + ("" if arr.flags.c_contiguous else ", not contiguous")
+                    + ("" if arr.flags.writeable else ", read-only")
+                )
 
-    def classify(self, images: Any, threads: int = 1) -> np.ndarray:
-        """The class of each image, int32 (N,)."""
-        return self._run(images, threads, want_scores=False)[0]
-
-    def scores(self, images: Any, threads: int = 1) -> np.ndarray:
-        """The last layer's integer scores, int32 (N, n_classes)."""
-        return self._run(images, threads, want_scores=True)[1]
-
-    def _run(self, images: Any, threads: int, want_scores: bool) -> tuple[np.ndarray, np.ndarray]:
-        if self._model is None:
+    def _checked(self, images: Any, threads: Any, out: Any, mode: int, status: int) -> Any:
+        if self._model_addr == 0:
             raise ValueError("this CpuEngine is closed")
-        if not isinstance(threads, int) or threads < 0:
-            raise ValueError(f"threads must be 0 (all cores) or a positive integer, got {threads!r}")
+        if type(threads) is not int or threads < 0 or threads > 1024:
+            raise ValueError(f"threads must be 0 (all cores) or an integer from 1 to 1024, got {threads!r}")
         batch = self._batch(images)
-        n = len(batch)
-        classes = np.empty(n, dtype=np.int32)
-        scores = np.empty((n, self.n_classes), dtype=np.int32) if want_scores else None
-        scores_ptr = scores.ctypes.data if scores is not None else None
-        lib = _library()
-        if n == 0:
-            status = 0
-        elif threads == 1:
-            if self._ctx is None:
-                self._ctx = lib.bnn_context_new(self._model)
-                if not self._ctx:
-                    raise MemoryError("the CPU engine could not allocate its working buffers")
-            status = lib.bnn_context_run(self._ctx, batch.ctypes.data, n, classes.ctypes.data, scores_ptr)
-        else:
-            status = lib.bnn_run(self._model, batch.ctypes.data, n, classes.ctypes.data, scores_ptr, threads)
-        if status != 0:
-            raise RuntimeError(f"CPU engine: {lib.bnn_strerror(status).decode()}")
-        return classes, (scores if scores is not None else np.empty((n, 0), dtype=np.int32))
+        self._check_out(out, len(batch), mode)
+        given = out
+        if out is not None:  # base-class views with numpy's own int32 dtype object
+            out = (
+                out.view(dtype=_INT32, type=np.ndarray)
+                if mode == _CLASSES
+                else tuple(a.view(dtype=_INT32, type=np.ndarray) for a in out)
+            )
+        for _ in range(2):
+            if status == 0:  # the arguments: checked above, so the contiguous batch must pass
+                ctx = self._ctx_addr
+            elif status == BNN_ERR_BUSY:  # another thread runs on the engine's context
+                ctx = self._spare_context()
+            else:
+                raise RuntimeError(f"CPU engine: {_library().bnn_strerror(status).decode()}")
+            try:
+                result = _entry(ctx, self._model_addr, batch, threads, out, mode)
+                return given if given is not None else result
+            except _Refused as why:
+                status = why.args[0]
+            finally:
+                if ctx != self._ctx_addr:
+                    self._spares.append(ctx)
+        raise RuntimeError(f"CPU engine: the entry point refused a checked batch (status {status})")
+
+    def _spare_context(self) -> int:
+        """A context no other thread holds (list.pop and append are atomic under the GIL)."""
+        try:
+            return self._spares.pop()
+        except IndexError:
+            ctx = _library().bnn_context_new(self._model_addr)
+            if not ctx:
+                raise MemoryError("the CPU engine could not allocate its working buffers") from None
+            self._contexts.append(ctx)
+            return ctx
 
     # -- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Free the model and its contexts (joining their worker threads)."""
         lib = _lib
         if lib is None:
             return
-        if self._ctx:
-            lib.bnn_context_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            lib.bnn_model_free(self._model)
-            self._model = None
+        self._ctx_addr = 0
+        for ctx in getattr(self, "_contexts", ()):
+            if ctx:
+                lib.bnn_context_free(ctx)
+        self._contexts, self._spares = [], []
+        if getattr(self, "_model_addr", 0):
+            lib.bnn_model_free(self._model_addr)
+            self._model_addr = 0
 
     def __enter__(self) -> CpuEngine:
         return self

@@ -24,6 +24,7 @@ from bnnflow.bnncpu.writer import export_in_compile
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import Board
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn, step_functions
+from bnnflow.finnlib.padding import map_binary_padding
 from bnnflow.finnlib.runtime_writable import MakeRuntimeWritable
 from bnnflow.finnlib.steps import FINN_FAILURES, Step, after, amended, finn_step
 from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
@@ -383,7 +384,7 @@ def step_summary(model: Any, cfg: CompileConfig) -> Any:
 FRONTEND_STEPS: list[Step] = [
     finn_step("step_qonnx_to_finn"),
     finn_step("step_tidy_up"),
-    finn_step("step_streamline"),
+    amended("step_streamline", map_binary_padding),
     amended("step_convert_to_hw", _only_hardware_layers),
     minimize_bit_width("step_minimize_bit_width_initial"),
     finn_step("step_create_dataflow_partition"),

@@ -164,6 +164,50 @@ def _scalar_sign(model: Any, node: Any) -> np.ndarray | None:
     return np.array(-1.0, dtype=np.float32) if sign < 0 else None
 
 
+def _producer_before_pad(model: Any, tensor: str) -> Any:
+    """The node producing ``tensor``, looking through a ``Pad`` (bnnflow.padding's -1 padding)."""
+    src = model.find_producer(tensor)
+    if src is not None and src.op_type == "Pad":
+        src = model.find_producer(src.input[0])
+    return src
+
+
+def padding_hints(qonnx_model: Any) -> dict[int, str]:
+    """Weight layer index -> what is wrong with its padding, for convolutions that pad binary input with
+    anything but -1.
+
+    FINN pads a binary stream with the bit 0, which stands for -1
+    (finnlib/padding.py, docs/padding.md); a QONNX Conv with ``pads`` pads with
+    0.0, which no binary activation is, so FINN computes another function at
+    the image border. The input is followed back through max-pooling and
+    reshapes to the activation quantizer that produced it.
+    """
+    from qonnx.util.basic import get_by_name
+
+    hints: dict[int, str] = {}
+    layers = [n for n in qonnx_model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    for li, node in enumerate(layers):
+        if node.op_type != "Conv":
+            continue
+        pads = get_by_name(node.attribute, "pads")
+        value = 0.0 if pads is not None and any(pads.ints) else None
+        src = qonnx_model.find_producer(node.input[0])
+        if src is not None and src.op_type == "Pad":
+            const = qonnx_model.get_initializer(src.input[2]) if len(src.input) > 2 and src.input[2] else None
+            value = 0.0 if const is None else float(np.ravel(const)[0])
+            src = qonnx_model.find_producer(src.input[0])
+        while src is not None and src.op_type in ("MaxPool", "Reshape", "Transpose", "Identity"):
+            src = qonnx_model.find_producer(src.input[0])
+        if value is None or value == -1.0 or src is None or src.op_type != "BipolarQuant":
+            continue
+        hints[li] = (
+            f"padding: weight layer {li} (QONNX {node.name}) pads its binary input with {value:g}, "
+            "where FINN pads binary activations with -1 (the bit 0); train the network with "
+            "bnnflow.padding.pad_binary_inputs_with_minus_one (docs/padding.md)"
+        )
+    return hints
+
+
 def _bipolar_scale(model: Any, tensor: str) -> np.ndarray | None:
     """The scale of the BipolarQuant producing ``tensor`` (None: not a BipolarQuant or no constant scale)."""
     node = model.find_producer(tensor)
@@ -240,7 +284,7 @@ class ChainGraphs:
         for node in qonnx_model.graph.node:
             if node.op_type not in ("Conv", "Gemm", "MatMul"):
                 continue
-            src = qonnx_model.find_producer(node.input[0])
+            src = _producer_before_pad(qonnx_model, node.input[0])
             binary_in = src is not None and src.op_type == "BipolarQuant"
             k = None
             if binary_in:
@@ -270,6 +314,7 @@ class ChainGraphs:
                 act = nxt.output[0] if nxt is not None and nxt.op_type == "MultiThreshold" else None
                 self.s_layers.append((node.output[0], act))
         self.h_layers = [n for n in hw.graph.node if n.op_type.startswith("MVAU")]
+        self.padding_hints = padding_hints(qonnx_model)
         if not (len(self.q_layers) == len(self.s_layers) == len(self.h_layers)):
             raise RuntimeError(
                 f"weight layers do not line up: QONNX {len(self.q_layers)}, "
@@ -352,10 +397,18 @@ class ChainGraphs:
                     problems.append("activations differ between streamlined and hardware graphs")
                     act_ok = False
             if problems and first is None:
-                first = f"{where}: {problems[0]}"
+                first = f"{where}: {problems[0]}" + self.padding_hint(li)
         if not (lq == ls == lh) and first is None and not _float_tie(lq, ls, lh, last_dot, acc_ok):
             first = f"image {index}: labels differ (QONNX {lq}, streamlined {ls}, hardware {lh})"
+            first += self.padding_hint(len(self.h_layers) - 1)
         return _ImageCheck((lq, ls, lh), acc_ok, act_ok, first)
+
+    def padding_hint(self, layer: int) -> str:
+        """The likely cause of a mismatch at weight layer ``layer``: a layer up to it padded wrongly."""
+        for li in sorted(self.padding_hints):
+            if li <= layer:
+                return f"; likely cause: {self.padding_hints[li]}"
+        return ""
 
 
 class _Checker:

@@ -89,7 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr", type=_nonnegative_float, default=1e-2, help="Adam learning rate (real-valued parameters)"
     )
     p.add_argument(
-        "--compact", action="store_true", help="keep Bop's averages in bfloat16 (stochastic rounding)"
+        "--compact",
+        action="store_true",
+        help="Bop's compact layout: sign bits and bfloat16 averages, about 2.1 bytes per binary weight",
     )
     p.add_argument(
         "--schedule",

@@ -112,21 +112,29 @@ def build_optimizer(
     ``bop``/``bop2``: the flip optimizer on the binary weights, Adam (``lr``)
     on everything else. ``latent-adam``: Adam (``lr``) on all parameters, the
     binary layers' latent weights clipped to [-1, 1] after each step.
-    ``tau`` defaults to 1e-8 for Bop and 1e-6 for Bop2ndOrder.
+    ``tau`` defaults to 1e-8 for Bop and 1e-6 for Bop2ndOrder. ``compact``:
+    the flip optimizer's compact layout (sign bits, bfloat16 averages, no
+    gradient kept), bound to ``model``, which must already be on its device.
     """
     binary = binary_weight_params(model)
     if not binary:
         raise ValueError("the model has no binary weight layers")
     binary_ids = {id(p) for p in binary}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in binary_ids]
-    if method == "bop":
-        flip = Bop(binary, gamma=gamma, tau=1e-8 if tau is None else tau, compact=compact)
+    if method in ("bop", "bop2"):
+        if method == "bop":
+            flip: Bop | Bop2ndOrder = Bop(
+                binary, gamma=gamma, tau=1e-8 if tau is None else tau, compact=compact
+            )
+        else:
+            flip = Bop2ndOrder(
+                binary, gamma=gamma, tau=1e-6 if tau is None else tau, sigma=sigma, compact=compact
+            )
+        if compact:
+            flip.bind(model)
         return CaseOptimizer(flip, Adam(others, lr=lr), method=method)
-    if method == "bop2":
-        flip = Bop2ndOrder(
-            binary, gamma=gamma, tau=1e-6 if tau is None else tau, sigma=sigma, compact=compact
-        )
-        return CaseOptimizer(flip, Adam(others, lr=lr), method=method)
+    if compact:
+        raise ValueError(f"the compact layout is Bop's; {method!r} has latent weights")
     if method == "latent-adam":
         adam = Adam([{"params": binary}, {"params": others}], lr=lr)
         adam.register_step_post_hook(_clip_binary_latents(binary))
@@ -134,22 +142,45 @@ def build_optimizer(
     raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
-def state_bytes_per_binary_weight(model: nn.Module, optimizer: CaseOptimizer) -> float:
-    """Bytes held per binary weight: the stored weight plus its optimizer state.
+def binary_state_bytes(model: nn.Module, optimizer: CaseOptimizer) -> dict[str, int]:
+    """Bytes of storage held for the binary weights between steps, by tensor.
 
-    Counted from the actual tensors after at least one step, so compact mode
-    and the dtypes chosen show up as they are (Adam with latent weights:
-    weight, exp_avg, exp_avg_sq = 12 bytes in float32).
+    Keys: ``weight`` (the parameters' own storage), ``grad`` (gradients left
+    in ``.grad``) and one per optimizer state entry (``exp_avg``, ``signs``,
+    ``step``, the flip counters, ...). Counted from the storages actually
+    allocated, each once, so a released compact weight counts its
+    one-element placeholder and a shared storage is not counted twice.
     """
-    binary = binary_weight_params(model)
-    n = sum(p.numel() for p in binary)
-    total = sum(p.numel() * p.element_size() for p in binary)
-    for opt in optimizer:
-        for p in binary:
-            for value in opt.state.get(p, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                    total += value.numel() * value.element_size()
-    return total / n
+    out: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
+
+    def add(key: str, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        ident = (str(t.device), storage.data_ptr())
+        if storage.nbytes() and ident not in seen:
+            seen.add(ident)
+            out[key] = out.get(key, 0) + storage.nbytes()
+
+    for p in binary_weight_params(model):
+        add("weight", p)
+        if p.grad is not None:
+            add("grad", p.grad)
+        for opt in optimizer:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor):
+                    add(key, value)
+    return out
+
+
+def state_bytes_per_binary_weight(model: nn.Module, optimizer: CaseOptimizer) -> float:
+    """Persistent bytes per binary weight: :func:`binary_state_bytes` over the weight count.
+
+    Float32 Bop: weight, average and gradient, 12 bytes; the compact layout:
+    sign bit and bfloat16 average, 2.125 bytes; latent Adam: weight,
+    gradient and two moments, 16 bytes (plus the small per-layer counters).
+    """
+    n = sum(p.numel() for p in binary_weight_params(model))
+    return sum(binary_state_bytes(model, optimizer).values()) / n
 
 
 class HyperparameterScheduler:

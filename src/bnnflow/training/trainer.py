@@ -331,6 +331,10 @@ class _Run:
             torch.set_num_threads(threads)
         self.run_dir = RunDir(Path(cfg.run_dir))
         self.is_main = self.rank == 0
+        if cfg.compact and (self.world > 1 or cfg.method == "latent-adam"):
+            # DDP broadcasts and all-reduces the parameters' own storage, which
+            # the compact layout releases; latent weights have nothing to pack.
+            raise BnnflowError("--compact is for Bop and bop2 in one process")
         resume_payload = self._resume_payload()
 
         torch.manual_seed(cfg.seed + self.rank)
@@ -416,7 +420,10 @@ class _Run:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model_state"])
-        self.optimizer.load_state_dict(payload["optimizer_state"])
+        try:
+            self.optimizer.load_state_dict(payload["optimizer_state"])
+        except ValueError as e:  # e.g. a float32-layout state for --compact
+            raise BnnflowError(f"cannot resume {self.run_dir.checkpoint}: {e}") from None
         for sched, sd in zip(self.schedulers, payload["scheduler_states"], strict=True):
             sched.load_state_dict(sd)
         self.start_epoch = payload["epoch"]
@@ -648,6 +655,12 @@ class _Run:
             flush=True,
         )
 
+    def _binary_values(self) -> list[torch.Tensor]:
+        flip_opt = self.optimizer.flip_optimizer
+        if flip_opt is None:
+            return self.binary_params
+        return [flip_opt.binary_weight(p) for p in self.binary_params]
+
     def _summary(self, started: float) -> dict[str, Any]:
         cfg, history = self.cfg, self.history
         return {
@@ -664,7 +677,7 @@ class _Run:
             "bytes_per_binary_weight": state_bytes_per_binary_weight(self.model, self.optimizer),
             "binary_weights": int(sum(self.n_per_layer)),
             "world_size": self.world,
-            "binary_weights_sha256": _binary_weights_digest(self.binary_params),
+            "binary_weights_sha256": _binary_weights_digest(self._binary_values()),
         }
 
 
