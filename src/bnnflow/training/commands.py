@@ -128,7 +128,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-check", dest="check", action="store_false", help="skip `bnnflow check` of your network"
     )
     p.set_defaults(func=_train)
+    _register_evaluate(sub)
 
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "evaluate",
         help="accuracy of a checkpoint or run folder on a dataset split",
