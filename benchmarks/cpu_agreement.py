@@ -56,9 +56,9 @@ def _oracle() -> Any:
 def load_test_split(
     compile_dir: Path, data_dir: str | None, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test images (uint8 N,C,H,W) and labels for the compiled model's input shape."""
+    """The test images (uint8 N,C,H,W) and labels of the dataset the compiled run recorded."""
     from bnnflow.bnncpu.writer import PARENT_GRAPH
-    from bnnflow.data import DATASET_BY_SHAPE, load_arrays
+    from bnnflow.data import recorded_test_images
     from bnnflow.finnlib.finn_env import prepare_finn
 
     prepare_finn()
@@ -66,9 +66,8 @@ def load_test_split(
 
     parent = ModelWrapper(str(compile_dir / PARENT_GRAPH))
     shape = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name)[1:])
-    dataset = DATASET_BY_SHAPE[shape]
-    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=limit)
-    return np.asarray(images), np.asarray(labels), dataset
+    images, labels, identity = recorded_test_images(compile_dir, shape, limit, data_dir)
+    return np.asarray(images), np.asarray(labels), identity.name
 
 
 # BNNCPU_DISABLE settings that leave each x86 kernel set, best first; on other CPUs

@@ -34,7 +34,7 @@ def main() -> None:
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.util.cleanup import cleanup_model
 
-    from bnnflow.data import load_test_images
+    from bnnflow.data import recorded_test_images
     from bnnflow.finnlib.execution import execute, fast_execution
     from bnnflow.hls.verify import ChainGraphs
 
@@ -62,7 +62,8 @@ def main() -> None:
             "wraps": 0,
         }
     shape = tuple(int(d) for d in graphs.h.get_tensor_shape(graphs.h.graph.input[0].name)[1:])
-    images, _, dataset = load_test_images(shape, args.n, args.data_dir)
+    images, _, identity = recorded_test_images(args.compiled, shape, args.n, args.data_dir)
+    dataset = identity.name
     any_wrap = 0
     with fast_execution():
         for image in images:

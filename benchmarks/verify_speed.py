@@ -52,13 +52,14 @@ def main() -> None:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    from bnnflow.data import load_test_images
+    from bnnflow.data import recorded_test_images
     from bnnflow.hls.verify import verify_chain
 
     inter = Path(args.compiled) / "intermediate_models"
     q = cleanup_model(ModelWrapper(str(inter / "input_qonnx.onnx")))
     shape = tuple(int(d) for d in q.get_tensor_shape(q.graph.input[0].name)[1:])
-    images, labels, dataset = load_test_images(shape, args.n, args.data_dir)
+    images, labels, identity = recorded_test_images(args.compiled, shape, args.n, args.data_dir)
+    dataset = identity.name
     streamlined = ModelWrapper(str(inter / "step_streamline.onnx"))
     graphs = (q, streamlined, ModelWrapper(str(inter / "step_convert_to_hw.onnx")))
     t0 = time.perf_counter()

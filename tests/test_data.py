@@ -87,7 +87,7 @@ def assert_one_line_error(excinfo: pytest.ExceptionInfo[BnnflowError], *needles:
 
 # --------------------------------------------------------------------------- registry
 def test_registry() -> None:
-    assert dataset_names() == ["digits", "mnist", "cifar10"]
+    assert dataset_names() == ["digits", "mnist", "cifar10", "fashion-mnist", "svhn"]
     assert get_dataset_info("MNIST") is DATASETS["mnist"]
     assert DATASETS["digits"].input_shape == (1, 8, 8) and DATASETS["digits"].pixel_max == 16
     assert not DATASETS["digits"].needs_data_dir and DATASETS["cifar10"].needs_data_dir

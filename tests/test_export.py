@@ -15,6 +15,7 @@ import torch
 from helpers import SHARED_DATA, need_mnist, quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
+from bnnflow.data import DATASET_FILE
 from bnnflow.errors import BnnflowError
 from bnnflow.export import (
     EXPORT_FILE,
@@ -75,8 +76,9 @@ def test_digits_export_writes_verified_files(digits_run: Path, digits_export) ->
     assert digits_export.out_dir == out
     assert digits_export.model_path == out / MODEL_FILE and digits_export.logits_path == out / LOGITS_FILE
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MODEL_FILE, LOGITS_FILE, VERIFICATION_FILE, EXPORT_FILE]
+        [MODEL_FILE, LOGITS_FILE, VERIFICATION_FILE, EXPORT_FILE, DATASET_FILE]
     )
+    assert json.loads((out / DATASET_FILE).read_text())["name"] == "digits"  # the run's dataset, for compile
     report = json.loads((out / VERIFICATION_FILE).read_text())
     assert report["n_images"] == 360  # the whole digits test split
     assert report["max_abs_logit_diff"] <= 1e-4

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ones, never a later one. Each entry is a module or a package (all its modules).
 HOST_STAGES: list[list[str]] = [
     ["bnnflow", "bnnflow._compat", "bnnflow.errors", "bnnflow.cliutil", "bnnflow.layout"],
-    ["bnnflow.data", "bnnflow.models", "bnnflow.padding", "bnnflow.runs"],
+    ["bnnflow.data", "bnnflow.userdata", "bnnflow.models", "bnnflow.padding", "bnnflow.runs"],
     ["bnnflow.finnlib"],  # FINN and QONNX integration below every stage
     ["bnnflow.bnncpu"],  # the C engine's Python side, as a library
     ["bnnflow.training"],

@@ -19,6 +19,10 @@ from typing import Any
 import pytest
 from conftest import board_cli
 
+from bnnflow_board.agreement import first_mismatch
+from bnnflow_board.errors import BoardError
+from bnnflow_board.package import load_package
+
 Edit = Callable[[dict[str, Any]], None]
 
 
@@ -72,6 +76,10 @@ WRONG_TYPES = {
     "runtime weights": (_set("runtime_weights", ["x"]), "runtime_weights must be an object, not a list"),
     "warnings": (_set("warnings", "none"), "warnings must be a list of strings, not a string 'none'"),
     "driver": (_set("driver.settings", 1), "driver.settings must be a string, not an integer 1"),
+    "class names": (
+        _set("testset.class_names", "cat"),
+        "testset.class_names must be a list of strings, not a string 'cat'",
+    ),
 }
 
 
@@ -81,6 +89,28 @@ def test_manifest_values_of_the_wrong_type(designs: Path, tmp_path: Path, case: 
     pkg = _package(designs, tmp_path, edit)
     err = _one_error(board_cli("check", str(pkg), "--simulated-board"))
     assert err.startswith(f"bnnflow-board: error: {pkg / 'manifest.json'}") and message in err, err
+
+
+def test_labels_and_class_names_against_the_class_count(designs: Path, tmp_path: Path) -> None:
+    names = [f"class {i}" for i in range(10)]
+    pkg = _package(designs, tmp_path / "named", _set("testset.class_names", names))
+    ts = load_package(pkg).testset()
+    assert ts.class_names == names and ts.labels.max() <= 9
+    text = first_mismatch(ts.golden_classes, (ts.golden_classes + 1) % 10, ts.labels, "the FPGA", names=names)
+    c = int(ts.golden_classes[0])
+    assert text is not None and f"golden {c} (class {c})" in text["text"], text
+    assert load_package(_package(designs, tmp_path / "old")).testset().class_names == [
+        str(i) for i in range(10)
+    ]
+    few = _package(designs, tmp_path / "few", _set("testset.class_names", ["a", "b"]))
+    with pytest.raises(BoardError, match="2 class names for 10 classes"):
+        load_package(few).testset()
+    labels = pkg / json.loads((pkg / "manifest.json").read_text())["testset"]["labels"]
+    raw = bytearray(labels.read_bytes())
+    raw[2] = 12
+    labels.write_bytes(bytes(raw))
+    with pytest.raises(BoardError, match=r"label 12 of image 2 is not one of the 10 classes"):
+        load_package(pkg).testset()
 
 
 def _outside(tmp_path: Path, name: str, data: bytes) -> Path:

@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,16 @@ def get_spec(name: str) -> ModelSpec:
         raise BnnflowError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}") from None
 
 
-def build_model(name: str) -> nn.Module:
-    """A freshly initialised W1A1 network (latent weights uniform in [-1, 1])."""
+def build_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """A freshly initialised W1A1 network (latent weights uniform in [-1, 1]).
+
+    ``num_classes`` sizes its last layer for a dataset's classes (default: the network's own 10).
+    """
     spec = get_spec(name)
+    if num_classes is not None:
+        if int(num_classes) < 2:
+            raise BnnflowError(f"a classifier needs 2 or more classes, got {num_classes}")
+        spec = replace(spec, num_classes=int(num_classes))
     if name == "cnv":
         from brevitas_examples.bnn_pynq.models.CNV import CNV
 

@@ -178,6 +178,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+# The checkpoint's record of its dataset: bnnflow.data.DatasetIdentity.to_json() (absent before it existed).
+DATASET_KEY = "dataset_identity"
+
+
+def dataset_record(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The dataset record a checkpoint carries, None for one written before the record existed."""
+    record = payload.get(DATASET_KEY)
+    return record if isinstance(record, dict) else None
+
+
+def _dataset_classes(payload: dict[str, Any]) -> int | None:
+    """The class count the network was sized for: its dataset's, else (older checkpoints) its own."""
+    record = dataset_record(payload)
+    if record is None:
+        return None
+    try:
+        return int(record["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        raise BnnflowError("corrupted checkpoint: its dataset record has no class count") from None
+
+
 def save_network_source(run_dir: str | os.PathLike[str], source: NetworkSource, data: bytes) -> None:
     """Copy a user network's source into the run folder's ``network/`` with its record (network.json)."""
     folder = RunDir(Path(run_dir)).network
@@ -192,8 +213,8 @@ def network_of(payload: dict[str, Any], path: str | os.PathLike[str]) -> torch.n
     """A fresh network of the checkpoint ``payload`` read from ``path``: named, or rebuilt from the
     run folder's copy of the user's source (``network/``, checked against the checkpoint's sha256)."""
     record = payload.get("network_source")
-    if record is None:
-        return build_model(payload["model"])  # raises on an unknown architecture
+    if record is None:  # a named network, sized for its dataset's classes
+        return build_model(payload["model"], _dataset_classes(payload))  # raises on an unknown architecture
     path = Path(path)
     run_dir = path if path.is_dir() else path.parent
     return rebuild_user_network(NetworkSource.from_json(record), RunDir(run_dir).network)

@@ -159,7 +159,12 @@ def _report_head(session: Session, weights: ActiveWeights, ts: TestSet) -> dict[
         },
         "checks": [c.__dict__ for c in session.checks],
         "package_warnings": list(pkg.manifest.get("warnings", [])),
-        "testset": {"n": len(ts.images), "dataset": ts.dataset, "golden_source": ts.golden_source},
+        "testset": {
+            "n": len(ts.images),
+            "dataset": ts.dataset,
+            "class_names": ts.class_names,
+            "golden_source": ts.golden_source,
+        },
         "weights": weights.label,
     }
     requested, achieved = read_hwh(Path(bitfile).with_suffix(".hwh")).clock_mhz() if bitfile else (None, None)
@@ -181,7 +186,9 @@ def _bench_fpga(
     fpga = {
         "accuracy": float(np.mean(classes == ts.labels)),
         "agree_classes": int(np.sum(classes == ts.golden_classes)),
-        "first_mismatch": first_mismatch(ts.golden_classes, classes, ts.labels, "the FPGA"),
+        "first_mismatch": first_mismatch(
+            ts.golden_classes, classes, ts.labels, "the FPGA", names=ts.class_names
+        ),
     }
     report["fpga"] = fpga
     log(
@@ -219,7 +226,9 @@ def _bench_cpu(
         "accuracy": float(np.mean(cls == ts.labels)),
         "agree_classes": int(np.sum(cls == ts.golden_classes)),
         "agree_scores": int(np.sum(np.all(scores == ts.golden_scores, axis=1))),
-        "first_mismatch": engine_mismatch(cls, scores, ts.golden_classes, ts.golden_scores, ts.labels),
+        "first_mismatch": engine_mismatch(
+            cls, scores, ts.golden_classes, ts.golden_scores, ts.labels, ts.class_names
+        ),
         "threads": os.cpu_count(),
     }
     timings = []

@@ -89,6 +89,7 @@ MANIFEST_TYPES: dict[str, str] = {
     "testset.n_classes": "an integer >= 1",
     **{f"testset.{k}": "string" for k in ("images", "labels", "golden_classes", "golden_scores")},
     "testset.dataset": "string?",
+    "testset.class_names": "a list of strings?",  # one per class; older packages have none
     "testset.golden_source": "string?",
     "runtime_weights": "an object?",
     "runtime_weights.dir": "string",

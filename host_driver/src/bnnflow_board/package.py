@@ -32,6 +32,7 @@ class TestSet:
     golden_scores: np.ndarray  # int64 (N, n_classes)
     golden_source: str
     dataset: str
+    class_names: list[str]  # one per class: the dataset's names, else the class indices
 
 
 @dataclass
@@ -94,13 +95,24 @@ class Package:
                     f"{golden[0].parent}: golden outputs for {classes.size} images, the test set has {n}"
                 )
             source = golden[2]
+        labels = read("labels", "u1", n).astype(np.int64)
+        bad = np.flatnonzero(labels >= k)
+        if bad.size:
+            raise BoardError(
+                f"{self.path('labels')}: label {int(labels[bad[0]])} of image {int(bad[0])} is not one of "
+                f"the {k} classes"
+            )
+        names = ts.get("class_names") or [str(i) for i in range(k)]
+        if len(names) != k:
+            raise BoardError(f"{self.root / MANIFEST}: {len(names)} class names for {k} classes")
         return TestSet(
             images=images,
-            labels=read("labels", "u1", n).astype(np.int64),
+            labels=labels,
             golden_classes=classes.astype(np.int64),
             golden_scores=scores.astype(np.int64).reshape(n, k),
             golden_source=source,
             dataset=str(ts.get("dataset", "?")),
+            class_names=list(names),
         )
 
 

@@ -49,6 +49,10 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['package']['model']} for {r['package']['board']} on {where}{sim}; "
         f"{n} {r['testset']['dataset']} test images, golden outputs from {r['testset']['golden_source']}",
     ]
+    names = r["testset"].get("class_names") or []
+    if names:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
+        lines.append(f"{len(names)} classes: {shown}")
     if r.get("weights", "the compiled design's") != "the compiled design's":
         lines.append(f"weights: {r['weights']} (bnnflow-board update-weights), golden outputs its own")
     clk = r["accelerator_clock_mhz"]

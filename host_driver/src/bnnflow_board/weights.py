@@ -132,7 +132,9 @@ def update_weights(
             "accuracy": float(np.mean(classes == ts.labels)),
             "agree_new": int(np.sum(classes == new_classes)),
             "agree_old": int(np.sum(classes == old_classes)),
-            "first_mismatch": first_mismatch(new_classes, classes, ts.labels, "the FPGA"),
+            "first_mismatch": first_mismatch(
+                new_classes, classes, ts.labels, "the FPGA", names=ts.class_names
+            ),
         }
         report_cpu = (
             _cpu_against(session, upd, ts, new_classes, new_scores)
@@ -217,7 +219,7 @@ def _cpu_against(
         "available": True,
         "agree_classes": int(np.sum(cls == new_classes)),
         "agree_scores": int(np.sum(np.all(scores == new_scores, axis=1))),
-        "first_mismatch": engine_mismatch(cls, scores, new_classes, new_scores, ts.labels),
+        "first_mismatch": engine_mismatch(cls, scores, new_classes, new_scores, ts.labels, ts.class_names),
     }
 
 

@@ -37,6 +37,7 @@ from bnnflow.bench.boardreport import read_board_report
 from bnnflow.bench.published import PUBLISHED, identify_network
 from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model
 from bnnflow.cpu.evaluate import evaluate_cpu, resolve_compile_dir
+from bnnflow.data import find_identity
 from bnnflow.errors import BnnflowError
 from bnnflow.hls.iobound import io_bound
 from bnnflow.layout import CompileDir
@@ -154,10 +155,16 @@ def _design(compile_dir: Path, engine: Any) -> dict[str, Any]:
         "board": str(info["board"]),
         "part": info.get("part"),
         "clock_mhz": 1e3 / float(info["clock_ns"]),
-        "dataset": engine.dataset,
+        "dataset": _dataset_name(compile_dir, engine),
         "model_sha256": sha256(Path(engine.path)),
         "compile": info,
     }
+
+
+def _dataset_name(compile_dir: Path, engine: Any) -> str | None:
+    """The dataset the run recorded (older compile folders: the one their model file names)."""
+    identity = find_identity(compile_dir)
+    return engine.dataset if identity is None else identity.name
 
 
 def _estimate(compile_dir: Path, info: dict[str, Any]) -> dict[str, Any]:

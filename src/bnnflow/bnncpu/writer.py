@@ -58,7 +58,7 @@ from bnnflow.bnncpu.modelfile import (
     validate,
     write_model,
 )
-from bnnflow.data import DATASET_BY_SHAPE
+from bnnflow.data import find_identity
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.finnlib.hwgraph import base_op_type, read_graph
@@ -445,7 +445,7 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
     return (shape[1], shape[2], shape[3]), order
 
 
-def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
+def build_cpu_model(hw: Any, parent: Any, dataset: str | None = None) -> CpuModel:
     """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
     prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
     (c, h, w), order = _host_input(parent)
@@ -469,7 +469,8 @@ def build_cpu_model(hw: Any, parent: Any) -> CpuModel:
         in_w=w,
         input_order=order,
         n_classes=n_classes,
-        dataset=DATASET_BY_NAME.get(DATASET_BY_SHAPE.get((c, h, w), ""), Dataset.NONE),
+        # the header names only bnnflow's named datasets; a user's data is NONE
+        dataset=DATASET_BY_NAME.get(dataset or "", Dataset.NONE),
         layers=walker.layers,
     )
     try:
@@ -548,7 +549,8 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
     prepare_finn()
     graphs = [read_graph(path) for path in (hw_path, parent_path)]
     try:
-        model = build_cpu_model(*graphs)
+        identity = find_identity(compile_dir)  # the dataset the run recorded
+        model = build_cpu_model(*graphs, dataset=None if identity is None else identity.name)
     except UnsupportedGraph as exc:
         raise UnsupportedGraph(exc.reason, str(hw_path)) from None
     target = Path(out) if out is not None else CompileDir(compile_dir).cpu_model

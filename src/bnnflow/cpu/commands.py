@@ -64,8 +64,17 @@ def _add_run(sub: Any) -> None:
     )
     p.add_argument("path", help="run folder (runs/<name>) or compile folder (runs/<name>/compile/<board>)")
     p.add_argument("--board", default=None, help="which compile folder of a run (default: its only one)")
-    p.add_argument("--data-dir", default=None, help="folder holding the MNIST or CIFAR-10 files")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N test images (default: all)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the run's dataset is: a named dataset's files, or a folder:/npz: dataset's new place",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="N test images, seeded, every class its share (default: all)",
+    )
     p.add_argument(
         "--finn", type=int, default=500, metavar="N", help="images to compare with FINN's execution (0 skips)"
     )

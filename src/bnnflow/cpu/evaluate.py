@@ -28,7 +28,7 @@ import numpy as np
 
 from bnnflow.bnncpu import MODEL_FILE, CpuEngine, export_cpu_model, kernel_name, read_design_model
 from bnnflow.cpu.finn_reference import finn_outputs
-from bnnflow.data import load_arrays
+from bnnflow.data import DatasetIdentity, check_model_fits, find_identity, legacy_identity, test_images
 from bnnflow.errors import BnnflowError
 from bnnflow.layout import CompileDir, RunDir
 from bnnflow.runs import atomic_write_json
@@ -56,6 +56,9 @@ class CpuReport:
     integer_macs: int = 0
     model_bytes: int = 0
     context_bytes: int = 0
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    class_accuracy: dict[str, float] = field(default_factory=dict)  # per class name, on its test images
 
     @property
     def agrees(self) -> bool:
@@ -116,6 +119,18 @@ def _rate(engine: Any, images: np.ndarray, threads: int, repeats: int = 3) -> fl
     return len(images) / statistics.median(best)
 
 
+def _design_dataset(compile_dir: Path, engine: Any) -> DatasetIdentity:
+    """The dataset the run recorded (a compile folder from before that record: its model file's),
+    checked against the engine's input shape and class count."""
+    identity = find_identity(compile_dir)
+    if identity is None and engine.dataset is not None:
+        identity = legacy_identity(engine.dataset)
+    if identity is None:
+        raise BnnflowError(f"{engine.path} names no dataset; run it with bnnflow-cpu on your own images")
+    check_model_fits(identity, engine.input_shape, engine.n_classes, str(engine.path))
+    return identity
+
+
 def evaluate_cpu(
     path: str | Path,
     board: str | None = None,
@@ -136,12 +151,14 @@ def evaluate_cpu(
         export_cpu_model(compile_dir)
     read_design_model(compile_dir)
     with CpuEngine(model_path) as engine:
-        if engine.dataset is None:
-            raise BnnflowError(f"{model_path} names no dataset; run it with bnnflow-cpu on your own images")
-        images, labels = load_arrays(engine.dataset, "test", data_dir=data_dir, limit=limit)
+        identity = _design_dataset(compile_dir, engine)
+        images, labels = test_images(identity, limit, data_dir)  # all, or a seeded class-stratified subset
         images = np.ascontiguousarray(images)
         classes, scores = engine.run(images, threads=0)
         accuracy = float(np.mean(classes == labels))
+        per_class = {
+            identity.class_name(c): float(np.mean(classes[labels == c] == c)) for c in np.unique(labels)
+        }
 
         n_finn = min(finn_images, len(images))
         agree_c = agree_s = 0
@@ -171,7 +188,7 @@ def evaluate_cpu(
         rates = {"1 thread": one, f"{cores} threads": _rate(engine, batch, threads=0)}
         report = CpuReport(
             compile_dir=str(compile_dir),
-            dataset=engine.dataset,
+            dataset=identity.name,
             kernels=kernel_name(),
             n_images=len(images),
             accuracy=accuracy,
@@ -187,9 +204,21 @@ def evaluate_cpu(
             integer_macs=engine.integer_macs,
             model_bytes=engine.model_bytes,
             context_bytes=engine.context_bytes,
+            num_classes=identity.num_classes,
+            class_names=list(identity.class_names),
+            class_accuracy=per_class,
         )
     atomic_write_json(compile_dir / REPORT_FILE, report.to_json())
     return report
+
+
+def _names(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
+def _per_class(acc: dict[str, float]) -> str:
+    return ", ".join(f"{name} {100 * a:.0f}%" for name, a in acc.items())
 
 
 def format_report(r: CpuReport) -> str:
@@ -200,7 +229,9 @@ def format_report(r: CpuReport) -> str:
     )
     lines = [
         f"CPU engine ({r.kernels} kernels) on {r.n_images:,} {r.dataset} test images: {r.compile_dir}",
-        f"  accuracy                 {100 * r.accuracy:.2f}%",
+        f"  classes                  {r.num_classes}: {_names(r.class_names)}",
+        f"  accuracy                 {100 * r.accuracy:.2f}%"
+        + (f" (per class: {_per_class(r.class_accuracy)})" if len(r.class_accuracy) <= 12 else ""),
         f"  agreement with FINN      {agree}"
         + ("" if r.agrees else f"  FIRST DIFFERENCE: {r.first_difference}"),
         f"  batch 1, 1 thread        median {r.latency_us['median']:.1f} us, "

@@ -58,7 +58,11 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"test images (default {DEFAULT_IMAGES})",
     )
-    p.add_argument("--data-dir", default=None, help="dataset folder for the test images")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the run's dataset is (a named dataset's files, or a folder:/npz: dataset's new place)",
+    )
     p.set_defaults(func=_package)
 
 

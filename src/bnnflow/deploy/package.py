@@ -66,7 +66,7 @@ from bnnflow_board.deployformat import (
 
 from bnnflow import __version__
 from bnnflow.bnncpu.writer import read_design_model
-from bnnflow.data import load_test_images
+from bnnflow.data import recorded_test_images
 from bnnflow.deploy.golden import DEFAULT_IMAGES, golden_outputs
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
@@ -77,6 +77,8 @@ from bnnflow.hls.bitstream import default_out_dir
 from bnnflow.hls.runtime_weights import structure_fingerprint
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
+
+LABELS_MAX = 255  # testset/labels.u8: one unsigned byte per label
 
 REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
 Log = Callable[[str], None]
@@ -358,6 +360,7 @@ class _Testset:
     images: np.ndarray
     labels: np.ndarray
     dataset: str
+    class_names: list[str]
     image_shape: tuple[int, ...]
     input_ops: list[dict[str, Any]]
     classes: np.ndarray
@@ -421,24 +424,34 @@ def build_package(
 def _golden_outputs(
     source: Source, clock_ns: float, n_images: int, data_dir: str | Path | None, log: Log
 ) -> _Testset:
-    """The dataset's first ``n_images`` test images in the design's input shape, with their golden outputs."""
+    """``n_images`` test images of the run's dataset (seeded, every class its share), with golden outputs."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     parent_host = ModelWrapper(str(source.compile_dir / "intermediate_models" / "dataflow_parent.onnx"))
     ops = host_input_ops(parent_host)
     in_shape = tuple(int(d) for d in parent_host.get_tensor_shape(parent_host.graph.input[0].name))[1:]
     log(f"packaging {source.compile_dir} for {source.board} at {1e3 / clock_ns:g} MHz")
-    images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
-    if labels is None or len(images) == 0:
-        raise BnnflowError(f"no labelled {dataset} test images found")
+    images, labels, identity = recorded_test_images(source.compile_dir, in_shape, n_images, data_dir)
+    dataset = identity.name
+    if identity.num_classes > LABELS_MAX + 1:  # testset/labels.u8 holds one byte per label
+        raise BnnflowError(
+            f"{dataset} has {identity.num_classes} classes; a package's test set (one byte per label) "
+            f"holds at most {LABELS_MAX + 1}"
+        )
     images = np.ascontiguousarray(images, dtype=np.uint8)
     t0 = time.perf_counter()
     classes, scores, golden_source = golden_outputs(source.compile_dir, images)
+    if scores.shape[1] != identity.num_classes:
+        raise BnnflowError(
+            f"{source.compile_dir}: the design has {scores.shape[1]} classes, dataset {dataset} has "
+            f"{identity.num_classes}"
+        )
     log(
         f"  {len(images)} {dataset} test images, golden outputs ({golden_source}) "
         f"in {time.perf_counter() - t0:.1f} s"
     )
-    return _Testset(images, labels, dataset, in_shape, ops, classes, scores, golden_source)
+    names = list(identity.class_names)
+    return _Testset(images, labels, dataset, names, in_shape, ops, classes, scores, golden_source)
 
 
 def _checked_design(
@@ -570,6 +583,7 @@ def _manifest(
             "n": int(len(testset.images)),
             "image_shape": list(testset.image_shape),
             "n_classes": int(testset.scores.shape[1]),
+            "class_names": testset.class_names,
             "images": TESTSET_IMAGES,
             "labels": TESTSET_LABELS,
             "golden_classes": GOLDEN_CLASSES,

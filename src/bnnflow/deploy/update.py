@@ -48,7 +48,7 @@ from bnnflow_board.deployformat import (
 from bnnflow import __version__
 from bnnflow.bnncpu.writer import PARENT_GRAPH
 from bnnflow.cpu import build_cpu_model, write_model
-from bnnflow.data import load_test_images
+from bnnflow.data import recorded_test_images
 from bnnflow.deploy.golden import model_golden_outputs
 from bnnflow.deploy.package import (
     DEFAULT_IMAGES,
@@ -200,7 +200,7 @@ def build_weights_update(
     # Everything is written to a temporary folder that replaces ``final`` only once complete.
     with atomic_directory(final, marker=MANIFEST) as tmp:
         result, layers = _runtime_weight_files(target, checkpoint, tmp, data_dir, n_verify, log)
-        write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent))
+        write_model(tmp / MODEL, build_cpu_model(result.hardware_graph, parent, testset.dataset))
         testset_entry = _golden_outputs(tmp, testset, log)
         manifest = _manifest(target, result, layers, testset_entry, tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -223,15 +223,14 @@ class _Testset:
 
 
 def _testset(target: Design, parent: Any, n_images: int, data_dir: str | Path | None) -> _Testset:
-    """The package's own test images (a deployment package given), else the dataset's first ``n_images``."""
+    """The package's own test images (a deployment package given), else ``n_images`` of the recorded
+    dataset's test split (seeded, every class its share)."""
     if target.deploy is not None:
         images, labels, dataset, old_golden = _deploy_testset(target)
         return _Testset(images, labels, dataset, old_golden)
     in_shape = tuple(int(d) for d in parent.get_tensor_shape(parent.graph.input[0].name))[1:]
-    images, labels, dataset = load_test_images(in_shape, n_images, data_dir)
-    if labels is None or len(images) == 0:
-        raise BnnflowError(f"no labelled {dataset} test images found")
-    return _Testset(np.ascontiguousarray(images, dtype=np.uint8), labels, dataset, None)
+    images, labels, identity = recorded_test_images(target.compile_dir, in_shape, n_images, data_dir)
+    return _Testset(np.ascontiguousarray(images, dtype=np.uint8), labels, identity.name, None)
 
 
 def _destination(target: Design, checkpoint: Path, out: str | Path | None) -> Path:

@@ -26,9 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n-verify",
         type=positive_int,
         default=DEFAULT_N_VERIFY,
-        help=f"test images to verify on (default {DEFAULT_N_VERIFY}; the whole split if smaller)",
+        help=f"test images to verify on, seeded, every class its share (default {DEFAULT_N_VERIFY}; "
+        "the whole split if smaller)",
     )
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST/CIFAR-10 files")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the run's dataset is: a named dataset's files, or a folder:/npz: dataset's new place",
+    )
     parser.add_argument(
         "--batch-size",
         type=positive_int,

@@ -29,7 +29,14 @@ import torch
 from torch import nn
 
 import bnnflow._compat  # noqa: F401  (before brevitas)
-from bnnflow.data import get_dataset_info, load_arrays
+from bnnflow.data import (
+    DatasetIdentity,
+    check_model_fits,
+    checkpoint_identity,
+    identity_of,
+    test_images,
+    write_identity,
+)
 from bnnflow.errors import BnnflowError
 from bnnflow.export.layers import check_layers
 from bnnflow.layout import ExportDir, RunDir
@@ -305,7 +312,7 @@ def export_network(
     out_dir: str | Path,
     *,
     model_name: str,
-    dataset: str,
+    dataset: str | DatasetIdentity,
     images: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -315,17 +322,20 @@ def export_network(
 ) -> ExportResult:
     """Export an eval-mode network to ``out_dir`` and verify it on ``images`` (uint8, N x C x H x W).
 
-    Without ``images`` and ``labels`` the verification takes the first ``n_verify``
-    images of ``dataset``'s test split (so a network trained in the user's own loop
-    exports with ``export_network(model, out, model_name=..., dataset=...)``).
+    ``dataset``: a dataset name (``mnist``, ``folder:PATH``, ...) or the identity of the one the
+    network was trained on (``bnnflow.data.DatasetIdentity``), which the export folder records
+    in ``dataset.json``. Without ``images`` and ``labels`` the verification takes ``n_verify``
+    images of its test split, seeded and class-stratified (so a network trained in the user's
+    own loop exports with ``export_network(model, out, model_name=..., dataset=...)``).
     ``out_dir`` appears only if the export and its verification succeed.
     """
 
-    info = get_dataset_info(dataset)
+    info = identity_of(dataset)
+    dataset = info.name
     if images is None or labels is None:
         if images is not None or labels is not None:
             raise BnnflowError("give both verification images and labels, or neither")
-        images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
+        images, labels = test_images(info, n_verify, data_dir)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(info.input_shape):
@@ -337,6 +347,7 @@ def export_network(
     check_supported_layers(model, tuple(info.input_shape))
     model.eval()
     wrapped = PixelScale(model, info.pixel_max).eval()
+    _check_classes(wrapped, images, info, model_name)
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, marker=EXPORT_FILE) as tmp:
@@ -363,6 +374,7 @@ def export_network(
             "versions": _versions(),
             **(extra or {}),
         }
+        write_identity(tmp, info)
         atomic_write_json(tmp / EXPORT_FILE, meta)
     return ExportResult(
         out_dir=out_dir,
@@ -374,6 +386,13 @@ def export_network(
         dataset=dataset,
         verification=report,
     )
+
+
+def _check_classes(wrapped: nn.Module, images: np.ndarray, info: DatasetIdentity, name: str) -> None:
+    """One line where the network's class count is not its dataset's (before anything is exported)."""
+    with torch.no_grad():
+        out = wrapped(torch.from_numpy(np.ascontiguousarray(images[:1])).float())
+    check_model_fits(info, images.shape[1:], int(out.reshape(1, -1).shape[1]), f"model {name!r}")
 
 
 def default_out_dir(checkpoint_or_run: str | Path) -> Path:
@@ -391,7 +410,8 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint (or a run folder's best checkpoint) to QONNX and verify it.
 
-    Verification uses the first ``n_verify`` images of the dataset's test split
+    Verification uses ``n_verify`` images of the run's dataset's test split (a seeded,
+    class-stratified subset: ``bnnflow.data.test_images``)
     (all of them if the split is smaller, e.g. the 360 digits test images).
     Writes ``model.onnx``, ``model_logits.onnx``, ``verification.json`` and
     ``export.json`` to ``out_dir`` (default ``<run>/export/``).
@@ -403,13 +423,10 @@ def export_model(
         raise BnnflowError(f"batch size must be positive, got {batch_size}")
     model, payload = load_model(checkpoint_or_run)
     name = payload["model"]
-    dataset, input_shape = checkpoint_network(payload)
-    info = get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(input_shape):
-        raise BnnflowError(
-            f"model {name!r} takes {input_shape} inputs, dataset {dataset!r} has {info.input_shape}"
-        )
-    images, labels = load_arrays(dataset, "test", data_dir=data_dir, limit=n_verify)
+    identity = checkpoint_identity(payload)  # the dataset the run recorded (older runs: its named one)
+    _, input_shape = checkpoint_network(payload)
+    check_model_fits(identity, input_shape, identity.num_classes, f"model {name!r}")
+    images, labels = test_images(identity, n_verify, data_dir)  # seeded, every class its share
     checkpoint = Path(checkpoint_or_run)
     source = checkpoint
     if checkpoint.is_dir():  # the file load_checkpoint read
@@ -419,7 +436,7 @@ def export_model(
         model,
         default_out_dir(checkpoint) if out_dir is None else out_dir,
         model_name=name,
-        dataset=dataset,
+        dataset=identity,
         images=images,
         labels=labels,
         batch_size=batch_size,

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from bnnflow.cliutil import HelpFormatter
-from bnnflow.data import get_dataset_info
+from bnnflow.data import identity_of
 from bnnflow.errors import BnnflowError
 from bnnflow.export.layers import LayerInfo, check_layers
 from bnnflow.export.qonnx_export import PixelScale, export_graphs
@@ -254,8 +254,8 @@ def check_module(
     budget: float = 0.85,
 ) -> CheckReport:
     """Check ``model`` (untrained or trained, not modified) for ``dataset``'s images on ``board``."""
-    info = get_dataset_info(dataset)
-    input_shape, num_classes = network_io(dataset)
+    info = identity_of(dataset)
+    input_shape, num_classes = network_io(info)
     return check_design(
         model, input_shape, num_classes, info.pixel_max, name=name, dataset=dataset, board=board,
         clock_ns=clock_ns, budget=budget,

@@ -29,7 +29,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--verify", type=nonnegative_int, default=1000, metavar="N", help="test images to verify (0 skips)"
     )
-    p.add_argument("--data-dir", default=None, help="dataset folder for the verification images")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the run's dataset is (a named dataset's files, or a folder:/npz: dataset's new place)",
+    )
     p.add_argument(
         "--verify-workers",
         type=positive_int,

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.data import load_test_images
+from bnnflow.data import DatasetIdentity, check_model_fits, find_identity, test_images, write_identity
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import get_board
 from bnnflow.finnlib.finn_env import prepare_finn
@@ -166,13 +166,20 @@ def _read_model(model_path: Path) -> Any:
 
 
 def _test_images(
-    model: Any, opts: CompileOptions
+    model: Any, model_path: Path, identity: DatasetIdentity | None, opts: CompileOptions
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """(verification images, their labels, cppsim images): the options' own, else the test set's."""
+    """(verification images, their labels, cppsim images): the options' own, else a seeded,
+    class-stratified subset of the test split of the dataset the model's run recorded."""
     images, labels = opts.images, opts.labels
     if (opts.n_verify or opts.n_cppsim) and images is None:
+        if identity is None:
+            raise BnnflowError(
+                f"no dataset is recorded for {model_path} (no dataset.json beside it or in its run folder); "
+                "pass --verify 0"
+            )
         in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
-        images, labels, _ = load_test_images(in_shape, max(opts.n_verify, opts.n_cppsim), opts.data_dir)
+        check_model_fits(identity, in_shape, identity.num_classes, str(model_path))
+        images, labels = test_images(identity, max(opts.n_verify, opts.n_cppsim), opts.data_dir)
     cppsim_images = None if images is None else np.asarray(images)[: opts.n_cppsim]
     if images is not None:
         images = np.asarray(images)[: opts.n_verify or 0]
@@ -226,7 +233,8 @@ def compile_model(
     prepare_finn()
     sim = _find_cppsim(opts.n_cppsim, opts.hls_sim)
     model = _read_model(model_path)
-    images, labels, cppsim_images = _test_images(model, opts)
+    identity = find_identity(model_path)
+    images, labels, cppsim_images = _test_images(model, model_path, identity, opts)
 
     log(f"compiling {model_path} for {brd.name} ({brd.part}) at {opts.clock_ns} ns, folding {opts.folding}")
     with atomic_directory(final.path, marker=CompileDir.SUMMARY) as tmp:
@@ -250,6 +258,8 @@ def compile_model(
             cppsim_images=cppsim_images,
         )
         shutil.copyfile(model_path, cfg.finn.get_intermediate_models_directory() / CompileDir.INPUT_GRAPH)
+        if identity is not None:  # the later stages' dataset, also in a copy of this folder
+            write_identity(tmp, identity)
         run_steps(model, COMPILE_STEPS, cfg)
     assert cfg.estimate is not None
     log(format_table(cfg.estimate))

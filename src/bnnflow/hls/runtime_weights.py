@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.data import load_test_images
+from bnnflow.data import recorded_test_images
 from bnnflow.errors import BnnflowError
 from bnnflow.export import export_model
 from bnnflow.export.qonnx_export import run_qonnx
@@ -391,7 +391,7 @@ def _verify_new_weights(
     if not n_verify:
         return 0
     shape = tuple(ModelWrapper(str(qonnx_path)).get_tensor_shape("global_in")[1:])
-    images, labels, _ = load_test_images(shape, n_verify, data_dir)
+    images, labels, _ = recorded_test_images(qonnx_path, shape, n_verify, data_dir)
     qonnx_model = cleanup_model(ModelWrapper(str(qonnx_path)))
     with open(work / "verify.log", "w") as sink, quiet_finn(sink):
         chain = verify_chain(qonnx_model, *graphs, images, labels, workers=1)

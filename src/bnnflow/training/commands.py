@@ -8,11 +8,12 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter, positive_int
-from bnnflow.errors import BnnflowError
 from bnnflow.models import model_names
-from bnnflow.runs import checkpoint_network, load_model
+from bnnflow.runs import load_model
 from bnnflow.training.optimizers import METHODS
 from bnnflow.training.trainer import TrainConfig, evaluate, finish_distributed, train
 
@@ -30,10 +31,34 @@ def _nonnegative_float(text: str) -> float:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
-        help="folder holding the MNIST IDX files or the CIFAR-10 batches (not needed for digits)",
+        help="folder holding the named datasets' files (MNIST IDX, CIFAR-10 batches, ...; not for digits)",
     )
     p.add_argument(
-        "--download", action="store_true", help="download missing MNIST/CIFAR-10 files (needs network)"
+        "--download", action="store_true", help="download a named dataset's missing files (needs network)"
+    )
+
+
+DATASET_HELP = (
+    f"{', '.join(bdata.dataset_names())}; folder:PATH (one subfolder of PNG/JPEG/BMP images per class, "
+    "optionally under train/ and test/) or npz:PATH (uint8 x_train, x_test; integer y_train, y_test; "
+    "docs/your-data.md) (default: the model's own; required for your own network)"
+)
+
+
+def _test_fraction(text: str) -> float:
+    value = _nonnegative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
+    return value
+
+
+def add_user_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resize", metavar="HxW", help="folder: datasets: resize every image to H x W pixels")
+    p.add_argument(
+        "--test-fraction",
+        type=_test_fraction,
+        help="folder: datasets without train/ and test/: the share of each class held out for testing "
+        "(seeded split; default 0.2)",
     )
 
 
@@ -46,9 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     models = ", ".join(model_names())
     p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
-    p.add_argument(
-        "--dataset", help="digits, mnist or cifar10 (default: the model's own; required for your own)"
-    )
+    p.add_argument("--dataset", help=DATASET_HELP)
     # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
     p.add_argument(
@@ -78,14 +101,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order, dropout, augmentation")
     add_data_arguments(p)
+    add_user_data_arguments(p)
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="pad-4 random crop + horizontal flip (default: on for cifar10)",
     )
-    p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
-    p.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
+    p.add_argument(
+        "--limit-train", type=positive_int, help="use only N training images (seeded, every class its share)"
+    )
+    p.add_argument(
+        "--limit-test", type=positive_int, help="use only N test images (seeded, every class its share)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: half the cores)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
@@ -100,7 +128,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-check", dest="check", action="store_false", help="skip `bnnflow check` of your network"
     )
     p.set_defaults(func=_train)
+    _register_evaluate(sub)
 
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "evaluate",
         help="accuracy of a checkpoint or run folder on a dataset split",
@@ -108,9 +139,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     e.add_argument("checkpoint", help="checkpoint file or run folder")
-    e.add_argument("--dataset", help="dataset (default: the one it was trained on)")
+    e.add_argument("--dataset", help="dataset, as for train (default: the one the run recorded)")
     e.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
-    e.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    e.add_argument(
+        "--limit", type=positive_int, help="evaluate only N images (seeded, every class its share)"
+    )
     add_data_arguments(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_evaluate)
@@ -137,6 +170,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_split(
+    recorded: bdata.DatasetIdentity, dataset: str | None, split: str, data_dir: str | None, download: bool
+) -> tuple[bdata.DatasetIdentity, tuple[Any, Any]]:
+    """The dataset to evaluate on (the recorded one unless ``dataset`` names another) and its split."""
+    if dataset is None or bdata.canonical_name(dataset) == recorded.name:
+        if split == "test":
+            return recorded, bdata.identity_test_set(recorded, data_dir, download)
+        data = bdata.open_dataset(recorded.name, data_dir, download, recorded.resize, recorded.test_fraction)
+        return recorded, (data.x_train, data.y_train)
+    if bdata.dataset_kind(dataset) == "named":  # its shape and classes are known before reading it
+        known = bdata.legacy_identity(dataset)
+        bdata.check_model_fits(
+            known, recorded.input_shape, recorded.num_classes, "the model cannot read its images: it"
+        )
+        return known, bdata.load_arrays(known.name, split, data_dir, download)
+    data = bdata.open_dataset(dataset, data_dir, download)
+    return data.identity, (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+
+
 def evaluate_checkpoint(
     checkpoint: str,
     dataset: str | None = None,
@@ -149,13 +201,18 @@ def evaluate_checkpoint(
     from torch.utils.data import DataLoader
 
     model, payload = load_model(checkpoint)
-    trained_on, input_shape = checkpoint_network(payload)
-    dataset = dataset or trained_on
-    info = bdata.get_dataset_info(dataset)
-    if tuple(info.input_shape) != tuple(input_shape):
-        raise BnnflowError(f"model {payload['model']!r} cannot read {dataset!r} images")
-    x, y = bdata.load_arrays(dataset, split, data_dir, download, limit)
-    loader = DataLoader(bdata.ImageDataset(x, y, info.pixel_max), batch_size=1000)
+    recorded = bdata.checkpoint_identity(payload)
+    identity, (x, y) = _evaluation_split(recorded, dataset, split, data_dir, download)
+    bdata.check_model_fits(
+        identity,
+        recorded.input_shape,
+        recorded.num_classes,
+        f"model {payload['model']!r} cannot read its images: it",
+    )
+    keep = np.sort(bdata.test_subset(y, limit))
+    x, y = x[keep], y[keep]
+    dataset = identity.name
+    loader = DataLoader(bdata.ImageDataset(x, y, identity.pixel_max), batch_size=1000)
     loss, acc = evaluate(model, loader, torch.device("cpu"))
     return {
         "checkpoint": str(checkpoint),

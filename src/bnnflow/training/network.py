@@ -18,9 +18,9 @@ from bnnflow.models import (
 )
 
 
-def network_io(dataset: str) -> tuple[tuple[int, ...], int]:
+def network_io(dataset: str | bdata.DatasetIdentity) -> tuple[tuple[int, ...], int]:
     """(input shape C, H, W; number of classes) that a run on ``dataset`` builds its network for."""
-    info = bdata.get_dataset_info(dataset)
+    info = bdata.identity_of(dataset)
     return tuple(int(d) for d in info.input_shape), int(info.num_classes)
 
 
@@ -35,23 +35,22 @@ def default_run_dir(model: str) -> str:
     return str(Path("runs") / model_label(model))
 
 
-def check_model_dataset(model: str, dataset: str) -> None:
-    """A named network must fit the dataset's images; a user network is built for them."""
-    shape, _ = network_io(dataset)
+def check_model_dataset(model: str, dataset: str | bdata.DatasetIdentity) -> None:
+    """A named network must fit the dataset's images (its last layer takes the dataset's class
+    count); a user network is built for them."""
     if is_user_model(model):
         return
-    spec = get_spec(model)
-    if shape != tuple(spec.input_shape):
-        raise BnnflowError(
-            f"model {model!r} takes {spec.input_shape} images, dataset {dataset!r} has {shape}"
-        )
+    info = bdata.identity_of(dataset)
+    bdata.check_model_fits(info, get_spec(model).input_shape, info.num_classes, f"model {model!r}")
 
 
-def new_network(model: str, dataset: str) -> tuple[nn.Module, NetworkSource | None, bytes | None]:
+def new_network(
+    model: str, dataset: str | bdata.DatasetIdentity
+) -> tuple[nn.Module, NetworkSource | None, bytes | None]:
     """A freshly initialised network for ``dataset``; for a user network also its record and source."""
     check_model_dataset(model, dataset)
     if not is_user_model(model):
-        return build_model(model), None, None
+        return build_model(model, bdata.identity_of(dataset).num_classes), None, None
     return build_user_network(model, *network_io(dataset))
 
 

@@ -39,6 +39,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.layout import RunDir
 from bnnflow.models import NetworkSource, binarize_weights_, binary_weight_modules
 from bnnflow.runs import (
+    DATASET_KEY,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -75,6 +76,8 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     download: bool = False
+    resize: str | None = None  # HxW, for folder: datasets
+    test_fraction: float | None = None  # for a folder: dataset without train/ and test/
     augment: bool | None = None  # None: on for cifar10
     limit_train: int | None = None
     limit_test: int | None = None
@@ -95,7 +98,10 @@ class TrainConfig:
             cfg.augment = cfg.dataset == "cifar10"
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
-        net.check_model_dataset(cfg.model, cfg.dataset)
+        cfg.dataset = bdata.canonical_name(cfg.dataset)
+        bdata.parse_resize(cfg.resize)
+        if bdata.dataset_kind(cfg.dataset) == "named":  # a named dataset's shape is known before reading it
+            net.check_model_dataset(cfg.model, cfg.dataset)
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
@@ -115,7 +121,7 @@ class TrainConfig:
 
 
 # Keys that must match between a checkpoint and the command resuming it.
-_RESUME_KEYS = ("model", "dataset", "method", "batch_size", "seed", "compact")
+_RESUME_KEYS = ("model", "dataset", "resize", "test_fraction", "method", "batch_size", "seed", "compact")
 
 
 class _EpochSampler(Sampler[int]):
@@ -335,19 +341,23 @@ class _Run:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
 
-        info = bdata.get_dataset_info(cfg.dataset)
-        x_train, y_train = bdata.load_arrays(
-            cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.limit_train
-        )
-        x_test, y_test = bdata.load_arrays(cfg.dataset, "test", cfg.data_dir, cfg.download, cfg.limit_test)
-        self.train_set = bdata.ImageDataset(x_train, y_train, info.pixel_max, augment=bool(cfg.augment))
-        self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, info.pixel_max), batch_size=1000)
+        data = bdata.open_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.resize, cfg.test_fraction)
+        self.dataset = data.identity
+        net.check_model_dataset(cfg.model, self.dataset)  # before the split is subset or a network built
+        # --limit-*: a class-stratified subset, so a class-ordered file still gives every class
+        keep = np.sort(bdata.test_subset(data.y_train, cfg.limit_train, cfg.seed))
+        x_train, y_train = data.x_train[keep], data.y_train[keep]
+        keep = np.sort(bdata.test_subset(data.y_test, cfg.limit_test, cfg.seed))
+        x_test, y_test = data.x_test[keep], data.y_test[keep]
+        pixel_max = self.dataset.pixel_max
+        self.train_set = bdata.ImageDataset(x_train, y_train, pixel_max, augment=bool(cfg.augment))
+        self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, pixel_max), batch_size=1000)
 
         if resume_payload is not None and resume_payload.get("network_source"):  # the run folder's copy
             self.model = network_of(resume_payload, self.run_dir.checkpoint)
             self.network_source = NetworkSource.from_json(resume_payload["network_source"])
         else:
-            self.model, self.network_source, network_bytes = net.new_network(cfg.model, cfg.dataset)
+            self.model, self.network_source, network_bytes = net.new_network(cfg.model, self.dataset)
             if self.network_source is not None and self.is_main:
                 save_network_source(self.run_dir.path, self.network_source, network_bytes or b"")
         if cfg.method != "latent-adam":
@@ -430,6 +440,7 @@ class _Run:
     def _write_config(self) -> None:
         cfg = self.cfg
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        bdata.write_identity(self.run_dir.path, self.dataset)
         atomic_write_json(
             self.run_dir.config,
             {
@@ -454,6 +465,7 @@ class _Run:
                 # what rebuilds a user network from the run folder alone (runs.network_of)
                 "network_source": self.network_source.to_json() if self.network_source else None,
                 "dataset": cfg.dataset,
+                DATASET_KEY: self.dataset.to_json(),
                 "method": cfg.method,
                 "config": asdict(cfg),
                 "epoch": epoch_done,
