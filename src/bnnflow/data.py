@@ -161,6 +161,14 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
+# What --dataset takes, for every command's help.
+DATASET_HELP = (
+    f"{', '.join(DATASETS)}; folder:PATH (one subfolder of PNG/JPEG/BMP images per "
+    "class, optionally under train/ and test/) or npz:PATH (uint8 x_train, x_test; integer y_train, "
+    "y_test; docs/your-data.md)"
+)
+
+
 def get_dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` for ``name``; a one-line error lists the valid names."""
     info = DATASETS.get(str(name).strip().lower())

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter
 from bnnflow.data import identity_of
 from bnnflow.errors import BnnflowError
@@ -331,7 +332,7 @@ def register(sub: Any) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("model", help="a named network, path/to/net.py:build or package.module:build")
-    p.add_argument("--dataset", help="digits, mnist or cifar10 (default: the named network's own)")
+    p.add_argument("--dataset", help=bdata.DATASET_HELP + " (default: the named network's own)")
     p.add_argument("--board", default="Pynq-Z2", help=f"one of: {', '.join(board_names())} (default Pynq-Z2)")
     p.add_argument("--clock-ns", type=float, default=10.0, help="clock period in ns (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

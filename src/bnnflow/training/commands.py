@@ -38,13 +38,6 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-DATASET_HELP = (
-    f"{', '.join(bdata.dataset_names())}; folder:PATH (one subfolder of PNG/JPEG/BMP images per class, "
-    "optionally under train/ and test/) or npz:PATH (uint8 x_train, x_test; integer y_train, y_test; "
-    "docs/your-data.md) (default: the model's own; required for your own network)"
-)
-
-
 def _test_fraction(text: str) -> float:
     value = _nonnegative_float(text)
     if not 0 < value < 1:
@@ -71,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     models = ", ".join(model_names())
     p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
-    p.add_argument("--dataset", help=DATASET_HELP)
+    p.add_argument(
+        "--dataset", help=bdata.DATASET_HELP + " (default: the model's own; required for your own network)"
+    )
     # --run-dir as well: under torchrun, whose own parser reads --run as an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: runs/<model>)")
     p.add_argument(
