@@ -895,6 +895,26 @@ static int task_count(void)
     return n;
 }
 
+/* task_count once threads that have been joined are gone from /proc: a joined
+ * thread can still be listed for a moment (pthread_join returns when the
+ * thread has released its stack, before the kernel reaps it; under qemu-user
+ * much later), so wait up to 2 s for `want` (or, with want < 0, for the count
+ * to stay the same over 200 ms). */
+static int settled_task_count(int want)
+{
+    const struct timespec pause = {0, 5 * 1000 * 1000};
+    int last = task_count(), same = 0;
+    for (int i = 0; i < 400 && last >= 0; i++) {
+        if (want >= 0 ? last == want : same >= 40)
+            break;
+        nanosleep(&pause, NULL);
+        const int now = task_count();
+        same = now == last ? same + 1 : 0;
+        last = now;
+    }
+    return last;
+}
+
 /* Every kernel set and thread count gives the single-context results, with
  * the batch split (forced: bnn_context_set_split_ns 0) and not. */
 static void threads_match(bnn_model *m, const char *name, const uint8_t *images, size_t n, const int32_t *c1,
@@ -924,15 +944,15 @@ static void threads_match(bnn_model *m, const char *name, const uint8_t *images,
 /* The pool: threads start once per context, not per call, and are joined by bnn_context_free. */
 static void pool_is_persistent(bnn_model *m, const uint8_t *images, size_t n, const int32_t *c1, int32_t *c2)
 {
-    const int tasks0 = task_count();
+    const int tasks0 = settled_task_count(-1);
     const unsigned started0 = bnn_threads_started();
     bnn_context *ctx = bnn_context_new(m);
     bnn_context_set_split_ns(ctx, 0);
     CHECK(bnn_context_run_threads(ctx, images, n, c2, NULL, 3) == BNN_OK, "pool: first run");
     const unsigned started1 = bnn_threads_started();
     CHECK(started1 == started0 + 2, "pool: 3 threads started %u workers, not 2", started1 - started0);
-    CHECK(tasks0 < 0 || task_count() == tasks0 + 2, "pool: %d threads in /proc/self/task, not %d", task_count(),
-          tasks0 + 2);
+    CHECK(tasks0 < 0 || settled_task_count(tasks0 + 2) == tasks0 + 2, "pool: %d threads in /proc/self/task, not %d",
+          task_count(), tasks0 + 2);
     long allocations = g_allocations;
     int same = 1;
     for (int i = 0; i < 300; i++) {
@@ -943,13 +963,14 @@ static void pool_is_persistent(bnn_model *m, const uint8_t *images, size_t n, co
     CHECK(same, "pool: 300 runs on the pool's threads differ from one context");
     CHECK(bnn_threads_started() == started1, "pool: 300 runs started %u threads", bnn_threads_started() - started1);
     CHECK(g_allocations == allocations, "pool: 300 runs allocated %ld times", g_allocations - allocations);
-    CHECK(tasks0 < 0 || task_count() == tasks0 + 2, "pool: %d threads after 300 runs", task_count());
+    CHECK(tasks0 < 0 || settled_task_count(tasks0 + 2) == tasks0 + 2, "pool: %d threads after 300 runs",
+          task_count());
     CHECK(bnn_context_run_threads(ctx, images, n, c2, NULL, 4) == BNN_OK && !memcmp(c1, c2, n * 4),
           "pool: grown to 4 threads");
     CHECK(bnn_threads_started() == started1 + 1, "pool: growing to 4 threads started %u",
           bnn_threads_started() - started1);
     bnn_context_free(ctx);
-    CHECK(tasks0 < 0 || task_count() == tasks0, "pool: %d threads left after bnn_context_free, not %d",
+    CHECK(tasks0 < 0 || settled_task_count(tasks0) == tasks0, "pool: %d threads left after bnn_context_free, not %d",
           task_count(), tasks0);
     /* Where there is a /proc, this test must have seen it (the CI machines are Linux). */
 #ifdef __linux__
