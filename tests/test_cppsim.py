@@ -236,6 +236,7 @@ def test_corrupted_weight_in_compiled_design_is_caught(digits_cli) -> None:
     """One neuron's weights flipped in the compiled graph: the C++ reads them, the Python graph does not."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from bnnflow.cpu import CpuEngine
     from bnnflow.data import load_arrays
     from bnnflow.hls.cppsim import cppsim_check
 
@@ -246,12 +247,13 @@ def test_corrupted_weight_in_compiled_design_is_caught(digits_cli) -> None:
     reference = ModelWrapper(str(inter / "step_convert_to_hw.onnx"))
     (last,) = [n for n in model.graph.node if n.name == "MVAU_hls_2"]
     w = model.get_initializer(last.input[1]).copy()  # (K, classes), binary {0, 1} in XNOR mode
-    scores = np.array(json.loads((out / "cppsim.json").read_text())["scores"][0])
+    images, _ = load_arrays("digits", "test", limit=1)
+    # The uncorrupted design's scores for this image, from the engine (bit-exact with FINN's graph).
+    scores = CpuEngine(out / "model.bnn").scores(images)[0]
     # Flipping every weight of a class maps its popcount s to K - s: pick a class where that changes it.
     cls = int(np.argmax(np.abs(2 * scores - w.shape[0])))
     w[:, cls] = 1 - w[:, cls]
     model.set_initializer(last.input[1], w)
-    images, _ = load_arrays("digits", "test", limit=1)
     result = cppsim_check(model, reference, images, find_hls_sim(KIT), nodes=["MVAU_hls_2"])
     assert not result.ok and result.mismatch_node == "MVAU_hls_2"
     assert "MVAU_hls_2 (generated C++)" in result.first_mismatch

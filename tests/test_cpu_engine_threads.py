@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_split_results_on_every_kernel_set(models: dict[str, Path], tmp_path: Pa
     seen = set()
     for disable in ("", "avx512", "avx512,avx2", "all"):
         env = dict(os.environ, BNNCPU_DISABLE=disable)
-        cmd = ["python", "-c", code, str(models["tfc"]), str(models["cnv"])]
+        cmd = [sys.executable, "-c", code, str(models["tfc"]), str(models["cnv"])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         kernels, started = proc.stdout.split()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bnnflow.data import DATASET_FILE
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
 from bnnflow.hls.steps import load_build_config
@@ -132,6 +133,7 @@ def _copy_design(src: CompileDir, out: Path) -> BitstreamDir:
         src.hw_graph,
         src.summary,
         src.cpu_model,
+        src.path / DATASET_FILE,  # the package's test images and class names come from it
     ):
         if item.is_dir():
             shutil.copytree(item, out / item.name)
