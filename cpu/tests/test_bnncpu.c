@@ -282,6 +282,18 @@ static void test_random_models(size_t count)
     }
 }
 
+/* The first layer of a shape case: 0 none (uint8 into the MVAU), 1 a binary
+ * threshold, 2 an int8 threshold with 7 steps, 3 CNV's x - 128. */
+static void gen_first_layer(struct gen_model *g, uint32_t first)
+{
+    if (first == 1)
+        gen_threshold(g, BNN_TYPE_BITS, 1, 0);
+    else if (first == 2)
+        gen_threshold(g, BNN_TYPE_INT8, 7, -3);
+    else if (first == 3)
+        gen_threshold(g, BNN_TYPE_INT8, 255, -128);
+}
+
 /* Single layers of chosen awkward shapes: K not a multiple of 64, one output,
  * odd channel counts, stride 2, kernel = whole input, stride past the kernel. */
 static void test_shapes(void)
@@ -296,12 +308,7 @@ static void test_shapes(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gen_model g;
         gen_start(&g, cases[i].c, cases[i].h, cases[i].w, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
-        if (cases[i].first == 1)
-            gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
-        else if (cases[i].first == 2)
-            gen_threshold(&g, BNN_TYPE_INT8, 7, -3);
-        else if (cases[i].first == 3)
-            gen_threshold(&g, BNN_TYPE_INT8, 255, -128);
+        gen_first_layer(&g, cases[i].first);
         gen_mvau(&g, cases[i].k, cases[i].s, cases[i].out_c, 0);
         if (g.type == BNN_TYPE_BITS && g.h > 1 && g.w > 1) {
             gen_maxpool(&g, 2, 1);
@@ -340,12 +347,7 @@ static void test_window_shapes(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gen_model g;
         gen_start(&g, cases[i].c, cases[i].h, cases[i].w, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
-        if (cases[i].first == 1)
-            gen_threshold(&g, BNN_TYPE_BITS, 1, 0);
-        else if (cases[i].first == 2)
-            gen_threshold(&g, BNN_TYPE_INT8, 7, -3);
-        else if (cases[i].first == 3)
-            gen_threshold(&g, BNN_TYPE_INT8, 255, -128);
+        gen_first_layer(&g, cases[i].first);
         gen_conv(&g, cases[i].kh, cases[i].kw, cases[i].sh, cases[i].sw, cases[i].pad, cases[i].out_c, 0);
         if (g.w > 3) { /* a padded binary window after it, a (1, 3) one on a 1 x W signal */
             static const uint32_t pad[4] = {0, 1, 0, 1}, pad2[4] = {1, 1, 1, 1};

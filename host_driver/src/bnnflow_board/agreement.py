@@ -33,8 +33,9 @@ def first_mismatch(
 
 
 def _named(label: int, names: list[str] | None) -> str:
-    """``3`` or, with class names, ``3 (cat)``."""
-    return f"{label} ({names[label]})" if names and 0 <= label < len(names) else str(label)
+    """``3`` or, with class names, ``3 (cat)``; a name that only repeats the number is left out."""
+    named = names and 0 <= label < len(names) and names[label] != str(label)
+    return f"{label} ({names[label]})" if named else str(label)
 
 
 def engine_mismatch(
