@@ -243,7 +243,7 @@ def cpu_name() -> str:
         line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("Model name")
     ]
     flags = " ".join(line for line in proc.stdout.splitlines() if line.startswith("Flags"))
-    isa = "AVX-512" if "avx512vpopcntdq" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    isa = "AVX-512" if "vpopcntdq" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{names[0] if names else '?'} ({os.cpu_count()} cores, {isa})"
 
 
