@@ -123,6 +123,8 @@ def test_other_bad_dataset_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "not found" in _train_error(capsys, tmp_path, f"npz:{tmp_path / 'nowhere.npz'}")
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
     assert "cannot read" in _train_error(capsys, tmp_path, f"npz:{tmp_path / 'junk.npz'}")
+    (tmp_path / "text.npz").write_text("label,pixels\n")
+    assert "not a numpy .npz archive" in _train_error(capsys, tmp_path, f"npz:{tmp_path / 'text.npz'}")
     assert "--resize '8by8'" in _train_error(capsys, tmp_path, f"folder:{folder}", "--resize", "8by8")
     assert "apply to folder: and npz: datasets" in _train_error(capsys, tmp_path, "digits", "--resize", "8x8")
     assert "give the path" in _train_error(capsys, tmp_path, "folder:")

@@ -143,6 +143,7 @@ def test_resume_uses_the_run_folders_copy(tmp_path: Path) -> None:
     ("ref", "message"),
     [
         ("nosuch", "unknown model"),
+        ("nets/mynet.py", r"unknown model.*for that file: nets/mynet\.py:build, naming the callable"),
         ("missing.py:build", "not found"),
         ("bnnflow_no_such_module:build", "cannot import"),
     ],

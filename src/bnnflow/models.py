@@ -60,7 +60,16 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODEL_SPECS[name]
     except KeyError:
-        raise BnnflowError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}") from None
+        raise _unknown_model(name) from None
+
+
+def _unknown_model(name: str) -> BnnflowError:
+    """A name that is neither a named network nor a network reference; a bare file gets the form it needs."""
+    hint = f" (for that file: {name}:build, naming the callable)" if name.endswith(".py") else ""
+    return BnnflowError(
+        f"unknown model {name!r}; choose one of: {', '.join(model_names())}, "
+        f"or give path/to/net.py:build or package.module:build{hint}"
+    )
 
 
 def build_model(name: str, num_classes: int | None = None) -> nn.Module:
@@ -187,10 +196,7 @@ def resolve_source(model: str) -> tuple[Path, str]:
     """(source file, callable name) of a user network reference, or a one-line error."""
     where, _, name = model.rpartition(":")
     if not where or not name.isidentifier():
-        raise BnnflowError(
-            f"unknown model {model!r}; choose one of: {', '.join(model_names())}, "
-            "or give path/to/net.py:build or package.module:build"
-        )
+        raise _unknown_model(model)
     if where.endswith(".py") or "/" in where or os.sep in where:
         path = Path(where)
         if not path.is_file():

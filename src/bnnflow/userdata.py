@@ -227,6 +227,8 @@ def read_npz(path: Path) -> Arrays:
     """A numpy archive's (x_train, y_train, x_test, y_test, class names); see the module docstring."""
     if not path.is_file():
         raise BnnflowError(f"numpy archive not found: {path}")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise BnnflowError(f"cannot read {path}: not a numpy .npz archive (numpy.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
