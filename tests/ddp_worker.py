@@ -5,7 +5,7 @@ import sys
 
 import torch.distributed as dist
 
-from bnnflow.training.trainer import TrainConfig, finish_distributed, train
+from bnnflow.training.trainer import TrainConfig, exit_after_distributed, finish_distributed, train
 
 summary = train(
     TrainConfig(
@@ -26,3 +26,4 @@ if dist.get_rank() == 0:
     with open(sys.argv[2], "w") as f:
         json.dump({"summary": summary, "digests": digests}, f)
 finish_distributed()  # what `bnnflow train` does after training
+exit_after_distributed(0)

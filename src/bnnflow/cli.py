@@ -81,6 +81,14 @@ def _check_before_training(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    # Only `bnnflow train` starts a process group, and it has imported the trainer by then;
+    # other commands do not pay for importing torch here.
+    trainer = sys.modules.get("bnnflow.training.trainer")
+    return code if trainer is None else trainer.exit_after_distributed(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(_shorthands(list(sys.argv[1:] if argv is None else argv)))
     try:
