@@ -484,9 +484,10 @@ static uint64_t tensor_bytes(uint32_t type, uint32_t h, uint32_t w, uint32_t c)
 static int splits_weights(const struct record *r)
 {
 #ifdef BNN_X86
-    /* The AVX2 kernel counts mismatches in 16 bits: a window of at most
-     * BNN_NIB_MAX_WORDS words. */
-    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && (uint64_t)r->out_h * r->out_w >= 4 &&
+    /* The AVX2 kernel counts mismatches in 16 bits (a window of at most
+     * BNN_NIB_MAX_WORDS words) and makes bits (scores come from one pixel). */
+    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && r->out_type == BNN_TYPE_BITS &&
+           (uint64_t)r->out_h * r->out_w >= 4 &&
            (uint64_t)r->kernel * r->kernel_w * ceil_div(r->in_c, 64) <= BNN_NIB_MAX_WORDS;
 #else
     (void)r;

@@ -343,6 +343,9 @@ static void test_window_shapes(void)
         {1, 6, 6, 0, 5, 5, 1, 1, {2, 2, 2, 2}, 31, 7},   {1, 5, 12, 1, 5, 1, 1, 1, {4, 0, 4, 0}, 8, 11},
         {3, 11, 4, 2, 4, 2, 3, 1, {3, 1, 0, 1}, 67, 43}, {1, 64, 3, 1, 3, 3, 1, 1, {1, 1, 1, 1}, 200, 2},
         {3, 32, 32, 3, 3, 3, 1, 1, {1, 1, 1, 1}, 64, 10},
+        /* windows of 511 words (the most the x86 nibble-split weights take)
+         * and of 512 (the plain words then) */
+        {448, 1, 76, 1, 1, 73, 1, 1, {0, 0, 0, 0}, 40, 10}, {512, 1, 67, 1, 1, 64, 1, 1, {0, 0, 0, 0}, 40, 10},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gen_model g;

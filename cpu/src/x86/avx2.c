@@ -210,21 +210,12 @@ AVX2_TARGET static struct nib_limits nib_group_limits(const struct bnn_bgemm_job
 }
 
 /* The sums of pixel p, group g (the two halves: even window nibbles, odd
- * ones) -> 2 output bytes or 16 scores. */
+ * ones) -> 2 output bytes. */
 AVX2_TARGET static INLINE void nib_finish(const struct bnn_bgemm_job *j, const __m256i sums[2],
                                           const struct nib_limits *lim, uint32_t p, uint32_t g)
 {
     const __m128i even = _mm_add_epi16(_mm256_castsi256_si128(sums[0]), _mm256_extracti128_si256(sums[0], 1));
     const __m128i odd = _mm_add_epi16(_mm256_castsi256_si128(sums[1]), _mm256_extracti128_si256(sums[1], 1));
-    if (j->scores) {
-        int16_t m[2][8];
-        _mm_storeu_si128((__m128i *)(void *)m[0], even);
-        _mm_storeu_si128((__m128i *)(void *)m[1], odd);
-        int32_t *s = j->scores + (size_t)p * j->n_blocks * BNN_BLOCK;
-        for (uint32_t c = 0; c < BNN_NIB_CHANNELS && g * BNN_NIB_CHANNELS + c < j->n_blocks * BNN_BLOCK; c++)
-            s[g * BNN_NIB_CHANNELS + c] = j->k - m[c % 2][c / 2];
-        return;
-    }
     /* bit = m <= limit, i.e. not (m > limit): the even channels' compare in
      * the low byte of each 16-bit lane, the odd ones' in the high byte. */
     const __m128i gt_e = _mm_cmpgt_epi16(even, lim->even), gt_o = _mm_cmpgt_epi16(odd, lim->odd);
@@ -320,7 +311,8 @@ AVX2_TARGET static void bgemm_avx2(const struct bnn_bgemm_job *j)
     BNN_REQUIRE_BGEMM(j, 32);
     const size_t window = (size_t)j->n_rows * j->row_words;
     const uint32_t n_pix = j->out_h * j->out_w;
-    if (j->weights_split) {
+    /* Layers that make scores have one output pixel: no split weights (model.c). */
+    if (j->weights_split && !j->scores) {
         nibble_tables(j->in, j->in_words, j->split);
         const uint32_t n_groups = (j->n_blocks + BNN_NIB_BLOCKS - 1) / BNN_NIB_BLOCKS;
         uint32_t g = 0;
