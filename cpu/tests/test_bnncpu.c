@@ -373,6 +373,46 @@ static void test_window_shapes(void)
     }
 }
 
+/* Windows where every bit mismatches (weights all ones, input bits all zero,
+ * m = K): the kernels' narrow counters (bytes, 16-bit sums) at their largest.
+ * A threshold of 1 match makes any miscount flip the output bits. */
+static void test_full_windows(void)
+{
+    static const uint32_t no_pad[4] = {0, 0, 0, 0};
+    struct {
+        uint32_t c, h, w, kh, kw;
+    } cases[] = {{448, 1, 76, 1, 73}, {512, 1, 67, 1, 64}, {64, 6, 6, 3, 3}, {128, 5, 5, 3, 3}, {200, 4, 7, 2, 5}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const uint32_t out_c = 40;
+        struct gen_model g;
+        gen_start(&g, cases[i].c, cases[i].h, cases[i].w, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        gen_threshold_fixed(&g, 1);
+        gen_conv(&g, cases[i].kh, cases[i].kw, 1, 1, no_pad, out_c, 0);
+        gen_fc(&g, 10, 1);
+        gen_label_select(&g);
+        size_t size;
+        uint8_t *file = gen_write(&g, 500 + i, &size);
+        const size_t k = (size_t)cases[i].kh * cases[i].kw * cases[i].c, row_bytes = (k + 63) / 64 * 8;
+        uint8_t *w = file + gen_layer_offset(file, 1) + BNN_LAYER_HEADER_BYTES;
+        for (uint32_t o = 0; o < out_c; o++) {
+            uint8_t *row = w + o * row_bytes;
+            memset(row, 0, row_bytes);
+            memset(row, 0xFF, k / 8);
+            if (k % 8)
+                row[k / 8] = (uint8_t)((1u << (k % 8)) - 1);
+            gen_set32(w + out_c * row_bytes + 4 * (size_t)o, 1);
+        }
+        gen_fix_crc(file, size);
+        uint8_t *image = calloc(1, gen_image_bytes(&g));
+        char what[64];
+        snprintf(what, sizeof(what), "full window case %zu", i);
+        if (image)
+            against_naive(file, size, image, 1, 1, what);
+        free(image);
+        free(file);
+    }
+}
+
 /* Scores that tie: identical weight rows give identical scores, and the class
  * is the lowest index among the largest. */
 static void test_ties(void)
@@ -1172,6 +1212,7 @@ int main(int argc, char **argv)
     test_ties();
     test_shapes();
     test_window_shapes();
+    test_full_windows();
     t0 = lap("selection, ties, shapes", t0);
     test_threads();
     test_no_allocation();
