@@ -412,9 +412,130 @@ AVX2_TARGET static INLINE void i8gemm_blocks(const struct bnn_i8gemm_job *j, uin
     }
 }
 
+/* Windows of at most 64 pairs (CNV's conv1 has 15) never widen: their sums
+ * stay 16-bit to the end and meet 16-bit limits. Blocks outermost, so a
+ * group's limits are narrowed once per layer; then P = 2 pixels x B = 4
+ * blocks share each weight load and each broadcast pair (8 of the 16
+ * registers accumulate). */
+#define I8_SHORT_PAIRS 64
+
+/* The limits of block b as 16 lanes of int16 in channel order: vpackssdw
+ * saturates, which keeps each limit's meaning (|sum| < 2^15, see above). */
+AVX2_TARGET static INLINE __m256i i8_limits16(const struct bnn_i8gemm_job *j, uint32_t b)
+{
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(const void *)(j->limit + b * 16));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(const void *)(j->limit + b * 16 + 8));
+    return _mm256_permute4x64_epi64(_mm256_packs_epi32(l0, l1), 0xD8);
+}
+
+/* Block b's 16-bit sums at pixel p -> 16 scores (when asked for scores). */
+AVX2_TARGET static INLINE void i8_short_scores(const struct bnn_i8gemm_job *j, __m256i acc, uint32_t p, uint32_t b)
+{
+    int32_t s[16];
+    _mm256_storeu_si256((__m256i *)(void *)s, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc)));
+    _mm256_storeu_si256((__m256i *)(void *)(s + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc, 1)));
+    bnn_i8gemm_finish(j, p, b, s);
+}
+
+/* bit = sum >= limit = not (limit > sum); two blocks' compares packed to
+ * bytes (in 128-bit halves, so the quads are put back in order) and their 32
+ * bits stored, or one block's 16. */
+AVX2_TARGET static INLINE void i8_short_bits(const struct bnn_i8gemm_job *j, __m256i acc_a, __m256i acc_b,
+                                             __m256i lim_a, __m256i lim_b, uint32_t p, uint32_t b, int two)
+{
+    const __m256i gt = _mm256_packs_epi16(_mm256_cmpgt_epi16(lim_a, acc_a), _mm256_cmpgt_epi16(lim_b, acc_b));
+    const uint32_t bits = ~(uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(gt, 0xD8));
+    memcpy(j->out + (size_t)p * j->out_pixel_bytes + 2 * (size_t)b, &bits, two ? 4 : 2);
+}
+
+/* P pixels from p0 x B blocks from b0; rows[q]: where pixel q's window starts. */
+AVX2_TARGET static INLINE void i8_short_block(const struct bnn_i8gemm_job *j, const uint8_t *const rows[2],
+                                              const __m256i *lim, uint32_t p0, uint32_t b0, const int P, const int B)
+{
+    const uint32_t rp = j->run_pairs;
+    const size_t block_bytes = (size_t)j->kernel * rp * BNN_BLOCK8 * 2, row_bytes = (size_t)j->in_w * j->in_c;
+    const int8_t *w = j->weights + b0 * block_bytes;
+    __m256i acc[2][4];
+    UNROLL
+    for (int q = 0; q < P; q++)
+        UNROLL
+        for (int bb = 0; bb < B; bb++)
+            acc[q][bb] = _mm256_setzero_si256();
+    for (uint32_t r = 0; r < j->kernel; r++, w += (size_t)rp * 32) {
+        for (uint32_t t = 0; t < rp; t++) {
+            if (P == 2 && B == 4)
+                BNN_MCA_BEGIN("avx2_i8gemm_short_p2b4");
+            else
+                BNN_MCA_BEGIN("avx2_i8gemm_short");
+            __m256i xv[2];
+            UNROLL
+            for (int q = 0; q < P; q++) {
+                int16_t pair;
+                memcpy(&pair, rows[q] + r * row_bytes + 2 * t, 2);
+                xv[q] = _mm256_set1_epi16(pair);
+            }
+            UNROLL
+            for (int bb = 0; bb < B; bb++) {
+                const __m256i wv = _mm256_load_si256((const __m256i *)(const void *)(w + bb * block_bytes + t * 32));
+                UNROLL
+                for (int q = 0; q < P; q++)
+                    acc[q][bb] = _mm256_add_epi16(acc[q][bb], _mm256_maddubs_epi16(xv[q], wv));
+            }
+            if (P == 2 && B == 4)
+                BNN_MCA_END("avx2_i8gemm_short_p2b4");
+            else
+                BNN_MCA_END("avx2_i8gemm_short");
+        }
+    }
+    UNROLL
+    for (int q = 0; q < P; q++) {
+        const uint32_t p = p0 + (uint32_t)q;
+        if (j->scores) {
+            UNROLL
+            for (int bb = 0; bb < B; bb++)
+                i8_short_scores(j, acc[q][bb], p, b0 + (uint32_t)bb);
+            continue;
+        }
+        UNROLL
+        for (int bb = 0; bb < B; bb += 2) {
+            if (bb + 1 < B)
+                i8_short_bits(j, acc[q][bb], acc[q][bb + 1], lim[bb], lim[bb + 1], p, b0 + (uint32_t)bb, 1);
+            else
+                i8_short_bits(j, acc[q][bb], acc[q][bb], lim[bb], lim[bb], p, b0 + (uint32_t)bb, 0);
+        }
+    }
+}
+
+/* B blocks from b0 x every pixel, two at a time. */
+AVX2_TARGET static INLINE void i8_short_blocks(const struct bnn_i8gemm_job *j, uint32_t b0, const int B)
+{
+    __m256i lim[4];
+    UNROLL
+    for (int bb = 0; bb < B; bb++)
+        lim[bb] = j->scores ? _mm256_setzero_si256() : i8_limits16(j, b0 + (uint32_t)bb);
+    const uint32_t n_pix = j->out_h * j->out_w;
+    uint32_t p = 0;
+    for (; p + 2 <= n_pix; p += 2) {
+        const uint8_t *rows[2] = {bnn_i8_row(j, p, 0), bnn_i8_row(j, p + 1, 0)};
+        i8_short_block(j, rows, lim, p, b0, 2, B);
+    }
+    if (p < n_pix) {
+        const uint8_t *rows[2] = {bnn_i8_row(j, p, 0), NULL};
+        i8_short_block(j, rows, lim, p, b0, 1, B);
+    }
+}
+
 AVX2_TARGET void bnn_i8gemm_avx2(const struct bnn_i8gemm_job *j)
 {
     BNN_REQUIRE_I8GEMM(j, 32);
+    if ((uint64_t)j->kernel * j->run_pairs <= I8_SHORT_PAIRS) {
+        uint32_t b = 0;
+        for (; b + 4 <= j->n_blocks; b += 4)
+            i8_short_blocks(j, b, 4);
+        for (; b < j->n_blocks; b++)
+            i8_short_blocks(j, b, 1);
+        return;
+    }
     const uint32_t n_pix = j->out_h * j->out_w;
     for (uint32_t p = 0; p < n_pix; p++) {
         uint32_t b = 0;
