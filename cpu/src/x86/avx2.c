@@ -249,8 +249,12 @@ AVX2_TARGET static INLINE void nib_block(const struct bnn_bgemm_job *j, const ui
             for (int m = 0; m < 8; m++) {
                 if (P == 2 && C == 4)
                     BNN_MCA_BEGIN("avx2_bgemm_nib_p2c4");
+                else if (P == 2)
+                    BNN_MCA_BEGIN("avx2_bgemm_nib_p2c1");
+                else if (C == 4)
+                    BNN_MCA_BEGIN("avx2_bgemm_nib_p1c4");
                 else
-                    BNN_MCA_BEGIN("avx2_bgemm_nib");
+                    BNN_MCA_BEGIN("avx2_bgemm_nib_p1c1");
                 __m256i t[2];
                 UNROLL
                 for (int q = 0; q < P; q++)
@@ -271,8 +275,12 @@ AVX2_TARGET static INLINE void nib_block(const struct bnn_bgemm_job *j, const ui
                 }
                 if (P == 2 && C == 4)
                     BNN_MCA_END("avx2_bgemm_nib_p2c4");
+                else if (P == 2)
+                    BNN_MCA_END("avx2_bgemm_nib_p2c1");
+                else if (C == 4)
+                    BNN_MCA_END("avx2_bgemm_nib_p1c4");
                 else
-                    BNN_MCA_END("avx2_bgemm_nib");
+                    BNN_MCA_END("avx2_bgemm_nib_p1c1");
             }
             if (++pending == NIB_WORDS_PER_FLUSH) {
                 nib_flush(acc, sums, P, C);
@@ -465,8 +473,12 @@ AVX2_TARGET static INLINE void i8_short_block(const struct bnn_i8gemm_job *j, co
         for (uint32_t t = 0; t < rp; t++) {
             if (P == 2 && B == 4)
                 BNN_MCA_BEGIN("avx2_i8gemm_short_p2b4");
+            else if (P == 2)
+                BNN_MCA_BEGIN("avx2_i8gemm_short_p2b1");
+            else if (B == 4)
+                BNN_MCA_BEGIN("avx2_i8gemm_short_p1b4");
             else
-                BNN_MCA_BEGIN("avx2_i8gemm_short");
+                BNN_MCA_BEGIN("avx2_i8gemm_short_p1b1");
             __m256i xv[2];
             UNROLL
             for (int q = 0; q < P; q++) {
@@ -483,8 +495,12 @@ AVX2_TARGET static INLINE void i8_short_block(const struct bnn_i8gemm_job *j, co
             }
             if (P == 2 && B == 4)
                 BNN_MCA_END("avx2_i8gemm_short_p2b4");
+            else if (P == 2)
+                BNN_MCA_END("avx2_i8gemm_short_p2b1");
+            else if (B == 4)
+                BNN_MCA_END("avx2_i8gemm_short_p1b4");
             else
-                BNN_MCA_END("avx2_i8gemm_short");
+                BNN_MCA_END("avx2_i8gemm_short_p1b1");
         }
     }
     UNROLL
