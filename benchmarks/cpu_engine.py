@@ -18,6 +18,14 @@ choosing the set with BNNCPU_DISABLE. Columns:
   turns on the cores).
 - G binary-MAC/s: at the median latency over the whole network, and in the
   largest binary layer alone (its minimum time, timer overhead included).
+
+With ``--baseline REF`` (a git commit or branch), the engine of REF is built
+into a temporary folder as well and the two are timed side by side instead:
+``--rounds`` rounds, each running both builds once per network and kernel
+set (which goes first alternates), both reading the same model file. Printed:
+per network and kernel set the median over the rounds of each build's median
+batch-1 latency and their ratio (above 1: this tree is faster), then per
+layer (``--layers-of NET:KERNELS``) the same from the per-layer medians.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,8 +46,9 @@ NETWORKS = ("digits", "tfc", "sfc", "lfc", "cnv")
 KERNELS = {"avx512": "", "avx2": "avx512", "popcnt": "avx2", "scalar": "all"}
 
 
-def bench(model: Path, disable: str, runs: int, batch: int | None) -> dict:
-    cmd = [str(CPU / "build" / "bnnflow-cpu"), "bench", str(model), "--json", "--layers", "--runs", str(runs)]
+def bench(model: Path, disable: str, runs: int, batch: int | None, cli: Path | None = None) -> dict:
+    cli = cli or CPU / "build" / "bnnflow-cpu"
+    cmd = [str(cli), "bench", str(model), "--json", "--layers", "--runs", str(runs)]
     if batch:
         cmd += ["--batch", str(batch)]
     env = dict(os.environ, BNNCPU_DISABLE=disable)
@@ -63,6 +73,56 @@ def row(name: str, r: dict) -> str:
     )
 
 
+def build_baseline(ref: str, tmp: Path) -> Path:
+    """bnnflow-cpu as of git commit REF, built from its own sources under tmp."""
+    root = CPU.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", ref, "cpu"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        sys.exit(f"cpu_engine: cannot read cpu/ at {ref!r}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    make = ["make", "--no-print-directory", "-C", str(tmp / "cpu"), "build/bnnflow-cpu"]
+    subprocess.run(make, check=True, capture_output=True)
+    return tmp / "cpu" / "build" / "bnnflow-cpu"
+
+
+def side_by_side(models, kernels, args, baseline: Path) -> None:
+    """Rounds of baseline and this tree, interleaved; medians and ratios."""
+    runs: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for rnd in range(args.rounds):
+        for name, path in models:
+            for k in kernels:
+                order = [("before", baseline), ("after", None)]
+                for which, cli in order if rnd % 2 == 0 else order[::-1]:
+                    r = bench(path, KERNELS[k], args.runs, 1, cli)
+                    if r["kernels"] == k:
+                        runs.setdefault((name, k), {"before": [], "after": []})[which].append(r)
+    print(f"Batch-1 latency, median of {args.rounds} interleaved rounds", end="")
+    print(f" (each the median of {args.runs} runs)\n")
+    print(f"| network | kernels | {args.baseline} us | this tree us | speedup |")
+    print("|---|---|---:|---:|---:|")
+    for (name, k), rs in runs.items():
+        before = statistics.median(r["latency_us"]["median"] for r in rs["before"])
+        after = statistics.median(r["latency_us"]["median"] for r in rs["after"])
+        print(f"| {name} | {k} | {before:.2f} | {after:.2f} | {before / after:.2f}x |")
+    for spec in args.layers_of:
+        name, _, k = spec.partition(":")
+        if (name, k) not in runs:
+            continue
+        rs = runs[(name, k)]
+        print(f"\nPer layer, {name}, {k} kernels: median of the rounds' per-layer medians, us\n")
+        print(f"| # | kind | binary MACs | 8-bit MACs | {args.baseline} | this tree | speedup |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        for i, layer in enumerate(rs["after"][0]["layers"]):
+            before = statistics.median(r["layers"][i]["median_us"] for r in rs["before"])
+            after = statistics.median(r["layers"][i]["median_us"] for r in rs["after"])
+            print(
+                f"| {i + 1} | {layer['kind']} | {layer['binary_macs']:,} | {layer['integer_macs']:,} "
+                f"| {before:.2f} | {after:.2f} | {before / after:.2f}x |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -77,6 +137,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--model", action="append", default=[], help="NAME=PATH: also time this model file (e.g. from FINN)"
+    )
+    parser.add_argument("--baseline", default=None, help="git commit to time side by side with this tree")
+    parser.add_argument("--rounds", type=int, default=9, help="with --baseline: interleaved rounds")
+    parser.add_argument(
+        "--layers-of", action="append", default=[], help="with --baseline: NET:KERNELS to show per layer"
     )
     args = parser.parse_args()
 
@@ -94,6 +159,11 @@ def main() -> None:
         for spec in args.model:
             name, _, path = spec.partition("=")
             models.append((name, Path(path)))
+        if args.baseline:
+            base_dir = Path(tmp) / "baseline"
+            base_dir.mkdir()
+            side_by_side(models, kernels, args, build_baseline(args.baseline, base_dir))
+            return
 
         print(
             "| network | kernels | latency min us | median us | p99 us | images/s (batch 1) "

@@ -29,14 +29,19 @@
  *   words are zero in both operands and never count. Pad channels (out_c up
  *   to a multiple of 8) have zero weights and a limit of -1 (never fire).
  *
- * - Convolutions (layers with several output pixels) also keep their weights
- *   split into nibbles on x86, ws[block][word][2][8]: the words & 0x0F...
- *   (low nibbles) then (words >> 4) & 0x0F... (high nibbles). The split is
- *   linear over XOR, lo(a ^ w) = lo(a) ^ lo(w), so with the activations split
- *   once per layer the AVX2 kernel's nibble lookup needs no masking or
- *   shifting per word (6 vector operations per 256 bits instead of 8). Layers
- *   with one output pixel use each weight once per image and keep the plain
- *   words (half the bytes to stream).
+ * - Convolutions (layers with several output pixels, windows of at most
+ *   BNN_NIB_MAX_WORDS words) also keep their weights split into nibbles on
+ *   x86, one byte each: ws[group][window nibble][16], a group being 16 output
+ *   channels (2 blocks) and window nibble n of word w holding bits 4n .. 4n+3
+ *   of the window's word w (16 per word). The AVX2 kernel turns each nibble
+ *   of the layer's input into a 16-byte table, t[v] = popcount(v ^ nibble),
+ *   once per layer (256 bytes per word, tables in nibble order); then one
+ *   vpshufb of a pixel's two tables (window nibbles 2m and 2m + 1, one per
+ *   128-bit half) by the group's 32 weight bytes of those nibbles counts 16
+ *   channels' mismatches in 8 window bits, and one byte add accumulates them:
+ *   2 vector operations per 128 bits, against 3 for XOR, lookup and add.
+ *   Layers with one output pixel use each weight once per image and keep the
+ *   plain words (the nibble copy would be 16 times the bytes to stream).
  *
  * - The engine counts mismatches m = popcount(a XOR w) instead of FINN's
  *   matches: acc = K - m, so acc >= t becomes m <= K - t (the "limit").
@@ -78,6 +83,11 @@
 #define BNN_BLOCK 8    /* output channels per block of the binary kernels */
 #define BNN_BLOCK8 16  /* output channels per block of the 8-bit kernels */
 #define BNN_ALIGN 64   /* every buffer and weight array starts on a cache line */
+/* The nibble-split weights (see above): groups of 16 output channels (2
+ * blocks), windows of at most 511 words (mismatch counts fit 15 bits). */
+#define BNN_NIB_CHANNELS 16
+#define BNN_NIB_BLOCKS 2
+#define BNN_NIB_MAX_WORDS 511
 
 /* What the engine may hold on top of the file's limits, so that a small file
  * with huge shapes cannot make it allocate without bound. */
@@ -104,8 +114,8 @@ struct bnn_bgemm_job {
     uint8_t *out;                /* bits out: block b of pixel p at out[p * out_pixel_bytes + b] */
     size_t out_pixel_bytes;
     int32_t *scores;             /* if not NULL: scores out, [pixel][n_blocks * 8] */
-    const uint64_t *weights_split; /* or NULL: [n_blocks][word][2][BNN_BLOCK], see above */
-    uint64_t *split;             /* scratch for the activations' nibbles: 2 x in_words */
+    const uint8_t *weights_split; /* or NULL: [group][window nibble][BNN_NIB_CHANNELS], see above */
+    uint8_t *split;              /* scratch for the input's nibble tables: 256 bytes per word */
     size_t in_words;             /* words of the input tensor */
     uint32_t stride_w;           /* the window's step along a row (stride_h: down the rows) */
     /* Words from one output row's windows to the next's (stride_h * in_w *
@@ -281,7 +291,7 @@ struct bnn_layer {
 
     /* MVAU on bits */
     uint64_t *bw;
-    uint64_t *bw_split;           /* x86, several output pixels: the nibble-split copy */
+    uint8_t *bw_split;            /* x86, several output pixels: the nibble-split copy */
     uint32_t n_blocks, n_rows, row_words;
     int32_t *limit;
     /* MVAU on bytes */
@@ -305,7 +315,7 @@ struct bnn_model {
     uint64_t model_bytes;
     size_t act_bytes;             /* each of the two activation buffers */
     size_t image_bytes, score_count;
-    size_t split_bytes;           /* the activations' nibble split of the largest split layer */
+    size_t split_bytes;           /* the nibble tables of the largest split layer's input */
     size_t pad_bytes;             /* the padded copy of the largest padded layer's input, slack included */
     uint64_t context_bytes;
     uint64_t binary_macs, integer_macs;

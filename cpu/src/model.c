@@ -484,7 +484,11 @@ static uint64_t tensor_bytes(uint32_t type, uint32_t h, uint32_t w, uint32_t c)
 static int splits_weights(const struct record *r)
 {
 #ifdef BNN_X86
-    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && (uint64_t)r->out_h * r->out_w >= 4;
+    /* The AVX2 kernel counts mismatches in 16 bits (a window of at most
+     * BNN_NIB_MAX_WORDS words) and makes bits (scores come from one pixel). */
+    return r->kind == BNN_LAYER_MVAU && r->in_type == BNN_TYPE_BITS && r->out_type == BNN_TYPE_BITS &&
+           (uint64_t)r->out_h * r->out_w >= 4 &&
+           (uint64_t)r->kernel * r->kernel_w * ceil_div(r->in_c, 64) <= BNN_NIB_MAX_WORDS;
 #else
     (void)r;
     return 0;
@@ -501,7 +505,7 @@ static uint64_t layer_arena_bytes(const struct record *r)
             a += round_up(blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
             a += round_up(blocks * BNN_BLOCK * 4, BNN_ALIGN);
             if (splits_weights(r))
-                a += round_up(2 * blocks * BNN_BLOCK * words * 8, BNN_ALIGN);
+                a += round_up(ceil_div(blocks, BNN_NIB_BLOCKS) * BNN_NIB_CHANNELS * words * 16, BNN_ALIGN);
         } else {
             uint64_t pairs = (uint64_t)r->kernel * ceil_div((uint64_t)r->kernel_w * r->in_c, 2);
             a += round_up(blocks8 * pairs * BNN_BLOCK8 * 2, BNN_ALIGN);
@@ -530,8 +534,9 @@ static int plan_model(const struct record *r, uint32_t n, uint64_t image_bytes, 
             pl->act = t;
         if (r[i].kind == BNN_LAYER_MVAU && r[i].out_type == BNN_TYPE_INT32)
             pl->scores = round_up(r[i].out_c, BNN_BLOCK8);
-        if (splits_weights(&r[i]) && 2 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c) > pl->split)
-            pl->split = 2 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c);
+        /* The input's nibble tables: 16 x 16 bytes per 8-byte word. */
+        if (splits_weights(&r[i]) && 32 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c) > pl->split)
+            pl->split = 32 * bits_tensor_bytes(r[i].win_h, r[i].win_w, r[i].in_c);
         if (r[i].win_h != r[i].in_h || r[i].win_w != r[i].in_w) {
             uint64_t pad = tensor_bytes(r[i].in_type, r[i].win_h, r[i].win_w, r[i].in_c);
             if (pad > pl->pad)
@@ -615,16 +620,20 @@ static void pack_binary_weights(struct bnn_layer *L, const struct record *r, con
     }
 }
 
+/* The weights' nibbles one byte each, [group][window nibble][BNN_NIB_CHANNELS]
+ * (internal.h); pad channels up to whole groups are zero. */
 static void split_nibbles(struct bnn_layer *L, uint64_t window, uint8_t **cursor)
 {
-    const uint64_t low = 0x0F0F0F0F0F0F0F0Full, words = (uint64_t)L->n_blocks * window;
-    L->bw_split = take(cursor, 2 * words * BNN_BLOCK * 8);
-    for (uint64_t w = 0; w < words; w++)
-        for (int c = 0; c < BNN_BLOCK; c++) {
-            uint64_t v = L->bw[w * BNN_BLOCK + c];
-            L->bw_split[w * 2 * BNN_BLOCK + c] = v & low;
-            L->bw_split[w * 2 * BNN_BLOCK + BNN_BLOCK + c] = (v >> 4) & low;
-        }
+    const uint64_t groups = ceil_div(L->n_blocks, BNN_NIB_BLOCKS), bytes = groups * BNN_NIB_CHANNELS * window * 16;
+    L->bw_split = take(cursor, bytes);
+    memset(L->bw_split, 0, bytes);
+    for (uint64_t o = 0; o < (uint64_t)L->n_blocks * BNN_BLOCK; o++) {
+        const uint64_t *src = L->bw + o / BNN_BLOCK * window * BNN_BLOCK + o % BNN_BLOCK;
+        uint8_t *dst = L->bw_split + o / BNN_NIB_CHANNELS * window * 16 * BNN_NIB_CHANNELS + o % BNN_NIB_CHANNELS;
+        for (uint64_t w = 0; w < window; w++)
+            for (unsigned n = 0; n < 16; n++)
+                dst[(w * 16 + n) * BNN_NIB_CHANNELS] = (uint8_t)(src[w * BNN_BLOCK] >> (4 * n) & 0x0F);
+    }
 }
 
 /* MVAU on bits: packed weights, their nibble split if asked, and limits on the

@@ -39,7 +39,7 @@ struct bnn_context {
     uint8_t *act[2];   /* ping-pong activation buffers */
     uint8_t *image;    /* the image transposed to HWC, or copied, when the model wants that */
     int32_t *scores;   /* the last MVAU's accumulators, padded to whole blocks */
-    uint64_t *split;   /* a layer input's nibbles, for the split-weight kernels */
+    uint8_t *split;    /* a layer input's nibble tables, for the split-weight kernels */
     uint8_t *padded;   /* a padded window's input with its border (bnn_pad_input) */
     void *mem;
 };
@@ -77,7 +77,8 @@ void bnn_require_bgemm(const struct bnn_bgemm_job *j, size_t align)
     if (!j->scores)
         BNN_REQUIRE(j->out && j->limit && j->n_blocks <= j->out_pixel_bytes);
     if (j->weights_split)
-        BNN_REQUIRE(aligned(j->weights_split, align) && j->split && aligned(j->split, 8));
+        BNN_REQUIRE(aligned(j->weights_split, align) && j->split && aligned(j->split, 32) &&
+                    (uint64_t)j->n_rows * j->row_words <= BNN_NIB_MAX_WORDS);
 }
 
 void bnn_require_i8gemm(const struct bnn_i8gemm_job *j, size_t align)
@@ -126,7 +127,7 @@ bnn_context *bnn_context_new(const bnn_model *model)
     ctx->act[1] = mem + act;
     ctx->image = mem + 2 * act;
     ctx->scores = (int32_t *)(void *)(ctx->image + image);
-    ctx->split = (uint64_t *)(void *)(ctx->image + image + scores);
+    ctx->split = ctx->image + image + scores;
     ctx->padded = ctx->image + image + scores + split;
     return ctx;
 }
@@ -229,7 +230,7 @@ static void run_mvau(const bnn_context *ctx, const struct bnn_layer *L, const vo
         BNN_REQUIRE(j.in_words * 8 <= in_bytes);
         BNN_REQUIRE(want_scores ? n_pix * L->n_blocks * BNN_BLOCK <= m->score_count
                                 : n_pix * j.out_pixel_bytes <= out_bytes);
-        BNN_REQUIRE(!j.weights_split || 2 * j.in_words * 8 <= m->split_bytes);
+        BNN_REQUIRE(!j.weights_split || 256 * j.in_words <= m->split_bytes);
         if (!want_scores)
             clear_pad_bytes(L, out, L->n_blocks);
         kern->bgemm(&j);

@@ -343,6 +343,9 @@ static void test_window_shapes(void)
         {1, 6, 6, 0, 5, 5, 1, 1, {2, 2, 2, 2}, 31, 7},   {1, 5, 12, 1, 5, 1, 1, 1, {4, 0, 4, 0}, 8, 11},
         {3, 11, 4, 2, 4, 2, 3, 1, {3, 1, 0, 1}, 67, 43}, {1, 64, 3, 1, 3, 3, 1, 1, {1, 1, 1, 1}, 200, 2},
         {3, 32, 32, 3, 3, 3, 1, 1, {1, 1, 1, 1}, 64, 10},
+        /* windows of 511 words (the most the x86 nibble-split weights take)
+         * and of 512 (the plain words then) */
+        {448, 1, 76, 1, 1, 73, 1, 1, {0, 0, 0, 0}, 40, 10}, {512, 1, 67, 1, 1, 64, 1, 1, {0, 0, 0, 0}, 40, 10},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gen_model g;
@@ -366,6 +369,60 @@ static void test_window_shapes(void)
         snprintf(what, sizeof(what), "window case %zu", i);
         against_naive(file, size, images, 4, 4, what);
         free(images);
+        free(file);
+    }
+}
+
+/* Layer `layer` (an MVAU of out_c rows of k weights) with every weight 1 (+1)
+ * and every threshold t. */
+static void saturate_layer(uint8_t *file, size_t size, uint32_t layer, size_t k, uint32_t out_c, int32_t t)
+{
+    const size_t row_bytes = (k + 63) / 64 * 8;
+    uint8_t *w = file + gen_layer_offset(file, layer) + BNN_LAYER_HEADER_BYTES;
+    for (uint32_t o = 0; o < out_c; o++) {
+        uint8_t *row = w + o * row_bytes;
+        memset(row, 0, row_bytes);
+        memset(row, 0xFF, k / 8);
+        if (k % 8)
+            row[k / 8] = (uint8_t)((1u << (k % 8)) - 1);
+        gen_set32(w + out_c * row_bytes + 4 * (size_t)o, (uint32_t)t);
+    }
+    gen_fix_crc(file, size);
+}
+
+/* Windows at the extremes of the kernels' narrow counters. Binary: every bit
+ * mismatches (weights all ones, input bits all zero, m = K) with a threshold
+ * of 1 match. 8-bit: every input 255 and every weight +1, sum = 255 K, with
+ * that as the threshold. Either way any miscount flips the output bits. */
+static void test_full_windows(void)
+{
+    static const uint32_t no_pad[4] = {0, 0, 0, 0};
+    struct {
+        uint32_t c, h, w, kh, kw, bytes;
+    } cases[] = {{448, 1, 76, 1, 73, 0}, {512, 1, 67, 1, 64, 0}, {64, 6, 6, 3, 3, 0},  {128, 5, 5, 3, 3, 0},
+                 {200, 4, 7, 2, 5, 0},   {128, 3, 3, 1, 1, 1},   {130, 3, 3, 1, 1, 1}, {14, 5, 5, 3, 3, 1},
+                 {3, 12, 12, 3, 3, 1},   {5, 9, 9, 5, 5, 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const uint32_t out_c = 40;
+        const size_t k = (size_t)cases[i].kh * cases[i].kw * cases[i].c;
+        struct gen_model g;
+        gen_start(&g, cases[i].c, cases[i].h, cases[i].w, BNN_ORDER_HWC, BNN_DATASET_NONE, 0);
+        if (!cases[i].bytes)
+            gen_threshold_fixed(&g, 1);
+        gen_conv(&g, cases[i].kh, cases[i].kw, 1, 1, no_pad, out_c, 0);
+        gen_fc(&g, 10, 1);
+        gen_label_select(&g);
+        size_t size;
+        uint8_t *file = gen_write(&g, 500 + i, &size);
+        saturate_layer(file, size, cases[i].bytes ? 0 : 1, k, out_c, cases[i].bytes ? (int32_t)(255 * k) : 1);
+        uint8_t *image = malloc(gen_image_bytes(&g));
+        char what[64];
+        snprintf(what, sizeof(what), "full window case %zu", i);
+        if (image) {
+            memset(image, cases[i].bytes ? 255 : 0, gen_image_bytes(&g));
+            against_naive(file, size, image, 1, 1, what);
+        }
+        free(image);
         free(file);
     }
 }
@@ -1169,6 +1226,7 @@ int main(int argc, char **argv)
     test_ties();
     test_shapes();
     test_window_shapes();
+    test_full_windows();
     t0 = lap("selection, ties, shapes", t0);
     test_threads();
     test_no_allocation();

@@ -225,12 +225,26 @@ class Estimate:
         return self.weight_bytes <= self.target.l2_kb * 1024
 
 
-def _bgemm_counts(t: Target, n_pix: int, n_blocks: int, window: int) -> dict[str, int]:
+# The AVX2 kernel's nibble-table path (cpu/src/model.c: splits_weights): layers
+# of bits out with 4 output pixels or more and windows of at most 511 words.
+NIB_MAX_WORDS = 511
+
+
+def _bgemm_counts(t: Target, n_pix: int, n_blocks: int, window: int, bits_out: bool) -> dict[str, int]:
+    if t.kernels == "avx2" and bits_out and n_pix >= 4 and window <= NIB_MAX_WORDS:
+        # Steps of two window nibbles (8 per word), 2 pixels x 4 groups of 16 channels.
+        quads, ones = divmod(math.ceil(n_blocks / 2), 4)
+        pairs, odd = divmod(n_pix, 2)
+        counts = {
+            f"avx2_bgemm_nib_p{p}c{c}": n_p * n_c * window * 8
+            for p, n_p in ((2, pairs), (1, odd))
+            for c, n_c in ((4, quads), (1, ones))
+        }
+        return {k: v for k, v in counts.items() if v}
     g = t.group
-    split = "_split" if t.kernels == "avx2" and n_pix > 1 else ""
     counts = {
-        f"{t.kernels}_bgemm{split}_p{g}": n_blocks * (n_pix // g) * window,
-        f"{t.kernels}_bgemm{split}_p1": n_blocks * (n_pix % g) * window,
+        f"{t.kernels}_bgemm_p{g}": n_blocks * (n_pix // g) * window,
+        f"{t.kernels}_bgemm_p1": n_blocks * (n_pix % g) * window,
     }
     return {k: v for k, v in counts.items() if v}
 
@@ -246,7 +260,14 @@ def _i8gemm_counts(t: Target, n_pix: int, n_blocks8: int, kernel: int, run_pairs
         for p, n in ((2, n_pix // 2), (1, n_pix % 2)):
             counts[f"avx512_i8gemm_p{p}b4"] = n * fours * per
             counts[f"avx512_i8gemm_p{p}b1"] = n * ones * per
-    else:  # AVX2, and AVX-512's fallback to it for long windows
+    elif kernel * run_pairs <= 64:  # AVX2: 2 pixels x 4 blocks, 16-bit sums throughout
+        per = kernel * run_pairs
+        counts = {
+            f"avx2_i8gemm_short_p{p}b{b}": n_p * n_b * per
+            for p, n_p in ((2, n_pix // 2), (1, n_pix % 2))
+            for b, n_b in ((4, fours), (1, ones))
+        }
+    else:  # AVX2's long windows, and AVX-512's fallback to them
         per = kernel * run_pairs
         counts = {"avx2_i8gemm_b4": n_pix * fours * per, "avx2_i8gemm_b1": n_pix * ones * per}
     return {k: v for k, v in counts.items() if v}
@@ -258,7 +279,7 @@ def _layer(t: Target, index: int, la, cycles: dict[str, float]) -> LayerEstimate
     if la.kind == LayerKind.MVAU and la.input_type == ValueType.BITS:
         wpp = math.ceil(la.in_c / 64)
         window, n_blocks = la.kernel * la.kernel_w * wpp, math.ceil(la.out_c / 8)
-        regions = _bgemm_counts(t, n_pix, n_blocks, window)
+        regions = _bgemm_counts(t, n_pix, n_blocks, window, la.output_type == ValueType.BITS)
         macs = n_pix * la.out_c * la.k
         est = LayerEstimate(
             index, kind, regions, 0.0, binary_macs=macs, weight_bytes=n_blocks * 8 * window * 8
