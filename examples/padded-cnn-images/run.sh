@@ -18,8 +18,10 @@ BOARD_CLI="${BNNFLOW_BOARD:-$HERE/../../.venv-board/bin/bnnflow-board}"
 
 if [[ "$QUICK" == 1 ]]; then
     PER_CLASS=(--per-class 6); EPOCHS=1; VERIFY=10; BOARD_IMAGES=10
+    SIM=(--batch-sizes 1 --warmup 1 --repeats 2)
 else
-    PER_CLASS=(); EPOCHS=${EPOCHS:-8}; VERIFY=100; BOARD_IMAGES=40
+    PER_CLASS=(); EPOCHS=${EPOCHS:-20}; VERIFY=200; BOARD_IMAGES=40
+    SIM=(--batch-sizes 1,8 --warmup 1 --repeats 3)
 fi
 DATA="$WORK/digits16"
 RUN="$WORK/run"
@@ -32,10 +34,11 @@ python "$HERE/make_images.py" "$DATA" --size 16 "${PER_CLASS[@]}"
 step "bnnflow check: does the network map to FINN?"
 bnnflow check "$HERE/net.py:build" --dataset "folder:$DATA" --board "$BOARD"
 
-step "bnnflow train ($EPOCHS epochs of Bop)"
-# the check has just run: --no-check saves running it again
+step "bnnflow train ($EPOCHS epochs of Bop, cosine decay)"
+# the check has just run: --no-check saves running it again. A few thousand examples make few
+# steps per epoch: Bop's flip threshold 1e-6 instead of 1e-8, as `bnnflow demo` trains the digits.
 bnnflow train --model "$HERE/net.py:build" --dataset "folder:$DATA" --run "$RUN" \
-    --epochs "$EPOCHS" --batch-size 50 --overwrite --no-check --no-progress
+    --epochs "$EPOCHS" --batch-size 50 --tau 1e-6 --schedule cosine --overwrite --no-check --no-progress
 
 step "bnnflow export: QONNX, verified against PyTorch"
 bnnflow export "$RUN" -n "$VERIFY"
@@ -54,7 +57,7 @@ REPORT=()
 if [[ -x "$BOARD_CLI" ]]; then
     # the board's environment is its own interpreter: none of this one's Python path may reach it
     env -u PYTHONPATH -u PYTHONHOME "$BOARD_CLI" bench "$DEPLOY" --simulated-board \
-        --sim-exec python --batch-sizes 1,8 --warmup 1 --repeats 3
+        --sim-exec python "${SIM[@]}"
     REPORT=(--board-report "$DEPLOY/bench/bench.json")
 else
     echo "simulated board: not run: $BOARD_CLI not found (\`make board-env\` builds it)"
