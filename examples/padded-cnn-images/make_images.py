@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 8 or (args.per_class is not None and args.per_class < 2):
         p.error("--size must be at least 8 and --per-class at least 2")
     counts = write_folder(args.out, args.size, args.per_class)
-    print(f"{args.out}: {counts['train']} train and {counts['test']} test images, 10 classes, {args.size}x{args.size}")
+    print(
+        f"{args.out}: {counts['train']} train and {counts['test']} test images, 10 classes, "
+        f"{args.size}x{args.size}"
+    )
     return 0
 
 
