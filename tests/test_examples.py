@@ -6,8 +6,9 @@ engine and the package to `bnnflow-board bench --simulated-board` and
 The test runs the script itself, so an example that no longer runs fails
 here, and then checks what the run left: the C engine equal to FINN (classes
 and scores) on every test image, the simulated board's classes equal to the
-golden outputs, and a bench report without problems. The two examples run in
-one xdist group, one after the other on one worker.
+golden outputs, and a bench report without problems. Each example is an
+xdist group of its own, as the network matrix's networks are, so that
+`make test` runs the two on different workers.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ STEPS = (
     "bnnflow-board bench --simulated-board",
     "bnnflow bench",
 )
-
-pytestmark = pytest.mark.xdist_group("examples")
 
 
 def run_quick(example: str, work: Path) -> str:
@@ -88,6 +87,7 @@ def hardware_layers(run: Path) -> set[str]:
     return {node.op_type for node in graph.node}
 
 
+@pytest.mark.xdist_group("example-padded-cnn-images")
 def test_padded_cnn_on_an_image_folder(tmp_path: Path) -> None:
     out = run_quick("padded-cnn-images", tmp_path)
     dataset = check_outcome(out, tmp_path / "run")
@@ -97,6 +97,7 @@ def test_padded_cnn_on_an_image_folder(tmp_path: Path) -> None:
     assert "FMPadding_rtl" in hardware_layers(tmp_path / "run")  # the padding reached the hardware
 
 
+@pytest.mark.xdist_group("example-signal-1d")
 def test_signal_network_on_an_npz_archive(tmp_path: Path) -> None:
     out = run_quick("signal-1d", tmp_path)
     dataset = check_outcome(out, tmp_path / "run")
