@@ -55,8 +55,8 @@ test: install board-env
 	cd host_driver && ../$(BOARD_VENV)/bin/python -m pytest -q --durations=10
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	cd host_driver && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 
 bench: install
