@@ -12,8 +12,8 @@ from bnnflow_board.boards import get_board
 from bnnflow_board.deployformat import BoardSpec, board_matches, board_of_device, family_of_device
 from bnnflow_board.detect import RunningBoard
 from bnnflow_board.errors import BoardError
-from bnnflow_board.hwh import HwhInfo, read_bit_part, read_hwh, read_timing_summary
 from bnnflow_board.hostbits import THRESHOLD_OP
+from bnnflow_board.hwh import HwhInfo, read_bit_part, read_hwh, read_timing_summary
 from bnnflow_board.package import Package, checksum_problems
 
 OK, FAIL, NOTE = "ok", "FAIL", "note"
