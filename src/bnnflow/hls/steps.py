@@ -31,6 +31,7 @@ from bnnflow.finnlib.steps import FINN_FAILURES, Step, after, amended, finn_step
 from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
 from bnnflow.hls import folding as fold
 from bnnflow.hls.cppsim import CppSimResult, HlsSim, cppsim_check
+from bnnflow.hls.iobound import uint8_input_figures
 from bnnflow.hls.report import DesignEstimate, estimate_design, plot_estimate
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.layout import CompileDir, CompileInfo
@@ -182,6 +183,9 @@ def step_estimate(model: Any, cfg: CompileConfig) -> Any:
     if cfg.folding_mode == "fit" and not est.fits(cfg.budget):  # the search guarantees it; keep it honest
         raise BnnflowError(f"internal: fitted design exceeds {cfg.budget:.0%} of {cfg.board.name}")
     est.extra["binary_xnor_mvaus"] = len(xnor_mvaus(model))
+    if cfg.host_op is not None and est.io is not None:
+        pixels = int(np.prod(model.get_tensor_shape(model.graph.input[0].name)[1:]))
+        est.extra["host_binarize"] = uint8_input_figures(est.io, pixels)
     cfg.estimate = est
     return model
 
