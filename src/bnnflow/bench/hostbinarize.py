@@ -105,10 +105,11 @@ def host_binarize_summary(
     }
 
 
-def host_binarize_lines(hb: dict[str, Any] | None, cpu: str) -> list[str]:
-    """The bench table's lines for it."""
+def host_binarize_lines(hb: dict[str, Any] | None, cpu_report: dict[str, Any]) -> list[str]:
+    """The bench table's lines for it (``cpu_report``: the bench report's CPU section)."""
     if hb is None:
         return []
+    cpu = cpu_report["host"]["cpu"]
     here = hb["measured_here"]
     lines = [
         f"host thresholding (host-binarize), measured here on {cpu}: {here['frames_per_s']:,.0f} frames/s, "

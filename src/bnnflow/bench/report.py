@@ -593,7 +593,7 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(
             f"FPGA measured / ARM CPU measured: not available: {ratios['fpga_measured_over_arm_cpu_why']}"
         )
-    lines += [*_arm_estimate_lines(report), ""]
+    lines += [*_arm_estimate_lines(report), *host_binarize_lines(report.get("host_binarize"), cpu), ""]
     host = cpu["host"]
     lines.append(
         f"CPU: {host['cpu']} ({host['machine']}, {host['cores']} cores); batch-1 latency timed by "
@@ -605,7 +605,6 @@ def format_bench(report: dict[str, Any]) -> str:
         f"IODMAs on the board's {io['port_bits']}-bit port, {io['in_cycles']:,} cycles/frame in, "
         f"{io['out_cycles']:,} out; decided by {est['decided_by']}"
     )
-    lines += host_binarize_lines(report.get("host_binarize"), host["cpu"])
     if brd is not None:
         if brd["simulated"]:
             sim = brd["simulated_fpga"] or {}
