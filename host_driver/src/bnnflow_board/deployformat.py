@@ -104,7 +104,7 @@ def sha256_bytes(data: bytes) -> str:
 # FINN leaves the layout layers between the graph's input and the accelerator on the host
 # (a Transpose NCHW -> NHWC, a Reshape); the manifest's fpga_input.from_images lists them, in
 # order, and the board applies them to the dataset's N x C x H x W images. A host-binarized
-# design's list starts with its input threshold (hostbits.py: the only op that needs numpy).
+# design's list starts with its input threshold, which needs numpy: hostbits.apply_host_ops.
 
 
 def transpose_op(perm: Iterable[int]) -> dict[str, Any]:
@@ -124,11 +124,7 @@ def apply_input_ops(images: Any, ops: Sequence[dict[str, Any]]) -> Any:
     """
     x = images
     for op in ops:
-        if op.get("op") == "threshold":
-            from bnnflow_board.hostbits import threshold_images
-
-            x = threshold_images(x, op)
-        elif op.get("op") == "transpose":
+        if op.get("op") == "transpose":
             x = x.transpose(op["perm"])
         elif op.get("op") == "reshape":
             x = x.reshape([x.shape[0], *op["shape"][1:]])

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow_board.deployformat import apply_input_ops
 from bnnflow_board.errors import BoardError
 
 THRESHOLD_OP = "threshold"
@@ -91,3 +92,11 @@ def pack_bits(folded: np.ndarray) -> np.ndarray:
         padded[..., :word] = bits
         bits = padded
     return np.packbits(bits.reshape(-1), bitorder="little").reshape(*bits.shape[:-1], nbytes)
+
+
+def apply_host_ops(images: np.ndarray, ops: list[dict[str, Any]]) -> np.ndarray:
+    """The manifest's ``fpga_input.from_images`` ops on dataset images: the threshold first where
+    the design is host-binarized, then the layout ops (deployformat.apply_input_ops)."""
+    if ops and ops[0].get("op") == THRESHOLD_OP:
+        images, ops = threshold_images(images, ops[0]), ops[1:]
+    return apply_input_ops(images, ops)

@@ -58,11 +58,11 @@ from bnnflow_board.deployformat import (
     TESTSET_IMAGES,
     TESTSET_LABELS,
     TIMING_REPORT,
-    apply_input_ops,
     reshape_op,
     sha256,
     transpose_op,
 )
+from bnnflow_board.hostbits import apply_host_ops
 
 from bnnflow import __version__
 from bnnflow.bnncpu.writer import read_design_model
@@ -487,7 +487,7 @@ def _checked_design(
             f"({risks[0]}); compile it again with this bnnflow"
         )
     shapes = settings["driver_information"]["io_shape_dict"]
-    fpga_in = apply_input_ops(testset.images[:1], testset.input_ops)
+    fpga_in = apply_host_ops(testset.images[:1], testset.input_ops)
     if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
         raise BnnflowError(
             f"the accelerator takes {shapes['ishape_normal'][0]}, the test images give {list(fpga_in.shape)}"
