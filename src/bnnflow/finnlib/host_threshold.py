@@ -89,8 +89,8 @@ def _check_binary_step(model: Any, node: Any) -> np.ndarray:
         raise NoInputThreshold(f"--host-binarize: {node.name} has no 2-d threshold initializer")
     if thr.shape[1] != 1 or out_dt != DataType["BINARY"] or (scale, bias) != (1.0, 0.0):
         raise NoInputThreshold(
-            f"--host-binarize needs a network whose first layer takes 1-bit inputs; this one's first layer reads "
-            f"{out_dt.bitwidth()}-bit inputs ({node.name} maps the pixels to {out_dt.name} with "
+            "--host-binarize needs a network whose first layer takes 1-bit inputs; this one's first "
+            f"layer reads {out_dt.bitwidth()}-bit inputs ({node.name} maps the pixels to {out_dt.name} with "
             f"{thr.shape[1]} thresholds)"
         )
     return np.asarray(thr, dtype=np.float64)
