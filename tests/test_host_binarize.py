@@ -215,3 +215,25 @@ def test_package_runs_at_100_percent_on_the_simulated_board(hb_design: Path, tmp
     report = json.loads((out / "bench.json").read_text())
     assert report["agreement"] == "100%" and report["fpga"]["first_mismatch"] is None
     assert report["fpga"]["agree_classes"] == report["testset"]["n"] == 48
+
+
+def test_tfc_fit_folds_past_the_uint8_dma_bound(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """TFC's uint8 input caps it at 1,020,408 frames/s on the Pynq-Z2 (784 B through a 64-bit
+    port at 100 MHz); with the bits as input the fit search folds past that."""
+    from helpers import SHARED_DATA, need_mnist
+
+    from bnnflow.export import export_model
+    from bnnflow.hls import compile_model
+    from bnnflow.hls.report import format_table
+
+    need_mnist()
+    run = quick_checkpoint(
+        tmp_path_factory.mktemp("tfc") / "best.pt", "tfc", "mnist", 5, 255, SHARED_DATA
+    ).parent
+    export_model(run, n_verify=5, data_dir=SHARED_DATA)
+    result = compile_model(run, "Pynq-Z2", n_verify=0, host_binarize=True, data_dir=SHARED_DATA, log=None)
+    hb = result.estimate.extra["host_binarize"]
+    assert hb["in_bytes_uint8"] == 784 and hb["io_fps_uint8"] == pytest.approx(1e8 / 98)
+    assert hb["in_bytes"] < 784 / 4 and hb["io_fps"] > 5 * hb["io_fps_uint8"]
+    assert result.estimate.expected_fps > 2 * hb["io_fps_uint8"]  # FINN's estimate of the new fold
+    assert "host-binarize:" in format_table(result.estimate)
