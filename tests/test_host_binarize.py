@@ -237,3 +237,24 @@ def test_tfc_fit_folds_past_the_uint8_dma_bound(tmp_path_factory: pytest.TempPat
     assert hb["in_bytes"] < 784 / 4 and hb["io_fps"] > 5 * hb["io_fps_uint8"]
     assert result.estimate.expected_fps > 2 * hb["io_fps_uint8"]  # FINN's estimate of the new fold
     assert "host-binarize:" in format_table(result.estimate)
+
+
+def test_bench_reports_the_dma_bound_and_the_hosts_cost(hb_design: Path, tmp_path: Path) -> None:
+    from bnnflow.bench.report import bench_design
+
+    result = bench_design(hb_design, out=tmp_path / "bench", limit=200, finn_images=20, log=None)
+    hb = result.report["host_binarize"]
+    assert hb["dma"]["in_bytes"] < hb["dma"]["in_bytes_uint8"] == 64
+    assert hb["dma"]["io_fps"] > hb["dma"]["io_fps_uint8"]
+    here = hb["measured_here"]
+    assert here["frames_per_s"] > 0 and here["fraction_of_frame_time"] == pytest.approx(
+        hb["dma"]["expected_fps"] / here["frames_per_s"]
+    )
+    assert hb["memory_bound"]["bytes_per_frame"] == 64 + 2 * hb["dma"]["in_bytes"]
+    assert (
+        "host-binarize:" in result.text and "host thresholding (host-binarize), measured here" in result.text
+    )
+    assert (
+        "host thresholding, estimated" in result.text
+        or "host thresholding on the board's ARM: no estimate" in result.text
+    )

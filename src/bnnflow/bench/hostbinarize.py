@@ -30,6 +30,7 @@ from bnnflow_board.hostbits import pack_bits, threshold_images
 from bnnflow.bench.armestimate import board_key, estimate_arm
 from bnnflow.finnlib.host_threshold import read_thresholds
 from bnnflow.finnlib.hwgraph import read_graph
+from bnnflow.hls.iobound import io_bound, uint8_input_figures
 from bnnflow.layout import CompileDir
 
 DDR_PEAK_BYTES_S = {"pynq-z2": 1050e6 * 2}  # 16-bit DDR3 at 1050 Mb/s per pin (TUL PYNQ-Z2 specification)
@@ -78,7 +79,8 @@ def _arm(compile_dir: Path, board: str, expected_fps: float) -> dict[str, Any]:
 def host_binarize_summary(
     compile_dir: Path, board: str, expected_fps: float, in_bytes: int
 ) -> dict[str, Any] | None:
-    """The host's thresholding cost of a host-binarized design (None for any other design)."""
+    """The DMA bound beside the uint8 image's and the host's thresholding cost of a host-binarized
+    design (None for any other design)."""
     op = read_thresholds(compile_dir)
     if op is None:
         return None
@@ -91,6 +93,7 @@ def host_binarize_summary(
     traffic = pixels + 2 * in_bytes  # the image read, the bits written and read again by the DMA
     return {
         "threshold": op,
+        "dma": {**uint8_input_figures(io_bound(compile_dir), pixels), "expected_fps": expected_fps},
         "measured_here": {
             "seconds_per_frame": seconds,
             "frames_per_s": 1.0 / seconds,
@@ -110,10 +113,13 @@ def host_binarize_lines(hb: dict[str, Any] | None, cpu_report: dict[str, Any]) -
     if hb is None:
         return []
     cpu = cpu_report["host"]["cpu"]
-    here = hb["measured_here"]
+    here, dma = hb["measured_here"], hb["dma"]
     lines = [
+        f"host-binarize: {dma['in_bytes']:,} B in per frame instead of the image's "
+        f"{dma['in_bytes_uint8']:,}: DMA bound {dma['io_fps']:,.0f} frames/s instead of "
+        f"{dma['io_fps_uint8']:,.0f}; this fold: {dma['expected_fps']:,.0f} expected",
         f"host thresholding (host-binarize), measured here on {cpu}: {here['frames_per_s']:,.0f} frames/s, "
-        f"{here['fraction_of_frame_time']:.2f}x the design's expected frame time"
+        f"{here['fraction_of_frame_time']:.2f}x the design's expected frame time",
     ]
     arm = hb["arm_estimate"]
     if arm["available"]:
