@@ -258,3 +258,10 @@ def test_bench_reports_the_dma_bound_and_the_hosts_cost(hb_design: Path, tmp_pat
         "host thresholding, estimated" in result.text
         or "host thresholding on the board's ARM: no estimate" in result.text
     )
+
+
+def test_host_binarize_with_runtime_weights_is_refused(tmp_path: Path) -> None:
+    from bnnflow.hls import compile_model
+
+    with pytest.raises(BnnflowError, match="--host-binarize and --runtime-weights cannot be combined"):
+        compile_model(tmp_path / "none.onnx", "Pynq-Z2", host_binarize=True, runtime_weights=True, log=None)

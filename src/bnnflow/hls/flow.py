@@ -101,6 +101,10 @@ class CompileOptions:
             raise BnnflowError(f"--budget must be in (0, 1], got {self.budget}")
         if self.n_verify < 0:
             raise BnnflowError(f"--verify must be 0 or more, got {self.n_verify}")
+        if self.host_binarize and self.runtime_weights:
+            # a weights-only update (runtime_weights.py) rebuilds the graph with the threshold in it
+            # and carries no host thresholds, so it could not update such a design
+            raise BnnflowError("--host-binarize and --runtime-weights cannot be combined")
 
 
 @dataclass
