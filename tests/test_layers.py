@@ -35,7 +35,13 @@ HOST_STAGES: list[list[str]] = [
 BOARD_ROOTS = [ROOT / "host_driver" / "src", ROOT / "board" / "src"]
 BOARD_STAGES: list[list[str]] = [
     # the deployment format (shared with the host) and the errors
-    ["bnnflow_board", "bnnflow_board.errors", "bnnflow_board.deployformat", "bnnflow_board._qonnx"],
+    [
+        "bnnflow_board",
+        "bnnflow_board.errors",
+        "bnnflow_board.deployformat",
+        "bnnflow_board.hostbits",
+        "bnnflow_board._qonnx",
+    ],
     # reading a package, the board and the files; the engine, the overlay, the simulated board
     [
         "bnnflow_board.boards",

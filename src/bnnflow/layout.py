@@ -75,6 +75,8 @@ class CompileDir:
     ESTIMATES_PLOT: ClassVar[str] = "estimates.png"
     VERIFICATION: ClassVar[str] = "verification.json"
     CPPSIM: ClassVar[str] = "cppsim.json"
+    # --host-binarize: the input threshold the host applies (bnnflow_board/hostbits.py's op)
+    HOST_THRESHOLDS: ClassVar[str] = "host_thresholds.json"
     BUILD_LOG: ClassVar[str] = "build_dataflow.log"  # FINN's name for its builder's log
     INTERMEDIATE: ClassVar[str] = "intermediate_models"  # each step's model, named as FINN names them
     REPORT: ClassVar[str] = "report"
@@ -118,6 +120,10 @@ class CompileDir:
     @property
     def cppsim(self) -> Path:
         return self.path / self.CPPSIM
+
+    @property
+    def host_thresholds(self) -> Path:
+        return self.path / self.HOST_THRESHOLDS
 
     @property
     def build_log(self) -> Path:
@@ -279,11 +285,14 @@ class CompileInfo:
     cpu_model: str | None = None  # CompileDir.CPU_MODEL, or None where the format cannot express the graph
     runtime_weights: bool = False
     cpu_model_error: str | None = None  # why there is no CPU model file
+    host_binarize: bool = False  # the input threshold runs on the host (HOST_THRESHOLDS)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if data["cpu_model_error"] is None:  # written only where there is no model file
             del data["cpu_model_error"]
+        if not data["host_binarize"]:  # written only for a host-binarized design
+            del data["host_binarize"]
         return data
 
     @classmethod

@@ -12,6 +12,7 @@ from bnnflow_board.boards import get_board
 from bnnflow_board.deployformat import BoardSpec, board_matches, board_of_device, family_of_device
 from bnnflow_board.detect import RunningBoard
 from bnnflow_board.errors import BoardError
+from bnnflow_board.hostbits import THRESHOLD_OP
 from bnnflow_board.hwh import HwhInfo, read_bit_part, read_hwh, read_timing_summary
 from bnnflow_board.package import Package, checksum_problems
 
@@ -106,8 +107,11 @@ def _testset(out: _Checks, pkg: Package) -> None:
         problems.append(f"{ts['images']} is missing")
     elif images.stat().st_size != size:
         problems.append(f"{ts['images']} holds {images.stat().st_size} bytes, not {size}")
-    if "UINT8" not in idt:
-        problems.append(f"driver/settings.json's input type is {idt or 'missing'}, not UINT8")
+    ops = pkg.manifest["fpga_input"]["from_images"]
+    # a host-binarized design (hostbits.py) takes the thresholded bits, any other the pixels
+    want_idt = "BINARY" if ops and ops[0].get("op") == THRESHOLD_OP else "UINT8"
+    if want_idt not in idt:
+        problems.append(f"driver/settings.json's input type is {idt or 'missing'}, not {want_idt}")
     out.add(
         "test set",
         not problems,

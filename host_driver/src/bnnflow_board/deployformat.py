@@ -103,7 +103,8 @@ def sha256_bytes(data: bytes) -> str:
 # --- the accelerator's input layout ------------------------------------------------------------
 # FINN leaves the layout layers between the graph's input and the accelerator on the host
 # (a Transpose NCHW -> NHWC, a Reshape); the manifest's fpga_input.from_images lists them, in
-# order, and the board applies them to the dataset's N x C x H x W images.
+# order, and the board applies them to the dataset's N x C x H x W images. A host-binarized
+# design's list starts with its input threshold, which needs numpy: hostbits.apply_host_ops.
 
 
 def transpose_op(perm: Iterable[int]) -> dict[str, Any]:

@@ -79,6 +79,7 @@ MANIFEST_TYPES: dict[str, str] = {
     "fpga_input.from_images.[].op": "string",
     "fpga_input.from_images.[].perm": "a list of integers >= 0?",
     "fpga_input.from_images.[].shape": "a list of integers >= 1?",
+    "fpga_input.from_images.[].values": "a list of integers >= 0?",  # a threshold op (hostbits.py)
     "fpga_input.shape": "a list of integers >= 1",
     "cpu": "an object",
     "cpu.sources": "string",

@@ -30,6 +30,7 @@ import numpy as np
 from bnnflow_board._qonnx import ensure_qonnx_importable
 from bnnflow_board.deadline import run_deadline_s
 from bnnflow_board.errors import BoardError
+from bnnflow_board.hostbits import pack_bits
 
 ensure_qonnx_importable()
 
@@ -95,6 +96,13 @@ class DeadlineDMAOverlay(FINNDMAOverlay):
         if flush_accel and files:
             # as finn-plus-driver does: one run pushes stale weights out of the weight streamers' FIFOs
             self.execute_on_buffers()
+
+    def pack_input(self, ibuf_folded: Any, ind: int = 0) -> Any:
+        """A 1-bit input (a host-binarized design's) packed by numpy in finn-plus-driver's bit order
+        (hostbits.py); any other datatype by finn-plus-driver."""
+        if self.idt(ind).bitwidth() == 1 and self.idt(ind).min() == 0:  # BINARY, not BIPOLAR
+            return pack_bits(ibuf_folded)
+        return super().pack_input(ibuf_folded, ind)
 
     def execute_on_buffers(self, asynch: bool = False, batch_size: int | None = None) -> None:
         if self.stuck:

@@ -16,11 +16,11 @@ from bnnflow_board.deployformat import (
     MANIFEST,
     MANIFEST_KEYS,
     FormatError,
-    apply_input_ops,
     sha256,
 )
 from bnnflow_board.errors import BoardError
 from bnnflow_board.fsutil import confined
+from bnnflow_board.hostbits import apply_host_ops
 from bnnflow_board.manifest_types import MANIFEST_TYPES, read_manifest
 
 
@@ -66,7 +66,7 @@ class Package:
     def fpga_input(self, images: np.ndarray) -> np.ndarray:
         """Dataset images in the accelerator's input layout (the host-side ops FINN left, as packaged)."""
         try:
-            return np.ascontiguousarray(apply_input_ops(images, self.manifest["fpga_input"]["from_images"]))
+            return np.ascontiguousarray(apply_host_ops(images, self.manifest["fpga_input"]["from_images"]))
         except (FormatError, ValueError, TypeError) as exc:  # numpy's, for a perm or shape that does not fit
             raise BoardError(f"{self.root / MANIFEST}: fpga_input.from_images: {exc}") from None
 

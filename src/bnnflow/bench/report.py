@@ -34,6 +34,7 @@ from bnnflow_board.deployformat import sha256
 
 from bnnflow.bench.armestimate import bench_summary
 from bnnflow.bench.boardreport import read_board_report
+from bnnflow.bench.hostbinarize import host_binarize_lines, host_binarize_summary
 from bnnflow.bench.published import PUBLISHED, identify_network
 from bnnflow.cpu import MODEL_FILE, CpuEngine, export_cpu_model
 from bnnflow.cpu.evaluate import evaluate_cpu, resolve_compile_dir
@@ -317,6 +318,9 @@ def bench_design(
     est = _estimate(compile_dir, design["compile"])
     cpu = _cpu(compile_dir, data_dir, limit, finn_images, log)
     arm_estimate = bench_summary(compile_dir / MODEL_FILE, design["board"], est["expected_fps"])
+    host_binarize = host_binarize_summary(
+        compile_dir, design["board"], est["expected_fps"], est["io_bound"]["in_bytes"]
+    )
     published = PUBLISHED.get(design["network"] or "")
     design.pop("compile")
     report: dict[str, Any] = {
@@ -330,6 +334,7 @@ def bench_design(
         "ratios": _ratios(cpu, est, board_summary),
         "problems": _problems(cpu, board_summary),
         "arm_estimate": arm_estimate,
+        "host_binarize": host_binarize,
     }
     text = format_bench(report)
     with atomic_directory(out_dir, marker=REPORT_FILE) as tmp:
@@ -588,7 +593,7 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(
             f"FPGA measured / ARM CPU measured: not available: {ratios['fpga_measured_over_arm_cpu_why']}"
         )
-    lines += [*_arm_estimate_lines(report), ""]
+    lines += [*_arm_estimate_lines(report), *host_binarize_lines(report.get("host_binarize"), cpu), ""]
     host = cpu["host"]
     lines.append(
         f"CPU: {host['cpu']} ({host['machine']}, {host['cores']} cores); batch-1 latency timed by "

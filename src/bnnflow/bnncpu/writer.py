@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bnnflow_board.hostbits import op_thresholds
 
 from bnnflow.bnncpu.modelfile import (
     DATASET_BY_NAME,
@@ -61,6 +62,7 @@ from bnnflow.bnncpu.modelfile import (
 from bnnflow.data import find_identity
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.host_threshold import read_thresholds
 from bnnflow.finnlib.hwgraph import base_op_type, read_graph
 from bnnflow.layout import CompileDir
 
@@ -129,6 +131,9 @@ class _Walker:
         self.flattened: tuple[int, int, int] | None = None  # h x w x c before a flatten, if h*w > 1
         self.pad: tuple[int, int, int, int] | None = None  # an FMPadding's (top, left, bottom, right)
         self.done = False
+        # A host-binarized design's input thresholds, (C, H, W) or (1, 1, 1), until they are a layer.
+        self.host_thresholds: np.ndarray | None = None
+        self.image_chw: tuple[int, int, int] = (0, 0, 0)
 
     def init(self, node: Any, index: int, name: str) -> np.ndarray:
         value = self.hw.get_initializer(node.input[index]) if index < len(node.input) else None
@@ -202,6 +207,38 @@ class _Walker:
             )
         )
         self.vtype = out_t
+
+    def host_threshold(self, node: Any, image_nchw: bool) -> None:
+        """A host-binarized design's input threshold (host_thresholds.json) as the model file's first
+        layer, THRESHOLD on UINT8, where the graph's first layer reads the bits: the engine takes the
+        images and computes what the host and the FPGA compute together."""
+        thr, self.host_thresholds = self.host_thresholds, None
+        assert thr is not None
+        h, w, c = self.shape
+        if image_nchw or self.layers:
+            raise _fail(node, "the host's input threshold must come before every layer, on the read image")
+        if thr.size == 1:
+            per_channel = np.full(c, int(thr.item()), dtype=np.int64)
+        elif (h, w) == (1, 1) and c == thr.size and self.image_chw == tuple(thr.shape):
+            per_channel = thr.reshape(-1).astype(np.int64)  # the image read flat in its C, H, W order
+        else:
+            raise _fail(node, f"host thresholds of shape {list(thr.shape)} on a {h}x{w}x{c} input")
+        self.layers.append(
+            Layer(
+                LayerKind.THRESHOLD,
+                h,
+                w,
+                c,
+                h,
+                w,
+                c,
+                ValueType.UINT8,
+                ValueType.BITS,
+                act_val=0,
+                thresholds=np.ascontiguousarray(per_channel.reshape(c, 1), dtype=np.int32),
+            )
+        )
+        self.vtype = ValueType.BITS
 
     def standalone_thresholds(self, node: Any) -> None:
         """A Thresholding on an MVAU's accumulators (FINN's standalone_thresholds, used with
@@ -411,16 +448,19 @@ class _Walker:
         self.done = True
 
 
-def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
-    """The image (C, H, W) and how it reaches the partition, from the host-side graph."""
+def _host_input(parent: Any, input_type: str = "UINT8") -> tuple[tuple[int, int, int], InputOrder]:
+    """The image (C, H, W) and how it reaches the partition, from the host-side graph; its input
+    is ``input_type`` (BINARY where the host thresholds the image first)."""
     from qonnx.util.basic import get_by_name
 
     inp = parent.graph.input[0].name
     shape = [int(v) for v in parent.get_tensor_shape(inp)]
     if len(shape) != 4 or shape[0] != 1:
         raise UnsupportedGraph(f"the model input {inp} has shape {shape}, expected an image [1, C, H, W]")
-    if str(parent.get_tensor_datatype(inp)) != "UINT8":
-        raise UnsupportedGraph(f"the model input {inp} is {parent.get_tensor_datatype(inp)}, expected UINT8")
+    if str(parent.get_tensor_datatype(inp)) != input_type:
+        raise UnsupportedGraph(
+            f"the model input {inp} is {parent.get_tensor_datatype(inp)}, expected {input_type}"
+        )
     order = InputOrder.CHW
     tensor = inp
     seen_partition = False
@@ -445,22 +485,30 @@ def _host_input(parent: Any) -> tuple[tuple[int, int, int], InputOrder]:
     return (shape[1], shape[2], shape[3]), order
 
 
-def build_cpu_model(hw: Any, parent: Any, dataset: str | None = None) -> CpuModel:
-    """The model file's contents from the hardware graph and the host-side graph (ModelWrappers)."""
+def build_cpu_model(
+    hw: Any, parent: Any, dataset: str | None = None, host_op: dict[str, Any] | None = None
+) -> CpuModel:
+    """The model file's contents from the hardware graph and the host-side graph (ModelWrappers);
+    ``host_op``: a host-binarized design's input threshold (finnlib/host_threshold.py), which
+    becomes the file's first layer, so that the engine takes the images as before."""
     prepare_finn()  # registers FINN's HW Reshape with qonnx's op registry
-    (c, h, w), order = _host_input(parent)
+    input_type = "UINT8" if host_op is None else "BINARY"
+    (c, h, w), order = _host_input(parent, input_type)
     hw_in = hw.graph.input[0].name
     hw_shape = [int(v) for v in hw.get_tensor_shape(hw_in)]
     expected = [1, h, w, c] if order == InputOrder.HWC else [1, c, h, w]
     if hw_shape != expected:
         raise UnsupportedGraph(f"the hardware graph's input is {hw_shape}, the host side hands it {expected}")
-    if str(hw.get_tensor_datatype(hw_in)) != "UINT8":
+    if str(hw.get_tensor_datatype(hw_in)) != input_type:
         raise UnsupportedGraph(
-            f"the hardware graph's input is {hw.get_tensor_datatype(hw_in)}, expected UINT8"
+            f"the hardware graph's input is {hw.get_tensor_datatype(hw_in)}, expected {input_type}"
         )
 
     walker = _Walker(hw)
     walker.shape = (h, w, c)
+    walker.image_chw = (c, h, w)
+    if host_op is not None:
+        walker.host_thresholds = op_thresholds(host_op)
     _walk(hw, walker, image_nchw=order == InputOrder.CHW)
     n_classes = walker.layers[-1].in_c
     model = CpuModel(
@@ -502,6 +550,8 @@ def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
         if image_nchw and op != "Reshape":
             raise _fail(node, "the NCHW image reaches a layer without a flatten or an NCHW->NHWC Transpose")
+        if walker.host_thresholds is not None and op != "Reshape":
+            walker.host_threshold(node, image_nchw)
         if op == "Reshape":
             walker.reshape(node, image_nchw)
             image_nchw = False
@@ -550,7 +600,11 @@ def export_cpu_model(compile_dir: str | Path, out: str | Path | None = None) -> 
     graphs = [read_graph(path) for path in (hw_path, parent_path)]
     try:
         identity = find_identity(compile_dir)  # the dataset the run recorded
-        model = build_cpu_model(*graphs, dataset=None if identity is None else identity.name)
+        model = build_cpu_model(
+            *graphs,
+            dataset=None if identity is None else identity.name,
+            host_op=read_thresholds(compile_dir),
+        )
     except UnsupportedGraph as exc:
         raise UnsupportedGraph(exc.reason, str(hw_path)) from None
     target = Path(out) if out is not None else CompileDir(compile_dir).cpu_model

@@ -28,6 +28,7 @@ import numpy as np
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.execution import execute, fast_execution, integer_tensors
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.host_threshold import host_bits, read_thresholds
 
 HW_EXEC_GRAPH = Path("intermediate_models") / "step_convert_to_hw.onnx"
 
@@ -114,10 +115,12 @@ def finn_outputs(
     ``images``: uint8 (N, C, H, W) as the dataset stores them. ``workers``:
     processes (spawned; each loads the graph once) sharing chunks of
     ``chunk`` images; 1 runs here. ``progress(done, total)`` is called as
-    chunks finish.
+    chunks finish. A host-binarized design's graph takes the images as the host
+    thresholds them (host_thresholds.json), so these are the host's and the FPGA's
+    outputs together.
     """
-    images = np.asarray(images)
     model = load_hw_graph(compile_dir)
+    images = host_bits(np.asarray(images), read_thresholds(compile_dir))
     n = len(images)
     start = time.perf_counter()
     workers = max(1, min(int(workers), math.ceil(n / chunk) if n else 1))

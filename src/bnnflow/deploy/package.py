@@ -58,11 +58,11 @@ from bnnflow_board.deployformat import (
     TESTSET_IMAGES,
     TESTSET_LABELS,
     TIMING_REPORT,
-    apply_input_ops,
     reshape_op,
     sha256,
     transpose_op,
 )
+from bnnflow_board.hostbits import apply_host_ops
 
 from bnnflow import __version__
 from bnnflow.bnncpu.writer import read_design_model
@@ -70,6 +70,7 @@ from bnnflow.data import recorded_test_images
 from bnnflow.deploy.golden import DEFAULT_IMAGES, golden_outputs
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn
+from bnnflow.finnlib.host_threshold import read_thresholds
 from bnnflow.finnlib.hwgraph import writable_nodes
 from bnnflow.finnlib.weight_memory import memory_layout
 from bnnflow.finnlib.zynq import instances, zynq_dataflow_model
@@ -429,6 +430,9 @@ def _golden_outputs(
 
     parent_host = ModelWrapper(str(source.compile_dir / "intermediate_models" / "dataflow_parent.onnx"))
     ops = host_input_ops(parent_host)
+    threshold = read_thresholds(source.compile_dir)
+    if threshold is not None:  # a host-binarized design: the board thresholds the images first
+        ops = [threshold, *ops]
     in_shape = tuple(int(d) for d in parent_host.get_tensor_shape(parent_host.graph.input[0].name))[1:]
     log(f"packaging {source.compile_dir} for {source.board} at {1e3 / clock_ns:g} MHz")
     images, labels, identity = recorded_test_images(source.compile_dir, in_shape, n_images, data_dir)
@@ -483,7 +487,7 @@ def _checked_design(
             f"({risks[0]}); compile it again with this bnnflow"
         )
     shapes = settings["driver_information"]["io_shape_dict"]
-    fpga_in = apply_input_ops(testset.images[:1], testset.input_ops)
+    fpga_in = apply_host_ops(testset.images[:1], testset.input_ops)
     if list(fpga_in.shape) != list(shapes["ishape_normal"][0]):
         raise BnnflowError(
             f"the accelerator takes {shapes['ishape_normal'][0]}, the test images give {list(fpga_in.shape)}"

@@ -170,6 +170,10 @@ class IODMA:
     bitwidth: int
     shape: tuple[int, ...]  # the accelerator's tensor for one frame (normal shape, batch 1)
     frame_bytes: int
+    # FINN's IODMA moves a frame as ``words`` stream words of frame_bytes / words bytes each, each
+    # word's elements from its lowest bit up and the rest of its last byte padding (a 14-bit word
+    # of a BINARY input takes 2 bytes: InsertIODMA's NumChannels, the padded stream's bytes)
+    words: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +183,7 @@ class IODMA:
             "bitwidth": self.bitwidth,
             "shape": list(self.shape),
             "frame_bytes": self.frame_bytes,
+            "words": self.words,
         }
 
 
@@ -196,13 +201,17 @@ def iodmas(parent: Any) -> list[IODMA]:
             continue
         kernel = ModelWrapper(str(sdp.get_nodeattr("model")))
         dma = getCustomOp(kernel.graph.node[0])
-        dt = dma.get_input_datatype()
         elems = int(np.prod(dma.get_normal_input_shape()))
-        # IODMA_hls.defines: NumBytes1 = bits of one frame / 8 (asserted whole)
-        frame_bytes = elems * dt.bitwidth() // 8
+        # IODMA_hls.defines: NumBytes1 = bits of one frame / 8 (asserted whole); InsertIODMA
+        # makes the DMA's own elements the padded stream words' bytes (UINT8)
+        frame_bytes = elems * dma.get_input_datatype().bitwidth() // 8
+        words = int(np.prod(dma.get_nodeattr("numInputVectors")))
         tensor = node.input[0] if name.startswith("idma") else node.output[0]
+        # an input's elements are the graph input's (BINARY where the host thresholds); the
+        # output DMA's, as before, its own bytes
+        dt = parent.get_tensor_datatype(tensor) if name.startswith("idma") else dma.get_input_datatype()
         shape = tuple(int(d) for d in parent.get_tensor_shape(tensor))
         out.append(
-            IODMA(name, str(dma.get_nodeattr("direction")), dt.name, dt.bitwidth(), shape, frame_bytes)
+            IODMA(name, str(dma.get_nodeattr("direction")), dt.name, dt.bitwidth(), shape, frame_bytes, words)
         )
     return out

@@ -65,6 +65,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="weights and thresholds writable at run time (AXI-lite), for retrained checkpoints",
     )
+    p.add_argument(
+        "--host-binarize",
+        action="store_true",
+        help="1-bit-input networks (TFC, SFC, LFC): threshold the pixels on the host, DMA 1 bit per pixel",
+    )
     p.set_defaults(func=_compile)
 
 
@@ -86,6 +91,7 @@ def _compile(args: argparse.Namespace) -> int:
         n_cppsim=args.cppsim,
         hls_sim=args.hls_sim,
         runtime_weights=args.runtime_weights,
+        host_binarize=args.host_binarize,
     )
     compile_model(args.model, options=options)
     return 0

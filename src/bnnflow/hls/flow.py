@@ -73,6 +73,9 @@ class CompileOptions:
     the hls-sim kit folder (else $BNNFLOW_HLS_SIM, else Vitis HLS at $XILINX_HLS).
     ``runtime_weights``: weights and thresholds writable at run time over AXI-lite
     (runtime_weights.py), so a retrained checkpoint needs no new bitstream.
+    ``host_binarize``: a network whose first layer thresholds the 8-bit pixels to
+    bits gets that threshold taken out (finnlib/host_threshold.py): the graph
+    takes the bits, the host thresholds before the DMA (docs/host-binarize.md).
     """
 
     board: str = "Pynq-Z2"
@@ -89,6 +92,7 @@ class CompileOptions:
     n_cppsim: int = 0
     hls_sim: str | Path | None = None
     runtime_weights: bool = False
+    host_binarize: bool = False
 
     def check(self) -> None:
         if not 0 < self.clock_ns < math.inf:
@@ -97,6 +101,10 @@ class CompileOptions:
             raise BnnflowError(f"--budget must be in (0, 1], got {self.budget}")
         if self.n_verify < 0:
             raise BnnflowError(f"--verify must be 0 or more, got {self.n_verify}")
+        if self.host_binarize and self.runtime_weights:
+            # a weights-only update (runtime_weights.py) rebuilds the graph with the threshold in it
+            # and carries no host thresholds, so it could not update such a design
+            raise BnnflowError("--host-binarize and --runtime-weights cannot be combined")
 
 
 @dataclass
@@ -245,6 +253,7 @@ def compile_model(
             out=CompileDir(tmp),
             log=log,
             runtime_weights=opts.runtime_weights,
+            host_binarize=opts.host_binarize,
             final=final,
             source=model_path,
             folding_mode=mode,

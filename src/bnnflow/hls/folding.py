@@ -451,11 +451,28 @@ def fit_to_board(
     # taken from the most folded design; a fold that changes the DMA's byte
     # padding is still judged by its own bound (estimate_design computes it).
     io = search.best_est.io
-    floor = min(io.cycles, slowest) if io_bound and io is not None else 1
+    floor = min(io.cycles, slowest, _dense_input_cycles(model, board, io.cycles)) if io_bound and io else 1
     _bisect_setfolding(search, model, floor, slowest)
     setfolding_fps = search.rate(search.best_est)
     _bisect_cheapest(search, base, floor, slowest)
     return FitResult(search.best_model, search.best_est, setfolding_fps, search.evaluations)
+
+
+def _dense_input_cycles(model: Any, board: Board, io_cycles: int) -> int:
+    """For an input narrower than a byte, the input DMA's cycles per frame with no padding; else
+    ``io_cycles``, the most folded design's.
+
+    The most folded design's bound is no floor for a 1-bit input (``compile --host-binarize``):
+    there every 1-bit word is padded to a byte, 8x the bytes of a fold whose words are whole
+    bytes, so the floor is the densest the input can be moved."""
+    from bnnflow.hls.iobound import port_bits
+
+    inp = model.graph.input[0].name
+    width = model.get_tensor_datatype(inp).bitwidth()
+    if width % 8 == 0:
+        return io_cycles
+    bits = int(math.prod(model.get_tensor_shape(inp))) * width
+    return max(1, -(-bits // port_bits(board)))
 
 
 class _Search:

@@ -181,3 +181,23 @@ def io_bound(
         in_cycles=in_cycles,
         out_cycles=out_cycles,
     )
+
+
+def uint8_input_figures(io: IOBound, pixels: int) -> dict[str, Any]:
+    """A host-binarized design's DMA bound beside the one its uint8 image would give.
+
+    With the threshold in the graph the input DMA moves one byte per pixel, in
+    whole-byte words, so InsertIODMA's interface width is the gcd of the frame's
+    bits and the port (as ``io_bound`` reads it from FINN's node); the output
+    DMA is the same in both designs.
+    """
+    bits = 8 * pixels
+    in_cycles = bits // math.gcd(bits, io.port_bits)
+    cycles = max(in_cycles, io.out_cycles)
+    return {
+        "in_bytes": io.in_bytes,
+        "in_bytes_uint8": pixels,
+        "io_fps": io.fps,
+        "io_fps_uint8": 1e9 / io.clock_ns / cycles,
+        "in_cycles_uint8": in_cycles,
+    }

@@ -169,6 +169,13 @@ def format_table(est: DesignEstimate) -> str:
             f"per frame through {io.port_bits}-bit DMAs: {io.cycles:,} cycles/frame)"
         )
     lines.append(f"estimated throughput: {est.expected_fps:,.0f} frames/s at {mhz} (decided by {est.bound})")
+    hb = est.extra.get("host_binarize")
+    if hb:
+        lines.append(
+            f"host-binarize:        {hb['in_bytes']:,} B in per frame instead of the image's "
+            f"{hb['in_bytes_uint8']:,}: the DMA bound is {hb['io_fps']:,.0f} frames/s instead of "
+            f"{hb['io_fps_uint8']:,.0f}; this fold reaches {est.fps:,.0f}"
+        )
     return "\n".join(lines)
 
 

@@ -24,12 +24,14 @@ from bnnflow.bnncpu.writer import export_in_compile
 from bnnflow.errors import BnnflowError
 from bnnflow.finnlib.boards import Board
 from bnnflow.finnlib.finn_env import prepare_finn, quiet_finn, step_functions
+from bnnflow.finnlib.host_threshold import TakeOutInputThreshold, host_bits, write_thresholds
 from bnnflow.finnlib.padding import map_binary_padding
 from bnnflow.finnlib.runtime_writable import MakeRuntimeWritable
 from bnnflow.finnlib.steps import FINN_FAILURES, Step, after, amended, finn_step
 from bnnflow.finnlib.xnor_acc import CorrectXnorAccumulators, thresholds_by_node, xnor_mvaus
 from bnnflow.hls import folding as fold
 from bnnflow.hls.cppsim import CppSimResult, HlsSim, cppsim_check
+from bnnflow.hls.iobound import uint8_input_figures
 from bnnflow.hls.report import DesignEstimate, estimate_design, plot_estimate
 from bnnflow.hls.verify import VerifyResult, cache_key, verify_chain
 from bnnflow.layout import CompileDir, CompileInfo
@@ -58,6 +60,7 @@ class CompileConfig:
     out: CompileDir  # where this build writes
     log: Log = _silent
     runtime_weights: bool = False
+    host_binarize: bool = False  # the input threshold runs on the host (finnlib/host_threshold.py)
     failures: tuple[type[BaseException], ...] = FINN_FAILURES
     # The compile's own settings.
     final: CompileDir | None = None  # where ``out`` is moved once complete
@@ -79,6 +82,22 @@ class CompileConfig:
     verification: VerifyResult | None = None
     cppsim: CppSimResult | None = None
     cpu_model: dict[str, Any] = field(default_factory=dict)
+    host_op: dict[str, Any] | None = None  # --host-binarize: the threshold op the host applies
+
+
+def _streamlined(model: Any, cfg: CompileConfig) -> Any:
+    """After FINN's streamlining: binary padding mapped (padding.py); with --host-binarize, the
+    input's MultiThreshold taken out and its thresholds written to host_thresholds.json."""
+    model = map_binary_padding(model, cfg)
+    if not cfg.host_binarize:
+        return model
+    take = TakeOutInputThreshold()
+    model = model.transform(take)
+    assert take.thresholds is not None
+    cfg.host_op = write_thresholds(cfg.out.host_thresholds, take.thresholds)
+    shape = "x".join(map(str, take.thresholds.shape))
+    cfg.log(f"  host-binarize: input threshold taken out of the graph ({shape} thresholds), input BINARY")
+    return model
 
 
 def minimize_bit_width(name: str) -> Step:
@@ -164,6 +183,9 @@ def step_estimate(model: Any, cfg: CompileConfig) -> Any:
     if cfg.folding_mode == "fit" and not est.fits(cfg.budget):  # the search guarantees it; keep it honest
         raise BnnflowError(f"internal: fitted design exceeds {cfg.budget:.0%} of {cfg.board.name}")
     est.extra["binary_xnor_mvaus"] = len(xnor_mvaus(model))
+    if cfg.host_op is not None and est.io is not None:
+        pixels = int(np.prod(model.get_tensor_shape(model.graph.input[0].name)[1:]))
+        est.extra["host_binarize"] = uint8_input_figures(est.io, pixels)
     cfg.estimate = est
     return model
 
@@ -190,7 +212,7 @@ def _cached_verify(cfg: CompileConfig) -> VerifyResult:
     hw = ModelWrapper(str(cfg.out.step_graph("step_convert_to_hw")))
     entry = None
     if cfg.verify_cache is not None:
-        key = cache_key(cfg.source, [streamlined, hw], cfg.images, cfg.labels)
+        key = cache_key(cfg.source, [streamlined, hw], cfg.images, cfg.labels, cfg.host_op)
         entry = cfg.verify_cache / f"{key}.json"
         if entry.is_file():
             try:
@@ -199,7 +221,9 @@ def _cached_verify(cfg: CompileConfig) -> VerifyResult:
                     return VerifyResult.from_json(data, cached_from=str(entry))
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or foreign entry: verify again and overwrite it
-    result = verify_chain(q, streamlined, hw, cfg.images, cfg.labels, workers=cfg.verify_workers)
+    result = verify_chain(
+        q, streamlined, hw, cfg.images, cfg.labels, workers=cfg.verify_workers, host_op=cfg.host_op
+    )
     if entry is not None and result.ok:
         entry.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(entry, result.to_json())
@@ -281,7 +305,8 @@ def step_cppsim(model: Any, cfg: CompileConfig) -> Any:
     reference = ModelWrapper(str(cfg.out.step_graph("step_convert_to_hw")))
     with open(cfg.out.build_log, "a") as sink:
         print("== cppsim", file=sink)
-        result = cppsim_check(model, reference, images, cfg.sim, sink=sink)
+        # FINN's graphs take the host's bits; the CPU engine (below) the images
+        result = cppsim_check(model, reference, host_bits(images, cfg.host_op), cfg.sim, sink=sink)
     atomic_write_json(cfg.out.cppsim, result.to_json())
     if not result.ok:
         raise BnnflowError(f"cppsim check failed: {result.first_mismatch}")
@@ -373,6 +398,7 @@ def step_summary(model: Any, cfg: CompileConfig) -> Any:
         cpu_model=cfg.cpu_model.get("cpu_model"),
         cpu_model_error=cfg.cpu_model.get("cpu_model_error"),
         runtime_weights=cfg.runtime_weights,
+        host_binarize=cfg.host_op is not None,
     )
     atomic_write_json(out.summary, info.to_json())
     return model
@@ -384,7 +410,7 @@ def step_summary(model: Any, cfg: CompileConfig) -> Any:
 FRONTEND_STEPS: list[Step] = [
     finn_step("step_qonnx_to_finn"),
     finn_step("step_tidy_up"),
-    amended("step_streamline", map_binary_padding),
+    amended("step_streamline", _streamlined),
     amended("step_convert_to_hw", _only_hardware_layers),
     minimize_bit_width("step_minimize_bit_width_initial"),
     finn_step("step_create_dataflow_partition"),

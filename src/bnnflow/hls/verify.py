@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import time
@@ -68,6 +69,7 @@ from bnnflow.finnlib.execution import (
     with_batch,
 )
 from bnnflow.finnlib.finn_env import prepare_finn
+from bnnflow.finnlib.host_threshold import host_bits
 
 CHUNK = 32  # images per batched execution / per pool task
 POOL_MIN_SECONDS = 30.0  # start a pool only if the rest would take longer than this in one process
@@ -467,12 +469,15 @@ class _Checker:
             reruns += r
         return per, reruns
 
-    def check(self, start: int, images: np.ndarray) -> list[_ImageCheck]:
+    def check(self, start: int, images: np.ndarray, bits: np.ndarray | None = None) -> list[_ImageCheck]:
+        """``bits``: what the streamlined and hardware graphs take where the host thresholds the
+        images (--host-binarize); the QONNX model always takes the images."""
+        bits = images if bits is None else bits
         cqs, rq = self._run_graph("q", images)
-        css, rs = self._run_graph("s", images)
+        css, rs = self._run_graph("s", bits)
         out = []
         for j in range(len(images)):
-            ch, rh = execute(self.g.h, images[j : j + 1].astype(np.float32), self.g.h_int)
+            ch, rh = execute(self.g.h, bits[j : j + 1].astype(np.float32), self.g.h_int)
             res = self.g.compare(start + j, cqs[j], css[j], ch)
             res.sanitized_reruns = rh
             out.append(res)
@@ -499,9 +504,11 @@ def _worker_init(q_bytes: bytes, s_bytes: bytes, h_bytes: bytes, batch: bool) ->
     _WORKER = _Checker(ChainGraphs(*(ModelWrapper(b) for b in (q_bytes, s_bytes, h_bytes))), batch)
 
 
-def _worker_check(start: int, images: np.ndarray) -> tuple[list[_ImageCheck], list[str]]:
+def _worker_check(
+    start: int, images: np.ndarray, bits: np.ndarray | None
+) -> tuple[list[_ImageCheck], list[str]]:
     assert _WORKER is not None, "worker not initialised"
-    return _WORKER.check(start, images), _WORKER.batched_graphs()
+    return _WORKER.check(start, images, bits), _WORKER.batched_graphs()
 
 
 def _in_pool(
@@ -509,6 +516,7 @@ def _in_pool(
     graphs: tuple[Any, Any, Any],
     batch: bool,
     images: np.ndarray,
+    bits: np.ndarray | None,
     starts: list[int],
     chunk: int,
 ) -> tuple[list[_ImageCheck], set[str]]:
@@ -526,7 +534,12 @@ def _in_pool(
         initializer=_worker_init,
         initargs=init,
     ) as pool:
-        futures = [pool.submit(_worker_check, s, images[s : s + chunk]) for s in starts]
+        futures = [
+            pool.submit(
+                _worker_check, s, images[s : s + chunk], None if bits is None else bits[s : s + chunk]
+            )
+            for s in starts
+        ]
         for fut in futures:  # in image order
             res, b = fut.result()
             results.extend(res)
@@ -543,6 +556,7 @@ def verify_chain(
     workers: int | None = 1,
     chunk: int = CHUNK,
     batch: bool = True,
+    host_op: dict[str, Any] | None = None,
 ) -> VerifyResult:
     """Run every image through the three graphs and compare at each weight layer.
 
@@ -552,8 +566,12 @@ def verify_chain(
     first chunk's rate, they would take more than POOL_MIN_SECONDS here; an
     explicit ``workers > 1`` always uses a pool for them. ``batch``: run the
     QONNX and streamlined graphs on whole chunks where their ops allow it.
+    ``host_op``: a host-binarized design's input threshold (finnlib/host_threshold.py): the
+    streamlined and hardware graphs take the images thresholded by it, the QONNX model the
+    images, so the chain checks host thresholding and graph together against the model.
     """
     images = np.asarray(images)
+    bits = None if host_op is None else host_bits(images, host_op)
     graphs = ChainGraphs(qonnx_model, streamlined, hw)  # fails early if the layers do not line up
     n = len(images)
     explicit = workers is not None
@@ -571,7 +589,9 @@ def verify_chain(
     # about 6 s in one process, CNV needs minutes.
     with fast_execution():
         for i, s in enumerate(starts):
-            results.extend(checker.check(s, images[s : s + chunk]))
+            results.extend(
+                checker.check(s, images[s : s + chunk], None if bits is None else bits[s : s + chunk])
+            )
             rest = starts[i + 1 :]
             per_image = (time.perf_counter() - start_t) / len(results)
             if rest and n_workers > 1 and (explicit or per_image * (n - len(results)) > POOL_MIN_SECONDS):
@@ -581,7 +601,9 @@ def verify_chain(
     batched = set(checker.batched_graphs())
     n_workers = min(n_workers, len(rest)) if rest else 1
     if rest:
-        more, more_batched = _in_pool(n_workers, (qonnx_model, streamlined, hw), batch, images, rest, chunk)
+        more, more_batched = _in_pool(
+            n_workers, (qonnx_model, streamlined, hw), batch, images, bits, rest, chunk
+        )
         results.extend(more)
         batched.update(more_batched)
     seconds = time.perf_counter() - start_t
@@ -626,6 +648,7 @@ def cache_key(
     graphs: list[Any],
     images: np.ndarray,
     labels: np.ndarray | None,
+    host_op: dict[str, Any] | None = None,
 ) -> str:
     """sha256 over the exported model, the derived graphs' structure, images, labels and versions.
 
@@ -655,4 +678,6 @@ def cache_key(
         labels = np.ascontiguousarray(labels)
         h.update(f"labels{labels.shape}{labels.dtype}".encode())
         h.update(labels.tobytes())
+    if host_op is not None:  # the host's thresholds are not in the graphs
+        h.update(json.dumps(host_op, sort_keys=True).encode())
     return h.hexdigest()

@@ -152,7 +152,9 @@ class _IODMA:
             elements = int(np.prod(self.config["shape"]))
             if self.config["direction"] == "in":
                 raw = self.device.ddr_read(address, reps * nbytes, self.name)
-                frames = streams.decode(raw, reps, elements, self.config["datatype"])
+                frames = streams.decode(
+                    raw, reps, elements, self.config["datatype"], int(self.config.get("words", 0)), nbytes
+                )
                 self._finish()  # the input DMA is done once it has streamed its frames in
                 self.device.accelerate(frames)
             else:

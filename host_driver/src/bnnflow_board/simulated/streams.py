@@ -9,6 +9,12 @@ the stream, lowest bits first. Element ``k`` of a frame therefore sits in
 bits ``[k*w, (k+1)*w)`` of the frame, bit 0 being the least significant bit
 of the frame's first byte; frames follow each other back to back. The output
 IODMA (``Stream2Mem_Batch``) writes the same layout.
+
+Where the stream's word is not whole bytes (a 1-bit input: 14 bits per word,
+say), FINN's ``InsertIODMA`` gives the IODMA the padded word
+(``get_instream_width_padded``): a frame is then ``words`` words of whole
+bytes each, element ``k`` of a word in its bit ``k*w``, the rest of the
+word's last byte padding the layer's stream does not read.
 """
 
 from __future__ import annotations
@@ -43,12 +49,23 @@ def frame_bytes(elements: int, datatype: str) -> int:
     return elements * width // 8
 
 
-def decode(memory: np.ndarray, n_frames: int, elements: int, datatype: str) -> np.ndarray:
-    """n_frames x elements integers from the bytes an input IODMA reads."""
+def decode(
+    memory: np.ndarray, n_frames: int, elements: int, datatype: str, words: int = 0, nbytes: int = 0
+) -> np.ndarray:
+    """n_frames x elements integers from the bytes an input IODMA reads (``nbytes`` per frame in
+    ``words`` byte-padded words, where the IODMA pads them; see the module doc)."""
     width, kind = element_type(datatype)
-    nbytes = frame_bytes(elements, datatype)
-    raw = np.asarray(memory, dtype=np.uint8).reshape(n_frames, nbytes)
-    bits = np.unpackbits(raw, axis=1, bitorder="little").reshape(n_frames, elements, width)
+    dense = frame_bytes(elements, datatype) if elements * width % 8 == 0 else 0
+    if not words or nbytes == dense:
+        words, nbytes = 1, frame_bytes(elements, datatype)
+    if nbytes % words or elements % words or elements // words * width > nbytes // words * 8:
+        raise BoardError(
+            f"simulated board: {elements} elements do not fit {words} words of {nbytes // words} bytes"
+        )
+    per_word = elements // words * width
+    raw = np.asarray(memory, dtype=np.uint8).reshape(n_frames, words, nbytes // words)
+    bits = np.unpackbits(raw, axis=2, bitorder="little")[:, :, :per_word]
+    bits = bits.reshape(n_frames, elements, width)
     values = (bits.astype(np.int64) << np.arange(width, dtype=np.int64)).sum(axis=2)
     if kind == "signed":
         values = np.where(values >= 1 << (width - 1), values - (1 << width), values)
