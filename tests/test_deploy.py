@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bnnflow_board.deployformat import apply_input_ops
 from helpers import quick_checkpoint
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
 from bnnflow.deploy.package import (
     MANIFEST,
-    apply_input_ops,
     build_package,
     host_input_ops,
     verification_warnings,
@@ -189,7 +189,7 @@ def test_package_from_a_vivado_build_folder(
 
 def test_host_and_board_share_the_deployment_format() -> None:
     """The host writes and reads packages and reports with the board's own definitions, not copies."""
-    from bnnflow_board import deployformat
+    from bnnflow_board import deployformat, hostbits
 
     from bnnflow.bench import boardreport, report
     from bnnflow.deploy import package, update
@@ -198,8 +198,8 @@ def test_host_and_board_share_the_deployment_format() -> None:
     shared = {
         package: ("MANIFEST", "FORMAT", "BITFILE", "HWH", "TIMING_REPORT", "RUNTIME_WEIGHTS",
                   "DRIVER_SETTINGS", "MODEL", "CPU_SOURCES", "TESTSET_IMAGES", "TESTSET_LABELS",
-                  "GOLDEN_CLASSES", "GOLDEN_SCORES", "BOARD_RUNTIME", "INSTALL_SCRIPT", "apply_input_ops",
-                  "transpose_op", "reshape_op", "sha256"),
+                  "GOLDEN_CLASSES", "GOLDEN_SCORES", "BOARD_RUNTIME", "INSTALL_SCRIPT", "transpose_op",
+                  "reshape_op", "sha256"),
         update: ("MANIFEST", "FORMAT", "UPDATE_FORMAT", "UPDATE_RUNTIME_WEIGHTS", "MODEL", "GOLDEN_CLASSES",
                  "GOLDEN_SCORES", "sha256", "sha256_bytes"),
         boardreport: ("BENCH_DIR", "BENCH_REPORT", "REPORT_KEYS", "REPORT_MODEL_SHA256", "same_board"),
@@ -209,6 +209,8 @@ def test_host_and_board_share_the_deployment_format() -> None:
     for module, names in shared.items():
         for name in names:
             assert getattr(module, name) is getattr(deployformat, name), f"{module.__name__}.{name}"
+    # the images the host checks against are prepared as the board prepares them
+    assert package.apply_host_ops is hostbits.apply_host_ops
     # one board table: the compiler's boards are the deployment format's, FINN's parts included
     assert list(boards.BOARDS) == list(deployformat.BOARDS)
     for name, board in boards.BOARDS.items():
