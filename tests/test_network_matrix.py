@@ -50,7 +50,7 @@ SOURCE = textwrap.dedent(
     from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 
     INPUT_BITS = {in_bits}
-    CONVS = {convs}  # (out channels, kernel, stride, padding, max-pool or 0)
+    CONVS = {convs}  # (out channels, kernel, stride, padding, max-pool: kernel, [kernel, stride] or 0)
     FCS = {fcs}  # hidden FC widths
 
     def sign(bits=1):
@@ -70,7 +70,8 @@ SOURCE = textwrap.dedent(
             for out_c, kernel, stride, padding, pool in CONVS:
                 layers += [binary(QuantConv2d, c, out_c, kernel, stride=stride, padding=padding),
                            nn.BatchNorm2d(out_c), sign()]
-                layers += [nn.MaxPool2d(pool)] if pool else []
+                if pool:
+                    layers.append(nn.MaxPool2d(*pool) if isinstance(pool, list) else nn.MaxPool2d(pool))
                 c = out_c
             self.features = nn.Sequential(*layers)
             with torch.no_grad():
@@ -105,8 +106,8 @@ MATRIX = {
     "conv1d": ((1, 1, 32), 1, [(7, (1, 5), 1, (0, 2), (1, 2)), (13, (1, 3), (1, 2), 0, 0)], [], 10),
     # a non-square 12 x 20 input: padded 8-bit 3x3 at stride 2, pool 2, 43 classes
     "nonsquare": ((1, 12, 20), 8, [(7, 3, 2, 1, 2), (13, 3, 1, 0, 0)], [], 43),
-    # kernel 5 at stride 2 on a non-square colour input, pool 3, a binary 1x1, 1-bit input, 2 classes
-    "k5-stride2": ((3, 13, 17), 1, [(13, 5, 2, 0, 0), (7, 1, 1, 0, 3)], [], 2),
+    # kernel 5 at stride 2 on a non-square colour input, a binary 1x1, pool 3 on 5x7 (no multiple), 2 classes
+    "k5-stride2": ((3, 13, 17), 1, [(13, 5, 2, 0, 0), (31, 1, 1, 0, 3)], [], 2),
 }
 
 
@@ -195,3 +196,17 @@ def test_package_on_the_simulated_board(network: tuple[str, dict], tmp_path: Pat
     assert report["fpga"]["agree_classes"] == N_BOARD and report["fpga"]["first_mismatch"] is None
     cpu = report["cpu"]
     assert cpu["available"] and cpu["agree_classes"] == cpu["agree_scores"] == N_BOARD, cpu
+
+
+def test_a_one_to_one_channel_convolution_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-channel to 1-channel convolution becomes FINN's depthwise VVAU, which bnnflow does not compile:
+    ``bnnflow check`` (which ``bnnflow train`` runs first) says so in one line, naming what to change."""
+    data = _dataset(tmp_path / "data.npz", (1, 10, 10), 3)
+    source = tmp_path / "one_channel.py"
+    source.write_text(SOURCE.format(in_bits=8, convs=repr([(1, 3, 1, 0, 2)]), fcs="[]"))
+    capsys.readouterr()
+    assert main(["check", f"{source}:build", "--dataset", f"npz:{data}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(VVAU_0, VVAU)" in err and "2 or more output channels" in err, err
