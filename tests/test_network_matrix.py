@@ -30,6 +30,7 @@ from conftest import made_once
 from helpers import unavailable
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
+from bnnflow.bnncpu import modelfile as mf
 from bnnflow.cli import main
 from bnnflow.layout import CompileDir
 from tests.user_data_files import class_images
@@ -106,26 +107,58 @@ MATRIX = {
     "conv1d": ((1, 1, 32), 1, [(7, (1, 5), 1, (0, 2), (1, 2)), (13, (1, 3), (1, 2), 0, 0)], [], 10),
     # a non-square 12 x 20 input: padded 8-bit 3x3 at stride 2, pool 2, 43 classes
     "nonsquare": ((1, 12, 20), 8, [(7, 3, 2, 1, 2), (13, 3, 1, 0, 0)], [], 43),
-    # kernel 5 at stride 2 on a non-square colour input, a binary 1x1, pool 3 on 5x7 (no multiple), 2 classes
-    "k5-stride2": ((3, 13, 17), 1, [(13, 5, 2, 0, 0), (31, 1, 1, 0, 3)], [], 2),
+    # kernel 5 at stride 2 on a non-square colour input, a binary 1x1, an overlapping pool 3 at stride 2
+    "k5-stride2": ((3, 13, 17), 1, [(13, 5, 2, 0, 0), (31, 1, 1, 0, [3, 2])], [], 2),
 }
 
 
 def _dataset(path: Path, shape: tuple[int, int, int], classes: int) -> Path:
-    """An npz archive of ``shape`` images (NCHW uint8), PER_CLASS_TRAIN per class to train, N_TEST to test."""
+    """An npz archive of uint8 ``shape`` images, PER_CLASS_TRAIN per class to train, N_TEST to test:
+    (N, H, W) for one channel, colour in the archive's stated ``layout`` NHWC."""
     c, h, w = shape
 
     def split(per_class: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
         x = [class_images(k, n, (h, w), channels=c, seed=seed) for k, n in enumerate(per_class) if n]
-        y = np.repeat(np.arange(classes), per_class)
-        x = np.concatenate(x)
-        return (x[:, None] if c == 1 else x.transpose(0, 3, 1, 2)), y
+        return np.concatenate(x), np.repeat(np.arange(classes), per_class)
 
     x_train, y_train = split([PER_CLASS_TRAIN] * classes, 0)
     test = np.bincount(np.arange(N_TEST) % classes, minlength=classes).tolist()
     x_test, y_test = split(test, 1)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    layout = {"layout": "NHWC"} if c > 1 else {}
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, **layout)
     return path
+
+
+def _test_images(paths: dict) -> np.ndarray:
+    """The test split as the stages read it: NCHW."""
+    x = np.load(paths["data"])["x_test"]
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+
+
+def _pair(v: int | tuple[int, int] | str) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def _check_structure(name: str, model: mf.CpuModel) -> None:
+    """The engine's model file holds the windows the network is meant to exercise, so the comparison covers
+    them: each convolution's kernel, stride and padding (``'same'``: kernel // 2), each max-pool's window
+    and stride, the input's width in the first weight layer, the class count."""
+    shape, in_bits, convs, _, classes = MATRIX[name]
+    assert (model.in_c, model.in_h, model.in_w) == shape and model.n_classes == classes
+    mvaus = [la for la in model.layers if la.kind == mf.LayerKind.MVAU]
+    pools = [la for la in model.layers if la.kind == mf.LayerKind.MAXPOOL]
+    assert mvaus[0].input_type == (mf.ValueType.INT8 if in_bits == 8 else mf.ValueType.BITS)
+    assert mvaus[-1].out_c == classes and len(pools) == sum(1 for *_, pool in convs if pool)
+    pools_left = iter(pools)
+    for layer, (out_c, kernel, stride, padding, pool) in zip(mvaus, convs, strict=False):
+        k = _pair(kernel)
+        pad = (k[0] // 2, k[1] // 2) if padding == "same" else _pair(padding)
+        assert layer.out_c == out_c and (layer.kernel, layer.kernel_w) == k, (name, layer)
+        assert (layer.stride, layer.stride_w) == _pair(stride) and layer.pad == (*pad, *pad), (name, layer)
+        if pool:
+            window, step = (pool[0], pool[1]) if isinstance(pool, list) else (pool, pool)
+            p = next(pools_left)
+            assert ((p.kernel, p.kernel_w), (p.stride, p.stride_w)) == (_pair(window), _pair(step)), (name, p)
 
 
 def _through_compile(name: str, root: Path) -> dict[str, str]:
@@ -167,9 +200,11 @@ def test_engine_equals_finn_on_every_test_image(network: tuple[str, dict]) -> No
     from bnnflow.cpu.finn_reference import finn_outputs
 
     name, paths = network
-    images = np.load(paths["data"])["x_test"]
+    images = _test_images(paths)
+    model_file = CompileDir(paths["compiled"]).cpu_model
+    _check_structure(name, mf.read_model(model_file))
     finn = finn_outputs(paths["compiled"], images)
-    with CpuEngine(CompileDir(paths["compiled"]).cpu_model) as engine:
+    with CpuEngine(model_file) as engine:
         classes, scores = engine.run(np.ascontiguousarray(images), threads=1)
     assert scores.shape == (N_TEST, MATRIX[name][4])
     assert np.array_equal(scores, finn.scores), (name, scores, finn.scores)
