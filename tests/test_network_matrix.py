@@ -12,7 +12,7 @@ hardware-layer graph on every test image), ``bnnflow package`` and
 Between them the networks cover kernels 1, 3, 5 and (1, k) on a 1 x W input,
 convolution strides 1 and 2 (and (1, 2)), padding 0 and size-keeping padding
 (``padding='same'`` and its pixel form), max-pooling 2, 3 and (1, 2), odd and
-prime channel counts, a 1-bit and an 8-bit input quantizer, 2, 10 and 43
+prime channel counts, a 1-bit, a 4-bit and an 8-bit input quantizer, 2, 10 and 43
 classes, a non-square input and a colour one (``MATRIX`` names each one's).
 """
 
@@ -101,8 +101,8 @@ MATRIX = {
     "k1-colour": ((3, 8, 8), 8, [(13, 1, 1, 0, 2), (7, 3, 1, 0, 0)], [], 43),
     # stride 2, odd 9 and prime 31 channels, 1-bit input, 10 classes
     "stride2": ((1, 11, 11), 1, [(9, 3, 2, 0, 0), (31, 3, 1, 0, 0)], [], 10),
-    # pool 3 after a size-keeping padded 3x3 (pixels), 2 classes
-    "pool3": ((1, 12, 12), 8, [(7, 3, 1, 1, 3), (13, 3, 1, 0, 0)], [], 2),
+    # pool 3 after a size-keeping padded 3x3 (pixels) on a 4-bit input quantizer, 2 classes
+    "pool3": ((1, 12, 12), 4, [(7, 3, 1, 1, 3), (13, 3, 1, 0, 0)], [], 2),
     # (1, 5) and (1, 3) kernels on a 1 x 32 signal: padded binary (1, 5), pool (1, 2), stride (1, 2)
     "conv1d": ((1, 1, 32), 1, [(7, (1, 5), 1, (0, 2), (1, 2)), (13, (1, 3), (1, 2), 0, 0)], [], 10),
     # a non-square 12 x 20 input: padded 8-bit 3x3 at stride 2, pool 2, 43 classes
@@ -147,7 +147,7 @@ def _check_structure(name: str, model: mf.CpuModel) -> None:
     assert (model.in_c, model.in_h, model.in_w) == shape and model.n_classes == classes
     mvaus = [la for la in model.layers if la.kind == mf.LayerKind.MVAU]
     pools = [la for la in model.layers if la.kind == mf.LayerKind.MAXPOOL]
-    assert mvaus[0].input_type == (mf.ValueType.INT8 if in_bits == 8 else mf.ValueType.BITS)
+    assert mvaus[0].input_type == (mf.ValueType.INT8 if in_bits > 1 else mf.ValueType.BITS)
     assert mvaus[-1].out_c == classes and len(pools) == sum(1 for *_, pool in convs if pool)
     pools_left = iter(pools)
     for layer, (out_c, kernel, stride, padding, pool) in zip(mvaus, convs, strict=False):
