@@ -52,7 +52,7 @@ SOURCE = textwrap.dedent(
 
     INPUT_BITS = {in_bits}
     CONVS = {convs}  # (out channels, kernel, stride, padding, max-pool: kernel, [kernel, stride] or 0)
-    FCS = {fcs}  # hidden FC widths
+    FCS = {fcs}  # hidden FC widths; None: the classifier is a convolution over the whole last map
 
     def sign(bits=1):
         if bits == 1:
@@ -76,15 +76,19 @@ SOURCE = textwrap.dedent(
                 c = out_c
             self.features = nn.Sequential(*layers)
             with torch.no_grad():
-                width = self.features(torch.zeros(1, *input_shape)).numel()
-            fcs = []
-            for n in FCS:
-                fcs += [binary(QuantLinear, width, n), nn.BatchNorm1d(n), sign()]
-                width = n
-            self.classifier = nn.Sequential(*fcs, binary(QuantLinear, width, num_classes), TensorNorm())
+                _, _, h, w = self.features(torch.zeros(1, *input_shape)).shape
+            if FCS is None:
+                head = [binary(QuantConv2d, c, num_classes, (h, w)), nn.Flatten()]
+            else:
+                head, width = [nn.Flatten()], c * h * w
+                for n in FCS:
+                    head += [binary(QuantLinear, width, n), nn.BatchNorm1d(n), sign()]
+                    width = n
+                head.append(binary(QuantLinear, width, num_classes))
+            self.classifier = nn.Sequential(*head, TensorNorm())
 
         def forward(self, x):
-            return self.classifier(self.features(2.0 * x - 1.0).flatten(1))
+            return self.classifier(self.features(2.0 * x - 1.0))
 
     def build(input_shape, num_classes):
         return Net(input_shape, num_classes)
@@ -103,8 +107,9 @@ MATRIX = {
     "stride2": ((1, 11, 11), 1, [(9, 3, 2, 0, 0), (31, 3, 1, 0, 0)], [], 10),
     # pool 3 after a size-keeping padded 3x3 (pixels) on a 4-bit input quantizer, 2 classes
     "pool3": ((1, 12, 12), 4, [(7, 3, 1, 1, 3), (13, 3, 1, 0, 0)], [], 2),
-    # (1, 5) and (1, 3) kernels on a 1 x 32 signal: padded binary (1, 5), pool (1, 2), stride (1, 2)
-    "conv1d": ((1, 1, 32), 1, [(7, (1, 5), 1, (0, 2), (1, 2)), (13, (1, 3), (1, 2), 0, 0)], [], 10),
+    # (1, 5) and (1, 3) kernels on a 1 x 32 signal: padded binary (1, 5), pool (1, 2), stride (1, 2), and
+    # a (1, 7) convolution over the last 1 x 7 map as the classifier (fully convolutional)
+    "conv1d": ((1, 1, 32), 1, [(7, (1, 5), 1, (0, 2), (1, 2)), (13, (1, 3), (1, 2), 0, 0)], None, 10),
     # a non-square 12 x 20 input: padded 8-bit 3x3 at stride 2, pool 2, 43 classes
     "nonsquare": ((1, 12, 20), 8, [(7, 3, 2, 1, 2), (13, 3, 1, 0, 0)], [], 43),
     # kernel 5 at stride 2 on a non-square colour input, a binary 1x1, an overlapping pool 3 at stride 2
@@ -142,13 +147,17 @@ def _pair(v: int | tuple[int, int] | str) -> tuple[int, int]:
 def _check_structure(name: str, model: mf.CpuModel) -> None:
     """The engine's model file holds the windows the network is meant to exercise, so the comparison covers
     them: each convolution's kernel, stride and padding (``'same'``: kernel // 2), each max-pool's window
-    and stride, the input's width in the first weight layer, the class count."""
-    shape, in_bits, convs, _, classes = MATRIX[name]
+    and stride, the input's width in the first weight layer, the class count (and a classifier convolution's
+    window)."""
+    shape, in_bits, convs, fcs, classes = MATRIX[name]
     assert (model.in_c, model.in_h, model.in_w) == shape and model.n_classes == classes
     mvaus = [la for la in model.layers if la.kind == mf.LayerKind.MVAU]
     pools = [la for la in model.layers if la.kind == mf.LayerKind.MAXPOOL]
     assert mvaus[0].input_type == (mf.ValueType.INT8 if in_bits > 1 else mf.ValueType.BITS)
     assert mvaus[-1].out_c == classes and len(pools) == sum(1 for *_, pool in convs if pool)
+    if fcs is None:  # the classifier convolution's window is the whole last map
+        last = mvaus[-1]
+        assert len(mvaus) == len(convs) + 1 and last.in_shape[:2] == (last.kernel, last.kernel_w), last
     pools_left = iter(pools)
     for layer, (out_c, kernel, stride, padding, pool) in zip(mvaus, convs, strict=False):
         k = _pair(kernel)

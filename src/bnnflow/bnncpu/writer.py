@@ -445,6 +445,21 @@ class _Walker:
         )
         self.shape, self.vtype, self.flattened = (oh, ow, mh), out_t, None
 
+    def shuffle(self, node: Any) -> None:
+        """FINN's decomposed Transpose (InnerShuffle, OuterShuffle) that leaves the data in its order,
+        as the NHWC -> NCHW transpose before the flatten of a convolution's 1 x 1 x classes output does:
+        no layer. A shuffle that reorders the data is refused."""
+        inst = self.get(node)
+        shape = [int(d) for d in inst.get_nodeattr("transpose_in_shape")]
+        if base_op_type(node.op_type) == "OuterShuffle":
+            perm = [int(d) for d in inst.get_nodeattr("perm")]
+        else:  # InnerShuffle swaps the last two dims (finn.custom_op.fpgadataflow.inner_shuffle)
+            perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
+        moved = [d for d in perm if shape[d] != 1]  # dims of size 1 take no place
+        h, w, c = self.shape
+        if moved != sorted(moved) or int(np.prod(shape)) != h * w * c:
+            raise _fail(node, f"a transpose {perm} of {shape} that reorders the {h}x{w}x{c} data")
+
     def label_select(self, node: Any) -> None:
         inst = self.get(node)
         if int(inst.get_nodeattr("K")) != 1:
@@ -585,6 +600,8 @@ def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
             if nxt is None or base_op_type(nxt.op_type) != "ConvolutionInputGenerator":
                 raise _fail(node, "padding not followed by a sliding window")
             walker.padding(node)
+        elif op in ("InnerShuffle", "OuterShuffle"):
+            walker.shuffle(node)
         elif op == "FMPadding_Pixel":
             raise _fail(node, "pixel padding (transposed convolutions) is not supported")
         elif op == "Pool":
