@@ -191,9 +191,12 @@ def _through_compile(name: str, root: Path) -> dict[str, str]:
     params=[pytest.param(name, marks=pytest.mark.xdist_group(f"matrix-{name}")) for name in MATRIX],
 )
 def network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    name = request.param
+    return request.param, _made(tmp_path_factory, request.param)
+
+
+def _made(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, Path]:
     made = made_once(tmp_path_factory, f"matrix-{name}", lambda folder: _through_compile(name, folder))
-    return name, {k: Path(v) for k, v in made.items()}
+    return {k: Path(v) for k, v in made.items()}
 
 
 def test_compile_verified_every_test_image(network: tuple[str, dict]) -> None:
@@ -254,3 +257,37 @@ def test_a_one_to_one_channel_convolution_is_one_line(
     assert main(["check", f"{source}:build", "--dataset", f"npz:{data}"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(VVAU_0, VVAU)" in err and "2 or more output channels" in err, err
+
+
+@pytest.mark.xdist_group("matrix-conv1d")
+def test_the_model_file_refuses_a_reordering_shuffle_and_an_overflowing_input_type(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The writer passes over a shuffle only where it keeps the data's order, and writes a 2- to 7-bit
+    input as INT8 only where the thresholds keep it inside its type: each edited graph is refused, naming
+    the node."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnnflow.bnncpu.writer import UnsupportedGraph, build_cpu_model
+
+    def graphs(name: str) -> tuple[ModelWrapper, ModelWrapper]:
+        compiled = _made(tmp_path_factory, name)["compiled"]
+        hw = ModelWrapper(str(compiled / "model_hw.onnx"))
+        return hw, ModelWrapper(str(CompileDir(compiled).parent_graph))
+
+    hw, parent = graphs("conv1d")
+    build_cpu_model(hw, parent)  # as compiled: the shuffle keeps 1 x 1 x 10 in order
+    (shuffle,) = [n for n in hw.graph.node if n.op_type.startswith("InnerShuffle")]
+    getCustomOp(shuffle).set_nodeattr("transpose_in_shape", [1, 1, 2, 5])  # the same 10 values, transposed
+    with pytest.raises(UnsupportedGraph, match=rf"^{shuffle.name} .*a transpose .* that reorders the 1x1x10"):
+        build_cpu_model(hw, parent)
+
+    hw, parent = graphs("pool3")
+    (threshold,) = [n for n in hw.graph.node if n.op_type.startswith("Thresholding")]
+    assert getCustomOp(threshold).get_nodeattr("outputDataType") == "INT4"
+    getCustomOp(threshold).set_nodeattr("outputDataType", "INT3")  # 15 thresholds from -8 leave INT3
+    with pytest.raises(
+        UnsupportedGraph, match=rf"^{threshold.name} .*ActVal -8 \+ 0..15 thresholds does not fit INT3"
+    ):
+        build_cpu_model(hw, parent)
