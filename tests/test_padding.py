@@ -244,20 +244,55 @@ def test_forward_pads_binary_activations_with_minus_one() -> None:
         assert torch.equal(again(x), model(x))
 
 
-def test_padding_same_and_non_constant_padding_are_refused() -> None:
+def _binary_conv(bits: int, kernel: int, **kwargs: Any) -> nn.Sequential:
     from brevitas.nn import QuantConv2d, QuantIdentity
     from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
 
-    for kwargs, words in (
-        ({"padding": "same"}, "padding='same'"),
-        ({"padding": 1, "padding_mode": "reflect"}, "padding_mode='reflect'"),
+    return nn.Sequential(
+        QuantIdentity(act_quant=CommonActQuant, bit_width=bits),
+        QuantConv2d(1, 4, kernel, bias=False, weight_quant=CommonWeightQuant, weight_bit_width=1, **kwargs),
+    )
+
+
+def test_uneven_padding_same_and_non_constant_padding_are_refused() -> None:
+    for kernel, kwargs, words in (
+        (
+            2,
+            {"padding": "same"},
+            r"padding='same', which here pads unevenly \(left 0, right 1, top 0, bottom 1\)",
+        ),
+        (
+            3,
+            {"padding": "same", "stride": 2},
+            r"pads unevenly \(left 0, right 1, top 0, bottom 1\)",
+        ),  # 8 -> 4
+        (3, {"padding": 1, "padding_mode": "reflect"}, "padding_mode='reflect'"),
     ):
-        model = nn.Sequential(
-            QuantIdentity(act_quant=CommonActQuant, bit_width=1),
-            QuantConv2d(1, 4, 3, bias=False, weight_quant=CommonWeightQuant, weight_bit_width=1, **kwargs),
-        )
         with pytest.raises(BnnflowError, match=words):
-            pad_binary_inputs_with_minus_one(model, DIGITS)
+            pad_binary_inputs_with_minus_one(_binary_conv(1, kernel, **kwargs), DIGITS)
+
+
+@pytest.mark.parametrize("bits", [1, 8])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "shape"), [(3, 1, DIGITS), (5, 1, (1, 7, 9)), (3, 2, (1, 9, 7))]
+)
+def test_padding_same_becomes_pixels(bits: int, kernel: int, stride: int, shape: tuple[int, ...]) -> None:
+    """padding='same' with an even total (an odd kernel) is its padding in pixels, the same function;
+    a binary input's padding then becomes the -1 pad, as for padding in pixels."""
+    torch.manual_seed(0)
+    model = _binary_conv(bits, kernel, padding="same", stride=stride).eval()
+    pixels = _binary_conv(bits, kernel, padding=kernel // 2, stride=stride).eval()
+    pixels.load_state_dict(model.state_dict())
+    x = torch.rand(3, *shape) * 2 - 1
+    with torch.no_grad():
+        want = model(x)
+        pad_binary_inputs_with_minus_one(pixels, shape)
+        assert pad_binary_inputs_with_minus_one(model, shape) == (["1"] if bits == 1 else [])
+        assert torch.equal(model(x), pixels(x))
+        if bits == 8:  # the input's zero padding: unchanged, PyTorch's 'same'
+            assert model[1].padding == (kernel // 2, kernel // 2) and torch.equal(model(x), want)
+        else:
+            assert getattr(model[1], MARKER)[:4] == (kernel // 2,) * 4
 
 
 def test_a_pad_finn_cannot_map_is_one_line(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def _padded_convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if isinstance(module, QuantConv2d) and not hasattr(module, MARKER):
             label = f"layer {name!r} (QuantConv2d)"
             if isinstance(module.padding, str) or getattr(module, "is_same_padded_strided", False):
-                raise BnnflowError(f"{label} has padding='same'; give the padding in pixels (1 for 3x3)")
+                raise BnnflowError(f"{label} has padding={module.padding!r}; give the padding in pixels")
             if module.padding_mode != "zeros" and any(int(p) for p in module.padding):
                 raise BnnflowError(
                     f"{label} has padding_mode={module.padding_mode!r}; FINN pads with a constant only"
@@ -102,6 +102,12 @@ def _input_quantizers(
 
     handles = [quant.register_forward_hook(ran) for quant in _act_quantizers(model)]
     handles += [conv.register_forward_pre_hook(reads(name)) for name, conv in convs]
+    _forward_once(model, input_shape, handles)
+    return found
+
+
+def _forward_once(model: nn.Module, input_shape: Sequence[int], handles: list[Any]) -> None:
+    """One evaluation-mode forward pass of a zero input, then the hooks ``handles`` removed."""
     was_training = model.training
     try:
         model.eval()
@@ -112,7 +118,6 @@ def _input_quantizers(
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return found
 
 
 def _binary_padded(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, nn.Module, nn.Module]]:
@@ -137,6 +142,61 @@ def zero_padded_binary_convs(model: nn.Module, input_shape: Sequence[int]) -> li
     return [name for name, _conv, _quant in _binary_padded(model, input_shape)]
 
 
+def _same_amounts(conv: nn.Module, height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) that ``padding='same'`` adds around a ``height`` x ``width`` input.
+
+    Brevitas' rule for a strided convolution (``QuantConv2d.conv2d_same_zeros_pad_stride``), which at
+    stride 1 is PyTorch's: ``dilation * (kernel - 1)`` in all, the smaller half before.
+    """
+    amounts = []
+    for size, kernel, stride, dilation in zip(
+        (width, height), conv.kernel_size[::-1], conv.stride[::-1], conv.dilation[::-1], strict=True
+    ):
+        total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+        amounts += [total // 2, total - total // 2]
+    return amounts[0], amounts[1], amounts[2], amounts[3]
+
+
+def same_padding_in_pixels(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """Give every ``QuantConv2d`` with ``padding='same'`` the same padding in pixels (in place); their names.
+
+    FINN's front end reads an ONNX ``Conv``'s pixel ``pads``, and bnnflow.padding
+    replaces the padding of a convolution that reads binary activations, so both
+    need the amounts. Equal amounts on both sides of each axis (an odd kernel) give
+    the same function; uneven ones (an even kernel, or some strided cases) are
+    refused in one line, since a symmetric padding in pixels cannot state them.
+    """
+    from brevitas.nn import QuantConv2d
+
+    same = {
+        name: conv
+        for name, conv in model.named_modules()
+        if isinstance(conv, QuantConv2d) and conv.padding_mode == "zeros"
+        and (conv.padding == "same" or getattr(conv, "is_same_padded_strided", False))
+    }  # fmt: skip
+    if not same:
+        return []
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def seen(name: str) -> Any:
+        def hook(_conv: nn.Module, args: tuple[Any, ...]) -> None:
+            sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+        return hook
+
+    _forward_once(model, input_shape, [conv.register_forward_pre_hook(seen(n)) for n, conv in same.items()])
+    for name, conv in same.items():
+        left, right, top, bottom = _same_amounts(conv, *sizes[name])
+        if (left, top) != (right, bottom):
+            raise BnnflowError(
+                f"layer {name!r} (QuantConv2d) has padding='same', which here pads unevenly "
+                f"(left {left}, right {right}, top {top}, bottom {bottom}); "
+                "use an odd kernel or padding in pixels"
+            )
+        conv.padding, conv.is_same_padded_strided = (top, left), False
+    return list(same)
+
+
 def pad_binary_inputs_with_minus_one(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     """Make ``model`` pad as FINN does; returns the names of the convolutions changed (in place).
 
@@ -145,6 +205,7 @@ def pad_binary_inputs_with_minus_one(model: nn.Module, input_shape: Sequence[int
     network's input or a wider quantizer (the 8-bit input) keeps PyTorch's
     zero padding, which FINN reproduces exactly. Calling it again changes nothing.
     """
+    same_padding_in_pixels(model, input_shape)
     changed = []
     for name, conv, quant in _binary_padded(model, input_shape):
         scale = quant.act_quant.scale().detach().reshape(-1)

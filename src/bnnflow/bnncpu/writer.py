@@ -134,6 +134,13 @@ class _Walker:
         # A host-binarized design's input thresholds, (C, H, W) or (1, 1, 1), until they are a layer.
         self.host_thresholds: np.ndarray | None = None
         self.image_chw: tuple[int, int, int] = (0, 0, 0)
+        self.int_type = "INT8"  # FINN's type of an INT8 tensor: the input quantizer's INT2 .. INT8
+
+    def finn_type(self) -> str:
+        """FINN's datatype name of the current tensor."""
+        if self.vtype == ValueType.BITS:
+            return "BINARY"
+        return self.int_type if self.vtype == ValueType.INT8 else self.vtype.name
 
     def init(self, node: Any, index: int, name: str) -> np.ndarray:
         value = self.hw.get_initializer(node.input[index]) if index < len(node.input) else None
@@ -181,14 +188,17 @@ class _Walker:
             # FINN's RTL thresholding is a binary search over sorted thresholds.
             raise _fail(node, "thresholds are not sorted in ascending order")
         odt = inst.get_nodeattr("outputDataType")
-        if odt == "INT8":
-            out_t = ValueType.INT8
+        if re.fullmatch(r"INT[2-8]", odt):
+            # An input quantizer of 2 to 8 bits: its values are int8 values, which INT8 carries
+            # (ActVal and the threshold count, checked below, keep them inside the type).
+            out_t, self.int_type = ValueType.INT8, odt
         else:
             _bits_type(node, odt, "output")
             out_t = ValueType.BITS
         act = int(inst.get_nodeattr("ActVal"))
         n = thr.shape[1]
-        lo, hi = (0, 1) if out_t == ValueType.BITS else (-128, 127)
+        half = 2 ** (int(odt[3:]) - 1) if out_t == ValueType.INT8 else 0
+        lo, hi = (0, 1) if out_t == ValueType.BITS else (-half, half - 1)
         if not 1 <= n <= 255 or act < lo or act + n > hi:
             raise _fail(node, f"ActVal {act} + 0..{n} thresholds does not fit {odt}")
         self.layers.append(
@@ -274,7 +284,7 @@ class _Walker:
                 f"input {inst.get_nodeattr('ImgDim')} x {inst.get_nodeattr('NumChannels')} != {h}x{w}x{c}",
             )
         dt = inst.get_nodeattr("inputDataType")
-        want = "BINARY" if self.vtype == ValueType.BITS else self.vtype.name
+        want = self.finn_type()
         if dt != want:
             raise _fail(node, f"input {dt}, the tensor is {want}")
         if len(pad) != 4 or min(pad) < 0:
@@ -393,9 +403,9 @@ class _Walker:
         else:
             if self.vtype not in (ValueType.UINT8, ValueType.INT8):
                 raise _fail(node, f"a non-XNOR MVAU on {self.vtype.name} input; only UINT8 or INT8")
-            if inst.get_nodeattr("inputDataType") != self.vtype.name:
+            if inst.get_nodeattr("inputDataType") != self.finn_type():
                 raise _fail(
-                    node, f"input {inst.get_nodeattr('inputDataType')}, the tensor is {self.vtype.name}"
+                    node, f"input {inst.get_nodeattr('inputDataType')}, the tensor is {self.finn_type()}"
                 )
             if not np.all((weights == -1) | (weights == 1)):
                 raise _fail(node, "weights of an integer-input MVAU are not bipolar (+-1)")
@@ -434,6 +444,21 @@ class _Walker:
             )
         )
         self.shape, self.vtype, self.flattened = (oh, ow, mh), out_t, None
+
+    def shuffle(self, node: Any) -> None:
+        """FINN's decomposed Transpose (InnerShuffle, OuterShuffle) that leaves the data in its order,
+        as the NHWC -> NCHW transpose before the flatten of a convolution's 1 x 1 x classes output does:
+        no layer. A shuffle that reorders the data is refused."""
+        inst = self.get(node)
+        shape = [int(d) for d in inst.get_nodeattr("transpose_in_shape")]
+        if base_op_type(node.op_type) == "OuterShuffle":
+            perm = [int(d) for d in inst.get_nodeattr("perm")]
+        else:  # InnerShuffle swaps the last two dims (finn.custom_op.fpgadataflow.inner_shuffle)
+            perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
+        moved = [d for d in perm if shape[d] != 1]  # dims of size 1 take no place
+        h, w, c = self.shape
+        if moved != sorted(moved) or int(np.prod(shape)) != h * w * c:
+            raise _fail(node, f"a transpose {perm} of {shape} that reorders the {h}x{w}x{c} data")
 
     def label_select(self, node: Any) -> None:
         inst = self.get(node)
@@ -575,6 +600,8 @@ def _walk(hw: Any, walker: _Walker, image_nchw: bool) -> None:
             if nxt is None or base_op_type(nxt.op_type) != "ConvolutionInputGenerator":
                 raise _fail(node, "padding not followed by a sliding window")
             walker.padding(node)
+        elif op in ("InnerShuffle", "OuterShuffle"):
+            walker.shuffle(node)
         elif op == "FMPadding_Pixel":
             raise _fail(node, "pixel padding (transposed convolutions) is not supported")
         elif op == "Pool":

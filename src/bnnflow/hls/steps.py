@@ -123,6 +123,15 @@ def _only_hardware_layers(model: Any, cfg: CompileConfig) -> Any:
             "FINN cannot map these layers to hardware: "
             + (", ".join(left) or "no weight layer became an MVAU")
         )
+    # qonnx's LowerConvsToMatMul takes a convolution with as many groups as input channels and as
+    # many output channels as input channels for a depthwise one; with 1 channel in and out, groups=1
+    # is that, and FINN makes it a VVAU: no XNOR-popcount layer, not in the engine's model format.
+    depthwise = next((n for n in model.graph.node if n.op_type == "VVAU"), None)
+    if depthwise is not None:
+        raise BnnflowError(
+            f"FINN maps a convolution with 1 input and 1 output channel to a depthwise layer "
+            f"({depthwise.name}, VVAU), which bnnflow does not compile; give it 2 or more output channels"
+        )
     # Before FINN's first bit-width minimisation: runtime_weights.py says why.
     return model.transform(MakeRuntimeWritable()) if cfg.runtime_weights else model
 
