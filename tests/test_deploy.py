@@ -197,7 +197,7 @@ def test_host_and_board_share_the_deployment_format() -> None:
 
     shared = {
         package: ("MANIFEST", "FORMAT", "BITFILE", "HWH", "TIMING_REPORT", "RUNTIME_WEIGHTS",
-                  "DRIVER_SETTINGS", "MODEL", "CPU_SOURCES", "TESTSET_IMAGES", "TESTSET_LABELS",
+                  "DRIVER_SETTINGS", "MODEL", "CPU_SOURCES", "TESTSET_IMAGES", "labels_file",
                   "GOLDEN_CLASSES", "GOLDEN_SCORES", "BOARD_RUNTIME", "INSTALL_SCRIPT", "transpose_op",
                   "reshape_op", "sha256"),
         update: ("MANIFEST", "FORMAT", "UPDATE_FORMAT", "UPDATE_RUNTIME_WEIGHTS", "MODEL", "GOLDEN_CLASSES",

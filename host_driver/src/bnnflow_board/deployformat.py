@@ -49,7 +49,11 @@ RUNTIME_WEIGHTS = "driver/runtime_weights"  # FINN's deployment layout: next to 
 MODEL = "model.bnn"
 CPU_SOURCES = "cpu"
 TESTSET_IMAGES = "testset/images.u8"  # N x C x H x W uint8, the dataset's layout
-TESTSET_LABELS = "testset/labels.u8"  # N uint8
+TESTSET_LABELS = "testset/labels.u8"  # N uint8: up to 256 classes
+TESTSET_LABELS_WIDE = "testset/labels.u16"  # N uint16, little-endian: 257 to 65,536 classes
+#: the labels file for up to ``most`` classes: (most, file, numpy dtype); the manifest's testset "labels"
+#: names the file, and a reader takes the dtype from its name's suffix
+LABELS_FILES = ((256, TESTSET_LABELS, "u1"), (65536, TESTSET_LABELS_WIDE, "<u2"))
 GOLDEN_CLASSES = "testset/golden_classes.i32"  # N int32, little-endian
 GOLDEN_SCORES = "testset/golden_scores.i32"  # N x n_classes int32, little-endian
 BOARD_RUNTIME = "bnnflow-board"
@@ -85,6 +89,28 @@ REPORT_MODEL_SHA256 = "model_sha256"
 
 class FormatError(ValueError):
     """Something that breaks the deployment format; each side turns it into its own one-line error."""
+
+
+def labels_file(n_classes: int) -> tuple[str, str]:
+    """(file, numpy dtype) of the test-set labels for ``n_classes``: the narrowest that holds them."""
+    for most, name, dtype in LABELS_FILES:
+        if n_classes <= most:
+            return name, dtype
+    raise FormatError(
+        f"{n_classes:,} classes: a package's test-set labels hold at most {LABELS_FILES[-1][0]:,}"
+    )
+
+
+def labels_dtype(name: str) -> str:
+    """The numpy dtype of the labels file ``name`` (the manifest's testset "labels"), by its suffix."""
+    suffixes = {Path(file).suffix: dtype for _, file, dtype in LABELS_FILES}
+    suffix = Path(name).suffix
+    if suffix not in suffixes:
+        raise FormatError(
+            f"test-set labels {name}: unknown file type {suffix or '(none)'!r}, not one of "
+            f"{', '.join(suffixes)}"
+        )
+    return suffixes[suffix]
 
 
 def sha256(path: str | Path) -> str:

@@ -16,6 +16,7 @@ from bnnflow_board.deployformat import (
     MANIFEST,
     MANIFEST_KEYS,
     FormatError,
+    labels_dtype,
     sha256,
 )
 from bnnflow_board.errors import BoardError
@@ -95,7 +96,11 @@ class Package:
                     f"{golden[0].parent}: golden outputs for {classes.size} images, the test set has {n}"
                 )
             source = golden[2]
-        labels = read("labels", "u1", n).astype(np.int64)
+        try:
+            dtype = labels_dtype(str(ts["labels"]))
+        except FormatError as exc:
+            raise BoardError(f"{self.root / MANIFEST}: {exc}") from None
+        labels = read("labels", dtype, n).astype(np.int64)
         bad = np.flatnonzero(labels >= k)
         if bad.size:
             raise BoardError(

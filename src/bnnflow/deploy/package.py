@@ -13,7 +13,7 @@ needs to compare the FPGA against the CPU on the board::
       model.bnn                the CPU engine's model file (from the compile folder)
       cpu/                     the CPU engine's sources, built on the board
       testset/images.u8        N x C x H x W uint8, the dataset's layout
-      testset/labels.u8        N uint8
+      testset/labels.u8        N uint8 (up to 256 classes; labels.u16, N little-endian uint16, above)
       testset/golden_classes.i32   N int32, little-endian
       testset/golden_scores.i32    N x n_classes int32, little-endian
       bnnflow-board/           the board-side runtime (pip installable, Python >= 3.10)
@@ -56,8 +56,9 @@ from bnnflow_board.deployformat import (
     MODEL,
     RUNTIME_WEIGHTS,
     TESTSET_IMAGES,
-    TESTSET_LABELS,
     TIMING_REPORT,
+    FormatError,
+    labels_file,
     reshape_op,
     sha256,
     transpose_op,
@@ -78,8 +79,6 @@ from bnnflow.hls.bitstream import default_out_dir
 from bnnflow.hls.runtime_weights import structure_fingerprint
 from bnnflow.layout import CompileDir
 from bnnflow.runs import atomic_directory, atomic_write_json
-
-LABELS_MAX = 255  # testset/labels.u8: one unsigned byte per label
 
 REPO = Path(__file__).resolve().parents[3]  # the source tree bnnflow runs from (src layout)
 Log = Callable[[str], None]
@@ -437,11 +436,10 @@ def _golden_outputs(
     log(f"packaging {source.compile_dir} for {source.board} at {1e3 / clock_ns:g} MHz")
     images, labels, identity = recorded_test_images(source.compile_dir, in_shape, n_images, data_dir)
     dataset = identity.name
-    if identity.num_classes > LABELS_MAX + 1:  # testset/labels.u8 holds one byte per label
-        raise BnnflowError(
-            f"{dataset} has {identity.num_classes} classes; a package's test set (one byte per label) "
-            f"holds at most {LABELS_MAX + 1}"
-        )
+    try:
+        labels_file(identity.num_classes)
+    except FormatError as exc:
+        raise BnnflowError(f"{dataset}: {exc}") from None
     images = np.ascontiguousarray(images, dtype=np.uint8)
     t0 = time.perf_counter()
     classes, scores, golden_source = golden_outputs(source.compile_dir, images)
@@ -528,7 +526,8 @@ def _testset_files(testset: _Testset, tmp: Path) -> None:
     """testset/: the images, labels and golden outputs as raw arrays (layouts in the module docstring)."""
     (tmp / TESTSET_IMAGES).parent.mkdir()
     (tmp / TESTSET_IMAGES).write_bytes(testset.images.tobytes())
-    (tmp / TESTSET_LABELS).write_bytes(np.asarray(testset.labels, dtype=np.uint8).tobytes())
+    name, dtype = labels_file(int(testset.scores.shape[1]))
+    (tmp / name).write_bytes(np.asarray(testset.labels, dtype=dtype).tobytes())
     (tmp / GOLDEN_CLASSES).write_bytes(testset.classes.astype("<i4").tobytes())
     (tmp / GOLDEN_SCORES).write_bytes(testset.scores.astype("<i4").tobytes())
 
@@ -589,7 +588,7 @@ def _manifest(
             "n_classes": int(testset.scores.shape[1]),
             "class_names": testset.class_names,
             "images": TESTSET_IMAGES,
-            "labels": TESTSET_LABELS,
+            "labels": labels_file(int(testset.scores.shape[1]))[0],
             "golden_classes": GOLDEN_CLASSES,
             "golden_scores": GOLDEN_SCORES,
             "golden_source": testset.golden_source,

@@ -41,6 +41,8 @@ from bnnflow_board.deployformat import (
     UPDATE_FORMAT,
     UPDATE_RUNTIME_WEIGHTS,
     UPDATE_VERSION,
+    FormatError,
+    labels_dtype,
     sha256,
     sha256_bytes,
 )
@@ -151,7 +153,12 @@ def _deploy_testset(design: Design) -> tuple[np.ndarray, np.ndarray, str, np.nda
     images = np.frombuffer(arrays["images"], dtype=np.uint8)
     if images.size != n * int(np.prod(shape)):
         raise BnnflowError(f"{design.deploy}: {ts['images']} does not hold {n} images of {shape}")
-    labels = np.frombuffer(arrays["labels"], dtype=np.uint8).astype(np.int64)
+    try:
+        labels = np.frombuffer(arrays["labels"], dtype=labels_dtype(str(ts["labels"]))).astype(np.int64)
+    except (FormatError, ValueError) as exc:  # numpy's, for a byte count that is no whole label
+        raise BnnflowError(f"{design.deploy}: {exc}") from None
+    if labels.size != n:
+        raise BnnflowError(f"{design.deploy}: {ts['labels']} does not hold {n} labels")
     golden = np.frombuffer(arrays["golden_classes"], dtype="<i4").astype(np.int64)
     return images.reshape(n, *shape), labels, str(ts["dataset"]), golden
 
