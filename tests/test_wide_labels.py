@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +25,28 @@ from bnnflow.cli import main
 from tests.user_data_files import class_images
 
 CLASSES = 300
-#: the test split holds two images of each of these classes: both sides of the one-byte limit
-TEST_CLASSES = (0, 7, 254, 255, 256, 257, 298, 299)
-SHAPE = (4, 4)
+#: the classes with images (the others only have names): both sides of the one-byte limit
+USED = (0, 7, 254, 255, 256, 257, 298, 299)
+PER_CLASS_TRAIN, PER_CLASS_TEST = 24, 2
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """``n`` 4 x 4 uint8 images of each class in USED: noise, and a bright 2 x 2 block at the class's place
+    (``class_images`` places a class by its index, which on 4 x 4 leaves two places for all of them)."""
+    x = np.concatenate([class_images(k, n, (4, 4), seed=seed) // 4 for k in USED])
+    for i in range(len(USED)):
+        top, left = divmod(i, 3)
+        x[i * n : (i + 1) * n, top : top + 2, left : left + 2] = 230
+    return x
 
 
 def _dataset(path: Path) -> Path:
-    """An npz archive of 1 x 4 x 4 images, one per class to train, with class names."""
-    x_train = np.concatenate([class_images(k, 1, SHAPE, seed=0) for k in range(CLASSES)])
-    x_test = np.concatenate([class_images(k, 2, SHAPE, seed=1) for k in TEST_CLASSES])
-    names = np.array([f"class-{k}" for k in range(CLASSES)])
+    """An npz archive of 1 x 4 x 4 images of the USED classes, and a name for each of the 300 classes."""
     np.savez(
-        path, x_train=x_train, y_train=np.arange(CLASSES), x_test=x_test,
-        y_test=np.repeat(TEST_CLASSES, 2), class_names=names,
+        path,
+        x_train=_images(PER_CLASS_TRAIN, 0), y_train=np.repeat(USED, PER_CLASS_TRAIN),
+        x_test=_images(PER_CLASS_TEST, 1), y_test=np.repeat(USED, PER_CLASS_TEST),
+        class_names=np.array([f"class-{k}" for k in range(CLASSES)]),
     )  # fmt: skip
     return path
 
@@ -47,9 +57,9 @@ def _through_compile(root: Path) -> dict[str, str]:
     data = _dataset(root / "data.npz")
     source = root / "wide.py"
     source.write_text(SOURCE.format(in_bits=8, convs="[]", fcs="[32]"))
-    run, n_test = root / "run", 2 * len(TEST_CLASSES)
+    run, n_test = root / "run", PER_CLASS_TEST * len(USED)
     argv = ["train", "--model", f"{source}:build", "--dataset", f"npz:{data}", "--run", str(run)]
-    assert main([*argv, "--epochs", "1", "--batch-size", "64", "--no-progress", "--threads", "1"]) == 0
+    assert main([*argv, "--epochs", "8", "--batch-size", "16", "--no-progress", "--threads", "1"]) == 0
     assert main(["export", str(run), "-n", str(n_test)]) == 0
     verify = ["--verify", str(n_test), "--verify-workers", "1"]
     assert main(["compile", str(run), "--folding", "fps:20000", *verify]) == 0
@@ -65,26 +75,38 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_300_classes_package_and_simulated_board(compiled: Path, tmp_path: Path) -> None:
     from bnnflow.deploy.package import build_package
 
-    n = 2 * len(TEST_CLASSES)
+    n = PER_CLASS_TEST * len(USED)
     package = build_package(compiled, tmp_path / "deploy", n_images=n, log=None)
     ts = json.loads((package / "manifest.json").read_text())["testset"]
     assert ts["n"] == n and ts["n_classes"] == CLASSES and ts["labels"] == "testset/labels.u16", ts
     assert ts["class_names"][299] == "class-299"
     labels = np.fromfile(package / ts["labels"], dtype="<u2")
-    assert sorted(set(labels.tolist())) == list(TEST_CLASSES)
+    assert sorted(set(labels.tolist())) == list(USED)
     golden = np.fromfile(package / ts["golden_classes"], dtype="<i4")
     scores = np.fromfile(package / ts["golden_scores"], dtype="<i4").reshape(n, CLASSES)
     assert np.array_equal(golden, scores.argmax(axis=1))
+    # the accelerator's UINT16 class index carries classes above 255 (FINN's TopK for 300 classes)
+    settings = json.loads((package / "driver" / "settings.json").read_text())["driver_information"]
+    assert settings["io_shape_dict"]["odt"] == ["DataType['UINT16']"], settings["io_shape_dict"]
+    assert (golden > 255).sum() >= 2 and (golden <= 255).sum() >= 2, golden
     if not BOARD_CLI.is_file():
         unavailable(f"no simulated board environment at {BOARD_CLI}: `make board-env` builds it")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(ROOT / "host_driver" / "src")  # this tree's board runtime, not the installed one
+    # this tree's board runtime and compiler side (the simulated accelerator), whichever tree the two
+    # environments were installed from
+    env["PYTHONPATH"] = str(ROOT / "host_driver" / "src")
+    compiler = tmp_path / "python"
+    compiler.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT / "src"} exec {sys.executable} "$@"\n')
+    compiler.chmod(0o755)
     cmd = [str(BOARD_CLI), "bench", str(package), "--simulated-board", "--sim-exec", "python"]
+    cmd += ["--compiler-python", str(compiler)]
     cmd += ["--batch-sizes", "1,3", "--warmup", "0", "--repeats", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((package / "bench" / "bench.json").read_text())
     assert report["simulated_board"] is True and report["agreement"] == "100%", report
+    accuracy = float(np.mean(golden == labels))
+    assert accuracy > 0.5 and report["fpga"]["accuracy"] == pytest.approx(accuracy), report["fpga"]
     assert report["fpga"]["agree_classes"] == n and report["fpga"]["first_mismatch"] is None
     cpu = report["cpu"]
     assert cpu["available"] and cpu["agree_classes"] == cpu["agree_scores"] == n, cpu

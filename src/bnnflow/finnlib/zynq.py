@@ -113,6 +113,7 @@ def zynq_shell_model(model: Any, board: str, partition_dir: str | Path) -> Any:
 
 def instances(parent: Any) -> list[Instance]:
     """The overlay's FINN IP instances, in partition order, with their stream widths."""
+    from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -190,6 +191,7 @@ class IODMA:
 def iodmas(parent: Any) -> list[IODMA]:
     """The IODMAs of the prepared design, read from FINN's IODMA_hls nodes."""
     import numpy as np
+    from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -208,9 +210,16 @@ def iodmas(parent: Any) -> list[IODMA]:
         words = int(np.prod(dma.get_nodeattr("numInputVectors")))
         tensor = node.input[0] if name.startswith("idma") else node.output[0]
         # an input's elements are the graph input's (BINARY where the host thresholds); the
-        # output DMA's, as before, its own bytes
-        dt = parent.get_tensor_datatype(tensor) if name.startswith("idma") else dma.get_input_datatype()
+        # output DMA's its own bytes, except where each stream word is one unsigned element (a
+        # class index): Stream2Mem writes it zero-extended to the word's whole bytes, so it is one
+        # unsigned element of the word's width (UINT8 for a UINT4 index, UINT16 above 256 classes)
         shape = tuple(int(d) for d in parent.get_tensor_shape(tensor))
+        if name.startswith("idma"):
+            dt = parent.get_tensor_datatype(tensor)
+        elif words == int(np.prod(shape)) and not parent.get_tensor_datatype(tensor).signed():
+            dt = DataType[f"UINT{8 * frame_bytes // words}"]
+        else:
+            dt = dma.get_input_datatype()
         out.append(
             IODMA(name, str(dma.get_nodeattr("direction")), dt.name, dt.bitwidth(), shape, frame_bytes, words)
         )
