@@ -113,7 +113,6 @@ def zynq_shell_model(model: Any, board: str, partition_dir: str | Path) -> Any:
 
 def instances(parent: Any) -> list[Instance]:
     """The overlay's FINN IP instances, in partition order, with their stream widths."""
-    from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
