@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -89,6 +90,12 @@ def test_300_classes_package_and_simulated_board(compiled: Path, tmp_path: Path)
     settings = json.loads((package / "driver" / "settings.json").read_text())["driver_information"]
     assert settings["io_shape_dict"]["odt"] == ["DataType['UINT16']"], settings["io_shape_dict"]
     assert (golden > 255).sum() >= 2 and (golden <= 255).sum() >= 2, golden
+    # a weights-only update for the package reads its test set back as the board does
+    from bnnflow.deploy.update import _deploy_testset
+
+    manifest = json.loads((package / "manifest.json").read_text())
+    _, read_back, _, _ = _deploy_testset(SimpleNamespace(deploy=package, deploy_manifest=manifest))
+    assert np.array_equal(read_back, labels)
     if not BOARD_CLI.is_file():
         unavailable(f"no simulated board environment at {BOARD_CLI}: `make board-env` builds it")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
