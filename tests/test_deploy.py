@@ -47,7 +47,8 @@ def digits_package(digits_compiled: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # this tree's bnnflow and bnnflow-board (which it reads the deployment format from)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(SRC.parent / "host_driver" / "src")])}
     return subprocess.run(
         [sys.executable, "-m", "bnnflow", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
