@@ -82,7 +82,7 @@ def build_baseline(ref: str, tmp: Path) -> Path:
     if archive.returncode != 0:
         sys.exit(f"cpu_engine: cannot read cpu/ at {ref!r}: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
-    make = ["make", "--no-print-directory", "-C", str(tmp / "cpu"), "build/bnnflow-cpu"]
+    make = ["make", "--no-print-directory", "-C", str(tmp / "cpu"), "build/bnnflow-cpu", "build/make-model"]
     subprocess.run(make, check=True, capture_output=True)
     return tmp / "cpu" / "build" / "bnnflow-cpu"
 
@@ -151,18 +151,24 @@ def main() -> None:
     if unknown:
         sys.exit(f"cpu_engine: unknown kernel set {unknown[0]!r}; choose from {', '.join(KERNELS)}")
     with tempfile.TemporaryDirectory() as tmp:
+        baseline = None
+        make_model = CPU / "build" / "make-model"
+        if args.baseline:
+            (Path(tmp) / "baseline").mkdir()
+            baseline = build_baseline(args.baseline, Path(tmp) / "baseline")
+            # the baseline's own tool writes the models: this tree reads every older minor
+            # version of the format, an older reader not the newer one
+            make_model = baseline.with_name("make-model")
         models: list[tuple[str, Path]] = []
         for name in [n for n in args.networks.split(",") if n]:
             path = Path(tmp) / f"{name}.bnn"
-            subprocess.run([str(CPU / "build" / "make-model"), name, str(path)], check=True)
+            subprocess.run([str(make_model), name, str(path)], check=True)
             models.append((name, path))
         for spec in args.model:
             name, _, path = spec.partition("=")
             models.append((name, Path(path)))
-        if args.baseline:
-            base_dir = Path(tmp) / "baseline"
-            base_dir.mkdir()
-            side_by_side(models, kernels, args, build_baseline(args.baseline, base_dir))
+        if baseline is not None:
+            side_by_side(models, kernels, args, baseline)
             return
 
         print(
