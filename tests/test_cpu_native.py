@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import cpu_reference
 import numpy as np
@@ -194,6 +195,47 @@ def test_info_describes_the_model(built: None, tmp_path: Path) -> None:
     assert "59,008 binary + 0 8-bit per image" in proc.stdout
     assert proc.stdout.count("MVAU") == 4 and "LABEL_SELECT" in proc.stdout
     assert "kernels" in proc.stdout
+
+
+def _window_columns(la: Any) -> tuple[str, str, str]:
+    """kernel, stride and pad as ``bnnflow-cpu info`` should print them, from the Python reader."""
+    if la.kind.name not in ("MVAU", "MAXPOOL"):
+        return ("-", "-", "-")
+    pad = ",".join(map(str, la.pad)) if any(la.pad) else "-"
+    return (f"{la.kernel}x{la.kernel_w}", f"{la.stride}x{la.stride_w}", pad)
+
+
+WINDOW_FIELDS = ("kernel", "kernel_w", "stride", "stride_w", "pad")
+
+
+def test_info_shows_each_window(built: None) -> None:
+    """Non-square windows, strides of 2 and padding: bnnflow-cpu info, the Python binding and
+    the Python reader (``bnnflow cpu info``) all give each layer's window as the file has it."""
+    from bnnflow.bnncpu import modelfile as mf
+    from bnnflow.bnncpu.engine import CpuEngine
+
+    rows = {}
+    for name in ("conv1d", "lenet"):
+        path = CPU / "tests" / "corpus" / f"{name}-finn.bnn"
+        proc = _cli("info", path)
+        assert proc.returncode == 0, proc.stderr
+        table = [line.split() for line in proc.stdout.splitlines() if line[:3].strip().isdigit()]
+        layers = mf.read_model(path).layers
+        assert [(r[1], r[6], r[7], r[8]) for r in table] == [
+            (la.kind.name, *_window_columns(la)) for la in layers
+        ]
+        bound = CpuEngine(path).layers
+        assert [tuple(getattr(b, f) for f in WINDOW_FIELDS) for b in bound] == [
+            tuple(getattr(la, f) for f in WINDOW_FIELDS) for la in layers
+        ]
+        rows[name] = [tuple(r[6:9]) for r in table]
+    # the (1, 5) and (1, 3) convolutions padded left and right, the (1, 2) max-pool
+    assert rows["conv1d"][1:4] == [("1x5", "1x1", "0,2,0,2"), ("1x2", "1x2", "-"), ("1x3", "1x2", "0,1,0,1")]
+    # the padded 5x5 8-bit convolution, then a 3x3 one with stride 2
+    assert rows["lenet"][1:4] == [("5x5", "1x1", "2,2,2,2"), ("2x2", "2x2", "-"), ("3x3", "2x2", "-")]
+    assert rows["lenet"][0] == ("-", "-", "-")
+    described = mf.read_model(CPU / "tests" / "corpus" / "conv1d-finn.bnn").describe()
+    assert "kernel 1x5 stride 1x1 pad 0,2,0,2" in described and "kernel 1x2 stride 1x2" in described
 
 
 def test_run_idx_writes_classes_and_scores(built: None, tmp_path: Path) -> None:

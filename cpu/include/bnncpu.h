@@ -228,11 +228,17 @@ BNN_API void bnn_model_get_info(const bnn_model *model, bnn_model_info *info);
 /* One layer as the file describes it, plus what it costs per image. */
 typedef struct {
     uint32_t kind;              /* enum bnn_layer_kind */
-    uint32_t in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride;
+    uint32_t in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride; /* window height, row step */
     uint32_t input_type, output_type, n_thresholds;
     int32_t act_val;
     uint64_t binary_macs, integer_macs;
     uint64_t weight_bytes;      /* the record's payload: weights and thresholds as stored */
+    /* The window of an MVAU or MAXPOOL: kernel (rows) x kernel_w (columns) pixels,
+     * moved stride rows and stride_w columns at a time, over the input padded by
+     * pad[] = {top, left, bottom, right} pixels; 1, 1, 1, 1 and no padding for the
+     * other kinds. */
+    uint32_t kernel_w, stride_w;
+    uint32_t pad[4];
 } bnn_layer_info;
 
 /* Layer index (0 .. n_layers - 1); BNN_ERR_ARG past the end. */

@@ -386,6 +386,22 @@ static void print_shape(char *buf, size_t n, uint32_t h, uint32_t w, uint32_t c,
     snprintf(buf, n, "%ux%ux%u %s", h, w, c, bnn_type_name(type));
 }
 
+/* The window columns of info: kernel KHxKW, stride SHxSW and padding T,L,B,R
+ * ("-" where there is none, and all three "-" for a layer without a window). */
+static void print_window(const bnn_layer_info *L, char *kernel, char *stride, char *pad, size_t n)
+{
+    if (L->kind != BNN_LAYER_MVAU && L->kind != BNN_LAYER_MAXPOOL) {
+        snprintf(kernel, n, "-"), snprintf(stride, n, "-"), snprintf(pad, n, "-");
+        return;
+    }
+    snprintf(kernel, n, "%ux%u", L->kernel, L->kernel_w);
+    snprintf(stride, n, "%ux%u", L->stride, L->stride_w);
+    if (L->pad[0] | L->pad[1] | L->pad[2] | L->pad[3])
+        snprintf(pad, n, "%u,%u,%u,%u", L->pad[0], L->pad[1], L->pad[2], L->pad[3]);
+    else
+        snprintf(pad, n, "-");
+}
+
 static void features_text(char *buf, size_t n)
 {
     unsigned f = bnn_cpu_features();
@@ -407,16 +423,17 @@ static int cmd_info(int argc, char **argv)
     printf("image      %ux%ux%u uint8, %s\n", mi.in_c, mi.in_h, mi.in_w, dataset_name(mi.dataset));
     printf("classes    %u\n", mi.n_classes);
     printf("layers     %u\n", mi.n_layers);
-    printf("  #  %-12s  %-20s  %-20s  %2s  %2s  %4s  %15s  %10s\n", "kind", "input", "output", "k", "s", "thr",
-           "MACs", "bytes");
+    printf("  #  %-12s  %-20s  %-20s  %-7s  %-7s  %-11s  %4s  %15s  %10s\n", "kind", "input", "output", "kernel",
+           "stride", "pad", "thr", "MACs", "bytes");
     for (uint32_t i = 0; i < mi.n_layers; i++) {
         bnn_layer_info L;
         bnn_model_get_layer(m, i, &L);
-        char in[40], out[40];
+        char in[40], out[40], kernel[48], stride[48], pad[48];
         print_shape(in, sizeof(in), L.in_h, L.in_w, L.in_c, L.input_type);
         print_shape(out, sizeof(out), L.out_h, L.out_w, L.out_c, L.output_type);
-        printf("%3u  %-12s  %-20s  %-20s  %2u  %2u  %4u  %15s  %10s\n", i + 1, bnn_layer_kind_name(L.kind), in, out,
-               L.kernel, L.stride, L.n_thresholds, grouped(L.binary_macs + L.integer_macs, a),
+        print_window(&L, kernel, stride, pad, sizeof(kernel));
+        printf("%3u  %-12s  %-20s  %-20s  %-7s  %-7s  %-11s  %4u  %15s  %10s\n", i + 1, bnn_layer_kind_name(L.kind),
+               in, out, kernel, stride, pad, L.n_thresholds, grouped(L.binary_macs + L.integer_macs, a),
                grouped(L.weight_bytes, b));
     }
     printf("MACs       %s binary + %s 8-bit per image\n", grouped(mi.binary_macs, a), grouped(mi.integer_macs, b));

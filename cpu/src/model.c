@@ -1066,6 +1066,8 @@ int bnn_model_get_layer(const bnn_model *model, uint32_t index, bnn_layer_info *
     info->in_h = L->in_h, info->in_w = L->in_w, info->in_c = L->in_c;
     info->out_h = L->out_h, info->out_w = L->out_w, info->out_c = L->out_c;
     info->kernel = L->kernel, info->stride = L->stride;
+    info->kernel_w = L->kernel_w, info->stride_w = L->stride_w;
+    memcpy(info->pad, L->pad, sizeof(info->pad));
     info->input_type = L->in_type, info->output_type = L->out_type;
     info->n_thresholds = L->n_thresholds;
     info->act_val = L->act_val;

@@ -332,6 +332,26 @@ static void test_shapes(void)
  * kh x kw kernels, separate strides, padding on each side, 1 x W inputs, on
  * bits, int8 (pad byte 128) and uint8 (pad byte 0) inputs; then a 43-class
  * and a 2-class FC over a non-square input. */
+/* bnn_model_get_layer reports each layer's window as the file gives it. */
+static void check_windows(const uint8_t *file, size_t size, const struct gen_model *g, const char *what)
+{
+    bnn_model *m = load(file, size, what);
+    if (!m)
+        return;
+    for (uint32_t j = 0; j < g->n_layers; j++) {
+        const struct gen_layer *want = &g->layers[j];
+        bnn_layer_info L;
+        CHECK(bnn_model_get_layer(m, j, &L) == BNN_OK, "%s: layer %u", what, j);
+        CHECK(L.kind == want->kind && L.kernel == want->kernel && L.kernel_w == want->kernel_w &&
+                  L.stride == want->stride && L.stride_w == want->stride_w &&
+                  !memcmp(L.pad, want->pad, sizeof(L.pad)),
+              "%s: layer %u window %ux%u/%ux%u pad %u,%u,%u,%u, the file's %ux%u/%ux%u pad %u,%u,%u,%u", what, j,
+              L.kernel, L.kernel_w, L.stride, L.stride_w, L.pad[0], L.pad[1], L.pad[2], L.pad[3], want->kernel,
+              want->kernel_w, want->stride, want->stride_w, want->pad[0], want->pad[1], want->pad[2], want->pad[3]);
+    }
+    bnn_model_free(m);
+}
+
 static void test_window_shapes(void)
 {
     struct {
@@ -367,6 +387,7 @@ static void test_window_shapes(void)
         uint8_t *images = random_images(&r, 4, gen_image_bytes(&g), 255);
         char what[64];
         snprintf(what, sizeof(what), "window case %zu", i);
+        check_windows(file, size, &g, what);
         against_naive(file, size, images, 4, 4, what);
         free(images);
         free(file);

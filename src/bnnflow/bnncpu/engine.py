@@ -81,6 +81,9 @@ class _LayerInfo(ctypes.Structure):
         ("binary_macs", ctypes.c_uint64),
         ("integer_macs", ctypes.c_uint64),
         ("weight_bytes", ctypes.c_uint64),
+        ("kernel_w", ctypes.c_uint32),
+        ("stride_w", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32 * 4),
     ]
 
 
@@ -167,6 +170,9 @@ class LayerInfo:
     output_type: str
     binary_macs: int
     integer_macs: int
+    kernel_w: int  # the window: kernel x kernel_w pixels, stride x stride_w steps
+    stride_w: int
+    pad: tuple[int, int, int, int]  # top, left, bottom, right
 
 
 class CpuEngine:
@@ -227,6 +233,9 @@ class CpuEngine:
             output_type=lib.bnn_type_name(li.output_type).decode(),
             binary_macs=int(li.binary_macs),
             integer_macs=int(li.integer_macs),
+            kernel_w=li.kernel_w,
+            stride_w=li.stride_w,
+            pad=tuple(li.pad),
         )
 
     # -- inference ------------------------------------------------------------------------
