@@ -19,7 +19,7 @@
 
 #include "internal.h"
 
-#define BNNCPU_VERSION "1.0.0"
+#define BNNCPU_VERSION "1.1.0" /* 1.1: bnn_layer_info carries kernel_w, stride_w and pad */
 
 const char *bnn_version(void)
 {
