@@ -265,3 +265,20 @@ def test_host_binarize_with_runtime_weights_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(BnnflowError, match="--host-binarize and --runtime-weights cannot be combined"):
         compile_model(tmp_path / "none.onnx", "Pynq-Z2", host_binarize=True, runtime_weights=True, log=None)
+
+
+def test_a_host_binarized_folder_without_its_thresholds_is_one_line(hb_design: Path, tmp_path: Path) -> None:
+    """Without host_thresholds.json a host-binarized design would silently take raw pixels as bits."""
+    import shutil
+
+    from bnnflow.finnlib.host_threshold import read_thresholds
+    from bnnflow.layout import CompileDir
+
+    folder = tmp_path / "Pynq-Z2"
+    folder.mkdir()
+    shutil.copy(CompileDir(hb_design).summary, CompileDir(folder).summary)
+    with pytest.raises(BnnflowError, match="compiled with --host-binarize but has no"):
+        read_thresholds(folder)
+    CompileDir(folder).host_thresholds.write_text("{not json")
+    with pytest.raises(BnnflowError, match="not a readable threshold file"):
+        read_thresholds(folder)

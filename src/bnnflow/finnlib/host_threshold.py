@@ -158,8 +158,12 @@ def write_thresholds(path: Path, thresholds: np.ndarray) -> dict[str, Any]:
 
 def read_thresholds(compile_dir: str | Path) -> dict[str, Any] | None:
     """A compile folder's threshold op (checked), or None for a design that takes the uint8 image."""
-    path = CompileDir(Path(compile_dir)).host_thresholds
+    folder = CompileDir(Path(compile_dir))
+    path = folder.host_thresholds
     if not path.is_file():
+        # a host-binarized design without its thresholds would be fed raw pixels as bits
+        if folder.summary.is_file() and folder.read_info().host_binarize:
+            raise BnnflowError(f"{folder.path} was compiled with --host-binarize but has no {path.name}")
         return None
     try:
         op = json.loads(path.read_text())
