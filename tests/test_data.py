@@ -323,3 +323,41 @@ def test_augmentation_shape_determinism_and_effect() -> None:
     assert (first == 0).any()  # zero padding shows up
     # Crop and flip move pixels around; they never invent values other than the zero padding.
     assert set(torch.unique(first).tolist()) <= set(torch.unique(reference).tolist()) | {0.0}
+
+
+def test_shift_augmentation_moves_digits_without_flipping() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, size=(8, 1, 12, 12), dtype=np.uint8)  # no zero pixels of their own
+    labels = np.arange(8)
+    ds = ImageDataset(images, labels, pixel_max=255, augment="shift")
+    plain = ImageDataset(images, labels, pixel_max=255)
+    torch.manual_seed(7)
+    moved = 0
+    for _ in range(40):
+        for i in range(len(ds)):
+            out, ref = ds[i][0][0], plain[i][0][0]
+            # Find the shift that explains the output: a move of at most 2 pixels, zeros where it uncovers.
+            found = []
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):
+                    expect = torch.zeros_like(ref)
+                    ys, yd = (
+                        (slice(0, 12 - dy), slice(dy, 12)) if dy >= 0 else (slice(-dy, 12), slice(0, 12 + dy))
+                    )
+                    xs, xd = (
+                        (slice(0, 12 - dx), slice(dx, 12)) if dx >= 0 else (slice(-dx, 12), slice(0, 12 + dx))
+                    )
+                    expect[yd, xd] = ref[ys, xs]
+                    if torch.equal(out, expect):
+                        found.append((dy, dx))
+            assert len(found) == 1, "not a plain move of at most 2 pixels (a flip, or a wider move)"
+            moved += found[0] != (0, 0)
+    assert moved > 0.8 * 40 * len(ds)  # 24 of 25 moves are not the identity
+
+
+def test_augmentation_names() -> None:
+    images, labels = fake_cifar(4, 8)
+    assert ImageDataset(images, labels, 255, augment=True).augment == "crop-flip"
+    assert ImageDataset(images, labels, 255, augment=False).augment == "none"
+    with pytest.raises(BnnflowError, match="unknown augmentation 'rotate'"):
+        ImageDataset(images, labels, 255, augment="rotate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,30 @@ def test_bop2_and_compact_train(tmp_path: Path) -> None:
     assert 16.0 < s2["bytes_per_binary_weight"] < 16.01
     assert 2.125 < sc["bytes_per_binary_weight"] < 2.135
     assert s2["final_test_acc"] > 0.5 and sc["final_test_acc"] > 0.5
+
+
+def test_dropout_rate_is_set_recorded_and_checked_on_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    seen: list[float] = []
+    original = trainer.set_dropout_
+
+    def spy(model: torch.nn.Module, rate: float) -> None:
+        original(model, rate)
+        seen.extend(m.p for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "set_dropout_", spy)
+        train(_cfg(run, epochs=1, dropout=0.05))
+    assert seen and set(seen) == {0.05}
+    assert json.loads((run / "run.json").read_text())["config"]["dropout"] == 0.05
+    with pytest.raises(BnnflowError, match="dropout=0.05"):
+        train(_cfg(run, epochs=2, resume=True))  # the default (the network's own) is not 0.05
+    with pytest.raises(BnnflowError, match="--dropout must be in"):
+        train(_cfg(tmp_path / "r", dropout=1.0))
+
+
+def test_dropout_on_a_network_without_dropout_is_refused() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    with pytest.raises(BnnflowError, match="no Dropout layer"):
+        trainer.set_dropout_(net, 0.1)
+    trainer.set_dropout_(net, 0.0)  # nothing to set, nothing asked

@@ -1037,24 +1037,31 @@ def _download_cifar10(target: Path) -> None:
 
 # --------------------------------------------------------------------------- torch dataset
 class ImageDataset(torch.utils.data.Dataset):
-    """uint8 images as float tensors in ``[0, 1]`` with optional CIFAR-style augmentation.
+    """uint8 images as float tensors in ``[0, 1]`` with optional augmentation.
 
     Images stay uint8 in memory (4x smaller than float) and are scaled per
-    item. ``augment=True`` is the CIFAR-10 recipe of the Bop paper: zero-pad 4
-    pixels, take a random crop of the original size, flip horizontally with
-    probability 1/2. It draws from torch's global RNG, so ``torch.manual_seed``
-    (and DataLoader worker seeding, which derives from it) makes it repeatable.
-    Flipping suits natural images, not digits: the caller decides when to augment.
+    item. ``augment`` names one of ``AUGMENTATIONS``:
+
+    - ``"crop-flip"`` (or ``True``): the CIFAR-10 recipe of the Bop paper:
+      zero-pad 4 pixels, take a random crop of the original size, flip
+      horizontally with probability 1/2.
+    - ``"shift"``: move the image by up to 2 pixels each way, filling with
+      zeros, never flipped: for digits and other images whose mirror is not
+      the same class.
+    - ``"none"`` (or ``False``): the images as they are.
+
+    It draws from torch's global RNG, so ``torch.manual_seed`` (and DataLoader
+    worker seeding, which derives from it) makes it repeatable.
     """
 
-    PAD = 4
+    AUGMENTATIONS = {"none": 0, "crop-flip": 4, "shift": 2}  # name: the padding it crops from
 
     def __init__(
         self,
         images_uint8: np.ndarray | torch.Tensor,
         labels: np.ndarray | torch.Tensor | Sequence[int],
         pixel_max: int,
-        augment: bool = False,
+        augment: bool | str = False,
     ) -> None:
         images = torch.as_tensor(np.array(images_uint8, copy=True))
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -1069,24 +1076,37 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images = images
         self.labels = label_t
         self.pixel_max = int(pixel_max)
-        self.augment = bool(augment)
+        self.augment = augmentation_name(augment)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index].to(torch.float32) / self.pixel_max
-        if self.augment:
+        if self.augment != "none":
             image = self._augment(image)
         return image, self.labels[index]
 
     def _augment(self, image: torch.Tensor) -> torch.Tensor:
         _, h, w = image.shape
-        pad = self.PAD
+        pad = self.AUGMENTATIONS[self.augment]
         padded = F.pad(image, (pad, pad, pad, pad))  # zeros
         top = int(torch.randint(0, 2 * pad + 1, (1,)))
         left = int(torch.randint(0, 2 * pad + 1, (1,)))
         out = padded[:, top : top + h, left : left + w]
-        if bool(torch.rand(1) < 0.5):
+        if self.augment == "crop-flip" and bool(torch.rand(1) < 0.5):
             out = out.flip(-1)
         return out.contiguous()
+
+
+def augmentation_name(augment: bool | str | None) -> str:
+    """``ImageDataset``'s augmentation for a setting (booleans as older run folders saved them)."""
+    if augment is None or augment is False:
+        return "none"
+    if augment is True:
+        return "crop-flip"
+    if augment not in ImageDataset.AUGMENTATIONS:
+        raise BnnflowError(
+            f"unknown augmentation {augment!r}; choose one of: {', '.join(ImageDataset.AUGMENTATIONS)}"
+        )
+    return augment

@@ -99,9 +99,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_user_data_arguments(p)
     p.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="pad-4 random crop + horizontal flip (default: on for cifar10)",
+        nargs="?",
+        const="crop-flip",
+        choices=list(bdata.ImageDataset.AUGMENTATIONS),
+        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag; default for cifar10); "
+        "shift: random moves of up to 2 pixels, no flip (for digits); none",
+    )
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--dropout",
+        type=_nonnegative_float,
+        help="rate of every Dropout layer of the network (default: the network's own; 0.2 in TFC/SFC/LFC)",
     )
     p.add_argument(
         "--limit-train", type=positive_int, help="use only N training images (seeded, every class its share)"

@@ -79,7 +79,8 @@ class TrainConfig:
     download: bool = False
     resize: str | None = None  # HxW, for folder: datasets
     test_fraction: float | None = None  # for a folder: dataset without train/ and test/
-    augment: bool | None = None  # None: on for cifar10
+    augment: bool | str | None = None  # a data.ImageDataset augmentation; None: crop-flip for cifar10
+    dropout: float | None = None  # every Dropout layer's rate; None: the network's own
     limit_train: int | None = None
     limit_test: int | None = None
     device: str = "auto"
@@ -96,7 +97,10 @@ class TrainConfig:
         cfg.dataset = cfg.dataset or net.default_dataset(cfg.model)
         cfg.run_dir = cfg.run_dir or net.default_run_dir(cfg.model)
         if cfg.augment is None:
-            cfg.augment = cfg.dataset == "cifar10"
+            cfg.augment = "crop-flip" if cfg.dataset == "cifar10" else "none"
+        cfg.augment = bdata.augmentation_name(cfg.augment)
+        if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+            raise BnnflowError(f"--dropout must be in [0, 1), got {cfg.dropout}")
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
         cfg.dataset = bdata.canonical_name(cfg.dataset)
@@ -122,7 +126,17 @@ class TrainConfig:
 
 
 # Keys that must match between a checkpoint and the command resuming it.
-_RESUME_KEYS = ("model", "dataset", "resize", "test_fraction", "method", "batch_size", "seed", "compact")
+_RESUME_KEYS = (
+    "model",
+    "dataset",
+    "resize",
+    "test_fraction",
+    "method",
+    "batch_size",
+    "seed",
+    "compact",
+    "dropout",
+)
 
 
 class _EpochSampler(Sampler[int]):
@@ -339,6 +353,15 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(Path(run_dir) / RunDir.TENSORBOARD))
 
 
+def set_dropout_(model: nn.Module, rate: float) -> None:
+    """Set the rate of every dropout layer of ``model`` (one line if it has none to set)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    if not layers and rate > 0:
+        raise BnnflowError(f"--dropout {rate}: the network has no Dropout layer to set")
+    for layer in layers:
+        layer.p = float(rate)
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, checkpointing every epoch; returns the summary also written to ``summary.json``."""
     return _Run(config.resolved()).train()
@@ -380,7 +403,7 @@ class _Run:
         keep = np.sort(bdata.test_subset(data.y_test, cfg.limit_test, cfg.seed))
         x_test, y_test = data.x_test[keep], data.y_test[keep]
         pixel_max = self.dataset.pixel_max
-        self.train_set = bdata.ImageDataset(x_train, y_train, pixel_max, augment=bool(cfg.augment))
+        self.train_set = bdata.ImageDataset(x_train, y_train, pixel_max, augment=cfg.augment)
         self.test_loader = DataLoader(bdata.ImageDataset(x_test, y_test, pixel_max), batch_size=1000)
 
         if resume_payload is not None and resume_payload.get("network_source"):  # the run folder's copy
@@ -390,6 +413,8 @@ class _Run:
             self.model, self.network_source, network_bytes = net.new_network(cfg.model, self.dataset)
             if self.network_source is not None and self.is_main:
                 save_network_source(self.run_dir.path, self.network_source, network_bytes or b"")
+        if cfg.dropout is not None:
+            set_dropout_(self.model, cfg.dropout)
         if cfg.method != "latent-adam":
             binarize_weights_(self.model)
         self.model.to(self.device)
