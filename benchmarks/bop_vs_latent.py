@@ -41,7 +41,7 @@ import torch
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from bnnflow.training.optimizers import METHODS
-from bnnflow.training.trainer import TrainConfig, train
+from bnnflow.training.trainer import GENERIC_DEFAULTS, TrainConfig, train
 
 BASELINE = "latent-adam"
 # Accuracy whose reaching is timed, per model: about what both methods reach
@@ -401,8 +401,13 @@ def hyperparameters(groups: dict) -> str:
         config = res[0].get("config") or {}
         if method == "bop2":
             values += f", sigma {config.get('sigma', TrainConfig.sigma):g}"
-        schedule = config.get("schedule", TrainConfig.schedule)
-        seen.setdefault(method, f"{method}: {values}, {schedule} schedule")
+        schedule = config.get("schedule") or GENERIC_DEFAULTS["schedule"]
+        values += f", {schedule} schedule"
+        if config.get("dropout") is not None:
+            values += f", dropout {config['dropout']:g}"
+        if config.get("augment") not in (None, False, "none"):
+            values += f", {config['augment']} augmentation"
+        seen.setdefault(method, f"{method}: {values}")
     return "; ".join(seen.values())
 
 

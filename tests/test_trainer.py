@@ -174,3 +174,21 @@ def test_dropout_on_a_network_without_dropout_is_refused() -> None:
     with pytest.raises(BnnflowError, match="no Dropout layer"):
         trainer.set_dropout_(net, 0.1)
     trainer.set_dropout_(net, 0.0)  # nothing to set, nothing asked
+
+
+def test_a_named_networks_recipe_fills_what_the_command_leaves_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from bnnflow import models
+
+    spec = models.MODEL_SPECS["digits-mlp"]
+    recipe = {"epochs": 7, "schedule": "cosine", "dropout": 0.1, "augment": "shift", "tau": 3e-8}
+    monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe=recipe))
+    cfg = TrainConfig(model="digits-mlp", run_dir="r").resolved()
+    assert (cfg.epochs, cfg.schedule, cfg.dropout, cfg.augment, cfg.tau) == (7, "cosine", 0.1, "shift", 3e-8)
+    assert (cfg.batch_size, cfg.gamma, cfg.lr) == (100, 1e-4, 1e-2)  # not in the recipe: the generic ones
+    # What the command says wins; bop2 keeps its own flip threshold.
+    cfg = TrainConfig(model="digits-mlp", run_dir="r", epochs=2, dropout=0.0, method="bop2").resolved()
+    assert (cfg.epochs, cfg.dropout, cfg.tau) == (2, 0.0, None)
+    # A user network has no recipe.
+    assert trainer.net.recipe("net.py:build") == {}

@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ class ModelSpec:
     hidden: tuple[int, ...]  # FC hidden widths; empty for CNV
     in_bit_width: int
     description: str
+    # What `bnnflow train` uses for this network where the command sets nothing else
+    # (TrainConfig field -> value); docs/training.md gives the runs each recipe rests on.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {

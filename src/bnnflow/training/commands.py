@@ -55,12 +55,40 @@ def add_user_data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+_RECIPE_OR = " (default: the named network's recipe, else "
+
+
+def _recipes_epilog() -> str:
+    from bnnflow.models import MODEL_SPECS
+
+    lines = [
+        f"  {name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in spec.recipe.items())
+        for name, spec in MODEL_SPECS.items()
+        if spec.recipe
+    ]
+    if not lines:
+        return ""
+    return "recipes (what a named network trains with unless the command says otherwise):\n" + "\n".join(
+        lines
+    )
+
+
+class _TrainHelp(HelpFormatter):
+    """Keeps the recipes epilog one network per line (argparse would run them together)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("recipes"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a binary network with Bop or the latent-Adam baseline",
         description="Train a W1A1 network into a run folder (checkpoints, metrics.csv, training.png).",
-        formatter_class=HelpFormatter,
+        epilog=_recipes_epilog(),
+        formatter_class=_TrainHelp,
     )
     models = ", ".join(model_names())
     p.add_argument("--model", default="digits-mlp", help=f"{models}, net.py:build or package.module:build")
@@ -75,13 +103,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=list(METHODS),
         help="; ".join(f"{k}: {v}" for k, v in METHODS.items()),
     )
-    p.add_argument("--epochs", type=positive_int, default=10, help="epochs to train in total")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="batch size per process")
-    p.add_argument("--gamma", type=_nonnegative_float, default=1e-4, help="Bop adaptivity rate")
+    p.add_argument("--epochs", type=positive_int, help="epochs to train in total" + _RECIPE_OR + "10)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size per process" + _RECIPE_OR + "100)")
+    p.add_argument("--gamma", type=_nonnegative_float, help="Bop adaptivity rate" + _RECIPE_OR + "1e-4)")
     p.add_argument("--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)")
     p.add_argument("--sigma", type=_nonnegative_float, default=1e-2, help="bop2 second-moment rate")
     p.add_argument(
-        "--lr", type=_nonnegative_float, default=1e-2, help="Adam learning rate (real-valued parameters)"
+        "--lr",
+        type=_nonnegative_float,
+        help="Adam learning rate (real-valued parameters)" + _RECIPE_OR + "1e-2)",
     )
     p.add_argument(
         "--compact",
@@ -90,9 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--schedule",
-        default="constant",
         choices=["constant", "step", "cosine"],
-        help="per-epoch decay of gamma (Bop) and lr (Adam)",
+        help="per-epoch decay of gamma (Bop) and lr (Adam)" + _RECIPE_OR + "constant)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order, dropout, augmentation")
     add_data_arguments(p)

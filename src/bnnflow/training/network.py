@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -29,6 +30,11 @@ def default_dataset(model: str) -> str:
     if is_user_model(model):
         raise BnnflowError(f"--dataset is required for a user network ({model})")
     return get_spec(model).dataset
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """A named network's training recipe (TrainConfig field -> value); none for a user network."""
+    return {} if is_user_model(model) else dict(get_spec(model).recipe)
 
 
 def default_run_dir(model: str) -> str:

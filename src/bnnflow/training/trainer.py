@@ -59,21 +59,33 @@ from bnnflow.training.optimizers import (
     state_bytes_per_binary_weight,
 )
 
+# Where neither the command nor the network's recipe (models.ModelSpec.recipe) sets them.
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 100,
+    "gamma": 1e-4,
+    "lr": 1e-2,
+    "schedule": "constant",
+}
+
 
 @dataclass
 class TrainConfig:
+    """One run's settings. A field left None takes the named network's recipe, else
+    ``GENERIC_DEFAULTS`` (``resolved`` fills them in)."""
+
     model: str = "digits-mlp"
     dataset: str | None = None  # None: the model's own dataset
     run_dir: str | None = None  # None: runs/<model>
     method: str = "bop"
-    epochs: int = 10
-    batch_size: int = 100
-    gamma: float = 1e-4
+    epochs: int | None = None
+    batch_size: int | None = None
+    gamma: float | None = None
     tau: float | None = None  # None: 1e-8 for bop, 1e-6 for bop2
     sigma: float = 1e-2
-    lr: float = 1e-2
+    lr: float | None = None
     compact: bool = False
-    schedule: str = "constant"  # for gamma (Bop) and lr (Adam), stepped per epoch
+    schedule: str | None = None  # for gamma (Bop) and lr (Adam), stepped per epoch
     seed: int = 0
     data_dir: str | None = None
     download: bool = False
@@ -96,6 +108,12 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         cfg.dataset = cfg.dataset or net.default_dataset(cfg.model)
         cfg.run_dir = cfg.run_dir or net.default_run_dir(cfg.model)
+        recipe = net.recipe(cfg.model)
+        if cfg.method != "bop":
+            recipe.pop("tau", None)  # a recipe's flip threshold is Bop's; bop2's scale differs
+        for key, value in {**GENERIC_DEFAULTS, **recipe}.items():
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, value)
         if cfg.augment is None:
             cfg.augment = "crop-flip" if cfg.dataset == "cifar10" else "none"
         cfg.augment = bdata.augmentation_name(cfg.augment)
