@@ -192,3 +192,16 @@ def test_a_named_networks_recipe_fills_what_the_command_leaves_unset(monkeypatch
     assert (cfg.epochs, cfg.dropout, cfg.tau) == (2, 0.0, None)
     # A user network has no recipe.
     assert trainer.net.recipe("net.py:build") == {}
+
+
+def test_shipped_recipes_are_valid_settings() -> None:
+    from bnnflow.models import MODEL_SPECS
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    with_recipe = {name for name, spec in MODEL_SPECS.items() if spec.recipe}
+    assert {"tfc", "sfc", "lfc"} <= with_recipe
+    for name in with_recipe:
+        recipe = MODEL_SPECS[name].recipe
+        assert set(recipe) <= fields, name
+        cfg = TrainConfig(model=name, run_dir="r").resolved()  # validates every value
+        assert {k: getattr(cfg, k) for k in recipe} == recipe, name
