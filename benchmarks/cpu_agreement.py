@@ -6,16 +6,19 @@
 Runs FINN's Python execution of the compile folder's hardware-layer graph
 (``intermediate_models/step_convert_to_hw.onnx``, what the compile stage
 verifies) on the test split of the dataset the model's input shape names
-(``--limit`` keeps the first N images), in ``--workers`` processes, and writes
+(``--limit N``: bnnflow.data's seeded, class-stratified N, as the compile's
+verification takes them), in ``--workers`` processes, and writes
 ``--out`` (default ``<compile dir>/finn_reference.npz``):
 
     classes  int32 (N,)             FINN's class per image
     scores   int32 (N, n_classes)   the LabelSelect's input: the last MVAU's accumulators
     labels   int64 (N,)             the dataset's labels
     dataset, split, model_bnn_sha256 (of the compile folder's model.bnn, if any)
+    limit    the --limit it was made with (-1: all)
 
-The images are the first N of bnnflow.data's test split, so any engine can be
-compared image by image. ``--oracle`` also runs tests/cpu_reference.py (the
+The images are bnnflow.data's test split in its order (or the --limit
+subset), so any engine can be compared image by image; the oracle and the
+engine are fed the same images, checked by their labels. ``--oracle`` also runs tests/cpu_reference.py (the
 numpy interpreter of the model file) and counts the images where its classes
 or scores differ; ``--reuse`` takes FINN's results from an existing ``--out``
 instead of running FINN again. ``--engine`` runs the C engine's command-line
@@ -138,6 +141,7 @@ def finn_reference_npz(
         "dataset": np.array(dataset),
         "split": np.array("test"),
         "model_bnn_sha256": np.array(hashlib.sha256(bnn.read_bytes()).hexdigest() if bnn.is_file() else ""),
+        "limit": np.array(-1 if limit is None else int(limit)),  # which images: see load_test_split
         "seconds": np.array(result.seconds),
         "workers": np.array(result.workers),
     }
@@ -151,7 +155,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compiled", help="compile folder (runs/<name>/compile/<board>)")
     p.add_argument("--data-dir", default=None, help="dataset folder, as for bnnflow compile")
-    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="N test images, seeded and class-stratified (default: all)"
+    )
     p.add_argument("--workers", type=int, default=2, help="FINN processes")
     p.add_argument("--out", default=None, help="npz to write (default <compiled>/finn_reference.npz)")
     p.add_argument("--reuse", action="store_true", help="take FINN's results from an existing --out")
@@ -166,8 +172,11 @@ def main() -> None:
     if args.reuse and out.is_file():
         with np.load(out) as f:
             data = {k: f[k] for k in f.files}
-        if args.limit is not None:
-            data = {k: (v[: args.limit] if v.ndim else v) for k, v in data.items()}
+        stored = int(data.get("limit", -1))
+        if stored != (-1 if args.limit is None else args.limit):
+            # --limit N takes a seeded, class-stratified subset (bnnflow.data.test_subset), not the
+            # first N images: another N is another set of images.
+            sys.exit(f"cpu_agreement: {out} holds FINN's results for --limit {stored}, not {args.limit}")
     else:
         out, data = finn_reference_npz(compile_dir, out, args.data_dir, args.limit, args.workers)
     n = len(data["classes"])
@@ -186,7 +195,9 @@ def main() -> None:
     if (args.oracle or args.engine) and not bnn.is_file():  # compiled before compile wrote it
         bnn = export_cpu_model(compile_dir, Path(tempfile.mkdtemp()) / MODEL_FILE)
     if args.oracle or args.engine:
-        images, _, _ = load_test_split(compile_dir, args.data_dir, n)
+        images, labels, _ = load_test_split(compile_dir, args.data_dir, args.limit)
+        if not np.array_equal(labels, data["labels"]):  # the same images, in the same order
+            sys.exit("cpu_agreement: the test images are not the ones FINN's results were made from")
     if args.oracle:
         ref = _oracle()
         t0 = time.perf_counter()
