@@ -124,6 +124,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ")",
     )
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--schedule", choices=["constant", "step", "cosine"], help="default: each network's recipe"
+    )
+    p.add_argument("--dropout", type=float, help="default: each network's recipe, else its own rate")
+    p.add_argument("--augment", choices=["none", "crop-flip", "shift"], help="default: each network's recipe")
     p.add_argument("--limit-train", type=int, help="train on the first N images only (quick checks)")
     p.add_argument("--limit-test", type=int, help="test on the first N images only (quick checks)")
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -193,7 +198,14 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "limit_train": args.limit_train,
         "limit_test": args.limit_test,
+        "schedule": args.schedule,
+        "dropout": args.dropout,
+        "augment": args.augment,
     }
+
+
+# Results stored before the recipes existed were trained with what is now spelled this way.
+_BEFORE_RECIPES = {"schedule": "constant", "dropout": 0.2, "augment": "none"}
 
 
 def config(args: argparse.Namespace, model: str, method: str, seed: int, epochs: int) -> TrainConfig:
@@ -208,6 +220,9 @@ def config(args: argparse.Namespace, model: str, method: str, seed: int, epochs:
         limit_test=args.limit_test,
         run_dir=str(Path(args.runs) / run_key(model, method, seed)),
         seed=seed,
+        schedule=args.schedule,
+        dropout=args.dropout,
+        augment=args.augment,
         threads=1,
         progress=False,
     )
@@ -230,7 +245,7 @@ def load_result(args: argparse.Namespace, key: str) -> dict[str, Any] | None:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BnnflowError(f"unreadable result {path}: {exc}") from None
-    if stored.get("settings") != settings(args):
+    if {**_BEFORE_RECIPES, **stored.get("settings", {})} != settings(args):
         raise BnnflowError(
             f"{path} was made with {stored.get('settings')}, this command has {settings(args)}: "
             "use another --out or --overwrite"
