@@ -131,14 +131,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="crop-flip",
         choices=list(bdata.ImageDataset.AUGMENTATIONS),
-        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag; default for cifar10); "
-        "shift: random moves of up to 2 pixels, no flip (for digits); none",
+        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag); shift: random moves of up "
+        "to 2 pixels, no flip (for digits); none (default: the named network's recipe, else crop-flip "
+        "for cifar10 and none otherwise)",
     )
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help=argparse.SUPPRESS)
     p.add_argument(
         "--dropout",
         type=_nonnegative_float,
-        help="rate of every Dropout layer of the network (default: the network's own; 0.2 in TFC/SFC/LFC)",
+        help="rate of every Dropout layer of the network (default: the named network's recipe, else the "
+        "network's own: 0.2 in Brevitas' TFC/SFC/LFC)",
     )
     p.add_argument(
         "--limit-train", type=positive_int, help="use only N training images (seeded, every class its share)"
