@@ -82,6 +82,25 @@ class _TrainHelp(HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+def _add_regularization_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--augment",
+        nargs="?",
+        const="crop-flip",
+        choices=list(bdata.ImageDataset.AUGMENTATIONS),
+        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag); shift: random moves of up "
+        "to 2 pixels, no flip (for digits); none (default: the named network's recipe, else crop-flip "
+        "for cifar10 and none otherwise)",
+    )
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--dropout",
+        type=_nonnegative_float,
+        help="rate of every Dropout layer of the network (default: the named network's recipe, else the "
+        "network's own: 0.2 in Brevitas' TFC/SFC/LFC)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -126,22 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order, dropout, augmentation")
     add_data_arguments(p)
     add_user_data_arguments(p)
-    p.add_argument(
-        "--augment",
-        nargs="?",
-        const="crop-flip",
-        choices=list(bdata.ImageDataset.AUGMENTATIONS),
-        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag); shift: random moves of up "
-        "to 2 pixels, no flip (for digits); none (default: the named network's recipe, else crop-flip "
-        "for cifar10 and none otherwise)",
-    )
-    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--dropout",
-        type=_nonnegative_float,
-        help="rate of every Dropout layer of the network (default: the named network's recipe, else the "
-        "network's own: 0.2 in Brevitas' TFC/SFC/LFC)",
-    )
+    _add_regularization_arguments(p)
     p.add_argument(
         "--limit-train", type=positive_int, help="use only N training images (seeded, every class its share)"
     )
