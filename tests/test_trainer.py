@@ -164,7 +164,7 @@ def test_dropout_rate_is_set_recorded_and_checked_on_resume(tmp_path: Path) -> N
     assert seen and set(seen) == {0.05}
     assert json.loads((run / "run.json").read_text())["config"]["dropout"] == 0.05
     with pytest.raises(BnnflowError, match="dropout=0.05"):
-        train(_cfg(run, epochs=2, resume=True))  # the default (the network's own) is not 0.05
+        train(_cfg(run, epochs=2, resume=True, dropout=0.2))  # another rate, named on the command
     with pytest.raises(BnnflowError, match="--dropout must be in"):
         train(_cfg(tmp_path / "r", dropout=1.0))
 
@@ -205,3 +205,33 @@ def test_shipped_recipes_are_valid_settings() -> None:
         assert set(recipe) <= fields, name
         cfg = TrainConfig(model=name, run_dir="r").resolved()  # validates every value
         assert {k: getattr(cfg, k) for k in recipe} == recipe, name
+
+
+def test_resume_keeps_the_runs_own_settings_when_the_recipe_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from bnnflow import models
+
+    spec = models.MODEL_SPECS["digits-mlp"]
+
+    def use_recipe(recipe: dict) -> None:
+        monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe=recipe))
+
+    run = tmp_path / "run"
+    use_recipe({"dropout": 0.1, "augment": "shift", "schedule": "cosine"})
+    base = {k: v for k, v in _cfg(run).__dict__.items() if k not in ("epochs", "interrupt_after_steps")}
+    train(TrainConfig(**{**base, "epochs": 1}))
+    use_recipe({"dropout": 0.3, "augment": "none", "schedule": "constant"})  # the recipe changes
+    train(TrainConfig(**{**base, "epochs": 2, "resume": True}))  # a dropout mismatch would refuse
+    saved = load_checkpoint(run / "checkpoint.pt")["config"]
+    assert (saved["dropout"], saved["augment"], saved["schedule"]) == (0.1, "shift", "cosine")
+    # A run saved before the recipes (no dropout key, augment as a boolean) resumes as it was.
+    payload = load_checkpoint(run / "checkpoint.pt")
+    del payload["config"]["dropout"]
+    payload["config"]["augment"] = False
+    torch.save(payload, run / "checkpoint.pt")
+    train(TrainConfig(**{**base, "epochs": 3, "resume": True}))
+    saved = load_checkpoint(run / "checkpoint.pt")["config"]
+    assert (saved["dropout"], saved["augment"]) == (None, "none")

@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,9 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         cfg.dataset = cfg.dataset or net.default_dataset(cfg.model)
         cfg.run_dir = cfg.run_dir or net.default_run_dir(cfg.model)
-        recipe = net.recipe(cfg.model)
+        # Resuming takes the checkpoint's settings (train() fills them in); what a run saved before
+        # the recipes existed as None keeps the generic meaning it had then.
+        recipe = {} if cfg.resume else net.recipe(cfg.model)
         if cfg.method != "bop":
             recipe.pop("tau", None)  # a recipe's flip threshold is Bop's; bop2's scale differs
         for key, value in {**GENERIC_DEFAULTS, **recipe}.items():
@@ -380,9 +382,28 @@ def set_dropout_(model: nn.Module, rate: float) -> None:
         layer.p = float(rate)
 
 
+# The settings a recipe may set; on --resume the checkpoint's own values fill them instead.
+_RECIPE_FIELDS = (*GENERIC_DEFAULTS, "tau", "augment", "dropout")
+
+
+def _settings_of_resumed_run(config: TrainConfig) -> TrainConfig:
+    """``config`` with what it leaves unset taken from the checkpoint it resumes, not from a recipe.
+
+    A run continues as it was started even if the network's recipe has changed
+    since; a setting the command names still wins (and is checked where it must match).
+    """
+    if not config.resume:
+        return config
+    path = RunDir(Path(config.run_dir or net.default_run_dir(config.model))).checkpoint
+    if not path.is_file():
+        return config  # _Run reports "nothing to resume"
+    saved = load_checkpoint(path).get("config", {})
+    return replace(config, **{k: saved.get(k) for k in _RECIPE_FIELDS if getattr(config, k) is None})
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, checkpointing every epoch; returns the summary also written to ``summary.json``."""
-    return _Run(config.resolved()).train()
+    return _Run(_settings_of_resumed_run(config).resolved()).train()
 
 
 class _Run:
