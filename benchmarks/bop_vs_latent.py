@@ -208,12 +208,15 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 _BEFORE_RECIPES = {"schedule": "constant", "dropout": 0.2, "augment": "none"}
 
 
-def config(args: argparse.Namespace, model: str, method: str, seed: int, epochs: int) -> TrainConfig:
+def config(args: argparse.Namespace, model: str, method: str, seed: int, epoch: int) -> TrainConfig:
+    """The call that trains the run up to ``epoch``: the run is planned for --epochs, so that a
+    schedule spans all of them, and this call stops after ``epoch`` (``stop_after``)."""
     return TrainConfig(
         model=model,
         dataset="mnist",
         method=method,
-        epochs=epochs,
+        epochs=args.epochs,
+        stop_after=epoch,
         batch_size=args.batch_size,
         data_dir=args.data_dir,
         limit_train=args.limit_train,

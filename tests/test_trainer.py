@@ -235,3 +235,22 @@ def test_resume_keeps_the_runs_own_settings_when_the_recipe_changes(
     train(TrainConfig(**{**base, "epochs": 3, "resume": True}))
     saved = load_checkpoint(run / "checkpoint.pt")["config"]
     assert (saved["dropout"], saved["augment"]) == (None, "none")
+
+
+def test_a_run_trained_in_slices_keeps_its_schedule_and_ends_as_one_run(tmp_path: Path) -> None:
+    """stop_after ends a call early without shortening the schedule (benchmarks/bop_vs_latent.py)."""
+    settings = dict(epochs=3, schedule="cosine")
+    whole = train(_cfg(tmp_path / "whole", **settings))
+    sliced = tmp_path / "sliced"
+    for stop in (1, 2):
+        train(_cfg(sliced, **settings, stop_after=stop, resume=stop > 1, overwrite=stop == 1))
+        assert not (sliced / "summary.json").exists()  # no final figures before the end
+        assert load_checkpoint(sliced / "checkpoint.pt")["epoch"] == stop
+    last = train(_cfg(sliced, **settings, stop_after=3, resume=True))
+    assert last["binary_weights_sha256"] == whole["binary_weights_sha256"]
+    history = [load_checkpoint(p / "checkpoint.pt")["history"] for p in (tmp_path / "whole", sliced)]
+    assert [r["lr"] for r in history[1]] == [r["lr"] for r in history[0]]
+    assert history[0][1]["lr"] > 0.1 * history[0][0]["lr"]  # the cosine over 3 epochs, not over 2
+    assert json.loads((sliced / "summary.json").read_text())["epochs"] == 3
+    with pytest.raises(BnnflowError, match="stop_after"):
+        train(_cfg(tmp_path / "bad", stop_after=0))

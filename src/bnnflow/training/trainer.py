@@ -100,6 +100,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: epoch ends only)
+    # End this call after this many of the run's epochs, leaving a checkpoint to resume from; the
+    # schedules still span ``epochs`` (None: train to the end). Runs trained in slices use it.
+    stop_after: int | None = None
     progress: bool = True
     # Testing hook: behave as if SIGINT arrived after this many steps in total.
     interrupt_after_steps: int | None = field(default=None, repr=False)
@@ -130,6 +133,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be at least 1")
+        if cfg.stop_after is not None and cfg.stop_after < 1:
+            raise BnnflowError("stop_after must be at least 1")
         for name in ("threads", "checkpoint_every"):
             if getattr(cfg, name) < 0:
                 raise BnnflowError(f"--{name.replace('_', '-')} must be 0 or more")
@@ -538,7 +543,9 @@ class _Run:
         atomic_write_json(
             self.run_dir.config,
             {
-                "config": {k: v for k, v in asdict(cfg).items() if k != "interrupt_after_steps"},
+                "config": {
+                    k: v for k, v in asdict(cfg).items() if k not in ("interrupt_after_steps", "stop_after")
+                },
                 "method_description": METHODS[cfg.method],
                 "model_description": net.describe(cfg.model, self.network_source),
                 "world_size": self.world,
@@ -577,8 +584,9 @@ class _Run:
 
     def train(self) -> dict[str, Any]:
         started = time.perf_counter()
+        end = min(self.cfg.epochs, self.cfg.stop_after or self.cfg.epochs)
         with _Interrupt() as interrupt:
-            for epoch in range(self.start_epoch, self.cfg.epochs):
+            for epoch in range(self.start_epoch, end):
                 accum = self._train_epoch(epoch, interrupt)
                 row = self._epoch_row(epoch, accum)
                 self.history.append(row)
@@ -587,7 +595,7 @@ class _Run:
                 if self.is_main:
                     self._end_epoch(epoch, row, accum)
         summary = self._summary(started)
-        if self.is_main:
+        if self.is_main and len(self.history) >= self.cfg.epochs:  # a run stopped early has no final figures
             atomic_write_json(self.run_dir.summary, summary)
         if self.writer is not None:
             self.writer.close()
