@@ -14,7 +14,13 @@ hits every method alike, and the seconds compared come from the same minutes.
 A run's results (its per-epoch metrics and summary) are stored in
 ``OUT/per_run/<model>-<method>-s<seed>.json`` as soon as it finishes; ``--resume``
 skips finished runs and continues the others from their checkpoints (also
-from inside an epoch, where Ctrl-C stopped one). Then it prints, per model and
+from inside an epoch, where Ctrl-C stopped one). Each call trains a run up to
+one epoch of the --epochs it is planned for (``TrainConfig.stop_after``), so
+that a schedule (cosine, step) spans all of them, and a run ends bit for bit
+as one uninterrupted ``bnnflow train`` would. ``--adopt RUN_DIR`` therefore
+takes such a finished run, made beforehand with exactly these settings, in
+place of training it again; the report marks the seconds of those runs,
+measured at another time. Then it prints, per model and
 method, the mean and standard deviation over seeds of the final and the best
 test accuracy, the epochs and training seconds to a target accuracy, the flips
 per epoch, and each method's difference from the baseline (latent Adam) in
@@ -134,6 +140,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--runs", default="runs/bop_vs_latent", help="parent of the run folders (checkpoints)")
     p.add_argument("--out", default="benchmarks/results/bop_vs_latent", help="results folder")
+    p.add_argument(
+        "--adopt",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="take a finished `bnnflow train` run with exactly this benchmark's settings as one of its runs "
+        "(repeatable); its seconds were measured apart and are marked so",
+    )
     p.add_argument("--resume", action="store_true", help="keep finished runs, continue the others")
     p.add_argument("--overwrite", action="store_true", help="start every run over")
     p.add_argument("--report-only", action="store_true", help="only tabulate the runs stored in --out")
@@ -159,6 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise BnnflowError("--seeds has a repeated seed")
     if args.epochs < 1:
         raise BnnflowError("--epochs must be at least 1")
+    if args.adopt and args.report_only:
+        raise BnnflowError("--adopt trains nothing but is not a report: leave out --report-only")
     if args.partial and not args.report_only:
         raise BnnflowError("--partial goes with --report-only")
     args.targets = _targets(args.target, args.models)
@@ -267,6 +283,61 @@ def epochs_done(args: argparse.Namespace, model: str, method: str, seed: int) ->
             f"{ckpt} holds {epochs} epochs, more than --epochs {args.epochs}: use another --runs"
         )
     return epochs
+
+
+# Settings that do not change what a run computes, and so may differ in an adopted run.
+_ADOPT_IGNORED = (
+    "run_dir",
+    "data_dir",
+    "download",
+    "device",
+    "threads",
+    "resume",
+    "overwrite",
+    "checkpoint_every",
+    "progress",
+    "stop_after",
+    "interrupt_after_steps",
+)
+
+
+def adopt(args: argparse.Namespace, run_dir: str) -> tuple[str, dict[str, Any]]:
+    """A finished run made outside the benchmark, checked to be the run the benchmark would make."""
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise BnnflowError(f"--adopt {run_dir}: no checkpoint.pt there")
+    payload = load_checkpoint(ckpt)
+    stored = payload.get("config")
+    if not isinstance(stored, dict) or not {"model", "method", "seed"} <= stored.keys():
+        raise BnnflowError(f"--adopt {run_dir}: its checkpoint records no training settings")
+    model, method, seed = stored["model"], stored["method"], stored["seed"]
+    if model not in args.models or method not in args.methods or seed not in args.seeds:
+        raise BnnflowError(
+            f"--adopt {run_dir}: {model} / {method} / seed {seed} is not one of this command's runs"
+        )
+    wanted = asdict(config(args, model, method, seed, args.epochs).resolved())
+    differ = sorted(k for k in wanted if k not in _ADOPT_IGNORED and stored.get(k) != wanted[k])
+    if differ:
+        raise BnnflowError(
+            f"--adopt {run_dir}: trained with other settings than this command's: "
+            + ", ".join(f"{k} {stored.get(k)!r} (here {wanted[k]!r})" for k in differ)
+        )
+    if int(payload["epoch"]) != args.epochs or payload.get("batches_done"):
+        raise BnnflowError(
+            f"--adopt {run_dir}: has {payload['epoch']} of {args.epochs} epochs, not a finished run"
+        )
+    summary_path = Path(run_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    result = {
+        "settings": settings(args),
+        "config": wanted,
+        "summary": summary,
+        "history": payload["history"],
+        "adopted_from": str(Path(run_dir).resolve()),
+    }
+    key = run_key(model, method, seed)
+    atomic_write_json(result_path(args, key), result)
+    return key, result
 
 
 def plan(args: argparse.Namespace) -> tuple[dict[str, dict], dict[tuple[str, str, int], int]]:
@@ -386,10 +457,11 @@ def summary_table(args: argparse.Namespace, groups: dict) -> list[str]:
         flips = [statistics.fmean(row["flips"] for row in r["history"]) for r in res]
         sec = [statistics.median(row["seconds"] for row in r["history"]) for r in res]
         state = [r["summary"]["bytes_per_binary_weight"] for r in res if r["summary"]]
+        adopted = " †" if any("adopted_from" in r for r in res) else ""  # timed apart: see the note
         lines.append(
             f"| {model} | {method} | {len(res)} | {len(res[0]['history'])} "
             f"| {_pm([final_acc(r) for r in res], 100)} | {_pm([best_acc(r) for r in res], 100)} "
-            f"| {epochs} | {seconds} | {_pm(flips, digits=0)} | {_pm(sec, digits=1)} "
+            f"| {epochs} | {seconds}{adopted} | {_pm(flips, digits=0)} | {_pm(sec, digits=1)}{adopted} "
             f"| {f'{state[0]:.1f}' if state else '–'} |"
         )
     return lines
@@ -439,6 +511,19 @@ def cpu_name() -> str:
     return f"{name}, {fields.get('CPU(s)', '?').strip()} CPUs (lscpu)"
 
 
+def _adopted_note(done: dict[str, dict]) -> list[str]:
+    adopted = sorted((k, r["adopted_from"]) for k, r in done.items() if "adopted_from" in r)
+    if not adopted:
+        return []
+    runs = "; ".join(f"{k} from {path}" for k, path in adopted)
+    return [
+        "",
+        f"† Includes runs trained before, outside this benchmark, with its settings (`--adopt`): {runs}. "
+        "Their accuracies are what this benchmark would compute (a run's result is a function of its "
+        "settings and seed), but their seconds were measured at another time, under another load.",
+    ]
+
+
 def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> str:
     groups = grouped(args, done)
     # The command that trains the runs; options that only resume or tabulate are named apart.
@@ -468,6 +553,7 @@ def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> 
         "that reached it. Flips/epoch: mean over epochs (latent Adam: sign changes of latent weights).",
         "",
         *summary_table(args, groups),
+        *_adopted_note(done),
         "",
         f"Difference from {BASELINE} in percentage points, mean over seeds, with the {100 * CONFIDENCE:.0f}% "
         "Welch t interval (scipy.stats.ttest_ind, unequal variances):",
@@ -518,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         torch.set_num_threads(1)
         done, todo = plan(args)
+        for run_dir in args.adopt:
+            key, done[key] = adopt(args, run_dir)
+            todo.pop(tuple(done[key]["config"][k] for k in ("model", "method", "seed")), None)
         if not args.report_only:
             for model in args.models:
                 train_model(args, model, todo, done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import warnings
 from pathlib import Path
@@ -97,3 +98,62 @@ def test_unfinished_runs_are_cut_to_the_epochs_all_runs_of_the_model_have() -> N
     assert len(base) == 1
     assert (bvl.final_acc(base[0]), bvl.best_acc(base[0])) == (0.9, 0.9)
     assert len(done["tfc-latent-adam-s0"]["history"]) == 4  # the stored results are left whole
+
+
+def _bench(tmp_path: Path, name: str, *extra: str) -> int:
+    from helpers import SHARED_DATA
+
+    argv = ["--models", "tfc", "--methods", "latent-adam", "--seeds", "0", "--epochs", "3"]
+    argv += [
+        "--schedule",
+        "cosine",
+        "--limit-train",
+        "200",
+        "--limit-test",
+        "100",
+        "--data-dir",
+        str(SHARED_DATA),
+    ]
+    return bvl.main(
+        [*argv, "--runs", str(tmp_path / name / "runs"), "--out", str(tmp_path / name / "out"), *extra]
+    )
+
+
+def test_runs_equal_one_uninterrupted_training_and_finished_runs_can_be_adopted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The benchmark trains one epoch per call; a run must still follow its whole schedule."""
+    from helpers import SHARED_DATA, need_mnist
+
+    from bnnflow.training.trainer import TrainConfig, train
+
+    need_mnist()
+    assert _bench(tmp_path, "bench") == 0
+    stored = json.loads((tmp_path / "bench" / "out" / "per_run" / "tfc-latent-adam-s0.json").read_text())
+    direct_settings = dict(model="tfc", dataset="mnist", method="latent-adam", epochs=3, batch_size=100)
+    direct_settings.update(
+        schedule="cosine", limit_train=200, limit_test=100, seed=0, threads=1, progress=False
+    )
+    direct = train(
+        TrainConfig(**direct_settings, data_dir=str(SHARED_DATA), run_dir=str(tmp_path / "direct"))
+    )
+    assert stored["summary"]["binary_weights_sha256"] == direct["binary_weights_sha256"]
+    ours = json.loads((tmp_path / "direct" / "summary.json").read_text())
+    assert stored["summary"]["final_test_acc"] == ours["final_test_acc"]
+    assert "†" not in (tmp_path / "bench" / "out" / "results.md").read_text()
+
+    # The same run made by `bnnflow train` stands in for the benchmark's own, marked as timed apart.
+    assert _bench(tmp_path, "adopting", "--adopt", str(tmp_path / "direct")) == 0
+    adopted = json.loads((tmp_path / "adopting" / "out" / "per_run" / "tfc-latent-adam-s0.json").read_text())
+    assert adopted["adopted_from"] == str((tmp_path / "direct").resolve())
+    assert [r["test_acc"] for r in adopted["history"]] == [r["test_acc"] for r in stored["history"]]
+    assert not (tmp_path / "adopting" / "runs").exists()  # nothing was trained
+    assert "† Includes runs trained before" in (tmp_path / "adopting" / "out" / "results.md").read_text()
+
+    # A run with other settings is refused in one line, naming the difference.
+    other = dict(direct_settings, schedule="constant")
+    train(TrainConfig(**other, data_dir=str(SHARED_DATA), run_dir=str(tmp_path / "constant")))
+    capsys.readouterr()
+    assert _bench(tmp_path, "refusing", "--adopt", str(tmp_path / "constant")) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "schedule 'constant' (here 'cosine')" in err
