@@ -1,4 +1,4 @@
-"""``bnnflow train`` and ``bnnflow evaluate``."""
+"""``bnnflow train``, ``bnnflow evaluate`` and ``bnnflow teacher``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,24 @@ def _add_regularization_arguments(p: argparse.ArgumentParser) -> None:
         help="rate of every Dropout layer of the network (default: the named network's recipe, else the "
         "network's own: 0.2 in Brevitas' TFC/SFC/LFC)",
     )
+    p.add_argument(
+        "--teacher",
+        metavar="PATH",
+        help="distil from this trained network: a .pt2 file (torch.export.save; a float network, for "
+        "example from benchmarks/float_teacher.py) or a bnnflow run folder; the binary network is unchanged",
+    )
+    p.add_argument(
+        "--distill-weight",
+        type=_nonnegative_float,
+        metavar="A",
+        help="share of the teacher's soft targets in the loss, in [0, 1] (default with --teacher: 0.5)",
+    )
+    p.add_argument(
+        "--distill-temperature",
+        type=_nonnegative_float,
+        metavar="T",
+        help="softmax temperature of the soft targets (default with --teacher: 4)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +185,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_train)
     _register_evaluate(sub)
+    _register_teacher(sub)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(t) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"comma-separated positive widths, got {text!r}") from None
+
+
+def _register_teacher(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "teacher",
+        help="train a float network to distil from (bnnflow train --teacher)",
+        description="Train a float MLP on a dataset with PyTorch and save it with torch.export (.pt2), "
+        "with its test accuracy in <out>.json. `bnnflow train --teacher FILE` then distils from it.",
+        formatter_class=HelpFormatter,
+    )
+    t.add_argument("--dataset", required=True, help=bdata.DATASET_HELP)
+    t.add_argument("--out", required=True, help="the .pt2 file to write")
+    t.add_argument(
+        "--hidden", type=_widths, default=(1024, 1024, 1024), help="hidden widths (default 1024,1024,1024)"
+    )
+    t.add_argument(
+        "--epochs", type=positive_int, default=20, help="epochs (default 20, cosine learning rate)"
+    )
+    t.add_argument("--batch-size", type=positive_int, default=100)
+    t.add_argument("--lr", type=_nonnegative_float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    t.add_argument(
+        "--dropout", type=_nonnegative_float, default=0.2, help="after every hidden layer (default 0.2)"
+    )
+    t.add_argument(
+        "--augment", default="none", choices=list(bdata.ImageDataset.AUGMENTATIONS), help="as for train"
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit-train", type=positive_int, help="use only N training images")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    add_data_arguments(t)
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no per-epoch lines")
+    t.set_defaults(func=_teacher)
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from bnnflow.training.teacher import TeacherConfig, train_teacher
+
+    fields = {k: getattr(args, k) for k in TeacherConfig.__dataclass_fields__ if hasattr(args, k)}
+    record = train_teacher(TeacherConfig(**fields))
+    print(f"teacher: test accuracy {100 * record['test_acc']:.2f}% -> {record['file']}")
+    return 0
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -50,6 +50,7 @@ from bnnflow.runs import (
     save_network_source,
 )
 from bnnflow.training import network as net
+from bnnflow.training.distill import distillation_loss, file_sha256, load_teacher, teacher_file
 from bnnflow.training.optimizers import (
     METHODS,
     CaseOptimizer,
@@ -93,6 +94,9 @@ class TrainConfig:
     test_fraction: float | None = None  # for a folder: dataset without train/ and test/
     augment: bool | str | None = None  # a data.ImageDataset augmentation; None: crop-flip for cifar10
     dropout: float | None = None  # every Dropout layer's rate; None: the network's own
+    teacher: str | None = None  # distill from this network (a .pt2 or a run folder; training.distill)
+    distill_weight: float | None = None  # the soft target's share of the loss; None: 0.5 with a teacher
+    distill_temperature: float | None = None  # None: 4 with a teacher
     limit_train: int | None = None
     limit_test: int | None = None
     device: str = "auto"
@@ -124,6 +128,7 @@ class TrainConfig:
         cfg.augment = bdata.augmentation_name(cfg.augment)
         if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
             raise BnnflowError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+        _resolve_distillation(cfg)
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
         cfg.dataset = bdata.canonical_name(cfg.dataset)
@@ -150,6 +155,24 @@ class TrainConfig:
         return cfg
 
 
+def _resolve_distillation(cfg: TrainConfig) -> None:
+    """Fill in and check the distillation settings (in place)."""
+    if cfg.teacher is None:
+        if cfg.distill_weight is not None or cfg.distill_temperature is not None:
+            raise BnnflowError("--distill-weight and --distill-temperature need --teacher")
+        return
+    if cfg.distill_weight is None:
+        cfg.distill_weight = 0.5
+    if cfg.distill_temperature is None:
+        cfg.distill_temperature = 4.0
+    if not 0.0 <= cfg.distill_weight <= 1.0:
+        raise BnnflowError(f"--distill-weight must be in [0, 1], got {cfg.distill_weight}")
+    if not 0.0 < cfg.distill_temperature < math.inf:
+        raise BnnflowError(
+            f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}"
+        )
+
+
 # Keys that must match between a checkpoint and the command resuming it.
 _RESUME_KEYS = (
     "model",
@@ -161,6 +184,9 @@ _RESUME_KEYS = (
     "seed",
     "compact",
     "dropout",
+    "teacher",
+    "distill_weight",
+    "distill_temperature",
 )
 
 
@@ -389,6 +415,8 @@ def set_dropout_(model: nn.Module, rate: float) -> None:
 
 # The settings a recipe may set; on --resume the checkpoint's own values fill them instead.
 _RECIPE_FIELDS = (*GENERIC_DEFAULTS, "tau", "augment", "dropout")
+# What --resume takes from the checkpoint where the command leaves it unset.
+_RESUMED_FIELDS = (*_RECIPE_FIELDS, "teacher", "distill_weight", "distill_temperature")
 
 
 def _settings_of_resumed_run(config: TrainConfig) -> TrainConfig:
@@ -403,7 +431,7 @@ def _settings_of_resumed_run(config: TrainConfig) -> TrainConfig:
     if not path.is_file():
         return config  # _Run reports "nothing to resume"
     saved = load_checkpoint(path).get("config", {})
-    return replace(config, **{k: saved.get(k) for k in _RECIPE_FIELDS if getattr(config, k) is None})
+    return replace(config, **{k: saved.get(k) for k in _RESUMED_FIELDS if getattr(config, k) is None})
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -462,6 +490,7 @@ class _Run:
         if cfg.method != "latent-adam":
             binarize_weights_(self.model)
         self.model.to(self.device)
+        self.teacher = self._teacher(resume_payload)
         self.optimizer = build_optimizer(
             self.model,
             cfg.method,
@@ -494,6 +523,20 @@ class _Run:
         if self.is_main:
             self._write_config()
         self.writer = _tensorboard(self.run_dir.path) if self.is_main else None
+
+    def _teacher(self, resume_payload: dict[str, Any] | None) -> nn.Module | None:
+        """The distillation teacher (None without --teacher); a resumed run must keep the same file."""
+        cfg = self.cfg
+        self.teacher_sha256 = None
+        if cfg.teacher is None:
+            return None
+        self.teacher_sha256 = file_sha256(teacher_file(cfg.teacher))
+        saved = (resume_payload or {}).get("teacher_sha256")
+        if resume_payload is not None and saved != self.teacher_sha256:
+            raise BnnflowError(f"cannot resume: the teacher {cfg.teacher} has changed since the run began")
+        example = torch.stack([self.train_set[i][0] for i in range(min(2, len(self.train_set)))])
+        teacher = load_teacher(cfg.teacher, example, self.dataset.num_classes)
+        return teacher.to(self.device)
 
     def _resume_payload(self) -> dict[str, Any] | None:
         """The checkpoint to resume from (checked against this command's settings), or None."""
@@ -549,6 +592,7 @@ class _Run:
                 "method_description": METHODS[cfg.method],
                 "model_description": net.describe(cfg.model, self.network_source),
                 "world_size": self.world,
+                "teacher_sha256": self.teacher_sha256,
                 "versions": {"bnnflow": bnnflow.__version__, "torch": torch.__version__},
             },
         )
@@ -569,6 +613,7 @@ class _Run:
                 DATASET_KEY: self.dataset.to_json(),
                 "method": cfg.method,
                 "config": asdict(cfg),
+                "teacher_sha256": self.teacher_sha256,
                 "epoch": epoch_done,
                 "batches_done": batches_done,
                 "epoch_accum": accum,
@@ -628,9 +673,14 @@ class _Run:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_index: int) -> tuple[Any, Any, Any]:
         """One optimizer step: (loss, logits, flips per binary layer)."""
-        ckpt_path = self.run_dir.checkpoint
+        cfg, ckpt_path = self.cfg, self.run_dir.checkpoint
         logits = self.train_model(x)
-        loss = F.cross_entropy(logits, y)
+        if self.teacher is None:
+            loss = F.cross_entropy(logits, y)
+        else:
+            with torch.no_grad():
+                soft = self.teacher(x)
+            loss = distillation_loss(logits, soft, y, cfg.distill_weight, cfg.distill_temperature)
         finite = torch.isfinite(loss.detach()).to(torch.int32)
         if self.world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
