@@ -254,3 +254,13 @@ def test_a_run_trained_in_slices_keeps_its_schedule_and_ends_as_one_run(tmp_path
     assert json.loads((sliced / "summary.json").read_text())["epochs"] == 3
     with pytest.raises(BnnflowError, match="stop_after"):
         train(_cfg(tmp_path / "bad", stop_after=0))
+
+
+def test_resuming_a_checkpoint_with_damaged_settings_is_a_one_line_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, epochs=1))
+    payload = torch.load(run / "checkpoint.pt", weights_only=False)
+    payload["config"] = ["not", "a", "mapping"]
+    torch.save(payload, run / "checkpoint.pt")
+    with pytest.raises(BnnflowError, match="training settings .* not a mapping"):
+        train(_cfg(run, epochs=2, resume=True))

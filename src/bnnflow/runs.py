@@ -175,6 +175,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("model", "model_state"):
         if key not in payload:
             raise BnnflowError(f"corrupted checkpoint {path}: missing {key!r}")
+    if not isinstance(payload.get("config", {}), dict):
+        raise BnnflowError(f"corrupted checkpoint {path}: its training settings ('config') are not a mapping")
     return payload
 
 
