@@ -211,7 +211,7 @@ def _register_teacher(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--epochs", type=positive_int, default=20, help="epochs (default 20, cosine learning rate)"
     )
-    t.add_argument("--batch-size", type=positive_int, default=100)
+    t.add_argument("--batch-size", type=positive_int, default=100, help="images per step (default 100)")
     t.add_argument("--lr", type=_nonnegative_float, default=1e-3, help="Adam's learning rate (default 1e-3)")
     t.add_argument(
         "--dropout", type=_nonnegative_float, default=0.2, help="after every hidden layer (default 0.2)"
@@ -219,7 +219,7 @@ def _register_teacher(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--augment", default="none", choices=list(bdata.ImageDataset.AUGMENTATIONS), help="as for train"
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--limit-train", type=positive_int, help="use only N training images")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     add_data_arguments(t)
