@@ -354,7 +354,12 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, dict], dict[tuple[str, str
                 elif args.partial:
                     ckpt = Path(args.runs) / key / "checkpoint.pt"
                     if ckpt.exists():
-                        done[key] = {"summary": None, "history": load_checkpoint(ckpt)["history"]}
+                        payload = load_checkpoint(ckpt)
+                        done[key] = {
+                            "summary": None,
+                            "history": payload["history"],
+                            "config": payload.get("config"),
+                        }
                 elif not args.report_only:
                     todo[(model, method, seed)] = epochs_done(args, model, method, seed) if args.resume else 0
     if done and not (args.resume or args.report_only):
@@ -544,7 +549,8 @@ def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> 
         "",
         f"CPU: {cpu_name()}; one torch thread per run, one run at a time. "
         f"Epochs: {args.epochs}; seeds: {','.join(map(str, args.seeds))}; batch size {args.batch_size}; "
-        f"`bnnflow train`'s defaults otherwise ({hyperparameters(groups)}). Targets: {targets}.",
+        f"otherwise what `bnnflow train` resolves (the network's recipe, else the defaults: {hyperparameters(groups)}). "
+        f"Targets: {targets}.",
         *(["", *unfinished] if unfinished else []),
         "",
         "Mean ± sample standard deviation over seeds. Final: the last epoch's test accuracy; best: the "
