@@ -549,8 +549,8 @@ def report(args: argparse.Namespace, done: dict[str, dict], argv: list[str]) -> 
         "",
         f"CPU: {cpu_name()}; one torch thread per run, one run at a time. "
         f"Epochs: {args.epochs}; seeds: {','.join(map(str, args.seeds))}; batch size {args.batch_size}; "
-        f"otherwise what `bnnflow train` resolves (the network's recipe, else the defaults: {hyperparameters(groups)}). "
-        f"Targets: {targets}.",
+        "otherwise what `bnnflow train` resolves (the network's recipe, else the defaults: "
+        f"{hyperparameters(groups)}). Targets: {targets}.",
         *(["", *unfinished] if unfinished else []),
         "",
         "Mean ± sample standard deviation over seeds. Final: the last epoch's test accuracy; best: the "
