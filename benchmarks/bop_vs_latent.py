@@ -400,7 +400,8 @@ def store_result(args: argparse.Namespace, cfg: TrainConfig, summary: dict[str, 
     payload = load_checkpoint(Path(cfg.run_dir) / "checkpoint.pt")
     result = {
         "settings": settings(args),
-        "config": asdict(cfg.resolved()),
+        # the run's settings as trained (cfg here resumes, and so leaves the recipe to the checkpoint)
+        "config": payload["config"],
         "summary": summary,
         "history": payload["history"],
     }

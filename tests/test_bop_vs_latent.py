@@ -104,9 +104,7 @@ def _bench(tmp_path: Path, name: str, *extra: str) -> int:
     from helpers import SHARED_DATA
 
     argv = ["--models", "tfc", "--methods", "latent-adam", "--seeds", "0", "--epochs", "3"]
-    argv += [
-        "--schedule",
-        "cosine",
+    argv += [  # no --schedule: TFC's recipe, a cosine
         "--limit-train",
         "200",
         "--limit-test",
@@ -131,13 +129,12 @@ def test_runs_equal_one_uninterrupted_training_and_finished_runs_can_be_adopted(
     assert _bench(tmp_path, "bench") == 0
     stored = json.loads((tmp_path / "bench" / "out" / "per_run" / "tfc-latent-adam-s0.json").read_text())
     direct_settings = dict(model="tfc", dataset="mnist", method="latent-adam", epochs=3, batch_size=100)
-    direct_settings.update(
-        schedule="cosine", limit_train=200, limit_test=100, seed=0, threads=1, progress=False
-    )
+    direct_settings.update(limit_train=200, limit_test=100, seed=0, threads=1, progress=False)
     direct = train(
         TrainConfig(**direct_settings, data_dir=str(SHARED_DATA), run_dir=str(tmp_path / "direct"))
     )
     assert stored["summary"]["binary_weights_sha256"] == direct["binary_weights_sha256"]
+    assert stored["config"]["schedule"] == "cosine"  # the recipe's, as the run was trained
     ours = json.loads((tmp_path / "direct" / "summary.json").read_text())
     assert stored["summary"]["final_test_acc"] == ours["final_test_acc"]
     assert "†" not in (tmp_path / "bench" / "out" / "results.md").read_text()
