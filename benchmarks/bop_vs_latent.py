@@ -489,9 +489,9 @@ def difference_table(groups: dict) -> list[str]:
 
 
 def hyperparameters(groups: dict) -> str:
-    """Each method's first-epoch hyperparameters, as the runs' metrics recorded them."""
-    seen: dict[str, str] = {}
-    for (_, method), res in groups.items():
+    """Each model's and method's first-epoch hyperparameters, as its first run recorded them."""
+    seen: list[str] = []
+    for (model, method), res in groups.items():
         row = res[0]["history"][0]
         values = ", ".join(f"{k} {row[k]:g}" for k in ("gamma", "tau", "lr") if k in row)
         config = res[0].get("config") or {}
@@ -503,8 +503,8 @@ def hyperparameters(groups: dict) -> str:
             values += f", dropout {config['dropout']:g}"
         if config.get("augment") not in (None, False, "none"):
             values += f", {config['augment']} augmentation"
-        seen.setdefault(method, f"{method}: {values}")
-    return "; ".join(seen.values())
+        seen.append(f"{model} {method}: {values}")
+    return "; ".join(seen)
 
 
 def cpu_name() -> str:
