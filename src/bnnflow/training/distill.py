@@ -62,11 +62,10 @@ def load_teacher(path: str, example: torch.Tensor, num_classes: int) -> nn.Modul
     except Exception as exc:  # torch's loaders raise many kinds; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BnnflowError(f"--teacher {path}: cannot load it: {first}") from None
-    if isinstance(teacher, nn.Module) and hasattr(teacher, "eval"):
-        try:
-            teacher.eval()
-        except NotImplementedError:
-            pass  # an exported program's module has no train/eval switch; it is exported in eval mode
+    try:
+        teacher.eval()
+    except NotImplementedError:  # an exported program's module has no train/eval switch (exported in eval)
+        pass
     for p in teacher.parameters():
         p.requires_grad_(False)
     try:
