@@ -161,6 +161,7 @@ def _resolve_distillation(cfg: TrainConfig) -> None:
         if cfg.distill_weight is not None or cfg.distill_temperature is not None:
             raise BnnflowError("--distill-weight and --distill-temperature need --teacher")
         return
+    cfg.teacher = str(Path(cfg.teacher).resolve())  # a run resumed from another folder finds it
     if cfg.distill_weight is None:
         cfg.distill_weight = 0.5
     if cfg.distill_temperature is None:
