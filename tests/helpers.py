@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +34,23 @@ def unavailable(why: str) -> NoReturn:
     if under_ci():
         pytest.fail(f"under CI nothing may be skipped: {why}", pytrace=False)
     pytest.skip(why)
+
+
+CPU = Path(__file__).resolve().parents[1] / "cpu"
+
+
+def make_cpu(*targets: str, timeout: int = 900) -> str:
+    """``make`` in cpu/; a failure fails the test with make's own output (its last 4,000 characters)."""
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(CPU), *targets],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"make {' '.join(targets)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
 
 
 def need_mnist() -> None:

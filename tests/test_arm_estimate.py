@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import unavailable
+from helpers import make_cpu, unavailable
 
 from bnnflow.bench import armestimate
 from bnnflow.bench.armestimate import BOARDS, Estimate, estimate_arm, parse_mca
@@ -63,9 +63,7 @@ def _need_tools() -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _need_tools()
-    subprocess.run(
-        ["make", "-s", "-C", str(CPU), "build/make-model"], check=True, capture_output=True, timeout=600
-    )
+    make_cpu("build/make-model", timeout=600)
     out = tmp_path_factory.mktemp("arm-models")
     paths = {}
     for name in ("tfc", "lfc"):

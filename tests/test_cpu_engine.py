@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, finn_reference, unavailable
+from helpers import SHARED_DATA, finn_reference, make_cpu, unavailable
 
 from bnnflow.cpu import MODEL_FILE, CpuEngine, kernel_name
 from bnnflow.data import load_arrays
@@ -60,7 +60,7 @@ def design(request: pytest.FixtureRequest) -> tuple[Path, np.ndarray, np.ndarray
 
 @pytest.fixture(scope="module")
 def built() -> None:
-    subprocess.run(["make", "-s", "-C", str(CPU), "all"], check=True, capture_output=True, timeout=900)
+    make_cpu("all", timeout=900)
 
 
 def _first_difference(classes, scores, want_classes, want_scores) -> str:
@@ -132,9 +132,7 @@ def test_board_cores_under_qemu_match_finn(design, built: None, tmp_path: Path, 
         unavailable(f"{package} not installed: the {arch} engine is not tested on real models")
     if not shutil.which(runner[0]):
         unavailable(f"qemu-user not installed: the {arch} engine is not tested on real models")
-    subprocess.run(
-        ["make", "-s", "-C", str(CPU), f"cli-{arch}"], check=True, capture_output=True, timeout=900
-    )
+    make_cpu(f"cli-{arch}", timeout=900)
     compile_dir, images, want_classes, want_scores = design
     cli = CPU / "build" / arch / "bnnflow-cpu"
     for disable, expected in (("", "neon"), ("all", "scalar")):

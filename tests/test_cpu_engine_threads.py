@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_cpu
 
 from bnnflow.bnncpu import engine as engine_module
 from bnnflow.bnncpu.engine import BNN_ERR_BUSY, CpuEngine, threads_started
@@ -29,9 +30,7 @@ pytestmark = pytest.mark.xdist_group("cpu-make")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    subprocess.run(
-        ["make", "-s", "-C", str(CPU), "build/make-model"], check=True, capture_output=True, timeout=900
-    )
+    make_cpu("build/make-model", timeout=900)
     folder = tmp_path_factory.mktemp("random-models")
     out = {}
     for net in ("tfc", "cnv"):

@@ -20,7 +20,7 @@ from typing import Any
 import cpu_reference
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, need_mnist, unavailable
+from helpers import SHARED_DATA, make_cpu, need_mnist, unavailable
 
 CPU = Path(__file__).resolve().parents[1] / "cpu"
 # Both modules run make targets in cpu/build that share objects (the cross builds, the
@@ -32,16 +32,7 @@ MAKE_MODEL = BUILD / "make-model"
 
 
 def _make(*targets: str, timeout: int = 900) -> str:
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(CPU), *targets],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, (
-        f"make {' '.join(targets)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    )
-    return proc.stdout
+    return make_cpu(*targets, timeout=timeout)
 
 
 def _compiles(compiler: str, *flags: str, tmp: Path) -> bool:

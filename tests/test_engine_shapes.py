@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CPU, made_once
-from helpers import unavailable
+from helpers import make_cpu, unavailable
 from torch import nn
 
 import bnnflow  # noqa: F401  (installs the torch shim before brevitas)
@@ -240,9 +240,7 @@ def test_every_kernel_set_equals_finn(design: tuple[str, Path], tmp_path: Path, 
         compiler, runner = CROSS[arch]
         if not shutil.which(compiler) or not shutil.which(runner[0]):
             unavailable(f"{compiler} or {runner[0]} not installed: the {arch} engine is not tested here")
-        subprocess.run(
-            ["make", "-s", "-C", str(CPU), f"cli-{arch}"], check=True, capture_output=True, timeout=900
-        )
+        make_cpu(f"cli-{arch}", timeout=900)
         cli, settings = CPU / "build" / arch / "bnnflow-cpu", ("all", "")
     images = _images(name)[:3]
     finn = finn_outputs(compile_dir, images)
