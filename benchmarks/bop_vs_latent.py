@@ -327,7 +327,10 @@ def adopt(args: argparse.Namespace, run_dir: str) -> tuple[str, dict[str, Any]]:
             f"--adopt {run_dir}: has {payload['epoch']} of {args.epochs} epochs, not a finished run"
         )
     summary_path = Path(run_dir) / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BnnflowError(f"--adopt {run_dir}: unreadable summary.json: {exc}") from None
     result = {
         "settings": settings(args),
         "config": wanted,

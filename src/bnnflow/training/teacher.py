@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from bnnflow import data as bdata
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_bytes, atomic_write_json
+from bnnflow.training.trainer import evaluate
 
 
 @dataclass
@@ -55,16 +56,6 @@ def float_mlp(
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
-
-
-def _accuracy(model: nn.Module, loader: DataLoader) -> float:
-    model.eval()
-    right = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            right += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return right / max(1, total)
 
 
 def _check(cfg: TeacherConfig) -> None:
@@ -105,7 +96,7 @@ def train_teacher(cfg: TeacherConfig) -> dict[str, Any]:
             F.cross_entropy(model(x), y).backward()
             opt.step()
         sched.step()
-        acc = _accuracy(model, test_loader)
+        acc = evaluate(model, test_loader, torch.device("cpu"))[1]
         if cfg.progress:
             print(f"teacher epoch {epoch + 1:3d}/{cfg.epochs}  test {100 * acc:6.2f}%", flush=True)
     model.eval()
