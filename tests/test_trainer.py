@@ -169,6 +169,18 @@ def test_dropout_rate_is_set_recorded_and_checked_on_resume(tmp_path: Path) -> N
         train(_cfg(tmp_path / "r", dropout=1.0))
 
 
+def test_label_smoothing_reaches_the_loss_and_is_recorded(tmp_path: Path) -> None:
+    plain = train(_cfg(tmp_path / "plain", epochs=1))
+    smooth = train(_cfg(tmp_path / "smooth", epochs=1, label_smoothing=0.2))
+    config = json.loads((tmp_path / "smooth" / "run.json").read_text())["config"]
+    assert config["label_smoothing"] == 0.2
+    assert json.loads((tmp_path / "plain" / "run.json").read_text())["config"]["label_smoothing"] == 0.0
+    # Same seed, same batches: only the loss differs, so the flips differ too.
+    assert smooth["binary_weights_sha256"] != plain["binary_weights_sha256"]
+    with pytest.raises(BnnflowError, match="--label-smoothing must be in"):
+        train(_cfg(tmp_path / "r", label_smoothing=1.0))
+
+
 def test_dropout_on_a_network_without_dropout_is_refused() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(4, 2))
     with pytest.raises(BnnflowError, match="no Dropout layer"):

@@ -100,10 +100,17 @@ def _add_regularization_arguments(p: argparse.ArgumentParser) -> None:
         "network's own: 0.2 in Brevitas' TFC/SFC/LFC)",
     )
     p.add_argument(
+        "--label-smoothing",
+        type=_nonnegative_float,
+        metavar="E",
+        help="spread this share of each label's target over all classes (torch's cross_entropy "
+        "label_smoothing), in [0, 1) (default: the named network's recipe, else 0)",
+    )
+    p.add_argument(
         "--teacher",
         metavar="PATH",
         help="distil from this trained network: a .pt2 file (torch.export.save; a float network, for "
-        "example from benchmarks/float_teacher.py) or a bnnflow run folder; the binary network is unchanged",
+        "example from `bnnflow teacher`) or a bnnflow run folder; the binary network is unchanged",
     )
     p.add_argument(
         "--distill-weight",

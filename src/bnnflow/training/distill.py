@@ -86,10 +86,17 @@ def load_teacher(path: str, example: torch.Tensor, num_classes: int) -> nn.Modul
 
 
 def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, weight: float, temperature: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    weight: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)``, averaged over the batch."""
-    hard = F.cross_entropy(student, labels)
+    """``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)``, averaged over the batch.
+
+    ``label_smoothing`` is passed to the hard term's ``F.cross_entropy``."""
+    hard = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
     if weight == 0:
         return hard
     t = temperature

@@ -94,6 +94,7 @@ class TrainConfig:
     test_fraction: float | None = None  # for a folder: dataset without train/ and test/
     augment: bool | str | None = None  # a data.ImageDataset augmentation; None: crop-flip for cifar10
     dropout: float | None = None  # every Dropout layer's rate; None: the network's own
+    label_smoothing: float | None = None  # torch's cross_entropy label_smoothing; None: the recipe's, else 0
     teacher: str | None = None  # distill from this network (a .pt2 or a run folder; training.distill)
     distill_weight: float | None = None  # the soft target's share of the loss; None: 0.5 with a teacher
     distill_temperature: float | None = None  # None: 4 with a teacher
@@ -128,6 +129,10 @@ class TrainConfig:
         cfg.augment = bdata.augmentation_name(cfg.augment)
         if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
             raise BnnflowError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+        if cfg.label_smoothing is None:
+            cfg.label_smoothing = 0.0
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise BnnflowError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
         _resolve_distillation(cfg)
         if cfg.method not in METHODS:
             raise BnnflowError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
@@ -415,7 +420,7 @@ def set_dropout_(model: nn.Module, rate: float) -> None:
 
 
 # The settings a recipe may set; on --resume the checkpoint's own values fill them instead.
-_RECIPE_FIELDS = (*GENERIC_DEFAULTS, "tau", "augment", "dropout")
+_RECIPE_FIELDS = (*GENERIC_DEFAULTS, "tau", "augment", "dropout", "label_smoothing")
 # What --resume takes from the checkpoint where the command leaves it unset.
 _RESUMED_FIELDS = (*_RECIPE_FIELDS, "teacher", "distill_weight", "distill_temperature")
 
@@ -677,11 +682,13 @@ class _Run:
         cfg, ckpt_path = self.cfg, self.run_dir.checkpoint
         logits = self.train_model(x)
         if self.teacher is None:
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         else:
             with torch.no_grad():
                 soft = self.teacher(x)
-            loss = distillation_loss(logits, soft, y, cfg.distill_weight, cfg.distill_temperature)
+            loss = distillation_loss(
+                logits, soft, y, cfg.distill_weight, cfg.distill_temperature, cfg.label_smoothing
+            )
         finite = torch.isfinite(loss.detach()).to(torch.int32)
         if self.world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
