@@ -300,6 +300,9 @@ _ADOPT_IGNORED = (
     "interrupt_after_steps",
 )
 
+# Settings a run saved before they existed lacks; such a run trained with these values.
+_ADOPT_ABSENT_MEANS = {"label_smoothing": 0.0}
+
 
 def adopt(args: argparse.Namespace, run_dir: str) -> tuple[str, dict[str, Any]]:
     """A finished run made outside the benchmark, checked to be the run the benchmark would make."""
@@ -316,6 +319,7 @@ def adopt(args: argparse.Namespace, run_dir: str) -> tuple[str, dict[str, Any]]:
             f"--adopt {run_dir}: {model} / {method} / seed {seed} is not one of this command's runs"
         )
     wanted = asdict(config(args, model, method, seed, args.epochs).resolved())
+    stored = {**_ADOPT_ABSENT_MEANS, **stored}
     differ = sorted(k for k in wanted if k not in _ADOPT_IGNORED and stored.get(k) != wanted[k])
     if differ:
         raise BnnflowError(

@@ -206,6 +206,34 @@ def test_a_named_networks_recipe_fills_what_the_command_leaves_unset(monkeypatch
     assert trainer.net.recipe("net.py:build") == {}
 
 
+def test_a_recipe_may_name_a_method_whose_flip_settings_go_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from bnnflow import models
+
+    spec = models.MODEL_SPECS["digits-mlp"]
+    recipe = {"method": "bop2", "tau": 1e-3, "sigma": 3e-3, "label_smoothing": 0.1}
+    monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe=recipe))
+    cfg = TrainConfig(model="digits-mlp", run_dir="r").resolved()
+    assert (cfg.method, cfg.tau, cfg.sigma, cfg.label_smoothing) == ("bop2", 1e-3, 3e-3, 0.1)
+    # Another method named on the command keeps its own flip threshold, not bop2's.
+    cfg = TrainConfig(model="digits-mlp", run_dir="r", method="bop").resolved()
+    assert (cfg.method, cfg.tau, cfg.sigma, cfg.label_smoothing) == ("bop", None, 1e-2, 0.1)
+    cfg = TrainConfig(model="digits-mlp", run_dir="r", method="bop2").resolved()
+    assert (cfg.tau, cfg.sigma) == (1e-3, 3e-3)
+    monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe={}))
+    assert TrainConfig(model="digits-mlp", run_dir="r").resolved().method == "bop"
+
+
+def test_resume_takes_the_method_from_the_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, epochs=1, method="bop2"))
+    summary = train(_cfg(run, epochs=2, resume=True, tau=None))  # no method named: the run's own
+    assert summary["method"] == "bop2"
+    with pytest.raises(BnnflowError, match="method"):
+        train(_cfg(run, epochs=3, resume=True, method="bop"))
+
+
 def test_shipped_recipes_are_valid_settings() -> None:
     from bnnflow.models import MODEL_SPECS
 

@@ -62,11 +62,13 @@ from bnnflow.training.optimizers import (
 
 # Where neither the command nor the network's recipe (models.ModelSpec.recipe) sets them.
 GENERIC_DEFAULTS: dict[str, Any] = {
+    "method": "bop",
     "epochs": 10,
     "batch_size": 100,
     "gamma": 1e-4,
     "lr": 1e-2,
     "schedule": "constant",
+    "sigma": 1e-2,
 }
 
 
@@ -78,12 +80,12 @@ class TrainConfig:
     model: str = "digits-mlp"
     dataset: str | None = None  # None: the model's own dataset
     run_dir: str | None = None  # None: runs/<model>
-    method: str = "bop"
+    method: str | None = None  # None: the named network's recipe, else "bop"
     epochs: int | None = None
     batch_size: int | None = None
     gamma: float | None = None
     tau: float | None = None  # None: 1e-8 for bop, 1e-6 for bop2
-    sigma: float = 1e-2
+    sigma: float | None = None  # bop2's second-moment rate; None: the recipe's, else 1e-2
     lr: float | None = None
     compact: bool = False
     schedule: str | None = None  # for gamma (Bop) and lr (Adam), stepped per epoch
@@ -119,8 +121,11 @@ class TrainConfig:
         # Resuming takes the checkpoint's settings (train() fills them in); what a run saved before
         # the recipes existed as None keeps the generic meaning it had then.
         recipe = {} if cfg.resume else net.recipe(cfg.model)
-        if cfg.method != "bop":
-            recipe.pop("tau", None)  # a recipe's flip threshold is Bop's; bop2's scale differs
+        recipe_method = recipe.get("method", "bop")
+        if cfg.method is not None and cfg.method != recipe_method:
+            # A recipe's flip settings belong to its own method: bop2's tau has another scale.
+            for key in ("tau", "sigma"):
+                recipe.pop(key, None)
         for key, value in {**GENERIC_DEFAULTS, **recipe}.items():
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
