@@ -15,7 +15,7 @@ from torch import nn
 
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import load_model
-from bnnflow.training.distill import distillation_loss, load_teacher
+from bnnflow.training.distill import distillation_loss, file_sha256, load_teacher
 from bnnflow.training.trainer import TrainConfig, train
 
 EXAMPLE = torch.rand(3, 1, 8, 8)  # the digits' shape
@@ -121,3 +121,20 @@ def test_bnnflow_teacher_writes_a_float_network_train_can_use(tmp_path: Path) ->
     assert summary["final_test_acc"] > 0.3
     bad = subprocess.run([*cmd[:-1], str(tmp_path / "x.onnx")], capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and ".pt2" in bad.stderr
+
+
+def test_distill_cost_benchmark_times_both_kinds_of_run(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_cost.py"
+    teacher = _export(_Fixed(), tmp_path / "fixed.pt2")
+    cmd = [sys.executable, str(script), "--model", "digits-mlp", "--limit-train", "200", "--rounds", "2"]
+    r = subprocess.run([*cmd, "--teacher", str(teacher)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| with")}
+    assert set(rows) == {"without", "with"}
+    assert rows["without"].rstrip().endswith("| 1.00x |")
+    assert len(rows["with"].split("|")[3].split(",")) == 2  # one time per round
+    # the timed runs are the ones with and without the teacher, as their run.json say
+    assert rows["with"].split("|")[2].strip() == file_sha256(teacher)
+    assert rows["without"].split("|")[2].strip() == "none"
+    bad = subprocess.run([*cmd, "--teacher", str(tmp_path / "none.pt2")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("distill_cost: ") and bad.stderr.count("\n") == 1
