@@ -149,7 +149,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, help="epochs to train in total" + _RECIPE_OR + "10)")
     p.add_argument("--batch-size", type=positive_int, help="batch size per process" + _RECIPE_OR + "100)")
     p.add_argument("--gamma", type=_nonnegative_float, help="Bop adaptivity rate" + _RECIPE_OR + "1e-4)")
-    p.add_argument("--tau", type=_nonnegative_float, help="Bop flip threshold (default 1e-8; 1e-6 for bop2)")
+    p.add_argument(
+        "--tau",
+        type=_nonnegative_float,
+        help="Bop flip threshold (default: the named network's recipe where it is for the method, else 1e-8; "
+        "1e-6 for bop2)",
+    )
     p.add_argument("--sigma", type=_nonnegative_float, help="bop2 second-moment rate" + _RECIPE_OR + "1e-2)")
     p.add_argument(
         "--lr",
