@@ -14,6 +14,7 @@ much that weighs depends on the teacher's size against the binary network's.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -39,7 +40,8 @@ def seconds_per_step(args: argparse.Namespace, teacher: str | None, run_dir: Pat
         progress=False,
     )
     summary = train(cfg)
-    steps = -(-args.limit_train // cfg.resolved().batch_size)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        steps = int(list(csv.DictReader(f))[-1]["steps"])  # as trained, whatever the split held
     recorded = json.loads((run_dir / "run.json").read_text()).get("teacher_sha256") or "none"
     return summary["train_seconds"] / steps, recorded
 

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from bnnflow.errors import BnnflowError
 
@@ -146,6 +147,11 @@ def test_runs_equal_one_uninterrupted_training_and_finished_runs_can_be_adopted(
     assert [r["test_acc"] for r in adopted["history"]] == [r["test_acc"] for r in stored["history"]]
     assert not (tmp_path / "adopting" / "runs").exists()  # nothing was trained
     assert "† Includes runs trained before" in (tmp_path / "adopting" / "out" / "results.md").read_text()
+    # A run saved before --label-smoothing existed trained without it, and is adopted as such.
+    payload = torch.load(tmp_path / "direct" / "checkpoint.pt", weights_only=False)
+    del payload["config"]["label_smoothing"]
+    torch.save(payload, tmp_path / "direct" / "checkpoint.pt")
+    assert _bench(tmp_path, "adopting-older", "--adopt", str(tmp_path / "direct")) == 0
 
     # A run with other settings is refused in one line, naming the difference.
     other = dict(direct_settings, schedule="constant")

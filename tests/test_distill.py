@@ -60,6 +60,12 @@ def test_loss_is_hintons_mix_of_hard_and_soft_targets() -> None:
     assert (
         distillation_loss(s, s, y, 1.0, 3.0).abs() < 1e-6
     )  # a student equal to its teacher has no soft loss
+    # label smoothing applies to the hard term only: by hand, targets 1 - e + e / C and e / C
+    e = 0.2
+    smoothed = torch.full((5, 4), e / 4).scatter(1, y[:, None], 1 - e + e / 4)
+    hard_smooth = -(smoothed * F.log_softmax(s, 1)).sum(1).mean()
+    expected = 0.25 * hard_smooth + 0.75 * 4 * soft
+    assert torch.allclose(distillation_loss(s, t, y, 0.75, 2.0, label_smoothing=e), expected, atol=1e-6)
 
 
 def test_teacher_files_are_checked_in_one_line(tmp_path: Path) -> None:
