@@ -301,7 +301,7 @@ _ADOPT_IGNORED = (
 )
 
 # Settings a run saved before they existed lacks; such a run trained with these values.
-_ADOPT_ABSENT_MEANS = {"label_smoothing": 0.0}
+_ADOPT_ABSENT_MEANS = {"label_smoothing": 0.0, "tau_schedule": "constant"}
 
 
 def adopt(args: argparse.Namespace, run_dir: str) -> tuple[str, dict[str, Any]]:

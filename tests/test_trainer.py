@@ -181,6 +181,25 @@ def test_label_smoothing_reaches_the_loss_and_is_recorded(tmp_path: Path) -> Non
         train(_cfg(tmp_path / "r", label_smoothing=1.0))
 
 
+def test_tau_schedule_decays_the_threshold_and_resumes_to_the_bit(tmp_path: Path) -> None:
+    settings = dict(method="bop2", epochs=3, tau=1e-3, tau_schedule="cosine")
+    whole = train(_cfg(tmp_path / "whole", **settings))
+    rows = list(csv.DictReader((tmp_path / "whole" / "metrics.csv").open()))
+    # The threshold each epoch ran with: a half cosine from 1e-3 over the 3 epochs.
+    assert [float(r["tau"]) for r in rows] == pytest.approx([1e-3, 0.75e-3, 0.25e-3])
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["config"]["tau_schedule"] == "cosine"
+    constant = train(_cfg(tmp_path / "constant", **{**settings, "tau_schedule": "constant"}))
+    assert constant["binary_weights_sha256"] != whole["binary_weights_sha256"]  # fewer flips held back
+    split = tmp_path / "split"
+    train(_cfg(split, **settings, stop_after=1))
+    resumed = train(_cfg(split, **{**settings, "tau_schedule": None}, resume=True))  # the run's own
+    assert resumed["binary_weights_sha256"] == whole["binary_weights_sha256"]
+    with pytest.raises(BnnflowError, match="--tau-schedule is for bop and bop2"):
+        train(_cfg(tmp_path / "latent", method="latent-adam", tau_schedule="cosine"))
+    with pytest.raises(BnnflowError, match="--tau-schedule must be one of"):
+        train(_cfg(tmp_path / "bad", tau_schedule="linear"))
+
+
 def test_dropout_on_a_network_without_dropout_is_refused() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(4, 2))
     with pytest.raises(BnnflowError, match="no Dropout layer"):
@@ -212,15 +231,29 @@ def test_a_recipe_may_name_a_method_whose_flip_settings_go_with_it(monkeypatch: 
     from bnnflow import models
 
     spec = models.MODEL_SPECS["digits-mlp"]
-    recipe = {"method": "bop2", "tau": 1e-3, "sigma": 3e-3, "label_smoothing": 0.1}
+    recipe = {"method": "bop2", "tau": 1e-3, "sigma": 3e-3, "tau_schedule": "cosine", "label_smoothing": 0.1}
     monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe=recipe))
     cfg = TrainConfig(model="digits-mlp", run_dir="r").resolved()
-    assert (cfg.method, cfg.tau, cfg.sigma, cfg.label_smoothing) == ("bop2", 1e-3, 3e-3, 0.1)
+    assert (cfg.method, cfg.tau, cfg.sigma, cfg.tau_schedule, cfg.label_smoothing) == (
+        "bop2",
+        1e-3,
+        3e-3,
+        "cosine",
+        0.1,
+    )
     # Another method named on the command keeps its own flip threshold, not bop2's.
     cfg = TrainConfig(model="digits-mlp", run_dir="r", method="bop").resolved()
-    assert (cfg.method, cfg.tau, cfg.sigma, cfg.label_smoothing) == ("bop", None, 1e-2, 0.1)
+    assert (cfg.method, cfg.tau, cfg.sigma, cfg.tau_schedule, cfg.label_smoothing) == (
+        "bop",
+        None,
+        1e-2,
+        "constant",
+        0.1,
+    )
+    cfg = TrainConfig(model="digits-mlp", run_dir="r", method="latent-adam").resolved()
+    assert cfg.tau_schedule == "constant"
     cfg = TrainConfig(model="digits-mlp", run_dir="r", method="bop2").resolved()
-    assert (cfg.tau, cfg.sigma) == (1e-3, 3e-3)
+    assert (cfg.tau, cfg.sigma, cfg.tau_schedule) == (1e-3, 3e-3, "cosine")
     monkeypatch.setitem(models.MODEL_SPECS, "digits-mlp", dataclasses.replace(spec, recipe={}))
     assert TrainConfig(model="digits-mlp", run_dir="r").resolved().method == "bop"
 
@@ -270,11 +303,12 @@ def test_resume_keeps_the_runs_own_settings_when_the_recipe_changes(
     # A run saved before the recipes (no dropout key, augment as a boolean) resumes as it was.
     payload = load_checkpoint(run / "checkpoint.pt")
     del payload["config"]["dropout"]
+    del payload["config"]["tau_schedule"]
     payload["config"]["augment"] = False
     torch.save(payload, run / "checkpoint.pt")
     train(TrainConfig(**{**base, "epochs": 3, "resume": True}))
     saved = load_checkpoint(run / "checkpoint.pt")["config"]
-    assert (saved["dropout"], saved["augment"]) == (None, "none")
+    assert (saved["dropout"], saved["augment"], saved["tau_schedule"]) == (None, "none", "constant")
 
 
 def test_a_run_trained_in_slices_keeps_its_schedule_and_ends_as_one_run(tmp_path: Path) -> None:

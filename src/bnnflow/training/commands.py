@@ -157,6 +157,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sigma", type=_nonnegative_float, help="bop2 second-moment rate" + _RECIPE_OR + "1e-2)")
     p.add_argument(
+        "--tau-schedule",
+        choices=["constant", "step", "cosine"],
+        help="per-epoch decay of tau from its start value, as --schedule decays gamma (default: the named "
+        "network's recipe where it is for the method, else constant)",
+    )
+    p.add_argument(
         "--lr",
         type=_nonnegative_float,
         help="Adam learning rate (real-valued parameters)" + _RECIPE_OR + "1e-2)",

@@ -69,6 +69,7 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "lr": 1e-2,
     "schedule": "constant",
     "sigma": 1e-2,
+    "tau_schedule": "constant",
 }
 
 
@@ -86,6 +87,7 @@ class TrainConfig:
     gamma: float | None = None
     tau: float | None = None  # None: 1e-8 for bop, 1e-6 for bop2
     sigma: float | None = None  # bop2's second-moment rate; None: the recipe's, else 1e-2
+    tau_schedule: str | None = None  # decay of tau, like ``schedule``; None: the recipe's, else constant
     lr: float | None = None
     compact: bool = False
     schedule: str | None = None  # for gamma (Bop) and lr (Adam), stepped per epoch
@@ -124,7 +126,7 @@ class TrainConfig:
         recipe_method = recipe.get("method", "bop")
         if cfg.method is not None and cfg.method != recipe_method:
             # A recipe's flip settings belong to its own method: bop2's tau has another scale.
-            for key in ("tau", "sigma"):
+            for key in ("tau", "sigma", "tau_schedule"):
                 recipe.pop(key, None)
         for key, value in {**GENERIC_DEFAULTS, **recipe}.items():
             if getattr(cfg, key) is None:
@@ -158,11 +160,23 @@ class TrainConfig:
                 raise BnnflowError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
         if cfg.tau is not None and not 0.0 <= cfg.tau < math.inf:
             raise BnnflowError(f"--tau must be a finite number >= 0, got {cfg.tau}")
+        _check_schedules(cfg)
         if not 0.0 < cfg.lr < math.inf:
             raise BnnflowError(f"--lr must be a finite positive number, got {cfg.lr}")
         if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
             raise BnnflowError(f"--run {cfg.run_dir} is a file, not a folder")
         return cfg
+
+
+SCHEDULES = ("constant", "step", "cosine")  # optimizers.schedule_factor's kinds
+
+
+def _check_schedules(cfg: TrainConfig) -> None:
+    for option, kind in (("--schedule", cfg.schedule), ("--tau-schedule", cfg.tau_schedule)):
+        if kind not in SCHEDULES:
+            raise BnnflowError(f"{option} must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+    if cfg.method == "latent-adam" and cfg.tau_schedule != "constant":
+        raise BnnflowError("--tau-schedule is for bop and bop2: latent-adam has no flip threshold")
 
 
 def _resolve_distillation(cfg: TrainConfig) -> None:
@@ -516,6 +530,10 @@ class _Run:
         for opt in self.optimizer:
             name = "gamma" if "gamma" in opt.param_groups[0] else "lr"
             self.schedulers.append(HyperparameterScheduler(opt, name, factor))
+        if cfg.tau_schedule != "constant":  # appended last: a constant tau's checkpoints have no entry
+            flips = [opt for opt in self.optimizer if "tau" in opt.param_groups[0]]
+            tau_factor = schedule_factor(cfg.tau_schedule, cfg.epochs)
+            self.schedulers += [HyperparameterScheduler(opt, "tau", tau_factor) for opt in flips]
 
         self.layers = [name for name, _ in binary_weight_modules(self.model)]
         self.binary_params = [m.weight for _, m in binary_weight_modules(self.model)]
