@@ -14,7 +14,7 @@ from bnnflow import data as bdata
 from bnnflow.cliutil import HelpFormatter, positive_int
 from bnnflow.models import model_names
 from bnnflow.runs import load_model
-from bnnflow.training.optimizers import METHODS
+from bnnflow.training.optimizers import METHODS, SCHEDULES
 from bnnflow.training.trainer import TrainConfig, evaluate, finish_distributed, train
 
 
@@ -158,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma", type=_nonnegative_float, help="bop2 second-moment rate" + _RECIPE_OR + "1e-2)")
     p.add_argument(
         "--tau-schedule",
-        choices=["constant", "step", "cosine"],
+        choices=SCHEDULES,
         help="per-epoch decay of tau from its start value, as --schedule decays gamma (default: the named "
         "network's recipe where it is for the method, else constant)",
     )
@@ -174,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--schedule",
-        choices=["constant", "step", "cosine"],
+        choices=SCHEDULES,
         help="per-epoch decay of gamma (Bop) and lr (Adam)" + _RECIPE_OR + "constant)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order, dropout, augmentation")

@@ -224,6 +224,9 @@ class HyperparameterScheduler:
         self._apply()
 
 
+SCHEDULES = ("constant", "step", "cosine")  # the kinds schedule_factor knows
+
+
 def schedule_factor(kind: str, total: int, step_every: int = 0, decay: float = 0.1) -> Callable[[int], float]:
     """Factor functions for the CLI's ``--schedule``: constant, step or cosine."""
     if kind == "constant":

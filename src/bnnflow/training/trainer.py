@@ -53,6 +53,7 @@ from bnnflow.training import network as net
 from bnnflow.training.distill import distillation_loss, file_sha256, load_teacher, teacher_file
 from bnnflow.training.optimizers import (
     METHODS,
+    SCHEDULES,
     CaseOptimizer,
     HyperparameterScheduler,
     build_optimizer,
@@ -166,9 +167,6 @@ class TrainConfig:
         if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
             raise BnnflowError(f"--run {cfg.run_dir} is a file, not a folder")
         return cfg
-
-
-SCHEDULES = ("constant", "step", "cosine")  # optimizers.schedule_factor's kinds
 
 
 def _check_schedules(cfg: TrainConfig) -> None:
