@@ -1047,14 +1047,14 @@ class ImageDataset(torch.utils.data.Dataset):
       horizontally with probability 1/2.
     - ``"shift"``: move the image by up to 2 pixels each way, filling with
       zeros, never flipped: for digits and other images whose mirror is not
-      the same class.
+      the same class. ``"shift1"``: the same by up to 1 pixel.
     - ``"none"`` (or ``False``): the images as they are.
 
     It draws from torch's global RNG, so ``torch.manual_seed`` (and DataLoader
     worker seeding, which derives from it) makes it repeatable.
     """
 
-    AUGMENTATIONS = {"none": 0, "crop-flip": 4, "shift": 2}  # name: the padding it crops from
+    AUGMENTATIONS = {"none": 0, "crop-flip": 4, "shift": 2, "shift1": 1}  # name: the padding it crops from
 
     def __init__(
         self,

@@ -88,9 +88,9 @@ def _add_regularization_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="crop-flip",
         choices=list(bdata.ImageDataset.AUGMENTATIONS),
-        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag); shift: random moves of up "
-        "to 2 pixels, no flip (for digits); none (default: the named network's recipe, else crop-flip "
-        "for cifar10 and none otherwise)",
+        help="crop-flip: pad-4 random crop + horizontal flip (the bare flag); shift, shift1: random moves "
+        "of up to 2 or 1 pixels, no flip (for digits); none (default: the named network's recipe, else "
+        "crop-flip for cifar10 and none otherwise)",
     )
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help=argparse.SUPPRESS)
     p.add_argument(
