@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from bnnflow.data import ImageDataset
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from bnnflow.training.optimizers import METHODS
@@ -134,7 +135,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--schedule", choices=["constant", "step", "cosine"], help="default: each network's recipe"
     )
     p.add_argument("--dropout", type=float, help="default: each network's recipe, else its own rate")
-    p.add_argument("--augment", choices=["none", "crop-flip", "shift"], help="default: each network's recipe")
+    p.add_argument(
+        "--augment", choices=list(ImageDataset.AUGMENTATIONS), help="default: each network's recipe"
+    )
     p.add_argument("--limit-train", type=int, help="train on the first N images only (quick checks)")
     p.add_argument("--limit-test", type=int, help="test on the first N images only (quick checks)")
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
