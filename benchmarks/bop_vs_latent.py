@@ -47,7 +47,7 @@ import torch
 from bnnflow.data import ImageDataset
 from bnnflow.errors import BnnflowError
 from bnnflow.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
-from bnnflow.training.optimizers import METHODS
+from bnnflow.training.optimizers import METHODS, SCHEDULES
 from bnnflow.training.trainer import GENERIC_DEFAULTS, TrainConfig, train
 
 BASELINE = "latent-adam"
@@ -131,9 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ")",
     )
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument(
-        "--schedule", choices=["constant", "step", "cosine"], help="default: each network's recipe"
-    )
+    p.add_argument("--schedule", choices=SCHEDULES, help="default: each network's recipe")
     p.add_argument("--dropout", type=float, help="default: each network's recipe, else its own rate")
     p.add_argument(
         "--augment", choices=list(ImageDataset.AUGMENTATIONS), help="default: each network's recipe"

@@ -194,6 +194,10 @@ def test_tau_schedule_decays_the_threshold_and_resumes_to_the_bit(tmp_path: Path
     train(_cfg(split, **settings, stop_after=1))
     resumed = train(_cfg(split, **{**settings, "tau_schedule": None}, resume=True))  # the run's own
     assert resumed["binary_weights_sha256"] == whole["binary_weights_sha256"]
+    with pytest.raises(
+        BnnflowError, match="trained with --tau-schedule cosine, this command has --tau-schedule constant"
+    ):
+        train(_cfg(split, **{**settings, "epochs": 4, "tau_schedule": "constant"}, resume=True))
     with pytest.raises(BnnflowError, match="--tau-schedule is for bop and bop2"):
         train(_cfg(tmp_path / "latent", method="latent-adam", tau_schedule="cosine"))
     with pytest.raises(BnnflowError, match="--tau-schedule must be one of"):

@@ -585,6 +585,13 @@ class _Run:
                     f"cannot resume {ckpt_path}: it was trained with {key}={saved.get(key)!r}, "
                     f"this command has {key}={getattr(cfg, key)!r}"
                 )
+        # A threshold schedule adds a scheduler to the checkpoint; a run saved before it existed had none.
+        saved_tau_schedule = saved.get("tau_schedule") or "constant"
+        if saved_tau_schedule != cfg.tau_schedule:
+            raise BnnflowError(
+                f"cannot resume {ckpt_path}: it was trained with --tau-schedule {saved_tau_schedule}, "
+                f"this command has --tau-schedule {cfg.tau_schedule}"
+            )
         return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
